@@ -1,0 +1,140 @@
+"""Environment models: each function and the bridge build theirs once at start-up and fail fast."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(RuntimeError):
+    """A required environment variable is missing or malformed."""
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is required but not set")
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name} must be at least {minimum}, got {value}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """Names of the six DynamoDB tables (DESIGN §4)."""
+
+    task_state: str
+    connections: str
+    inbox: str
+    conversations: str
+    settings: str
+    idempotency: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Tables:
+        """Read the table names from TASK_STATE_TABLE, CONNECTIONS_TABLE, … ."""
+        return cls(
+            task_state=_require(env, "TASK_STATE_TABLE"),
+            connections=_require(env, "CONNECTIONS_TABLE"),
+            inbox=_require(env, "INBOX_TABLE"),
+            conversations=_require(env, "CONVERSATIONS_TABLE"),
+            settings=_require(env, "SETTINGS_TABLE"),
+            idempotency=_require(env, "IDEMPOTENCY_TABLE"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleConfig:
+    """Timing rules of the agent task lifecycle."""
+
+    idle_timeout_minutes: int = 15
+    start_deadline_seconds: int = 300
+    heartbeat_stale_seconds: int = 180
+    max_start_attempts: int = 3
+    start_eta_seconds: int = 45
+    stopping_deadline_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LifecycleConfig:
+        """Read the lifecycle timings, each with a default."""
+        return cls(
+            idle_timeout_minutes=_int(env, "IDLE_TIMEOUT_MINUTES", 15, minimum=1),
+            start_deadline_seconds=_int(env, "START_DEADLINE_SECONDS", 300, minimum=10),
+            heartbeat_stale_seconds=_int(env, "HEARTBEAT_STALE_SECONDS", 180, minimum=10),
+            max_start_attempts=_int(env, "MAX_START_ATTEMPTS", 3, minimum=1),
+            start_eta_seconds=_int(env, "START_ETA_SECONDS", 45, minimum=1),
+            stopping_deadline_seconds=_int(env, "STOPPING_DEADLINE_SECONDS", 300, minimum=10),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchConfig:
+    """Where and how the bridge task is started on ECS."""
+
+    cluster: str
+    task_definition: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    container_name: str = "bridge"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
+        """Read ECS_CLUSTER, TASK_DEFINITION, TASK_SUBNETS, TASK_SECURITY_GROUP, TASK_CONTAINER_NAME."""
+        subnets = tuple(s.strip() for s in _require(env, "TASK_SUBNETS").split(",") if s.strip())
+        groups = tuple(s.strip() for s in _require(env, "TASK_SECURITY_GROUP").split(",") if s.strip())
+        return cls(
+            cluster=_require(env, "ECS_CLUSTER"),
+            task_definition=_require(env, "TASK_DEFINITION"),
+            subnets=subnets,
+            security_groups=groups,
+            container_name=env.get("TASK_CONTAINER_NAME", "").strip() or "bridge",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The Cognito user pool whose ID tokens open a client connection."""
+
+    issuer: str
+    client_id: str
+    jwks_url: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AuthConfig:
+        """Read COGNITO_ISSUER, COGNITO_CLIENT_ID and optionally COGNITO_JWKS_URL."""
+        issuer = _require(env, "COGNITO_ISSUER").rstrip("/")
+        jwks = env.get("COGNITO_JWKS_URL", "").strip() or f"{issuer}/.well-known/jwks.json"
+        return cls(issuer=issuer, client_id=_require(env, "COGNITO_CLIENT_ID"), jwks_url=jwks)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlPlaneConfig:
+    """Everything a control-plane function needs except auth: tables, timings, ECS and the WS endpoint."""
+
+    tables: Tables
+    lifecycle: LifecycleConfig
+    launch: LaunchConfig
+    websocket_endpoint: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneConfig:
+        """Build from the process environment (or the given mapping)."""
+        env = os.environ if env is None else env
+        return cls(
+            tables=Tables.from_env(env),
+            lifecycle=LifecycleConfig.from_env(env),
+            launch=LaunchConfig.from_env(env),
+            websocket_endpoint=_require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
+        )

@@ -1,0 +1,83 @@
+"""The collaborators every control-plane operation needs, built once per process (fakes in tests)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from serverless_openclaw.aws.ecs import EcsLauncher, Launched
+from serverless_openclaw.aws.pusher import ConnectionPusher
+from serverless_openclaw.config import ControlPlaneConfig
+from serverless_openclaw.lifecycle import Capacity
+from serverless_openclaw.store.connections import ConnectionStore
+from serverless_openclaw.store.conversations import ConversationStore
+from serverless_openclaw.store.inbox import InboxStore
+from serverless_openclaw.store.intake import IntakeStore
+from serverless_openclaw.store.settings import SettingsStore
+from serverless_openclaw.store.task_state import TaskStateStore
+
+
+class Pusher(Protocol):
+    """Delivers frames to WebSocket connections."""
+
+    def send(self, connection_id: str, payload: Mapping[str, Any]) -> bool:
+        """Post to one connection; False when it is gone."""
+        ...
+
+    def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
+        """Post to every client connection of a user."""
+        ...
+
+
+class Launcher(Protocol):
+    """Starts and stops agent tasks."""
+
+    def launch(self, user_id: str, attempt_token: str, prefer: Capacity = Capacity.SPOT) -> Launched:
+        """Start a task (raises StartError)."""
+        ...
+
+    def stop(self, task_arn: str, reason: str) -> bool:
+        """Stop a task; False if it was already gone."""
+        ...
+
+    def running_tasks(self) -> list[str]:
+        """ARNs of our family's live tasks."""
+        ...
+
+    def describe(self, task_arns: list[str]) -> list[dict[str, Any]]:
+        """ECS's view of tasks."""
+        ...
+
+
+@dataclass
+class ControlPlane:
+    """Stores, launcher, pusher, configuration and clock."""
+
+    cfg: ControlPlaneConfig
+    task_state: TaskStateStore
+    intake: IntakeStore
+    inbox: InboxStore
+    connections: ConnectionStore
+    conversations: ConversationStore
+    settings: SettingsStore
+    pusher: Pusher
+    launcher: Launcher
+    clock: Callable[[], float] = field(default=time.time)
+
+    @classmethod
+    def from_config(cls, cfg: ControlPlaneConfig) -> ControlPlane:
+        """The production wiring: DynamoDB stores, ECS launcher, API Gateway pusher."""
+        connections = ConnectionStore(cfg.tables.connections)
+        return cls(
+            cfg=cfg,
+            task_state=TaskStateStore(cfg.tables.task_state),
+            intake=IntakeStore(cfg.tables),
+            inbox=InboxStore(cfg.tables.inbox),
+            connections=connections,
+            conversations=ConversationStore(cfg.tables.conversations),
+            settings=SettingsStore(cfg.tables.settings),
+            pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
+            launcher=EcsLauncher(cfg.launch),
+        )

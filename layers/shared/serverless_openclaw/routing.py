@@ -1,0 +1,174 @@
+"""What happens to a user message and to explicit start/stop requests (DESIGN §6, step 1).
+
+The message is stored first (store/intake.py); only then is the agent nudged, waited for or started.
+Whatever fails after that point, the message stays queued for the next task: it is never lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serverless_openclaw import lifecycle, protocol
+from serverless_openclaw.aws.ecs import StartError
+from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.lifecycle import Capacity, MessageAction, Status, TaskState
+from serverless_openclaw.observability import count, logger
+from serverless_openclaw.store.intake import Accepted, IncomingMessage
+
+_CLEARED_ON_START = ("taskArn", "capacity", "agentConnectionId", "agentTokenHash", "heartbeatAt", "lastError")
+
+
+@dataclass(frozen=True, slots=True)
+class StartOutcome:
+    """Result of trying to start an agent: `status` is what the user should now see."""
+
+    started: bool
+    status: str
+    task_arn: str | None = None
+    error: str | None = None
+
+
+def accept_message(cp: ControlPlane, message: IncomingMessage) -> tuple[Accepted, str]:
+    """Store a user message, then make sure an agent will answer it; returns where it went and the status."""
+    now = cp.clock()
+    accepted = cp.intake.accept(message, now)
+    if not accepted.duplicate:
+        count("MessageAccepted")
+    # A duplicate still ensures an agent: the first attempt may have died right after storing.
+    state = cp.task_state.touch_activity(message.user_id, now)
+    return accepted, ensure_agent(cp, state)
+
+
+def ensure_agent(cp: ControlPlane, state: TaskState) -> str:
+    """Nudge a live agent, wait for a starting one, or start one; returns the client-visible status."""
+    now = cp.clock()
+    action = lifecycle.action_for_message(state, now, cp.cfg.lifecycle)
+    if action is MessageAction.NUDGE and state.agent_connection_id:
+        if cp.pusher.send(state.agent_connection_id, protocol.nudge()):
+            return "running"
+        # The agent connection is gone; the bridge reconnects and drains the Inbox when it is back.
+        cp.task_state.detach_agent(state.user_id, state.agent_connection_id)
+        return "running"
+    if action is MessageAction.WAIT:
+        return lifecycle.client_status(state, now, cp.cfg.lifecycle)[0]
+    return start_agent(cp, state, reason="message").status
+
+
+def start_agent(
+    cp: ControlPlane, state: TaskState, *, reason: str, prefer: Capacity = Capacity.SPOT
+) -> StartOutcome:
+    """Idle (or dead) → Starting with one conditional write, then RunTask; exactly one task per user."""
+    now = cp.clock()
+    starting = cp.task_state.transition(
+        state,
+        Status.STARTING,
+        now,
+        set_={"startedAt": now, "busy": False},
+        remove=_CLEARED_ON_START,
+    )
+    if starting is None:
+        # Somebody else changed the row first (a concurrent message, the watchdog): they own the start.
+        current = cp.task_state.get(state.user_id)
+        logger.info("start lost the race", user_id=state.user_id, status=current.status.value)
+        return StartOutcome(started=False, status=lifecycle.client_status(current, now, cp.cfg.lifecycle)[0])
+    if state.task_arn and state.status is not Status.IDLE:
+        # The row pointed at a task we just declared dead: make sure it does not linger.
+        _stop_quietly(cp, state.task_arn, f"replaced ({reason})")
+    try:
+        launched = cp.launcher.launch(state.user_id, str(starting.version), prefer)
+    except Exception as exc:  # every failure is recorded and told, never swallowed
+        text = exc.reason if isinstance(exc, StartError) else f"unexpected error ({type(exc).__name__})"
+        logger.exception("agent start failed", user_id=state.user_id, reason=text, trigger=reason)
+        _record_failed_start(cp, starting, text)
+        return StartOutcome(started=False, status="idle", error=text)
+    if not cp.task_state.record_launch(starting, launched.task_arn, launched.capacity):
+        logger.warning(
+            "start superseded, stopping the new task", user_id=state.user_id, task_arn=launched.task_arn
+        )
+        _stop_quietly(cp, launched.task_arn, "superseded")
+        return StartOutcome(started=False, status="idle")
+    count("TaskStarted")
+    if launched.capacity is Capacity.ON_DEMAND and prefer is Capacity.SPOT:
+        count("SpotFallback")
+    logger.info(
+        "agent starting",
+        user_id=state.user_id,
+        task_arn=launched.task_arn,
+        capacity=launched.capacity.value,
+        trigger=reason,
+    )
+    cp.pusher.to_user(
+        state.user_id,
+        protocol.status("starting", phase="provisioning", eta_seconds=cp.cfg.lifecycle.start_eta_seconds),
+    )
+    return StartOutcome(started=True, status="starting", task_arn=launched.task_arn)
+
+
+def _record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> None:
+    now = cp.clock()
+    attempts = starting.start_attempts + 1
+    cp.task_state.transition(
+        starting, Status.IDLE, now, set_={"lastError": text[:500], "startAttempts": attempts}
+    )
+    count("StartFailed")
+    cp.pusher.to_user(
+        starting.user_id,
+        protocol.error(
+            "start_failed",
+            f"The agent could not start: {text}. Your message is kept and will be answered once it starts.",
+            attempt=attempts,
+        ),
+    )
+    cp.pusher.to_user(starting.user_id, protocol.status("idle"))
+
+
+def _stop_quietly(cp: ControlPlane, task_arn: str, reason: str) -> None:
+    try:
+        cp.launcher.stop(task_arn, reason)
+    except Exception:  # the watchdog's orphan sweep catches what this misses
+        logger.exception("stop task failed", task_arn=task_arn)
+
+
+def request_start(cp: ControlPlane, user_id: str) -> StartOutcome:
+    """A user explicitly asks for their agent (HTTP POST /api/agent/start)."""
+    now = cp.clock()
+    state = cp.task_state.touch_activity(user_id, now)
+    action = lifecycle.action_for_message(state, now, cp.cfg.lifecycle)
+    if action is not MessageAction.START:
+        return StartOutcome(started=False, status=lifecycle.client_status(state, now, cp.cfg.lifecycle)[0])
+    return start_agent(cp, state, reason="user request")
+
+
+def request_stop(cp: ControlPlane, user_id: str, reason: str = "stopped by user") -> str:
+    """Stop the user's agent gracefully (the bridge backs up and releases its claims); returns the status."""
+    for _ in range(3):
+        state = cp.task_state.get(user_id)
+        if state.status in (Status.IDLE, Status.STOPPING):
+            return state.status.value.lower()
+        stopping = cp.task_state.transition(state, Status.STOPPING, cp.clock())
+        if stopping is None:
+            continue
+        if state.task_arn:
+            _stop_quietly(cp, state.task_arn, reason)
+        else:
+            # No task was ever attached: nothing will send a STOPPED event, so settle the row now.
+            cp.task_state.transition(stopping, Status.IDLE, cp.clock(), remove=_CLEARED_ON_START)
+        count("TaskStopRequested")
+        cp.pusher.to_user(user_id, protocol.status("stopping"))
+        return "stopping"
+    return cp.task_state.get(user_id).status.value.lower()
+
+
+def abort_reply(cp: ControlPlane, user_id: str, conversation_id: str | None) -> bool:
+    """Ask the running agent to abort the current reply; False when no agent is there to ask."""
+    state = cp.task_state.get(user_id)
+    if state.status is not Status.RUNNING or not state.agent_connection_id:
+        return False
+    return cp.pusher.send(state.agent_connection_id, protocol.abort(conversation_id))
+
+
+def status_frame(cp: ControlPlane, user_id: str) -> dict[str, object]:
+    """The `status` frame for a user right now."""
+    state = cp.task_state.get(user_id, consistent=False)
+    name, phase, eta = lifecycle.client_status(state, cp.clock(), cp.cfg.lifecycle)
+    return protocol.status(name, phase=phase, eta_seconds=eta)

@@ -1,0 +1,92 @@
+"""User settings: what may be set and how each value is validated (DESIGN §4, Settings)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+SUPPORTED_PROVIDERS = ("anthropic", "openai", "bedrock", "openai-compatible", "offline")
+"""Model providers the bridge can configure OpenClaw for."""
+
+IDLE_TIMEOUT_RANGE = (5, 240)
+_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+
+
+class InvalidSettings(ValueError):
+    """One or more settings were refused; `problems` maps each field to a readable reason."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in problems.items()))
+        self.problems = dict(problems)
+
+
+def defaults(idle_timeout_minutes: int) -> dict[str, Any]:
+    """Values a user who never changed anything sees."""
+    return {"model": None, "idleTimeoutMinutes": idle_timeout_minutes, "timezone": "UTC"}
+
+
+def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a settings update; returns the normalised values or raises InvalidSettings."""
+    problems: dict[str, str] = {}
+    clean: dict[str, Any] = {}
+    for key, val in changes.items():
+        if key == "idleTimeoutMinutes":
+            low, high = IDLE_TIMEOUT_RANGE
+            if isinstance(val, bool) or not isinstance(val, int) or not low <= val <= high:
+                problems[key] = f"must be a whole number of minutes from {low} to {high}"
+            else:
+                clean[key] = val
+        elif key == "model":
+            problem = _model_problem(val)
+            if problem:
+                problems[key] = problem
+            else:
+                clean[key] = val
+        elif key == "timezone":
+            if not isinstance(val, str) or not _is_timezone(val):
+                problems[key] = "must be an IANA time zone such as Europe/Paris"
+            else:
+                clean[key] = val
+        else:
+            problems[key] = "is not a setting"
+    if problems:
+        raise InvalidSettings(problems)
+    if not clean:
+        raise InvalidSettings({"settings": "nothing to change"})
+    return clean
+
+
+def _model_problem(val: Any) -> str | None:
+    if not isinstance(val, str) or "/" not in val:
+        return "must be '<provider>/<model id>', e.g. anthropic/claude-sonnet-4-5"
+    provider, model_id = val.split("/", 1)
+    if provider not in SUPPORTED_PROVIDERS:
+        return "provider must be one of " + ", ".join(SUPPORTED_PROVIDERS)
+    if not _MODEL_ID.match(model_id):
+        return "model id has characters that are not allowed"
+    return None
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _is_timezone(name: str) -> bool:
+    if name not in _zones():
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def idle_timeout_for(settings: Mapping[str, Any], default_minutes: int) -> int:
+    """The user's idle timeout, falling back to the stack default."""
+    val = settings.get("idleTimeoutMinutes")
+    low, high = IDLE_TIMEOUT_RANGE
+    return val if isinstance(val, int) and low <= val <= high else default_minutes

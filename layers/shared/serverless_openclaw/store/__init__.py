@@ -1,0 +1,1 @@
+"""One module per DynamoDB table; each keeps its table's conditional semantics in one place."""

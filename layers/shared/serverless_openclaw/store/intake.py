@@ -1,0 +1,134 @@
+"""Accepting a user message: dedup, history and queue written in ONE transaction, before anything else.
+
+The Idempotency row (Powertools layout: `id`, `status`, `data`, `ttl` as the expiry attribute), the
+conversation header, the stored user message and the Inbox item either all exist or none does, so a
+retried request can never find "already seen" for a message that was not queued.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.config import Tables
+from serverless_openclaw.store import codec, conversations, inbox
+from serverless_openclaw.store.ids import new_id
+
+IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    """A validated user message from any channel."""
+
+    user_id: str
+    text: str
+    channel: str
+    conversation_id: str | None = None
+    idempotency_key: str | None = None
+    client_message_id: str | None = None
+    reply_to: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """Where the message was stored; `duplicate` when it had been accepted before."""
+
+    message_id: str
+    conversation_id: str
+    duplicate: bool = False
+
+
+class IntakeStore:
+    """The one write path for new user messages."""
+
+    def __init__(self, tables: Tables) -> None:
+        self.tables = tables
+
+    def accept(self, message: IncomingMessage, now: float) -> Accepted:
+        """Store the message in Conversations and the Inbox (once per idempotency key)."""
+        message_id = new_id()
+        conversation_id = message.conversation_id or new_id()
+        queued = inbox.InboxItem(
+            user_id=message.user_id,
+            message_id=message_id,
+            text=message.text,
+            channel=message.channel,
+            conversation_id=conversation_id,
+            created_at=now,
+            client_message_id=message.client_message_id,
+            reply_to=message.reply_to or {},
+        )
+        items: list[dict[str, Any]] = []
+        if message.idempotency_key:
+            record = {"messageId": message_id, "conversationId": conversation_id}
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self.tables.idempotency,
+                        "Item": codec.dump(
+                            {
+                                "id": message.idempotency_key,
+                                "status": "COMPLETED",
+                                "data": json.dumps(record),
+                                "ttl": int(now) + IDEMPOTENCY_TTL_SECONDS,
+                            }
+                        ),
+                        "ConditionExpression": "attribute_not_exists(id)",
+                    }
+                }
+            )
+        items += [
+            conversations.header_update(
+                self.tables.conversations,
+                message.user_id,
+                conversation_id,
+                conversations.title_from(message.text),
+                now,
+            ),
+            {
+                "Put": {
+                    "TableName": self.tables.conversations,
+                    "Item": conversations.message_item(
+                        message.user_id,
+                        conversation_id,
+                        message_id,
+                        "user",
+                        message.text,
+                        message.channel,
+                        now,
+                    ),
+                }
+            },
+            {"Put": {"TableName": self.tables.inbox, "Item": inbox.new_item(queued)}},
+        ]
+        try:
+            client("dynamodb").transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if message.idempotency_key and _first_condition_failed(exc):
+                return self._previous(message.idempotency_key)
+            raise
+        return Accepted(message_id=message_id, conversation_id=conversation_id)
+
+    def _previous(self, key: str) -> Accepted:
+        resp = client("dynamodb").get_item(
+            TableName=self.tables.idempotency, Key={"id": {"S": key}}, ConsistentRead=True
+        )
+        item = codec.load(resp.get("Item")) or {}
+        data = json.loads(item.get("data") or "{}")
+        return Accepted(
+            message_id=str(data.get("messageId", "")),
+            conversation_id=str(data.get("conversationId", "")),
+            duplicate=True,
+        )
+
+
+def _first_condition_failed(exc: ClientError) -> bool:
+    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+        return False
+    reasons = exc.response.get("CancellationReasons") or []
+    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"

@@ -1,0 +1,211 @@
+"""TaskState table: one row per user, changed only by conditional writes on `version`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.lifecycle import Capacity, Status, TaskState
+from serverless_openclaw.store import codec
+
+_ATTRS = {
+    "status",
+    "version",
+    "taskArn",
+    "capacity",
+    "agentConnectionId",
+    "agentTokenHash",
+    "startedAt",
+    "heartbeatAt",
+    "lastActivity",
+    "changedAt",
+    "busy",
+    "startAttempts",
+    "lastError",
+}
+
+
+def user_key(user_id: str) -> dict[str, Any]:
+    """The TaskState key of a user."""
+    return {"PK": {"S": f"USER#{user_id}"}}
+
+
+def from_item(item: Mapping[str, Any]) -> TaskState:
+    """A loaded TaskState item → TaskState."""
+    capacity = item.get("capacity")
+    return TaskState(
+        user_id=str(item["PK"]).removeprefix("USER#"),
+        status=Status(item.get("status", Status.IDLE.value)),
+        version=int(item.get("version", 0)),
+        task_arn=item.get("taskArn"),
+        capacity=Capacity(capacity) if capacity else None,
+        agent_connection_id=item.get("agentConnectionId"),
+        agent_token_hash=item.get("agentTokenHash"),
+        started_at=item.get("startedAt"),
+        heartbeat_at=item.get("heartbeatAt"),
+        last_activity=item.get("lastActivity"),
+        changed_at=item.get("changedAt"),
+        busy=bool(item.get("busy", False)),
+        start_attempts=int(item.get("startAttempts", 0)),
+        last_error=item.get("lastError"),
+    )
+
+
+def _conditional_failed(exc: ClientError) -> bool:
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+class TaskStateStore:
+    """Reads and conditional writes of the TaskState table."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    def get(self, user_id: str, *, consistent: bool = True) -> TaskState:
+        """The user's state (Idle, version 0 when the row does not exist)."""
+        resp = client("dynamodb").get_item(
+            TableName=self.table, Key=user_key(user_id), ConsistentRead=consistent
+        )
+        item = codec.load(resp.get("Item"))
+        return from_item(item) if item else TaskState(user_id=user_id)
+
+    def touch_activity(self, user_id: str, now: float) -> TaskState:
+        """Record user activity and return the current state in the same round trip."""
+        resp = client("dynamodb").update_item(
+            TableName=self.table,
+            Key=user_key(user_id),
+            UpdateExpression="SET lastActivity = :now, version = if_not_exists(version, :zero), "
+            "#s = if_not_exists(#s, :idle)",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=codec.values({":now": now, ":zero": 0, ":idle": Status.IDLE.value}),
+            ReturnValues="ALL_NEW",
+        )
+        return from_item(codec.load(resp["Attributes"]) or {})
+
+    def transition(
+        self,
+        current: TaskState,
+        to: Status,
+        now: float,
+        *,
+        set_: Mapping[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> TaskState | None:
+        """Move to `to` only if nobody changed the row since `current` was read; None if we lost."""
+        set_ = dict(set_ or {})
+        unknown = (set(set_) | set(remove)) - _ATTRS
+        if unknown:
+            raise ValueError(f"unknown TaskState attributes: {sorted(unknown)}")
+        set_.update({"status": to.value, "version": current.version + 1, "changedAt": now})
+        names = {f"#{k}": k for k in (*set_, *remove)}
+        assignments = [f"#{k} = :{k}" for k, v in set_.items() if v is not None]
+        removals = [f"#{k}" for k in remove] + [f"#{k}" for k, v in set_.items() if v is None]
+        expression = "SET " + ", ".join(assignments)
+        if removals:
+            expression += " REMOVE " + ", ".join(removals)
+        names["#v"] = "version"
+        vals = {f":{k}": v for k, v in set_.items() if v is not None}
+        vals[":expected"] = current.version
+        condition = "#v = :expected"
+        if current.version == 0:
+            condition = "attribute_not_exists(PK) OR attribute_not_exists(#v) OR #v = :expected"
+        try:
+            resp = client("dynamodb").update_item(
+                TableName=self.table,
+                Key=user_key(current.user_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=codec.values(vals),
+                ReturnValues="ALL_NEW",
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return None
+            raise
+        return from_item(codec.load(resp["Attributes"]) or {})
+
+    def _conditional_update(
+        self, user_id: str, expression: str, condition: str, names: dict[str, str], vals: dict[str, Any]
+    ) -> bool:
+        try:
+            client("dynamodb").update_item(
+                TableName=self.table,
+                Key=user_key(user_id),
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=codec.values(vals),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
+    def record_launch(self, state: TaskState, task_arn: str, capacity: Capacity) -> bool:
+        """Attach the launched task to the Starting row we own (same version, still Starting)."""
+        return self._conditional_update(
+            state.user_id,
+            "SET taskArn = :arn, capacity = :cap",
+            "version = :v AND #s = :starting",
+            {"#s": "status"},
+            {
+                ":arn": task_arn,
+                ":cap": capacity.value,
+                ":v": state.version,
+                ":starting": Status.STARTING.value,
+            },
+        )
+
+    def attach_agent(self, user_id: str, task_arn: str, connection_id: str, now: float) -> bool:
+        """Record the bridge's agent connection, only for the task the row references."""
+        return self._conditional_update(
+            user_id,
+            "SET agentConnectionId = :c, heartbeatAt = :now",
+            "taskArn = :arn AND #s IN (:starting, :running)",
+            {"#s": "status"},
+            {
+                ":c": connection_id,
+                ":now": now,
+                ":arn": task_arn,
+                ":starting": Status.STARTING.value,
+                ":running": Status.RUNNING.value,
+            },
+        )
+
+    def detach_agent(self, user_id: str, connection_id: str) -> bool:
+        """Forget the agent connection only if it is still the current one."""
+        return self._conditional_update(
+            user_id,
+            "REMOVE agentConnectionId",
+            "agentConnectionId = :c",
+            {},
+            {":c": connection_id},
+        )
+
+    def heartbeat(self, user_id: str, task_arn: str, busy: bool, now: float) -> bool:
+        """A live bridge reports in; refused when the row no longer references its task."""
+        return self._conditional_update(
+            user_id,
+            "SET heartbeatAt = :now, busy = :busy",
+            "taskArn = :arn",
+            {},
+            {":now": now, ":busy": busy, ":arn": task_arn},
+        )
+
+    def scan(self) -> Iterator[TaskState]:
+        """Every row (one per user: small by design)."""
+        paginator = client("dynamodb").get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table, ConsistentRead=True):
+            for raw in page.get("Items", []):
+                item = codec.load(raw)
+                if item:
+                    yield from_item(item)
+
+    def find_by_task(self, task_arn: str) -> TaskState | None:
+        """The row that references a task, if any."""
+        return next((s for s in self.scan() if s.task_arn == task_arn), None)

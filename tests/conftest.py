@@ -1,0 +1,113 @@
+"""Shared fixtures: an in-process moto AWS with the tables of template.yaml, fakes for ECS and pushes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+TEST_ENV = {
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SECURITY_TOKEN": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "POWERTOOLS_SERVICE_NAME": "serverless-openclaw",
+    "POWERTOOLS_METRICS_NAMESPACE": "ServerlessOpenClaw",
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_DEV": "0",
+    "LOG_LEVEL": "WARNING",
+    "STACK_NAME": "test",
+    "TASK_STATE_TABLE": "test-TaskState",
+    "CONNECTIONS_TABLE": "test-Connections",
+    "INBOX_TABLE": "test-Inbox",
+    "CONVERSATIONS_TABLE": "test-Conversations",
+    "SETTINGS_TABLE": "test-Settings",
+    "IDEMPOTENCY_TABLE": "test-Idempotency",
+    "IDLE_TIMEOUT_MINUTES": "15",
+    "START_DEADLINE_SECONDS": "300",
+    "HEARTBEAT_STALE_SECONDS": "180",
+    "MAX_START_ATTEMPTS": "3",
+    "START_ETA_SECONDS": "45",
+    "ECS_CLUSTER": "test-cluster",
+    "TASK_DEFINITION": "arn:aws:ecs:us-east-1:123456789012:task-definition/test-bridge:1",
+    "TASK_SUBNETS": "subnet-aaaa,subnet-bbbb",
+    "TASK_SECURITY_GROUP": "sg-1234",
+    "TASK_CONTAINER_NAME": "bridge",
+    "WEBSOCKET_MANAGEMENT_ENDPOINT": "https://abc123.execute-api.us-east-1.amazonaws.com/prod",
+    "COGNITO_USER_POOL_ID": "us-east-1_TestPool",
+    "COGNITO_CLIENT_ID": "test-client-id",
+    "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool",
+}
+# Function modules build their configuration at import time, so the environment is set before any import.
+for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+    del os.environ[_name]
+os.environ.update(TEST_ENV)
+
+from moto import mock_aws  # noqa: E402
+
+from local.template import create_tables, load_template  # noqa: E402
+from serverless_openclaw.aws import clients  # noqa: E402
+from serverless_openclaw.config import ControlPlaneConfig  # noqa: E402
+from serverless_openclaw.control_plane import ControlPlane  # noqa: E402
+from serverless_openclaw.store.connections import ConnectionStore  # noqa: E402
+from serverless_openclaw.store.conversations import ConversationStore  # noqa: E402
+from serverless_openclaw.store.inbox import InboxStore  # noqa: E402
+from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
+from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
+from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
+from tests.fakes import Clock, FakeLauncher, RecordingPusher  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def template() -> dict[str, object]:
+    return load_template()
+
+
+@pytest.fixture
+def aws(template: dict[str, object]) -> Iterator[dict[str, str]]:
+    """A fresh moto backend with every table of template.yaml created; yields {env var: table name}."""
+    with mock_aws():
+        clients.reset()
+        names = create_tables(clients.client("dynamodb"), template, "test")
+        for env_var, table in names.items():
+            assert os.environ[env_var] == table, f"conftest TEST_ENV[{env_var}] must be {table}"
+        yield names
+    clients.reset()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def launcher() -> FakeLauncher:
+    return FakeLauncher()
+
+
+@pytest.fixture
+def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlane:
+    """The control plane on moto tables, with a fake ECS and an in-memory WebSocket push."""
+    cfg = ControlPlaneConfig.from_env()
+    connections = ConnectionStore(cfg.tables.connections)
+    return ControlPlane(
+        cfg=cfg,
+        task_state=TaskStateStore(cfg.tables.task_state),
+        intake=IntakeStore(cfg.tables),
+        inbox=InboxStore(cfg.tables.inbox),
+        connections=connections,
+        conversations=ConversationStore(cfg.tables.conversations),
+        settings=SettingsStore(cfg.tables.settings),
+        pusher=RecordingPusher(connections),
+        launcher=launcher,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def pusher(cp: ControlPlane) -> RecordingPusher:
+    assert isinstance(cp.pusher, RecordingPusher)
+    return cp.pusher
