@@ -111,3 +111,34 @@ def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlan
 def pusher(cp: ControlPlane) -> RecordingPusher:
     assert isinstance(cp.pusher, RecordingPusher)
     return cp.pusher
+
+
+class _LambdaContext:
+    function_name = "test-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000
+
+
+@pytest.fixture
+def lambda_context() -> _LambdaContext:
+    """What the Lambda runtime passes as `context` (what Powertools reads of it)."""
+    return _LambdaContext()
+
+
+def load_event(name: str) -> dict[str, object]:
+    """A sample event from events/ (the same files `sam local invoke -e` uses)."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "events" / name
+    with path.open(encoding="utf-8") as fh:
+        data: dict[str, object] = json.load(fh)
+    return data

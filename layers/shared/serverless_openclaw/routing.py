@@ -29,14 +29,22 @@ class StartOutcome:
 
 
 def accept_message(cp: ControlPlane, message: IncomingMessage) -> tuple[Accepted, str]:
-    """Store a user message, then make sure an agent will answer it; returns where it went and the status."""
+    """Store a user message, then make sure an agent will answer it; returns where it went and the status.
+
+    Raises only when the message could not be stored (then nothing was written and the sender retries).
+    """
     now = cp.clock()
     accepted = cp.intake.accept(message, now)
     if not accepted.duplicate:
         count("MessageAccepted")
-    # A duplicate still ensures an agent: the first attempt may have died right after storing.
-    state = cp.task_state.touch_activity(message.user_id, now)
-    return accepted, ensure_agent(cp, state)
+    try:
+        # A duplicate still ensures an agent: the first attempt may have died right after storing.
+        state = cp.task_state.touch_activity(message.user_id, now)
+        return accepted, ensure_agent(cp, state)
+    except Exception:
+        # The message is queued; the watchdog starts an agent for queued messages within minutes.
+        logger.exception("agent could not be reached or started", user_id=message.user_id)
+        return accepted, "queued"
 
 
 def ensure_agent(cp: ControlPlane, state: TaskState) -> str:
@@ -122,11 +130,13 @@ def _record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> No
     cp.pusher.to_user(starting.user_id, protocol.status("idle"))
 
 
-def _stop_quietly(cp: ControlPlane, task_arn: str, reason: str) -> None:
+def _stop_quietly(cp: ControlPlane, task_arn: str, reason: str) -> bool:
+    """StopTask; False only when ECS says the task is already gone (errors count as "will stop")."""
     try:
-        cp.launcher.stop(task_arn, reason)
-    except Exception:  # the watchdog's orphan sweep catches what this misses
+        return cp.launcher.stop(task_arn, reason)
+    except Exception:  # the watchdog's orphan and stuck-Stopping rules catch what this misses
         logger.exception("stop task failed", task_arn=task_arn)
+        return True
 
 
 def request_start(cp: ControlPlane, user_id: str) -> StartOutcome:
@@ -148,11 +158,11 @@ def request_stop(cp: ControlPlane, user_id: str, reason: str = "stopped by user"
         stopping = cp.task_state.transition(state, Status.STOPPING, cp.clock())
         if stopping is None:
             continue
-        if state.task_arn:
-            _stop_quietly(cp, state.task_arn, reason)
-        else:
-            # No task was ever attached: nothing will send a STOPPED event, so settle the row now.
+        if not state.task_arn or not _stop_quietly(cp, state.task_arn, reason):
+            # No task to stop (never attached, or already gone): no STOPPED event will settle the row.
             cp.task_state.transition(stopping, Status.IDLE, cp.clock(), remove=_CLEARED_ON_START)
+            cp.pusher.to_user(user_id, protocol.status("idle"))
+            return "idle"
         count("TaskStopRequested")
         cp.pusher.to_user(user_id, protocol.status("stopping"))
         return "stopping"

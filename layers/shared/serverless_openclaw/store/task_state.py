@@ -150,9 +150,9 @@ class TaskStateStore:
         """Attach the launched task to the Starting row we own (same version, still Starting)."""
         return self._conditional_update(
             state.user_id,
-            "SET taskArn = :arn, capacity = :cap",
-            "version = :v AND #s = :starting",
-            {"#s": "status"},
+            "SET taskArn = :arn, #cap = :cap",
+            "#v = :v AND #s = :starting",
+            {"#s": "status", "#cap": "capacity", "#v": "version"},
             {
                 ":arn": task_arn,
                 ":cap": capacity.value,
@@ -205,6 +205,15 @@ class TaskStateStore:
                 item = codec.load(raw)
                 if item:
                     yield from_item(item)
+
+    def scan_items(self) -> Iterator[dict[str, Any]]:
+        """Every row as stored, unconverted: for sweeps that must survive one malformed row."""
+        paginator = client("dynamodb").get_paginator("scan")
+        for page in paginator.paginate(TableName=self.table, ConsistentRead=True):
+            for raw in page.get("Items", []):
+                item = codec.load(raw)
+                if item:
+                    yield item
 
     def find_by_task(self, task_arn: str) -> TaskState | None:
         """The row that references a task, if any."""

@@ -1,0 +1,253 @@
+"""ECS "Task State Change" STOPPED events: release the user's lease at once, count failed starts, retry.
+
+The event is the fast path (DESIGN §2.3, §6.5); the watchdog is the safety net for events that never come.
+Only the TaskState row that still references the stopped task is touched: an event for a task the row has
+already let go of (superseded, reset by the watchdog) changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw.aws.ecs import USER_TAG
+from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.lifecycle import Capacity, Status, TaskState
+from serverless_openclaw.observability import count, logger
+
+CLEARED_WHEN_STOPPED = ("taskArn", "agentConnectionId", "agentTokenHash", "heartbeatAt", "busy")
+"""TaskState attributes that describe a live task and go when it stops."""
+
+_REASON_LENGTH = 300
+_RECONCILE_TRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one STOPPED event changed: `status` is what the user's clients were told (None: nothing)."""
+
+    reconciled: bool
+    user_id: str | None = None
+    task_arn: str | None = None
+    previous_status: str | None = None
+    status: str | None = None
+    failed_start: bool = False
+    restarted: bool = False
+    gave_up: bool = False
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedResult:
+    """What became of a user's queued messages after their agent went away."""
+
+    result: str  # "none" | "started" | "start_failed" | "left" | "gave_up"
+    task_arn: str | None = None
+    failed_items: int = 0
+    error: str | None = None
+
+
+def is_our_cluster(cluster_arn: str | None, cluster: str) -> bool:
+    """True when an event's clusterArn names the configured cluster (given as a name or an ARN)."""
+    if not cluster_arn or not cluster:
+        return False
+    return cluster_arn == cluster or cluster_arn.endswith("/" + cluster.rsplit("/", 1)[-1])
+
+
+def task_user_id(task: Mapping[str, Any]) -> str | None:
+    """The user a task runs for, from its USER_ID override (events, DescribeTasks) or its user tag."""
+    overrides = task.get("overrides") or {}
+    for container in overrides.get("containerOverrides") or []:
+        for pair in container.get("environment") or []:
+            if pair.get("name") == "USER_ID" and pair.get("value"):
+                return str(pair["value"])
+    for tag in task.get("tags") or []:
+        if tag.get("key") == USER_TAG and tag.get("value"):
+            return str(tag["value"])
+    return None
+
+
+def is_spot_interruption(detail: Mapping[str, Any]) -> bool:
+    """ECS took the task back (Spot interruption) or had no capacity for it."""
+    if detail.get("stopCode") in ("SpotInterruption", "TerminationNotice"):
+        return True
+    reason = str(detail.get("stoppedReason") or "").lower()
+    return "spot" in reason or "capacity" in reason
+
+
+def stop_reason(detail: Mapping[str, Any], container_name: str = "bridge") -> str:
+    """A readable sentence fragment explaining why ECS stopped a task."""
+    code = detail.get("stopCode") or ""
+    said = " ".join(str(detail.get("stoppedReason") or "").split())[:_REASON_LENGTH]
+    exit_code = _exit_code(detail, container_name)
+    if code in ("SpotInterruption", "TerminationNotice") or (is_spot_interruption(detail) and not code):
+        text = "AWS reclaimed the Spot capacity it ran on"
+        return f"{text} ({said})" if said else text
+    if code == "TaskFailedToStart":
+        return f"the task failed to start ({said})" if said else "the task failed to start"
+    if code == "EssentialContainerExited" or (exit_code is not None and not code):
+        text = "the agent exited"
+        if exit_code is not None:
+            text += f" with code {exit_code}"
+        return f"{text} ({said})" if said else text
+    if code == "UserInitiated":
+        return f"it was stopped ({said})" if said else "it was stopped"
+    if said:
+        return said
+    return f"ECS stopped it ({code})" if code else "ECS stopped it"
+
+
+def _exit_code(detail: Mapping[str, Any], container_name: str) -> int | None:
+    containers = [c for c in detail.get("containers") or [] if isinstance(c, Mapping)]
+    ours = [c for c in containers if c.get("name") == container_name] or containers
+    for container in ours:
+        code = container.get("exitCode")
+        if isinstance(code, int) and not isinstance(code, bool):
+            return code
+    return None
+
+
+def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
+    """Reconcile the TaskState that references a STOPPED task, then serve or give up its queued messages."""
+    task_arn = detail.get("taskArn")
+    if not isinstance(task_arn, str) or not task_arn:
+        logger.warning("task event without taskArn ignored")
+        return Outcome(reconciled=False, reason="no task ARN")
+    if detail.get("lastStatus") != "STOPPED":
+        return Outcome(reconciled=False, task_arn=task_arn, reason="not stopped")
+    user_id = task_user_id(detail)
+    for _ in range(_RECONCILE_TRIES):
+        state = _referencing_state(cp, user_id, task_arn)
+        if state is None:
+            logger.info("stopped task not referenced, nothing to do", task_arn=task_arn, user_id=user_id)
+            return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="not referenced")
+        settled = _settle(cp, state, detail)
+        if settled is not None:
+            return _after_settle(cp, state, settled, detail)
+    # The row kept changing under us; the next event or the watchdog settles it.
+    logger.warning("stopped task not reconciled: row kept changing", task_arn=task_arn, user_id=user_id)
+    return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="contention")
+
+
+def _referencing_state(cp: ControlPlane, user_id: str | None, task_arn: str) -> TaskState | None:
+    if user_id:
+        state = cp.task_state.get(user_id)
+        return state if state.task_arn == task_arn else None
+    return cp.task_state.find_by_task(task_arn)
+
+
+def _settle(cp: ControlPlane, state: TaskState, detail: Mapping[str, Any]) -> TaskState | None:
+    now = cp.clock()
+    if state.status is Status.STARTING:
+        why = stop_reason(detail, cp.cfg.launch.container_name)
+        return cp.task_state.transition(
+            state,
+            Status.IDLE,
+            now,
+            set_={"startAttempts": state.start_attempts + 1, "lastError": why[:500]},
+            remove=CLEARED_WHEN_STOPPED,
+        )
+    return cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
+
+
+def _after_settle(
+    cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any]
+) -> Outcome:
+    user_id = before.user_id
+    task_arn = before.task_arn
+    failed_start = before.status is Status.STARTING
+    why = stop_reason(detail, cp.cfg.launch.container_name)
+    count("TaskStopped")
+    logger.info(
+        "task stopped",
+        user_id=user_id,
+        task_arn=task_arn,
+        previous_status=before.status.value,
+        stop_code=detail.get("stopCode"),
+        reason=why,
+    )
+    if failed_start:
+        count("StartFailed")
+        cp.pusher.to_user(
+            user_id,
+            protocol.error(
+                "start_failed", f"The agent could not start: {why}.", attempt=idle.start_attempts
+            ),
+        )
+    spot = is_spot_interruption(detail)
+    prefer = Capacity.ON_DEMAND if spot else Capacity.SPOT
+    trigger = "restart after spot interruption" if spot else "queued messages after stop"
+    queued = serve_queued(cp, idle, reason=trigger, prefer=prefer)
+    if queued.result == "started":
+        count("TaskRestarted")
+    elif queued.result == "gave_up":
+        count("StartGaveUp")
+    # start_agent tells the clients itself, whether it started ("starting") or failed ("idle").
+    told = queued.result in ("started", "start_failed")
+    status = "starting" if queued.result == "started" else "idle"
+    if not told:
+        cp.pusher.to_user(user_id, protocol.status("idle"))
+    return Outcome(
+        reconciled=True,
+        user_id=user_id,
+        task_arn=task_arn,
+        previous_status=before.status.value,
+        status=status,
+        failed_start=failed_start,
+        restarted=queued.result == "started",
+        gave_up=queued.result == "gave_up",
+        reason=why,
+    )
+
+
+def serve_queued(
+    cp: ControlPlane, state: TaskState, *, reason: str, prefer: Capacity = Capacity.SPOT
+) -> QueuedResult:
+    """For an Idle agent with queued messages: start it (bounded), or fail the messages and say so."""
+    now = cp.clock()
+    if state.status is not Status.IDLE or not cp.inbox.pending(state.user_id, now):
+        return QueuedResult(result="none")
+    if lifecycle.may_restart_automatically(state, cp.cfg.lifecycle):
+        outcome = routing.start_agent(cp, state, reason=reason, prefer=prefer)
+        if outcome.started:
+            return QueuedResult(result="started", task_arn=outcome.task_arn)
+        if outcome.error is None:
+            # Someone else moved the row first (a new message, another event): the start is theirs.
+            return QueuedResult(result="left")
+        state = cp.task_state.get(state.user_id)
+        if state.status is not Status.IDLE or lifecycle.may_restart_automatically(state, cp.cfg.lifecycle):
+            # The next sweep (or message) tries again; the attempt counter keeps this bounded.
+            return QueuedResult(result="start_failed", error=outcome.error)
+    return give_up(cp, state)
+
+
+def give_up(cp: ControlPlane, state: TaskState) -> QueuedResult:
+    """Start attempts are exhausted: mark the user's unanswered messages failed and tell them clearly."""
+    now = cp.clock()
+    last_error = state.last_error or "no reason was recorded"
+    failed = cp.inbox.fail_pending(state.user_id, f"agent could not start: {last_error}", now)
+    if not failed:
+        return QueuedResult(result="none")
+    n = len(failed)
+    messages, it = ("message was", "it") if n == 1 else ("messages were", "them")
+    logger.warning(
+        "gave up starting the agent",
+        user_id=state.user_id,
+        attempts=state.start_attempts,
+        failed_messages=n,
+        last_error=last_error,
+    )
+    cp.pusher.to_user(
+        state.user_id,
+        protocol.error(
+            "start_gave_up",
+            f"Your agent could not be started after {state.start_attempts} attempts "
+            f"(last error: {last_error}). {n} {messages} not answered; "
+            f"please send {it} again to try once more.",
+            failed=n,
+            messageIds=[item.message_id for item in failed],
+        ),
+    )
+    return QueuedResult(result="gave_up", failed_items=n, error=last_error)

@@ -1,0 +1,266 @@
+"""The conditional semantics of each table, against moto's DynamoDB with the template's key schemas."""
+
+from __future__ import annotations
+
+import pytest
+
+from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.store import codec
+from serverless_openclaw.store.connections import Connection
+from serverless_openclaw.store.intake import IncomingMessage
+from tests.fakes import Clock
+
+USER = "user-a"
+
+
+def _queue(cp: ControlPlane, *texts: str, user: str = USER) -> list[str]:
+    ids = []
+    for text in texts:
+        accepted = cp.intake.accept(IncomingMessage(user, text, "web", "conv-1"), cp.clock())
+        ids.append(accepted.message_id)
+    return ids
+
+
+# TaskState
+
+
+def test_transition_loses_to_a_concurrent_writer(cp: ControlPlane) -> None:
+    # Given two readers of the same Idle row
+    a = cp.task_state.touch_activity(USER, cp.clock())
+    b = cp.task_state.get(USER)
+
+    # When both try to move it
+    won = cp.task_state.transition(a, Status.STARTING, cp.clock())
+    lost = cp.task_state.transition(b, Status.STARTING, cp.clock())
+
+    # Then only the first wins and the version moved once
+    assert won is not None and won.version == 1 and won.status is Status.STARTING
+    assert lost is None
+    assert cp.task_state.get(USER).version == 1
+
+
+def test_transition_on_a_missing_row_creates_it_once(cp: ControlPlane) -> None:
+    # Given no row at all for the user
+    state = cp.task_state.get("new-user")
+    assert state.version == 0 and state.status is Status.IDLE
+
+    # When two writers race from that snapshot
+    first = cp.task_state.transition(state, Status.STARTING, cp.clock())
+    second = cp.task_state.transition(state, Status.STARTING, cp.clock())
+
+    # Then exactly one creates it
+    assert first is not None and second is None
+
+
+def test_transition_refuses_unknown_attributes(cp: ControlPlane) -> None:
+    with pytest.raises(ValueError, match="unknown TaskState attributes"):
+        cp.task_state.transition(cp.task_state.get(USER), Status.RUNNING, cp.clock(), set_={"oops": 1})
+
+
+def test_agent_attach_and_heartbeat_only_for_the_referenced_task(cp: ControlPlane) -> None:
+    # Given a Starting row for task-1
+    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert start is not None
+    assert cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
+
+    # When task-2 (not referenced) tries to attach or heartbeat
+    # Then it is refused; task-1 succeeds
+    assert not cp.task_state.attach_agent(USER, "task-2", "conn-2", cp.clock())
+    assert not cp.task_state.heartbeat(USER, "task-2", True, cp.clock())
+    assert cp.task_state.attach_agent(USER, "task-1", "conn-1", cp.clock())
+    assert cp.task_state.heartbeat(USER, "task-1", True, cp.clock() + 5)
+    state = cp.task_state.get(USER)
+    assert state.agent_connection_id == "conn-1" and state.busy and state.heartbeat_at == cp.clock() + 5
+
+
+def test_record_launch_refused_after_the_row_moved_on(cp: ControlPlane) -> None:
+    # Given a Starting row that the watchdog reset before RunTask returned
+    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert start is not None
+    assert cp.task_state.transition(start, Status.IDLE, cp.clock()) is not None
+
+    # When the launch is recorded with the old version
+    # Then it is refused (the caller stops the superseded task)
+    assert not cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
+
+
+def test_detach_agent_only_clears_the_current_connection(cp: ControlPlane) -> None:
+    # Given an agent attached with conn-2 (conn-1 was an earlier connection)
+    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert start is not None and cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
+    assert cp.task_state.attach_agent(USER, "task-1", "conn-2", cp.clock())
+
+    # When the old connection's disconnect arrives late
+    # Then the current one is kept; the current one's disconnect clears it
+    assert not cp.task_state.detach_agent(USER, "conn-1")
+    assert cp.task_state.get(USER).agent_connection_id == "conn-2"
+    assert cp.task_state.detach_agent(USER, "conn-2")
+    assert cp.task_state.get(USER).agent_connection_id is None
+
+
+def test_find_by_task_scans_rows(cp: ControlPlane) -> None:
+    start = cp.task_state.transition(cp.task_state.get("u2"), Status.STARTING, cp.clock())
+    assert start is not None and cp.task_state.record_launch(start, "task-9", Capacity.SPOT)
+    found = cp.task_state.find_by_task("task-9")
+    assert found is not None and found.user_id == "u2"
+    assert cp.task_state.find_by_task("nope") is None
+
+
+# Inbox
+
+
+def test_two_bridges_never_claim_the_same_item(cp: ControlPlane) -> None:
+    # Given three queued messages
+    _queue(cp, "a", "b", "c")
+
+    # When two bridges claim alternately until empty
+    got: dict[str, list[str]] = {"bridge-1": [], "bridge-2": []}
+    while True:
+        progressed = False
+        for bridge in got:
+            item = cp.inbox.claim_next(USER, bridge, cp.clock(), 60)
+            if item:
+                got[bridge].append(item.text)
+                progressed = True
+        if not progressed:
+            break
+
+    # Then each item went to exactly one bridge, oldest first
+    assert sorted(got["bridge-1"] + got["bridge-2"]) == ["a", "b", "c"]
+    assert got["bridge-1"] == ["a", "c"] and got["bridge-2"] == ["b"]
+
+
+def test_expired_lease_is_claimable_again_and_the_old_owner_loses_it(cp: ControlPlane, clock: Clock) -> None:
+    # Given an item leased by a bridge that then died
+    _queue(cp, "a")
+    first = cp.inbox.claim_next(USER, "dead-bridge", clock(), 60)
+    assert first is not None and first.attempts == 1
+    assert cp.inbox.claim_next(USER, "new-bridge", clock(), 60) is None
+
+    # When the lease runs out
+    clock.advance(61)
+    second = cp.inbox.claim_next(USER, "new-bridge", clock(), 60)
+
+    # Then another bridge gets it (second attempt) and the dead one can no longer renew or delete it
+    assert second is not None and second.attempts == 2 and second.claimed_by == "new-bridge"
+    assert not cp.inbox.renew(first, "dead-bridge", clock(), 60)
+    assert not cp.inbox.complete(first, "dead-bridge")
+    assert cp.inbox.complete(second, "new-bridge")
+    assert cp.inbox.items(USER) == []
+
+
+def test_renew_keeps_the_lease_during_a_long_run(cp: ControlPlane, clock: Clock) -> None:
+    _queue(cp, "long")
+    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
+    assert item is not None
+    clock.advance(50)
+    assert cp.inbox.renew(item, "bridge", clock(), 60)
+    clock.advance(50)  # 100 s after the claim, 50 s after the renewal
+    assert cp.inbox.claim_next(USER, "other", clock(), 60) is None
+
+
+def test_release_requeues_and_mark_failed_keeps_it_visible(cp: ControlPlane, clock: Clock) -> None:
+    # Given a claimed item released on shutdown
+    _queue(cp, "a")
+    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
+    assert item is not None and cp.inbox.release(item, "bridge")
+    assert [i.text for i in cp.inbox.pending(USER, clock())] == ["a"]
+
+    # When it is given up on
+    failed = cp.inbox.fail_pending(USER, "the agent could not start", clock())
+
+    # Then it is no longer pending but still there, failed, with a reason and an expiry
+    assert [i.text for i in failed] == ["a"]
+    assert cp.inbox.pending(USER, clock()) == []
+    (kept,) = cp.inbox.items(USER)
+    assert kept.status == "failed" and kept.last_error == "the agent could not start"
+    assert list(cp.inbox.users_with_pending(clock())) == []
+
+
+def test_users_with_pending_lists_each_user_once(cp: ControlPlane, clock: Clock) -> None:
+    _queue(cp, "a", "b")
+    _queue(cp, "c", user="user-b")
+    _queue(cp, "d", user="user-c")
+    item = cp.inbox.claim_next("user-c", "bridge", clock(), 60)
+    assert item is not None
+    assert sorted(cp.inbox.users_with_pending(clock())) == [USER, "user-b"]
+    clock.advance(61)
+    assert sorted(cp.inbox.users_with_pending(clock())) == [USER, "user-b", "user-c"]
+
+
+# Conversations
+
+
+def test_conversation_pages_newest_first_with_a_cursor(cp: ControlPlane, clock: Clock) -> None:
+    # Given five messages in one conversation
+    for n in range(5):
+        cp.conversations.add_message(USER, "conv-1", "user", f"m{n}", "web", clock())
+        clock.advance(1)
+
+    # When read two at a time
+    first = cp.conversations.messages(USER, "conv-1", limit=2)
+    second = cp.conversations.messages(USER, "conv-1", limit=2, cursor=first.next_cursor)
+    third = cp.conversations.messages(USER, "conv-1", limit=2, cursor=second.next_cursor)
+
+    # Then the pages are newest first, contiguous, and no internal keys leak
+    contents = [m["content"] for page in (first, second, third) for m in page.items]
+    assert contents == ["m4", "m3", "m2", "m1", "m0"]
+    assert all("PK" not in m and "SK" not in m for m in first.items)
+
+
+def test_cursor_of_another_user_or_forged_is_refused(cp: ControlPlane) -> None:
+    for n in range(3):
+        cp.conversations.add_message("victim", "conv-1", "user", f"secret {n}", "web", n)
+    victim_cursor = cp.conversations.messages("victim", "conv-1", limit=1).next_cursor
+    assert victim_cursor
+    with pytest.raises(codec.InvalidCursor):
+        cp.conversations.messages(USER, "conv-1", cursor=victim_cursor)
+    with pytest.raises(codec.InvalidCursor):
+        cp.conversations.messages(USER, "conv-1", cursor="not-a-cursor!!")
+    forged = codec.encode_cursor(codec.dump({"PK": f"USER#{USER}", "SK": "CONV#x"}))
+    assert forged
+    with pytest.raises(codec.InvalidCursor):
+        cp.conversations.messages(USER, "conv-1", cursor=forged)
+
+
+def test_delete_conversation_removes_header_and_messages(cp: ControlPlane) -> None:
+    for n in range(30):
+        cp.conversations.add_message(USER, "conv-1", "user", f"m{n}", "web", n)
+    cp.conversations.add_message(USER, "conv-2", "user", "other", "web", 1)
+    assert cp.conversations.delete(USER, "conv-1")
+    assert cp.conversations.get(USER, "conv-1") is None
+    assert cp.conversations.messages(USER, "conv-1").items == []
+    assert [c["conversationId"] for c in cp.conversations.conversations(USER).items] == ["conv-2"]
+    assert not cp.conversations.delete(USER, "conv-1")
+
+
+def test_conversation_title_is_the_first_line_of_the_first_message(cp: ControlPlane) -> None:
+    cp.intake.accept(IncomingMessage(USER, "Plan my trip\nto Lisbon please", "web", "c9"), 1)
+    cp.intake.accept(IncomingMessage(USER, "second message", "web", "c9"), 2)
+    header = cp.conversations.get(USER, "c9")
+    assert header is not None
+    assert header["title"] == "Plan my trip" and header["createdAt"] == 1 and header["updatedAt"] == 2
+
+
+# Settings and connections
+
+
+def test_settings_keep_history(cp: ControlPlane) -> None:
+    cp.settings.put(USER, {"idleTimeoutMinutes": 30, "timezone": "Europe/Paris"}, 100.0)
+    cp.settings.put(USER, {"idleTimeoutMinutes": 60}, 200.0)
+    assert cp.settings.get_all(USER) == {"idleTimeoutMinutes": 60, "timezone": "Europe/Paris"}
+    assert [h["value"] for h in cp.settings.history(USER, "idleTimeoutMinutes")] == [60, 30]
+    assert cp.settings.get_all("user-b") == {}
+
+
+def test_connections_by_user_and_kind(cp: ControlPlane) -> None:
+    cp.connections.put(Connection("c1", USER, "client", 1))
+    cp.connections.put(Connection("c2", USER, "client", 2))
+    cp.connections.put(Connection("a1", USER, "agent", 3, task_arn="task-1"))
+    cp.connections.put(Connection("x1", "user-b", "client", 4))
+    assert [c.connection_id for c in cp.connections.for_user(USER)] == ["c1", "c2"]
+    assert [c.connection_id for c in cp.connections.for_user(USER, "agent")] == ["a1"]
+    removed = cp.connections.delete("c1")
+    assert removed is not None and removed.user_id == USER
+    assert cp.connections.delete("c1") is None
