@@ -1,0 +1,73 @@
+# serverless-openclaw — the README's commands. Every target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+SAM_CLI_VERSION := 1.170.0
+# `sam build` runs pip for the python3.12 runtime without Docker, so python3.12 must be on PATH.
+PYTHON312_DIR := $(shell dirname "$$(command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n1)" 2>/dev/null)
+MYPY_DIRS := $(wildcard layers/shared bridge local)
+PYTEST_ARGS ?=
+
+export AWS_DEFAULT_REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+
+.PHONY: help venv lint format test test-unit build deploy bench clean
+
+help: ## list the commands
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt layers/shared/requirements.txt
+	@echo "==> creating $(VENV) and installing pinned dependencies"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+$(SAM_VENV)/.installed:
+	@echo "==> installing the SAM CLI $(SAM_CLI_VERSION) in its own venv (it pins its own boto3)"
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check aws-sam-cli==$(SAM_CLI_VERSION)
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, cfn-lint and sam validate --lint
+	@echo "==> ruff"
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check .
+	@echo "==> mypy $(MYPY_DIRS)"
+	@$(VENV)/bin/mypy $(MYPY_DIRS)
+	@echo "==> cfn-lint"
+	@$(VENV)/bin/cfn-lint template.yaml
+	@echo "==> sam validate --lint"
+	@$(SAM) validate --lint --template template.yaml
+
+format: $(VENV)/.installed ## apply ruff's formatting and fixes
+	@$(VENV)/bin/ruff format .
+	@$(VENV)/bin/ruff check --fix .
+
+test: lint test-unit ## everything CI runs: lint, then every test
+
+test-unit: $(VENV)/.installed
+	@echo "==> pytest"
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on PATH)
+	@test -n "$(PYTHON312_DIR)" || { echo "sam build needs python3.12 on PATH (pyenv install 3.12)"; exit 1; }
+	PATH="$(PYTHON312_DIR):$$PATH" $(SAM) build --template template.yaml
+
+deploy: build ## sam deploy --guided (first time), then the scripts in README
+	$(SAM) deploy --guided
+
+bench: $(VENV)/.installed ## print the benchmark figures (never pass/fail on time)
+	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done
+
+clean: ## remove build output and caches (keeps the venvs)
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -not -path './.venv*' -prune -exec rm -rf {} +

@@ -1,0 +1,145 @@
+"""Warm `ws_message` sendMessage for a running agent against in-process moto: handler time and AWS calls.
+
+Goals: ≤ 15 ms median handler time, ≤ 5 AWS calls per message. The time spent inside moto's emulation
+(which deep-copies every table a transaction touches, so it grows with the table) is measured apart and
+subtracted: what remains is our code plus botocore's request building, the part that runs in Lambda.
+Baseline measured in the same run: one moto GetItem round trip. Prints figures; never fails on time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared")]
+
+from tests.conftest import TEST_ENV  # noqa: E402
+
+os.environ.update(TEST_ENV)
+
+import botocore.client  # noqa: E402
+from moto import mock_aws  # noqa: E402
+from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
+
+from local.template import create_tables, load_template  # noqa: E402
+from serverless_openclaw import routing  # noqa: E402
+from serverless_openclaw.aws import clients  # noqa: E402
+from serverless_openclaw.lifecycle import Status  # noqa: E402
+from serverless_openclaw.store.connections import Connection  # noqa: E402
+from tests.fakes import FakeLauncher  # noqa: E402
+
+MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
+USER = "bench-user"
+CLIENT = "client-conn"
+AGENT = "agent-conn"
+
+calls: Counter[str] = Counter()
+_original = botocore.client.BaseClient._make_api_call
+
+
+def _counting(self: Any, operation_name: str, api_params: Any) -> Any:
+    calls[f"{self.meta.service_model.service_name}.{operation_name}"] += 1
+    return _original(self, operation_name, api_params)
+
+
+in_moto = [0.0]
+_emulate = BotocoreStubber.process_request
+
+
+def _timed_emulation(self: Any, request: Any) -> Any:
+    t = time.perf_counter()
+    try:
+        return _emulate(self, request)
+    finally:
+        in_moto[0] += time.perf_counter() - t
+
+
+BotocoreStubber.process_request = _timed_emulation  # type: ignore[method-assign]
+
+
+class _Context:
+    function_name = "bench"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
+    aws_request_id = "bench"
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    with mock_aws():
+        clients.reset()
+        create_tables(clients.client("dynamodb"), load_template(), "test")
+        app = importlib.import_module("functions.ws_message.app")
+        plane = app.plane
+        plane.launcher = FakeLauncher()  # ECS is not in the warm path; a running agent is
+        # A running agent with a live agent connection, and the user's browser connection.
+        started = routing.request_start(plane, USER)
+        assert started.task_arn
+        state = plane.task_state.get(USER)
+        plane.task_state.transition(state, Status.RUNNING, time.time())
+        plane.task_state.attach_agent(USER, started.task_arn, AGENT, time.time())
+        plane.connections.put(Connection(CLIENT, USER, "client", time.time()))
+        clients.client("apigatewaymanagementapi", plane.pusher.endpoint)
+
+        event = json.loads((ROOT / "events" / "ws_message_send_message.json").read_text())
+        event["requestContext"]["connectionId"] = CLIENT
+
+        def send(n: int) -> dict[str, Any]:
+            event["body"] = json.dumps(
+                {"action": "sendMessage", "message": f"message {n}", "clientMessageId": f"bench-{n}"}
+            )
+            with contextlib.redirect_stdout(io.StringIO()):
+                result: dict[str, Any] = app.lambda_handler(event, _Context())
+            return result
+
+        for n in range(20):  # warm-up: the first frame of the connection reads its row
+            send(-n - 1)
+
+        botocore.client.BaseClient._make_api_call = _counting
+        samples, own = [], []
+        for n in range(MESSAGES):
+            in_moto[0] = 0.0
+            t = time.perf_counter()
+            reply = json.loads(send(n)["body"])
+            elapsed = time.perf_counter() - t
+            samples.append(elapsed * 1000)
+            own.append((elapsed - in_moto[0]) * 1000)
+            assert reply["type"] == "ack" and reply["status"] == "running", reply
+        botocore.client.BaseClient._make_api_call = _original
+
+        ddb = clients.client("dynamodb")
+        key = {"PK": {"S": f"USER#{USER}"}}
+        base = []
+        for _ in range(MESSAGES):
+            t = time.perf_counter()
+            ddb.get_item(TableName=TEST_ENV["TASK_STATE_TABLE"], Key=key)
+            base.append((time.perf_counter() - t) * 1000)
+
+    per_message = sum(calls.values()) / MESSAGES
+    median, p95, base_median = statistics.median(samples), _percentile(samples, 0.95), statistics.median(base)
+    print(f"warm ws_message sendMessage to a running agent, {MESSAGES} messages, in-process moto")
+    own_median, own_p95 = statistics.median(own), _percentile(own, 0.95)
+    print(f"  handler time   median {median:6.2f} ms   p95 {p95:6.2f} ms   (including moto's emulation)")
+    print(f"  without moto   median {own_median:6.2f} ms   p95 {own_p95:6.2f} ms   (goal ≤ 15 ms median)")
+    print(f"  baseline       one moto GetItem {base_median:.2f} ms → handler = {median / base_median:.1f}×")
+    print(f"  AWS calls      {per_message:.2f} per message (goal ≤ 5):")
+    for name, n in sorted(calls.items()):
+        print(f"                 {name:<45} {n / MESSAGES:.2f}")
+
+
+if __name__ == "__main__":
+    main()
