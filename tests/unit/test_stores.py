@@ -264,3 +264,19 @@ def test_connections_by_user_and_kind(cp: ControlPlane) -> None:
     removed = cp.connections.delete("c1")
     assert removed is not None and removed.user_id == USER
     assert cp.connections.delete("c1") is None
+
+
+def test_agent_token_registration_and_attach_follow_the_current_token(cp: ControlPlane) -> None:
+    # Given a Starting row for task-1 and a bridge that registered its token hash
+    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert start is not None and cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
+    assert not cp.task_state.register_agent_token(USER, "task-2", "h-other")  # not the row's task
+    assert cp.task_state.register_agent_token(USER, "task-1", "h1")
+
+    # When the bridge re-registers (a new token) while a connect checked against the old hash
+    assert cp.task_state.register_agent_token(USER, "task-1", "h2")
+
+    # Then the stale check cannot attach, the current one can
+    assert not cp.task_state.attach_agent(USER, "task-1", "conn-old", cp.clock(), "h1")
+    assert cp.task_state.attach_agent(USER, "task-1", "conn-new", cp.clock(), "h2")
+    assert cp.task_state.get(USER).agent_connection_id == "conn-new"

@@ -121,7 +121,9 @@ class JwtVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise AuthError("invalid subject")
-        return Claims(sub=sub, email=_optional_str(claims, "email"), username=_optional_str(claims, "cognito:username"))
+        return Claims(
+            sub=sub, email=_optional_str(claims, "email"), username=_optional_str(claims, "cognito:username")
+        )
 
 
 def _optional_str(claims: dict[str, Any], name: str) -> str | None:

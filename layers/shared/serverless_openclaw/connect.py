@@ -150,7 +150,7 @@ def _accept_agent(cp: ControlPlane, request: ConnectRequest) -> ConnectDecision:
     cp.connections.put(
         Connection(request.connection_id, user_id=user, kind="agent", connected_at=now, task_arn=task_arn)
     )
-    if not cp.task_state.attach_agent(user, task_arn, request.connection_id, now):
+    if not cp.task_state.attach_agent(user, task_arn, request.connection_id, now, state.agent_token_hash):
         cp.connections.delete(request.connection_id)
         return _refuse("task changed while connecting", request, kind="agent", user_id=user)
     count("AgentConnected")

@@ -161,16 +161,35 @@ class TaskStateStore:
             },
         )
 
-    def attach_agent(self, user_id: str, task_arn: str, connection_id: str, now: float) -> bool:
-        """Record the bridge's agent connection, only for the task the row references."""
+    def attach_agent(
+        self, user_id: str, task_arn: str, connection_id: str, now: float, token_hash: str | None = None
+    ) -> bool:
+        """Record the bridge's agent connection, only for the task (and token) the row references."""
+        condition = "taskArn = :arn AND #s IN (:starting, :running)"
+        vals: dict[str, Any] = {
+            ":c": connection_id,
+            ":now": now,
+            ":arn": task_arn,
+            ":starting": Status.STARTING.value,
+            ":running": Status.RUNNING.value,
+        }
+        if token_hash is not None:
+            # The token checked at $connect must still be the current one when the connection is attached.
+            condition += " AND agentTokenHash = :hash"
+            vals[":hash"] = token_hash
+        return self._conditional_update(
+            user_id, "SET agentConnectionId = :c, heartbeatAt = :now", condition, {"#s": "status"}, vals
+        )
+
+    def register_agent_token(self, user_id: str, task_arn: str, token_hash: str) -> bool:
+        """The bridge stores its self-generated agent token's hash, only on the row naming its task."""
         return self._conditional_update(
             user_id,
-            "SET agentConnectionId = :c, heartbeatAt = :now",
+            "SET agentTokenHash = :hash",
             "taskArn = :arn AND #s IN (:starting, :running)",
             {"#s": "status"},
             {
-                ":c": connection_id,
-                ":now": now,
+                ":hash": token_hash,
                 ":arn": task_arn,
                 ":starting": Status.STARTING.value,
                 ":running": Status.RUNNING.value,
