@@ -121,7 +121,8 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     for _ in range(_RECONCILE_TRIES):
         state = _referencing_state(cp, user_id, task_arn)
         if state is None:
-            logger.info("stopped task not referenced, nothing to do", task_arn=task_arn, user_id=user_id)
+            logger.info("stopped task not referenced by its user's row", task_arn=task_arn, user_id=user_id)
+            _serve_after_release(cp, user_id)
             return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="not referenced")
         settled = _settle(cp, state, detail)
         if settled is not None:
@@ -129,6 +130,18 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     # The row kept changing under us; the next event or the watchdog settles it.
     logger.warning("stopped task not reconciled: row kept changing", task_arn=task_arn, user_id=user_id)
     return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="contention")
+
+
+def _serve_after_release(cp: ControlPlane, user_id: str | None) -> None:
+    """A bridge that released its row itself on SIGTERM may leave messages that arrived while it stopped."""
+    if not user_id:
+        return
+    state = cp.task_state.get(user_id)
+    if (
+        state.status is Status.IDLE
+        and serve_queued(cp, state, reason="queued during shutdown").result == "started"
+    ):
+        count("TaskRestarted")
 
 
 def _referencing_state(cp: ControlPlane, user_id: str | None, task_arn: str) -> TaskState | None:
@@ -152,9 +165,7 @@ def _settle(cp: ControlPlane, state: TaskState, detail: Mapping[str, Any]) -> Ta
     return cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
 
 
-def _after_settle(
-    cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any]
-) -> Outcome:
+def _after_settle(cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any]) -> Outcome:
     user_id = before.user_id
     task_arn = before.task_arn
     failed_start = before.status is Status.STARTING
@@ -172,9 +183,7 @@ def _after_settle(
         count("StartFailed")
         cp.pusher.to_user(
             user_id,
-            protocol.error(
-                "start_failed", f"The agent could not start: {why}.", attempt=idle.start_attempts
-            ),
+            protocol.error("start_failed", f"The agent could not start: {why}.", attempt=idle.start_attempts),
         )
     spot = is_spot_interruption(detail)
     prefer = Capacity.ON_DEMAND if spot else Capacity.SPOT

@@ -145,7 +145,7 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
     return Action(user_id, state.task_arn, "stuck_stopping", "no STOPPED event before the deadline"), None
 
 
-def _lost_race(state: TaskState, verdict: Verdict) -> None:
+def _lost_race(state: TaskState, verdict: Verdict) -> tuple[Action, str | None] | None:
     # Somebody changed the row since the scan (a message, an event, the bridge): next sweep re-judges it.
     logger.info("watchdog lost the race, skipping", user_id=state.user_id, verdict=verdict.value)
     return None

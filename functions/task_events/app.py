@@ -1,0 +1,34 @@
+"""EventBridge "ECS Task State Change" (STOPPED, our cluster): release the lease, count failures, retry."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from serverless_openclaw.config import ControlPlaneConfig
+from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.observability import logger, metrics, tracer
+from serverless_openclaw.task_events import is_our_cluster, on_task_stopped
+
+config = ControlPlaneConfig.from_env()
+plane = ControlPlane.from_config(config)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
+@metrics.log_metrics(capture_cold_start_metric=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    detail = event.get("detail")
+    if (
+        event.get("detail-type") != "ECS Task State Change"
+        or not isinstance(detail, dict)
+        or detail.get("lastStatus") != "STOPPED"
+        or not is_our_cluster(detail.get("clusterArn"), config.launch.cluster)
+    ):
+        # The rule already filters on these; anything else reaching us is not ours to act on.
+        logger.info("event ignored", detail_type=event.get("detail-type"))
+        return {"ignored": True}
+    return {"ignored": False, **asdict(on_task_stopped(plane, detail))}
