@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from serverless_openclaw.api import agent, conversations, errors, request, settings
 from serverless_openclaw.config import ControlPlaneConfig
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.observability import logger, metrics, tracer
+from serverless_openclaw.observability import logger, metrics
 
 config = ControlPlaneConfig.from_env()
 plane = ControlPlane.from_config(config)
@@ -27,7 +27,6 @@ app.include_router(agent.router, prefix="/api")
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Route one HTTP API request (payload format 2.0)."""
     request.provide_plane(app, plane)

@@ -10,7 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from serverless_openclaw.config import ControlPlaneConfig
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.observability import logger, metrics, tracer
+from serverless_openclaw.observability import logger, metrics
 from serverless_openclaw.task_events import is_our_cluster, on_task_stopped
 
 config = ControlPlaneConfig.from_env()
@@ -19,7 +19,6 @@ plane = ControlPlane.from_config(config)
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.EVENT_BRIDGE)
 @metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     detail = event.get("detail")
     if (

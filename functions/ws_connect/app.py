@@ -12,7 +12,7 @@ from serverless_openclaw.auth import JwtVerifier
 from serverless_openclaw.config import AuthConfig, ControlPlaneConfig
 from serverless_openclaw.connect import ConnectRequest, accept_connection
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.observability import logger, metrics, tracer
+from serverless_openclaw.observability import logger, metrics
 
 config = ControlPlaneConfig.from_env()
 auth_config = AuthConfig.from_env(os.environ)
@@ -26,7 +26,6 @@ UNAUTHORIZED: dict[str, Any] = {"statusCode": 401, "body": "Unauthorized"}
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics(capture_cold_start_metric=True)
-@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     decision = accept_connection(plane, verifier, ConnectRequest.from_event(event))
     return dict(ALLOWED if decision.allowed else UNAUTHORIZED)

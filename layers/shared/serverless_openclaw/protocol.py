@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+import re
+from dataclasses import dataclass
+from typing import Any
 
 MAX_MESSAGE_BYTES = 32 * 1024
 """Largest user message accepted, in UTF-8 bytes."""
 MAX_FRAME_BYTES = 64 * 1024
 """Largest WebSocket frame body accepted before parsing."""
 
-Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 """Client-chosen ids (conversation, client message): 1–64 safe characters, usable inside sort keys."""
 
 
@@ -25,52 +25,54 @@ class ProtocolError(ValueError):
         self.message = message
 
 
-class _Frame(BaseModel):
-    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
-
-
-class SendMessage(_Frame):
+@dataclass(frozen=True, slots=True)
+class SendMessage:
     """`{"action":"sendMessage","conversationId"?,"message","clientMessageId"}`."""
 
-    action: Literal["sendMessage"]
     message: str
-    client_message_id: Identifier = Field(alias="clientMessageId")
-    conversation_id: Identifier | None = Field(default=None, alias="conversationId")
+    client_message_id: str
+    conversation_id: str | None = None
 
 
-class GetStatus(_Frame):
+@dataclass(frozen=True, slots=True)
+class GetStatus:
     """`{"action":"getStatus"}`."""
 
-    action: Literal["getStatus"]
 
-
-class Stop(_Frame):
+@dataclass(frozen=True, slots=True)
+class Stop:
     """`{"action":"stop","conversationId"?}`: abort the running reply."""
 
-    action: Literal["stop"]
-    conversation_id: Identifier | None = Field(default=None, alias="conversationId")
+    conversation_id: str | None = None
 
 
-class Ping(_Frame):
+@dataclass(frozen=True, slots=True)
+class Ping:
     """`{"action":"ping"}`."""
 
-    action: Literal["ping"]
 
-
-class Heartbeat(_Frame):
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
     """Agent connection only: `{"action":"heartbeat","busy":bool}`."""
 
-    action: Literal["heartbeat"]
     busy: bool = False
 
 
-ClientFrame = Annotated[SendMessage | GetStatus | Stop | Ping | Heartbeat, Field(discriminator="action")]
-_frame_adapter: TypeAdapter[SendMessage | GetStatus | Stop | Ping | Heartbeat] = TypeAdapter(ClientFrame)
-_ACTIONS = ("sendMessage", "getStatus", "stop", "ping", "heartbeat")
+Frame = SendMessage | GetStatus | Stop | Ping | Heartbeat
+_CLIENT_ACTIONS = ("sendMessage", "getStatus", "stop", "ping")
 
 
-def parse_frame(body: str | None) -> SendMessage | GetStatus | Stop | Ping | Heartbeat:
-    """Parse and validate one WebSocket frame; raise ProtocolError with a client-safe reason."""
+def is_identifier(value: object) -> bool:
+    """True for a string usable as a conversation or client message id."""
+    return isinstance(value, str) and IDENTIFIER.match(value) is not None
+
+
+def parse_frame(body: str | None) -> Frame:
+    """Parse and validate one WebSocket frame; raise ProtocolError with a client-safe reason.
+
+    Hand-written rather than a pydantic model: the checks are few, and the import is paid on every
+    cold start of the busiest function.
+    """
     if not body:
         raise ProtocolError("bad_request", "Empty frame: send a JSON object with an 'action'.")
     if len(body.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
@@ -82,20 +84,56 @@ def parse_frame(body: str | None) -> SendMessage | GetStatus | Stop | Ping | Hea
     if not isinstance(data, dict):
         raise ProtocolError("bad_request", "Frame must be a JSON object.")
     action = data.get("action")
-    if action not in _ACTIONS:
-        raise ProtocolError(
-            "unknown_action", "Unknown action; expected one of: " + ", ".join(_ACTIONS[:4]) + "."
-        )
-    try:
-        frame = _frame_adapter.validate_python(data)
-    except ValidationError as exc:
-        fields = sorted({".".join(str(p) for p in err["loc"][1:]) or "frame" for err in exc.errors()})
-        raise ProtocolError(
-            "bad_request", "Invalid or missing field(s): " + ", ".join(fields) + "."
-        ) from None
-    if isinstance(frame, SendMessage):
-        check_message_text(frame.message)
-    return frame
+    if action == "sendMessage":
+        return _send_message(data)
+    if action == "getStatus":
+        return GetStatus()
+    if action == "ping":
+        return Ping()
+    if action == "stop":
+        problems: list[str] = []
+        conversation_id = _optional_identifier(data, "conversationId", problems)
+        if problems:
+            raise _invalid(problems)
+        return Stop(conversation_id=conversation_id)
+    if action == "heartbeat":
+        busy = data.get("busy", False)
+        if not isinstance(busy, bool):
+            raise _invalid(["busy"])
+        return Heartbeat(busy=busy)
+    raise ProtocolError(
+        "unknown_action", "Unknown action; expected one of: " + ", ".join(_CLIENT_ACTIONS) + "."
+    )
+
+
+def _send_message(data: dict[str, Any]) -> SendMessage:
+    problems: list[str] = []
+    text = data.get("message")
+    if not isinstance(text, str):
+        problems.append("message")
+    client_message_id = data.get("clientMessageId")
+    if not is_identifier(client_message_id):
+        problems.append("clientMessageId")
+    conversation_id = _optional_identifier(data, "conversationId", problems)
+    if problems:
+        raise _invalid(problems)
+    assert isinstance(text, str) and isinstance(client_message_id, str)
+    check_message_text(text)
+    return SendMessage(message=text, client_message_id=client_message_id, conversation_id=conversation_id)
+
+
+def _optional_identifier(data: dict[str, Any], name: str, problems: list[str]) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not is_identifier(value):
+        problems.append(name)
+        return None
+    return str(value)
+
+
+def _invalid(fields: list[str]) -> ProtocolError:
+    return ProtocolError("bad_request", "Invalid or missing field(s): " + ", ".join(sorted(fields)) + ".")
 
 
 def check_message_text(text: str) -> None:

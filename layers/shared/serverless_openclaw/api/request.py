@@ -10,7 +10,6 @@ from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, 
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
-from pydantic import TypeAdapter, ValidationError
 
 from serverless_openclaw import protocol
 from serverless_openclaw.api.errors import BadRequest, PayloadTooLarge, Unauthorized
@@ -26,7 +25,6 @@ PLANE_KEY = "plane"
 
 _MAX_CURSOR_CHARS = 1024
 _LIMIT = re.compile(r"[0-9]{1,4}")
-_identifier: TypeAdapter[str] = TypeAdapter(protocol.Identifier)
 
 
 def provide_plane(resolver: ApiGatewayResolver, plane: ControlPlane) -> None:
@@ -93,11 +91,10 @@ def page_params(event: BaseProxyEvent) -> tuple[int, str | None]:
 
 
 def identifier(value: str, name: str) -> str:
-    """A path id checked against protocol.Identifier (safe inside a sort key); BadRequest otherwise."""
-    try:
-        return _identifier.validate_python(value)
-    except ValidationError:
-        raise BadRequest(f"{name} must be 1-64 letters, digits or . _ : - characters.") from None
+    """A path id checked against protocol.IDENTIFIER (safe inside a sort key); BadRequest otherwise."""
+    if not protocol.is_identifier(value):
+        raise BadRequest(f"{name} must be 1-64 letters, digits or . _ : - characters.")
+    return value
 
 
 def guard(app: ApiGatewayResolver, next_middleware: NextMiddleware) -> Response[Any]:

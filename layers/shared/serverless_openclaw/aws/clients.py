@@ -17,11 +17,18 @@ _CONFIG = Config(
 
 
 @functools.cache
+def _session() -> Any:
+    # One session for every client: its loader parses the endpoint and partition data once, not per client.
+    return boto3.session.Session()
+
+
+@functools.cache
 def client(service: str, endpoint_url: str | None = None) -> Any:
     """A shared boto3 client; boto3 itself applies AWS_ENDPOINT_URL_<SERVICE> when endpoint_url is None."""
-    return boto3.session.Session().client(service, endpoint_url=endpoint_url, config=_CONFIG)
+    return _session().client(service, endpoint_url=endpoint_url, config=_CONFIG)
 
 
 def reset() -> None:
-    """Forget every client (tests start a fresh moto backend per test)."""
+    """Forget every client and the session (tests start a fresh moto backend per test)."""
     client.cache_clear()
+    _session.cache_clear()
