@@ -11,7 +11,7 @@ SAM_CLI_VERSION := 1.170.0
 # `sam build` runs pip for the python3.12 runtime without Docker, so python3.12 must be on PATH.
 PYTHON312_DIR := $(shell dirname "$$(command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n1)" 2>/dev/null)
 MYPY_DIRS := $(wildcard layers/shared bridge local)
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n auto
 
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0

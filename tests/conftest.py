@@ -60,6 +60,8 @@ from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
 from tests.fakes import Clock, FakeLauncher, RecordingPusher  # noqa: E402
 
+pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
+
 
 @pytest.fixture(scope="session")
 def template() -> dict[str, object]:

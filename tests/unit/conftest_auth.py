@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -146,3 +147,15 @@ def serve_jwks(keys: list[SigningKey]) -> Iterator[JwksServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def pool_key() -> SigningKey:
+    """The user pool's signing key (published in its JWKS)."""
+    return make_key("pool-key-1")
+
+
+@pytest.fixture(scope="module")
+def attacker_key() -> SigningKey:
+    """A key the pool never published."""
+    return make_key("attacker-key")

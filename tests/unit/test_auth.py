@@ -29,16 +29,6 @@ from tests.unit.conftest_auth import (
 )
 
 
-@pytest.fixture(scope="module")
-def pool_key() -> SigningKey:
-    return make_key("pool-key-1")
-
-
-@pytest.fixture(scope="module")
-def attacker_key() -> SigningKey:
-    return make_key("attacker-key")
-
-
 @pytest.fixture
 def verifier(pool_key: SigningKey) -> JwtVerifier:
     return JwtVerifier(auth_config(), jwks_client=StaticKeys([pool_key]))

@@ -40,16 +40,6 @@ OTHER_TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/task9"
 AGENT_TOKEN = "Zq3v0b8Jm1kXcR7tYpLw2nHs5dGa9eUf4iOy6TxBqVk"
 
 
-@pytest.fixture(scope="module")
-def pool_key() -> SigningKey:
-    return make_key("pool-key-1")
-
-
-@pytest.fixture(scope="module")
-def attacker_key() -> SigningKey:
-    return make_key("attacker-key")
-
-
 @pytest.fixture
 def app(cp: ControlPlane, pool_key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = importlib.import_module("functions.ws_connect.app")

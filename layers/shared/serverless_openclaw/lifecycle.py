@@ -48,6 +48,10 @@ class TaskState:
     last_error: str | None = None
 
 
+LIVE_TASK_ATTRIBUTES = ("taskArn", "agentConnectionId", "agentTokenHash", "heartbeatAt", "busy")
+"""TaskState attributes that describe a live task and go when it stops or is declared dead."""
+
+
 class MessageAction(Enum):
     """What to do with the agent after a user message is safely queued."""
 

@@ -87,7 +87,7 @@ def start_agent(
     except Exception as exc:  # every failure is recorded and told, never swallowed
         text = exc.reason if isinstance(exc, StartError) else f"unexpected error ({type(exc).__name__})"
         logger.exception("agent start failed", user_id=state.user_id, reason=text, trigger=reason)
-        _record_failed_start(cp, starting, text)
+        record_failed_start(cp, starting, text)
         return StartOutcome(started=False, status="idle", error=text)
     if not cp.task_state.record_launch(starting, launched.task_arn, launched.capacity):
         logger.warning(
@@ -112,12 +112,21 @@ def start_agent(
     return StartOutcome(started=True, status="starting", task_arn=launched.task_arn)
 
 
-def _record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> None:
-    now = cp.clock()
+def record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> TaskState | None:
+    """Starting → Idle with the reason and one more failed attempt; the user's tabs are told why.
+
+    None when the row changed meanwhile (whoever changed it owns what happens next).
+    """
     attempts = starting.start_attempts + 1
-    cp.task_state.transition(
-        starting, Status.IDLE, now, set_={"lastError": text[:500], "startAttempts": attempts}
+    idle = cp.task_state.transition(
+        starting,
+        Status.IDLE,
+        cp.clock(),
+        set_={"lastError": text[:500], "startAttempts": attempts},
+        remove=lifecycle.LIVE_TASK_ATTRIBUTES,
     )
+    if idle is None:
+        return None
     count("StartFailed")
     cp.pusher.to_user(
         starting.user_id,
@@ -128,6 +137,7 @@ def _record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> No
         ),
     )
     cp.pusher.to_user(starting.user_id, protocol.status("idle"))
+    return idle
 
 
 def _stop_quietly(cp: ControlPlane, task_arn: str, reason: str) -> bool:

@@ -17,8 +17,7 @@ from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.observability import count, logger
 
-CLEARED_WHEN_STOPPED = ("taskArn", "agentConnectionId", "agentTokenHash", "heartbeatAt", "busy")
-"""TaskState attributes that describe a live task and go when it stops."""
+CLEARED_WHEN_STOPPED = lifecycle.LIVE_TASK_ATTRIBUTES
 
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3

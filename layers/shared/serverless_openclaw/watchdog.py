@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serverless_openclaw import lifecycle, protocol
+from serverless_openclaw import lifecycle, protocol, routing
 from serverless_openclaw import settings as user_settings
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState, Verdict
@@ -116,20 +116,8 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
         return Action(user_id, state.task_arn, "stop_idle", "idle timeout"), state.task_arn
     if verdict is Verdict.RESET_FAILED_START:
         why = f"it did not come up within {cfg.start_deadline_seconds} seconds"
-        attempts = state.start_attempts + 1
-        idle = cp.task_state.transition(
-            state,
-            Status.IDLE,
-            now,
-            set_={"startAttempts": attempts, "lastError": why},
-            remove=CLEARED_WHEN_STOPPED,
-        )
-        if idle is None:
+        if routing.record_failed_start(cp, state, why) is None:
             return _lost_race(state, verdict)
-        cp.pusher.to_user(
-            user_id, protocol.error("start_failed", f"The agent could not start: {why}.", attempt=attempts)
-        )
-        cp.pusher.to_user(user_id, protocol.status("idle"))
         return Action(user_id, state.task_arn, "failed_start", "start deadline passed"), state.task_arn
     if verdict is Verdict.RESET_STALE:
         idle = cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
