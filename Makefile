@@ -9,7 +9,9 @@ PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
 # `sam build` runs pip for the python3.12 runtime without Docker, so python3.12 must be on PATH.
-PYTHON312_DIR := $(shell dirname "$$(command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n1)" 2>/dev/null)
+PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	[ -x "$$p" ] && "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
 MYPY_DIRS := $(wildcard layers/shared bridge local)
 PYTEST_ARGS ?= -n auto
 
