@@ -187,8 +187,8 @@ def abort_reply(cp: ControlPlane, user_id: str, conversation_id: str | None) -> 
     return cp.pusher.send(state.agent_connection_id, protocol.abort(conversation_id))
 
 
-def status_frame(cp: ControlPlane, user_id: str) -> dict[str, object]:
-    """The `status` frame for a user right now."""
-    state = cp.task_state.get(user_id, consistent=False)
+def status_frame(cp: ControlPlane, user_id: str, state: TaskState | None = None) -> dict[str, object]:
+    """The `status` frame for a user right now (from `state` when the caller has already read it)."""
+    state = state or cp.task_state.get(user_id, consistent=False)
     name, phase, eta = lifecycle.client_status(state, cp.clock(), cp.cfg.lifecycle)
     return protocol.status(name, phase=phase, eta_seconds=eta)

@@ -60,7 +60,7 @@ def handle_frame(
     return _client_frame(cp, connection, frame)
 
 
-def _agent_frame(cp: ControlPlane, connection: Connection, frame: Any) -> dict[str, Any]:
+def _agent_frame(cp: ControlPlane, connection: Connection, frame: protocol.Frame) -> dict[str, Any]:
     if not isinstance(frame, protocol.Heartbeat) or not connection.task_arn:
         return protocol.error("unknown_action", "Agent connections only send heartbeats.")
     accepted = cp.task_state.heartbeat(connection.user_id, connection.task_arn, frame.busy, cp.clock())
@@ -72,7 +72,7 @@ def _agent_frame(cp: ControlPlane, connection: Connection, frame: Any) -> dict[s
     return {"type": "heartbeat", "accepted": accepted}
 
 
-def _client_frame(cp: ControlPlane, connection: Connection, frame: Any) -> dict[str, Any]:
+def _client_frame(cp: ControlPlane, connection: Connection, frame: protocol.Frame) -> dict[str, Any]:
     user_id = connection.user_id
     if isinstance(frame, protocol.Ping):
         return protocol.pong()

@@ -19,9 +19,9 @@ router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves Router._
 def get_status() -> dict[str, Any]:
     """The caller's agent status frame, with the last start error and attempt count when there are any."""
     cp, user_id = control_plane(router), caller_id(router.current_event)
-    frame: dict[str, Any] = dict(routing.status_frame(cp, user_id))
-    # Picked field by field: the row also holds the task ARN and the agent token hash, never shown.
     state = cp.task_state.get(user_id, consistent=False)
+    frame: dict[str, Any] = dict(routing.status_frame(cp, user_id, state))
+    # Picked field by field: the row also holds the task ARN and the agent token hash, never shown.
     if state.last_error:
         frame["lastError"] = state.last_error
     if state.start_attempts:
