@@ -280,3 +280,34 @@ def test_agent_token_registration_and_attach_follow_the_current_token(cp: Contro
     assert not cp.task_state.attach_agent(USER, "task-1", "conn-old", cp.clock(), "h1")
     assert cp.task_state.attach_agent(USER, "task-1", "conn-new", cp.clock(), "h2")
     assert cp.task_state.get(USER).agent_connection_id == "conn-new"
+
+
+def test_bridge_settles_only_its_own_row(cp: ControlPlane) -> None:
+    # Given a Starting row for task-1
+    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert start is not None and cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
+
+    # When task-2 claims to be ready, then task-1 does
+    # Then only task-1 moves the row to Running (version bumped, attempts reset)
+    assert not cp.task_state.settle_own(USER, "task-2", Status.RUNNING, 5.0, from_=(Status.STARTING,))
+    assert cp.task_state.settle_own(
+        USER, "task-1", Status.RUNNING, 5.0, from_=(Status.STARTING,), set_={"startAttempts": 0}
+    )
+    running = cp.task_state.get(USER)
+    assert running.status is Status.RUNNING and running.version == start.version + 1
+    assert not cp.task_state.settle_own(USER, "task-1", Status.RUNNING, 6.0, from_=(Status.STARTING,))
+
+    # And on shutdown it releases the row, clearing the live task
+    assert cp.task_state.settle_own(
+        USER, "task-1", Status.IDLE, 7.0, from_=(Status.RUNNING, Status.STOPPING), remove=("taskArn", "busy")
+    )
+    idle = cp.task_state.get(USER)
+    assert idle.status is Status.IDLE and idle.task_arn is None and idle.changed_at == 7.0
+
+
+def test_reply_stored_under_a_given_message_id(cp: ControlPlane) -> None:
+    message_id = cp.conversations.add_message(
+        USER, "conv-1", "assistant", "hi", "web", 1.0, message_id="reply-1", extra={"state": "aborted"}
+    )
+    (stored,) = cp.conversations.messages(USER, "conv-1").items
+    assert message_id == "reply-1" and stored["messageId"] == "reply-1" and stored["state"] == "aborted"

@@ -113,10 +113,19 @@ class ConversationStore:
         return _public(item) if item else None
 
     def add_message(
-        self, user_id: str, conversation_id: str, role: str, content: str, channel: str, now: float
+        self,
+        user_id: str,
+        conversation_id: str,
+        role: str,
+        content: str,
+        channel: str,
+        now: float,
+        *,
+        message_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> str:
         """Store one message (and touch its conversation); returns its id."""
-        message_id = new_id()
+        message_id = message_id or new_id()
         client("dynamodb").transact_write_items(
             TransactItems=[
                 header_update(self.table, user_id, conversation_id, title_from(content), now),
@@ -124,7 +133,7 @@ class ConversationStore:
                     "Put": {
                         "TableName": self.table,
                         "Item": message_item(
-                            user_id, conversation_id, message_id, role, content, channel, now
+                            user_id, conversation_id, message_id, role, content, channel, now, extra
                         ),
                     }
                 },

@@ -216,6 +216,31 @@ class TaskStateStore:
             {":now": now, ":busy": busy, ":arn": task_arn},
         )
 
+    def settle_own(
+        self,
+        user_id: str,
+        task_arn: str,
+        to: Status,
+        now: float,
+        *,
+        from_: tuple[Status, ...],
+        set_: Mapping[str, Any] | None = None,
+        remove: tuple[str, ...] = (),
+    ) -> bool:
+        """A bridge moves the row of its own task (e.g. Starting → Running); refused once it names another."""
+        set_ = {**(set_ or {}), "status": to.value, "changedAt": now}
+        unknown = (set(set_) | set(remove)) - _ATTRS
+        if unknown:
+            raise ValueError(f"unknown TaskState attributes: {sorted(unknown)}")
+        names = {f"#{k}": k for k in (*set_, *remove, "version", "taskArn")}
+        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in set_) + ", #version = #version + :one"
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
+        allowed = {f":from{i}": status.value for i, status in enumerate(from_)}
+        vals = {**{f":{k}": v for k, v in set_.items()}, **allowed, ":one": 1, ":arn": task_arn}
+        condition = f"#taskArn = :arn AND #status IN ({', '.join(allowed)})"
+        return self._conditional_update(user_id, expression, condition, names, vals)
+
     def scan(self) -> Iterator[TaskState]:
         """Every row (one per user: small by design)."""
         paginator = client("dynamodb").get_paginator("scan")
