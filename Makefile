@@ -56,12 +56,14 @@ $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION):
 
 openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the pinned OpenClaw (cached)
 
-lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, cfn-lint and sam validate --lint
+lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, hadolint, cfn-lint, sam validate --lint
 	@echo "==> ruff"
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/ruff check .
 	@echo "==> mypy $(MYPY_DIRS)"
 	@$(VENV)/bin/mypy $(MYPY_DIRS)
+	@echo "==> hadolint bridge/Dockerfile"
+	@$(VENV)/bin/hadolint bridge/Dockerfile
 	@echo "==> cfn-lint"
 	@$(VENV)/bin/cfn-lint template.yaml
 	@echo "==> sam validate --lint"

@@ -13,6 +13,8 @@ _CONFIG = Config(
     connect_timeout=3,
     read_timeout=10,
     tcp_keepalive=True,
+    # The bridge restores and backs up with 16 parallel transfers on one shared S3 client.
+    max_pool_connections=32,
 )
 
 

@@ -1,0 +1,464 @@
+"""The bridge process: boot in timed phases, serve /health and /status, drain the Inbox, shut down cleanly.
+
+Boot (DESIGN §6, step 2): task ARN → model and secrets → restore from S3 → OpenClaw config → gateway
+→ handshake → dial out → TaskState Running → first drain. Shutdown (SIGTERM, POST /shutdown, a
+`shutdown` frame, or a row that no longer names this task): stop claiming, finish or abort the
+current run within the grace period, stop OpenClaw, final backup, TaskState Idle, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from bridge import task_metadata
+from bridge.agent_link import AgentLink
+from bridge.agent_loop import InboxLoop
+from bridge.config import DEFAULT_MODELS, BridgeConfig
+from bridge.delivery import WebSocketDelivery
+from bridge.gateway_process import GatewayProcess
+from bridge.metrics import BridgeMetrics
+from bridge.openclaw_client import GatewayClient, session_key_for
+from bridge.openclaw_config import ModelChoice, build_config, gateway_environment, write_config
+from bridge.secrets import API_KEY_PARAMETERS, model_secrets
+from bridge.state_sync import StateSync, default_roots
+from serverless_openclaw import protocol
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.aws.pusher import ConnectionPusher
+from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Status
+from serverless_openclaw.observability import logger
+from serverless_openclaw.settings import SUPPORTED_PROVIDERS
+from serverless_openclaw.store.connections import ConnectionStore
+from serverless_openclaw.store.conversations import ConversationStore
+from serverless_openclaw.store.inbox import InboxStore
+from serverless_openclaw.store.settings import SettingsStore
+from serverless_openclaw.store.task_state import TaskStateStore
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@dataclass
+class Phases:
+    """How long each start-up phase took (seconds), in order."""
+
+    started: float = field(default_factory=time.monotonic)
+    durations: dict[str, float] = field(default_factory=dict)
+    current: str = "booting"
+
+    @contextlib.asynccontextmanager
+    async def timed(self, name: str) -> AsyncIterator[None]:
+        """Time one phase and log it."""
+        self.current = name
+        t = time.monotonic()
+        yield
+        self.durations[name] = round(time.monotonic() - t, 3)
+        logger.info("startup phase done", phase=name, seconds=self.durations[name])
+
+
+class Bridge:
+    """One user's agent task."""
+
+    def __init__(self, cfg: BridgeConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.phases = Phases()
+        self.task_arn: str | None = None
+        self.task_state = TaskStateStore(cfg.tables.task_state)
+        self.connections = ConnectionStore(cfg.tables.connections)
+        self.pusher = ConnectionPusher(cfg.websocket_endpoint, self.connections)
+        self.delivery = WebSocketDelivery(self.pusher)
+        self.metrics = BridgeMetrics(client("cloudwatch"), cfg.metrics_namespace)
+        self.sync = StateSync(
+            client("s3"),
+            cfg.data_bucket,
+            cfg.user_id,
+            default_roots(cfg.openclaw_home),
+            on_warning=self._warn_user,
+        )
+        self.gateway: GatewayProcess | None = None
+        self.gateway_client: GatewayClient | None = None
+        self.link: AgentLink | None = None
+        self.loop: InboxLoop | None = None
+        self.last_backup: dict[str, Any] | None = None
+        self.ready = False
+        self.stopping = False
+        self.failure: str | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._backup_due: asyncio.Event = asyncio.Event()
+        self._backup_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+        self._on_exit: Callable[[], None] = lambda: None
+
+    # ----------------------------------------------------------------------------------------- boot
+
+    async def start(self) -> None:
+        """Run every boot phase; on failure release the row so the control plane can retry."""
+        try:
+            await self._boot()
+        except Exception as exc:
+            self.failure = f"{type(exc).__name__}: {exc}"[:300]
+            logger.exception("bridge failed to start", phase=self.phases.current)
+            await self.stop(f"start failed in {self.phases.current}")
+            self._on_exit()
+
+    async def _boot(self) -> None:
+        cfg = self.cfg
+        async with self.phases.timed("metadata"):
+            self.task_arn = await task_metadata.task_arn(cfg.metadata_uri)
+        async with self.phases.timed("secrets"):
+            choice, api_keys = await asyncio.to_thread(self._model_choice)
+        async with self.phases.timed("restore"):
+            report = await asyncio.to_thread(self.sync.restore)
+            logger.info("state restored", files=report.files, bytes=report.bytes, skipped=len(report.skipped))
+        async with self.phases.timed("config"):
+            token = secrets.token_urlsafe(32)
+            home = cfg.openclaw_home
+            state_dir = home / ".openclaw"
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (cfg.state_root / "cache").mkdir(parents=True, exist_ok=True)
+            (cfg.state_root / "logs").mkdir(parents=True, exist_ok=True)
+            config = build_config(
+                choice,
+                port=cfg.gateway_port,
+                workspace=state_dir / "workspace",
+                log_file=cfg.state_root / "logs" / "openclaw.log",
+            )
+            write_config(state_dir / "openclaw.json", config)
+            env = gateway_environment(
+                os.environ,
+                home=home,
+                cache_dir=cfg.state_root / "cache",
+                token=token,
+                secrets=api_keys,
+                # The agent can run shell commands: it gets the task role's credentials only for Bedrock.
+                aws_credentials=choice.provider == "bedrock",
+            )
+        async with self.phases.timed("gateway"):
+            command = [
+                cfg.openclaw_node,
+                cfg.openclaw_entry,
+                "gateway",
+                "run",
+                "--port",
+                str(cfg.gateway_port),
+                "--bind",
+                "loopback",
+            ]
+            self.gateway = GatewayProcess(command, env, cwd=cfg.state_root)
+            await self.gateway.start()
+            await self.gateway.wait_until_listening(cfg.gateway_port, timeout=180)
+        async with self.phases.timed("handshake"):
+            self.gateway_client = GatewayClient(
+                f"ws://127.0.0.1:{cfg.gateway_port}", token, run_timeout=cfg.run_timeout
+            )
+            await self.gateway_client.start()
+        self.loop = InboxLoop(
+            user_id=cfg.user_id,
+            claimer=self.task_arn,
+            inbox=InboxStore(cfg.tables.inbox),
+            conversations=ConversationStore(cfg.tables.conversations),
+            runner=self.gateway_client,
+            delivery=self.delivery,
+            session_key_for=session_key_for,
+            clock=self.clock,
+            lease_seconds=cfg.claim_lease_seconds,
+            max_attempts=cfg.max_message_attempts,
+            run_timeout=cfg.run_timeout,
+            on_answered=self._backup_due.set,
+        )
+        async with self.phases.timed("dial-out"):
+            agent_token = secrets.token_urlsafe(32)
+            digest = hashlib.sha256(agent_token.encode()).hexdigest()
+            if not await asyncio.to_thread(
+                self.task_state.register_agent_token, cfg.user_id, self.task_arn, digest
+            ):
+                raise RuntimeError("TaskState no longer names this task")
+            self.link = AgentLink(
+                cfg.websocket_url,
+                user_id=cfg.user_id,
+                task_arn=self.task_arn,
+                token=agent_token,
+                on_nudge=self._nudge,
+                on_abort=self._abort,
+                on_shutdown=self._shutdown_requested,
+                on_superseded=self._superseded,
+                heartbeat_interval=cfg.heartbeat_interval,
+                busy=lambda: bool(self.loop and self.loop.busy),
+            )
+            await self.link.start()
+            if not await self.link.wait_connected(30):
+                # Messages still get answered (the loop polls the Inbox); nudges resume on reconnect.
+                logger.warning("agent connection not up yet, continuing")
+        now = self.clock()
+        running = await asyncio.to_thread(
+            self.task_state.settle_own,
+            cfg.user_id,
+            self.task_arn,
+            Status.RUNNING,
+            now,
+            from_=(Status.STARTING, Status.RUNNING),
+            set_={"startAttempts": 0, "heartbeatAt": now, "busy": False},
+        )
+        if not running:
+            raise RuntimeError("TaskState no longer names this task")
+        self.ready = True
+        await self.delivery.notice(cfg.user_id, protocol.status("running"))
+        async with self.phases.timed("first-drain"):
+            answered = await self.loop.drain()
+        logger.info("bridge ready", task_arn=self.task_arn, phases=self.phases.durations, answered=answered)
+        for name, seconds in self.phases.durations.items():
+            self.metrics.seconds("StartupPhase", seconds, Phase=name)
+        self.metrics.seconds("StartupTotal", round(time.monotonic() - self.phases.started, 3))
+        self._tasks += [
+            asyncio.create_task(self.loop.run_forever(), name="inbox"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
+            asyncio.create_task(self._backups(), name="backups"),
+        ]
+        await self.metrics.flush()
+
+    def _model_choice(self) -> tuple[ModelChoice, dict[str, str]]:
+        cfg = self.cfg
+        provider, model_id = cfg.model_provider, cfg.model_id
+        chosen = SettingsStore(cfg.tables.settings).get(cfg.user_id, "model")
+        if isinstance(chosen, str) and "/" in chosen:
+            wanted, wanted_model = chosen.split("/", 1)
+            needs_url = wanted in ("openai-compatible", "offline") and not cfg.model_base_url
+            if wanted in SUPPORTED_PROVIDERS and not needs_url:
+                provider, model_id = wanted, wanted_model
+            else:
+                logger.warning("user's model setting cannot be used here, using the default", setting=chosen)
+        api_keys = model_secrets(client("ssm"), cfg.secrets_prefix, provider)
+        key_env = API_KEY_PARAMETERS.get(provider, (None, None))[1]
+        choice = ModelChoice(
+            provider=provider,
+            model_id=model_id or DEFAULT_MODELS[provider],
+            base_url=cfg.model_base_url if provider in ("openai-compatible", "offline") else None,
+            api_key_env=key_env,
+        )
+        logger.info("model chosen", provider=provider, model=choice.model_id, key_present=bool(api_keys))
+        return choice, api_keys
+
+    # ------------------------------------------------------------------------------------ run time
+
+    async def _nudge(self) -> None:
+        if self.loop:
+            self.loop.nudge()
+
+    async def _abort(self, conversation_id: str | None) -> None:
+        loop, gateway_client = self.loop, self.gateway_client
+        current = loop.current if loop else None
+        if current is None or gateway_client is None:
+            return
+        if conversation_id and current.item.conversation_id != conversation_id:
+            return
+        await gateway_client.abort(current.session_key)
+
+    async def _shutdown_requested(self, reason: str = "shutdown requested") -> None:
+        logger.info("shutdown requested by the control plane", reason=reason)
+        self._on_exit()
+
+    async def _superseded(self) -> None:
+        logger.warning("TaskState no longer names this task: shutting down")
+        self._on_exit()
+
+    async def _heartbeat(self) -> None:
+        # Written straight to DynamoDB as well as sent over the agent link, so a bridge whose
+        # WebSocket is down between reconnects is not mistaken for a dead one.
+        while not self.stopping:
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+            try:
+                alive = await asyncio.to_thread(
+                    self.task_state.heartbeat,
+                    self.cfg.user_id,
+                    self.task_arn or "",
+                    bool(self.loop and self.loop.busy),
+                    self.clock(),
+                )
+            except Exception:
+                logger.exception("heartbeat failed")
+                continue
+            if not alive and not self.stopping:
+                await self._superseded()
+                return
+
+    async def _backups(self) -> None:
+        """Back up soon after each answered run (debounced) and periodically while a run is going."""
+        while not self.stopping:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._backup_due.wait(), self.cfg.backup_interval)
+            if self._backup_due.is_set():
+                self._backup_due.clear()
+                await asyncio.sleep(self.cfg.backup_debounce)
+            elif not (self.loop and self.loop.busy):
+                continue
+            await self.backup("run")
+
+    async def backup(self, reason: str) -> None:
+        """One incremental backup; failures are logged and retried by the next one."""
+        async with self._backup_lock:
+            try:
+                report = await asyncio.to_thread(self.sync.backup)
+            except Exception:
+                logger.exception("backup failed", reason=reason)
+                return
+        self.last_backup = {
+            "at": self.clock(),
+            "reason": reason,
+            "uploaded": report.uploaded,
+            "deleted": report.deleted,
+            "bytes": report.bytes,
+            "seconds": report.seconds,
+        }
+        logger.info("backup done", **self.last_backup)
+        self.metrics.count("BackupCompleted")
+
+    def _warn_user(self, text: str) -> None:
+        frame = protocol.error("backup_warning", text)
+        with contextlib.suppress(Exception):
+            self.pusher.to_user(self.cfg.user_id, frame)
+
+    # ------------------------------------------------------------------------------------ shutdown
+
+    async def stop(self, reason: str) -> None:
+        """Graceful stop; safe to call more than once."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        logger.info("bridge stopping", reason=reason)
+        try:
+            if self.loop:
+                self.loop.stop_claiming()
+                clean = await self.loop.finish_or_abort(self.cfg.shutdown_grace)
+                logger.info("current run settled", clean=clean)
+            for task in self._tasks:
+                task.cancel()
+            if self.link:
+                await _quietly(self.link.close())
+            if self.gateway_client:
+                await _quietly(self.gateway_client.close())
+            if self.gateway:
+                # OpenClaw checkpoints its databases on SIGTERM; the backup comes after.
+                await _quietly(self.gateway.stop(timeout=15))
+            if self.task_arn and self.phases.durations.get("restore") is not None:
+                await self.backup("shutdown")
+            if self.task_arn and self.ready:
+                # A bridge that never became ready leaves the row Starting: its STOPPED event then
+                # counts a failed start and tells the user why (task_events), which is the truth.
+                released = await asyncio.to_thread(
+                    self.task_state.settle_own,
+                    self.cfg.user_id,
+                    self.task_arn,
+                    Status.IDLE,
+                    self.clock(),
+                    from_=(Status.STARTING, Status.RUNNING, Status.STOPPING),
+                    remove=LIVE_TASK_ATTRIBUTES,
+                )
+                logger.info("task state released", released=released)
+                if released:
+                    await _quietly(self.delivery.notice(self.cfg.user_id, protocol.status("idle")))
+            await self.metrics.flush()
+        finally:
+            self._stopped.set()
+
+    # -------------------------------------------------------------------------------------- views
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason): OpenClaw and the agent connection must both be up."""
+        if self.failure:
+            return False, f"start failed: {self.failure}"
+        if self.stopping:
+            return False, "stopping"
+        if not self.ready:
+            return False, f"starting ({self.phases.current})"
+        if not (
+            self.gateway and self.gateway.running and self.gateway_client and self.gateway_client.connected
+        ):
+            return False, "openclaw gateway down"
+        if not (self.link and self.link.connected):
+            return False, "agent connection down"
+        return True, "ok"
+
+    def status(self) -> dict[str, Any]:
+        """What the bridge is doing, for operators."""
+        current = self.loop.current if self.loop else None
+        return {
+            "phase": "stopping" if self.stopping else ("ready" if self.ready else self.phases.current),
+            "uptimeSeconds": round(time.monotonic() - self.phases.started, 1),
+            "taskArn": self.task_arn,
+            "startup": self.phases.durations,
+            "currentRun": (
+                {
+                    "messageId": current.item.message_id,
+                    "conversationId": current.item.conversation_id,
+                    "seconds": round(self.clock() - current.started_at, 1),
+                }
+                if current
+                else None
+            ),
+            "answered": self.loop.answered if self.loop else 0,
+            "failed": self.loop.failed if self.loop else 0,
+            "gatewayRestarts": self.gateway.restarts if self.gateway else 0,
+            "lastBackup": self.last_backup,
+        }
+
+
+async def _quietly(awaitable: Awaitable[Any]) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("shutdown step failed")
+
+
+def create_app(cfg: BridgeConfig, *, exit_process: Callable[[], None] | None = None) -> Starlette:
+    """The ASGI app; its lifespan boots the bridge in the background and stops it on shutdown."""
+    bridge = Bridge(cfg)
+    bridge._on_exit = exit_process or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        boot = asyncio.create_task(bridge.start(), name="boot")
+        app.state.bridge = bridge
+        try:
+            yield
+        finally:
+            await bridge.stop("process stopping")
+            boot.cancel()
+            with contextlib.suppress(BaseException):
+                await boot
+
+    async def health(request: Request) -> JSONResponse:
+        ok, reason = bridge.health()
+        return JSONResponse({"healthy": ok, "reason": reason}, status_code=200 if ok else 503)
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(bridge.status())
+
+    async def shutdown(request: Request) -> JSONResponse:
+        host = request.client.host if request.client else ""
+        if host not in LOOPBACK:
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        bridge._on_exit()
+        return JSONResponse({"status": "stopping"}, status_code=202)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/status", status),
+            Route("/shutdown", shutdown, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )

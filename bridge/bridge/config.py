@@ -1,0 +1,115 @@
+"""The bridge's configuration, built once from the task's environment at start-up (fails fast)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from serverless_openclaw.config import ConfigError, Tables
+from serverless_openclaw.settings import SUPPORTED_PROVIDERS
+
+DEFAULT_MODELS = {
+    "anthropic": "claude-sonnet-4-5",
+    "openai": "gpt-5",
+    "bedrock": "anthropic.claude-sonnet-4-5-v1:0",
+    "openai-compatible": "default",
+    "offline": "offline-model",
+}
+"""Model used when neither MODEL_ID nor the user's setting names one."""
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is required but not set")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"environment variable {name} must be at least {minimum:g}, got {raw}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeConfig:
+    """Everything the bridge needs to know about its task, its user and its collaborators."""
+
+    user_id: str
+    tables: Tables
+    data_bucket: str
+    websocket_url: str
+    websocket_endpoint: str
+    metadata_uri: str
+    secrets_prefix: str
+    model_provider: str
+    model_id: str | None
+    model_base_url: str | None
+    state_root: Path
+    openclaw_node: str
+    openclaw_entry: str
+    gateway_port: int
+    http_port: int
+    heartbeat_interval: float
+    claim_lease_seconds: int
+    run_timeout: float
+    max_message_attempts: int
+    shutdown_grace: float
+    backup_debounce: float
+    backup_interval: float
+    metrics_namespace: str
+
+    @property
+    def openclaw_home(self) -> Path:
+        """OPENCLAW_HOME: OpenClaw keeps everything under <home>/.openclaw."""
+        return self.state_root / "home"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeConfig:
+        """Read the task's environment; ConfigError names the first missing or malformed variable."""
+        env = os.environ if env is None else env
+        provider = env.get("MODEL_PROVIDER", "").strip() or "anthropic"
+        if provider not in SUPPORTED_PROVIDERS:
+            raise ConfigError(
+                f"MODEL_PROVIDER must be one of {', '.join(SUPPORTED_PROVIDERS)}, got {provider!r}"
+            )
+        base_url = env.get("MODEL_BASE_URL", "").strip() or None
+        if provider in ("openai-compatible", "offline") and not base_url:
+            raise ConfigError(f"MODEL_BASE_URL is required for MODEL_PROVIDER={provider}")
+        return cls(
+            user_id=_require(env, "USER_ID"),
+            tables=Tables.from_env(env),
+            data_bucket=_require(env, "DATA_BUCKET"),
+            websocket_url=_require(env, "WEBSOCKET_URL"),
+            websocket_endpoint=_require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
+            metadata_uri=_require(env, "ECS_CONTAINER_METADATA_URI_V4").rstrip("/"),
+            secrets_prefix=env.get("SECRETS_PREFIX", "").strip().rstrip("/"),
+            model_provider=provider,
+            model_id=env.get("MODEL_ID", "").strip() or None,
+            model_base_url=base_url,
+            state_root=Path(env.get("STATE_ROOT", "").strip() or "/data"),
+            openclaw_node=env.get("OPENCLAW_NODE", "").strip() or "node",
+            openclaw_entry=env.get("OPENCLAW_ENTRY", "").strip()
+            or "/opt/openclaw/node_modules/openclaw/openclaw.mjs",
+            gateway_port=int(_number(env, "OPENCLAW_PORT", 18789, 1)),
+            http_port=int(_number(env, "BRIDGE_PORT", 8080, 0)),
+            heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL_SECONDS", 30, 1),
+            claim_lease_seconds=int(_number(env, "CLAIM_LEASE_SECONDS", 120, 10)),
+            # Providers are retried by OpenClaw for ~90 s before it reports an error: never cut a run short.
+            run_timeout=_number(env, "RUN_TIMEOUT_SECONDS", 300, 180),
+            max_message_attempts=int(_number(env, "MAX_MESSAGE_ATTEMPTS", 3, 1)),
+            # ECS gives the task 120 s after SIGTERM; the rest is for the final backup and release.
+            shutdown_grace=_number(env, "SHUTDOWN_GRACE_SECONDS", 80, 0),
+            backup_debounce=_number(env, "BACKUP_DEBOUNCE_SECONDS", 5, 0),
+            backup_interval=_number(env, "BACKUP_INTERVAL_SECONDS", 60, 5),
+            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "ServerlessOpenClaw",
+        )

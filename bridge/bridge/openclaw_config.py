@@ -1,0 +1,258 @@
+"""The OpenClaw gateway's openclaw.json and environment: headless, loopback-only, secrets by reference.
+
+Every switch below was checked against the pinned gateway (see reference/openclaw-gateway.md §2.2 and §5):
+it refuses unknown keys, so a typo here fails the boot instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+Provider = Literal["anthropic", "openai", "bedrock", "openai-compatible", "offline"]
+PROVIDERS: Final[tuple[str, ...]] = ("anthropic", "openai", "bedrock", "openai-compatible", "offline")
+
+# Provider ids as OpenClaw knows them; anthropic and openai are its built-in providers.
+_OPENCLAW_PROVIDER_ID: Final[dict[str, str]] = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "bedrock": "amazon-bedrock",
+    "openai-compatible": "custom",
+    "offline": "offline",
+}
+# The variable a built-in provider reads its key from when the config names none.
+_DEFAULT_KEY_ENV: Final[dict[str, str]] = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
+# The wire API of each built-in provider, needed when its base URL is overridden (a proxy, a gateway).
+_BUILTIN_API: Final[dict[str, str]] = {"anthropic": "anthropic-messages", "openai": "openai-responses"}
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+
+GATEWAY_TOKEN_ENV: Final = "OPENCLAW_GATEWAY_TOKEN"
+
+# What the child may inherit from the bridge's own environment. Everything else (Telegram tokens, the
+# agent token, table names, the bridge's settings) stays out: the agent can run shell commands and read
+# its environment, so what it is not given it cannot leak.
+_INHERITED: Final[frozenset[str]] = frozenset(
+    {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
+)
+# Bedrock signs its calls with the task role through the AWS SDK default chain (docs providers/bedrock.md).
+_AWS_CREDENTIALS: Final[frozenset[str]] = frozenset(
+    {
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    }
+)
+# Headless switches that only exist as environment variables (reference §1.4).
+_HEADLESS_ENV: Final[dict[str, str]] = {
+    "OPENCLAW_DISABLE_BONJOUR": "1",  # no mDNS advertising on the task's network
+    "OPENCLAW_NO_RESPAWN": "1",  # never hand off to a detached child: our supervisor keeps the PID
+    "OPENCLAW_SKIP_CHANNELS": "1",  # no Telegram/Discord transports: the bridge owns every channel
+    "OPENCLAW_NO_AUTO_UPDATE": "1",  # no update check, telemetry ping or self-update
+    "OPENCLAW_EXEC_SHELL_SNAPSHOT": "0",  # no login shell spawned to snapshot the environment
+    "OPENCLAW_SKIP_CRON": "1",  # no scheduler: no heartbeat turns, no dreaming sweeps, no surprise cost
+}
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """Which model the agent uses: provider, model id, and where its endpoint and key come from."""
+
+    provider: str  # one of PROVIDERS (checked at construction; plain str so settings can flow in)
+    model_id: str
+    base_url: str | None = None
+    api_key_env: str | None = None
+    region: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ValueError(
+                f"unknown model provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}"
+            )
+        if not self.model_id.strip():
+            raise ValueError("model_id must not be empty")
+        if self.provider in ("openai-compatible", "offline") and not self.base_url:
+            raise ValueError(f"provider {self.provider!r} needs a base_url")
+        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+            raise ValueError(f"api_key_env must be an upper-case variable name, got {self.api_key_env!r}")
+        if self.provider == "bedrock" and self.api_key_env is not None:
+            raise ValueError("bedrock uses the task role's credentials; api_key_env must be None")
+
+    @property
+    def provider_id(self) -> str:
+        """The provider id OpenClaw uses for this choice (e.g. "amazon-bedrock")."""
+        return _OPENCLAW_PROVIDER_ID[self.provider]
+
+    @property
+    def model_ref(self) -> str:
+        """The "<provider>/<model>" reference OpenClaw's agents.defaults.model.primary expects."""
+        return f"{self.provider_id}/{self.model_id}"
+
+
+def build_config(choice: ModelChoice, *, port: int, workspace: Path, log_file: Path) -> dict[str, Any]:
+    """The openclaw.json for this model choice: headless, loopback, token auth, no channels."""
+    return {
+        "gateway": {
+            "mode": "local",  # without it the gateway refuses to start (treated as an unconfigured host)
+            "port": port,
+            "bind": "loopback",  # only the bridge in the same task may connect; nothing is exposed
+            # Resolved from the child's environment at start, so the token never sits in a file or in S3.
+            "auth": {"mode": "token", "token": "${" + GATEWAY_TOKEN_ENV + "}"},
+            # No browser UI on the port (GET / is a 404) and no 54 MB asset cache in the state dir.
+            "controlUi": {"enabled": False},
+        },
+        "models": _models_section(choice),
+        "agents": {
+            "defaults": {
+                "model": {"primary": choice.model_ref},
+                "skipBootstrap": True,  # no BOOTSTRAP.md/SOUL.md seeding and no first-run "birth" ritual
+                "heartbeat": {"every": "0m"},  # no periodic agent turns: they cost model calls while idle
+                "workspace": str(workspace),  # the restored, backed-up folder, not ~/.openclaw/workspace
+            }
+        },
+        "plugins": {"entries": _plugin_entries(choice)},
+        "update": {"checkOnStart": False},  # no version check against telemetry.openclaw.ai at boot
+        "discovery": {"mdns": {"mode": "off"}},  # no Bonjour advertising (OPENCLAW_DISABLE_BONJOUR too)
+        # A known file in the state dir instead of /tmp/openclaw/openclaw-<date>.log.
+        "logging": {"file": str(log_file)},
+        # No "channels" key at all: the bridge owns Telegram and the web; OpenClaw must never poll a bot.
+    }
+
+
+def _plugin_entries(choice: ModelChoice) -> dict[str, Any]:
+    """plugins.entries: dreaming off, and Bedrock's plugin settings only when Bedrock is chosen."""
+    entries: dict[str, Any] = {
+        # Memory "dreaming" schedules background consolidation turns (model calls) on a cron job.
+        "memory-core": {"config": {"dreaming": {"enabled": False}}},
+    }
+    if choice.provider == "bedrock":
+        # Bedrock is an external plugin (@openclaw/amazon-bedrock-provider) that 2026.9.6 does not bundle:
+        # the image must install it, or every boot spends ~70 s trying to npm-install it (observed).
+        # Naming it for other providers would trigger that install attempt too. Its auto-discovery lists
+        # foundation models at boot; the model here is explicit, so that is only latency and IAM noise.
+        entries["amazon-bedrock"] = {"config": {"discovery": {"enabled": False}}}
+    return entries
+
+
+def _models_section(choice: ModelChoice) -> dict[str, Any]:
+    """models.*: built-in providers merged with the catalog, or only our own endpoint for custom ones."""
+    section: dict[str, Any] = {
+        # "replace" for our own endpoints: no implicit providers discovered from the environment, only the
+        # configured model; "merge" for built-ins, whose model rows come from OpenClaw's bundled catalog.
+        "mode": "merge" if choice.provider in ("anthropic", "openai", "bedrock") else "replace",
+        "catalogRefresh": {"enabled": False},  # no hosted catalog fetch at boot and every 6 h
+    }
+    section["providers"] = {choice.provider_id: _provider_entry(choice)}
+    return section
+
+
+def _provider_entry(choice: ModelChoice) -> dict[str, Any]:
+    """The models.providers entry of the chosen provider."""
+    if choice.provider in ("anthropic", "openai"):
+        key_env = choice.api_key_env or _DEFAULT_KEY_ENV[choice.provider]
+        entry: dict[str, Any] = {"apiKey": _env_ref(key_env)}
+        if choice.base_url:
+            # An entry with a baseUrl but no api is taken for an OpenAI chat-completions server (observed:
+            # Anthropic traffic went to {baseUrl}/chat/completions), so name the provider's own API.
+            entry["baseUrl"] = choice.base_url
+            entry["api"] = _BUILTIN_API[choice.provider]
+        return entry
+    if choice.provider == "bedrock":
+        region = choice.region or "us-east-1"
+        return {
+            "baseUrl": choice.base_url or f"https://bedrock-runtime.{region}.amazonaws.com",
+            "api": "bedrock-converse-stream",
+            "auth": "aws-sdk",  # the AWS SDK default chain: the task role, never a key in config
+            "region": region,
+            "models": [_model_row(choice, context_window=200_000, max_tokens=8192)],
+        }
+    # openai-compatible and offline: our own OpenAI-style /chat/completions endpoint.
+    entry = {
+        "baseUrl": choice.base_url,
+        "api": "openai-completions",
+        "models": [_model_row(choice, context_window=128_000, max_tokens=4096)],
+    }
+    # Without a key the gateway sends no Authorization header (verified with the offline model).
+    if choice.api_key_env:
+        entry["apiKey"] = _env_ref(choice.api_key_env)
+    return entry
+
+
+def _model_row(choice: ModelChoice, *, context_window: int, max_tokens: int) -> dict[str, Any]:
+    """One explicit model catalog row."""
+    return {
+        "id": choice.model_id,
+        "name": choice.model_id,
+        "reasoning": False,
+        "input": ["text"],
+        "cost": {"input": 0, "output": 0, "cacheRead": 0, "cacheWrite": 0},
+        "contextWindow": context_window,
+        "maxTokens": max_tokens,
+    }
+
+
+def _env_ref(name: str) -> str:
+    """A "${NAME}" substitution: OpenClaw resolves it from its environment, so no key is ever written."""
+    return "${" + name + "}"
+
+
+def gateway_environment(
+    base_env: Mapping[str, str],
+    *,
+    home: Path,
+    cache_dir: Path,
+    token: str,
+    secrets: Mapping[str, str],
+    aws_credentials: bool = True,
+) -> dict[str, str]:
+    """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys."""
+    allowed = _INHERITED | _AWS_CREDENTIALS if aws_credentials else _INHERITED
+    env = {name: value for name, value in base_env.items() if name in allowed}
+    env.update(_HEADLESS_ENV)
+    env.update(
+        {
+            "HOME": str(home),
+            "OPENCLAW_HOME": str(home),
+            # A read-only SQLite helper writes under $XDG_CACHE_HOME/openclaw (reference §1.4).
+            "XDG_CACHE_HOME": str(cache_dir),
+            GATEWAY_TOKEN_ENV: token,
+        }
+    )
+    # Only model-provider keys; a TELEGRAM_BOT_TOKEN or agent token handed in here is dropped.
+    env.update({name: value for name, value in secrets.items() if _is_model_key(name)})
+    return env
+
+
+def _is_model_key(name: str) -> bool:
+    """A model provider's API key variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, …)."""
+    return name.endswith("_API_KEY") and bool(_ENV_NAME.match(name)) and not name.startswith("TELEGRAM")
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    """Write openclaw.json atomically (temporary file then rename), readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The gateway hot-reloads the file on change, so it must never see a half-written one.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,34 @@
+"""The person's secrets (model API keys) from SSM SecureString parameters under the stack's prefix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from serverless_openclaw.observability import logger
+
+API_KEY_PARAMETERS = {
+    "anthropic": ("anthropic-api-key", "ANTHROPIC_API_KEY"),
+    "openai": ("openai-api-key", "OPENAI_API_KEY"),
+    "openai-compatible": ("openai-compatible-api-key", "OPENAI_COMPATIBLE_API_KEY"),
+}
+"""provider → (parameter name under SECRETS_PREFIX, environment variable OpenClaw's config refers to)."""
+
+
+def model_secrets(ssm: Any, prefix: str, provider: str) -> dict[str, str]:
+    """The API key the provider needs, as {ENV_NAME: value}; empty for Bedrock (task role) and offline."""
+    entry = API_KEY_PARAMETERS.get(provider)
+    if entry is None or not prefix:
+        return {}
+    parameter, env_name = entry
+    try:
+        resp = ssm.get_parameter(Name=f"{prefix}/{parameter}", WithDecryption=True)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "ParameterNotFound":
+            logger.warning("model API key not configured", parameter=f"{prefix}/{parameter}")
+            return {}
+        raise
+    value = str(resp["Parameter"]["Value"])
+    return {env_name: value} if value else {}

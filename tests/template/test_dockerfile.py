@@ -1,0 +1,49 @@
+"""The bridge image can only be built elsewhere (no Docker engine here): pin what it must agree with."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from local.template import load_template
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "bridge" / "Dockerfile").read_text()
+
+
+def _makefile_var(name: str) -> str:
+    match = re.search(rf"^{name} := (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE)
+    assert match, f"Makefile has no {name}"
+    return match.group(1)
+
+
+def test_openclaw_version_is_the_same_everywhere() -> None:
+    # Given the version the image installs, the one the tests run against, and the stack's parameter
+    image = re.search(r"^ARG OPENCLAW_VERSION=(\S+)$", DOCKERFILE, re.MULTILINE)
+    parameter = load_template()["Parameters"]["OpenClawVersion"]["Default"]
+    # Then they agree: what CI tests is what ships
+    assert image and image.group(1) == _makefile_var("OPENCLAW_VERSION") == parameter
+
+
+def test_node_is_new_enough_for_openclaw() -> None:
+    # OpenClaw needs node:sqlite: Node >= 24.16 (or >= 26.1)
+    match = re.search(r"ARG NODE_IMAGE=node:(\d+)\.(\d+)\.\d+", DOCKERFILE)
+    assert match
+    major, minor = int(match.group(1)), int(match.group(2))
+    assert (major == 24 and minor >= 16) or (major >= 26 and (major, minor) >= (26, 1))
+
+
+def test_every_copied_path_exists() -> None:
+    for source in re.findall(r"^COPY (?!--from)(\S+) ", DOCKERFILE, re.MULTILINE):
+        assert (ROOT / source).exists(), f"COPY {source}: missing"
+
+
+def test_runs_as_the_task_definitions_non_root_user_with_exec_form_entrypoint() -> None:
+    container = load_template()["Resources"]["BridgeTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    user = re.findall(r"^USER (\S+)$", DOCKERFILE, re.MULTILINE)
+    assert user and user[-1].split(":")[0] == str(container["User"]) != "0"
+    assert re.search(r'^ENTRYPOINT \["python3", "-m", "bridge"\]$', DOCKERFILE, re.MULTILINE)
+    assert (ROOT / "bridge" / "bridge" / "__main__.py").exists()
+    # The health checks (image and task definition) run a module that exists
+    assert "bridge.healthcheck" in DOCKERFILE and "bridge.healthcheck" in container["HealthCheck"]["Command"]
+    assert (ROOT / "bridge" / "bridge" / "healthcheck.py").exists()
