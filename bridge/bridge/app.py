@@ -411,6 +411,7 @@ class Bridge:
             ),
             "answered": self.loop.answered if self.loop else 0,
             "failed": self.loop.failed if self.loop else 0,
+            "gatewayPid": self.gateway.pid if self.gateway else None,
             "gatewayRestarts": self.gateway.restarts if self.gateway else 0,
             "lastBackup": self.last_backup,
         }

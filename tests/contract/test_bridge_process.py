@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 import urllib.request
@@ -235,3 +236,106 @@ def _object(s3: Any, bucket: str, key: str) -> bytes | None:
         return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except s3.exceptions.NoSuchKey:
         return None
+
+
+async def test_restore_abort_busy_gateway_crash_and_sigterm_mid_run(
+    launch: Callable[..., Any], stores: Tables, moto: MotoServer
+) -> None:
+    # Given a first task that wrote a file and was stopped (its state is in S3)
+    first: RunningBridge = await launch()
+    queue(stores, "create file notes.md with the text remember the milk", "conv-r")
+    await first.agent.send({"type": "nudge"})
+    await until(lambda: first.management.received(CLIENT, "stream_end"), 180, "the first reply", first)
+    first.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(first.process.wait(), 120) == 0, first.output()
+
+    # When a new task with an empty disk starts for the same user
+    second: RunningBridge = await launch(SHUTDOWN_GRACE_SECONDS="2")
+
+    # Then it restored the workspace and the agent can show the file
+    queue(stores, "show notes.md", "conv-r")
+    await second.agent.send({"type": "nudge"})
+    end = await until(lambda: second.management.received(CLIENT, "stream_end"), 180, "the reply", second)
+    assert "remember the milk" in end[-1]["content"]
+
+    # When a slow reply runs and the user presses stop (the control plane forwards an abort)
+    queue(stores, "slowly count to 60", "conv-a")
+    await second.agent.send({"type": "nudge"})
+    await until(
+        lambda: (
+            second.management.received(CLIENT, "stream_chunk")[-1:]
+            and second.management.received(CLIENT, "stream_chunk")[-1]["conversationId"] == "conv-a"
+        ),
+        120,
+        "the slow reply to start streaming",
+        second,
+    )
+    await second.agent.send({"type": "abort", "conversationId": "conv-a"})
+
+    # Then the stream ends as stopped and the item is done
+    errors = await until(
+        lambda: [
+            f for f in second.management.received(CLIENT, "error") if f.get("conversationId") == "conv-a"
+        ],
+        60,
+        "the stopped notice",
+        second,
+    )
+    assert errors[-1]["code"] == "aborted"
+
+    # When two messages arrive for one conversation at once
+    first_id = queue(stores, "say 40 words", "conv-b")
+    second_id = queue(stores, "this is the second message", "conv-b")
+    await second.agent.send({"type": "nudge"})
+
+    # Then both are answered, in order
+    def answered() -> list[str]:
+        items = ConversationStore(stores.conversations).messages(USER, "conv-b").items
+        return [m["replyTo"] for m in reversed(items) if m["role"] == "assistant"]
+
+    assert await until(lambda: len(answered()) == 2 and answered(), 180, "both replies", second) == [
+        first_id,
+        second_id,
+    ]
+
+    # When OpenClaw itself dies
+    _, info = await asyncio.to_thread(second.get, "/status")
+    os.kill(info["gatewayPid"], signal.SIGKILL)
+    await until(lambda: second.get("/status")[1]["gatewayRestarts"] >= 1, 60, "the gateway restart", second)
+
+    # Then the next message is still answered
+    queue(stores, "still there?", "conv-c")
+    await second.agent.send({"type": "nudge"})
+    await until(
+        lambda: [
+            f for f in second.management.received(CLIENT, "stream_end") if f["conversationId"] == "conv-c"
+        ],
+        240,
+        "the reply after the gateway restart",
+        second,
+    )
+
+    # When ECS stops the task while a long reply is running, with a short grace period
+    long_id = queue(stores, "slowly count to 200", "conv-d")
+    await second.agent.send({"type": "nudge"})
+    await until(
+        lambda: any(
+            f["conversationId"] == "conv-d" for f in second.management.received(CLIENT, "stream_chunk")
+        ),
+        120,
+        "the long reply to start",
+        second,
+    )
+    second.process.send_signal(signal.SIGTERM)
+    code = await asyncio.wait_for(second.process.wait(), 120)
+
+    # Then nothing is lost: past the 2 s grace the run is aborted and the message queued again for the
+    # next task; the exit is clean, the row is released and the final backup is written
+    assert code == 0, second.output()
+    inbox = {i.message_id: i for i in InboxStore(stores.inbox).items(USER)}
+    assert inbox[long_id].status == "queued", second.output()
+    assert TaskStateStore(stores.task_state).get(USER).status is Status.IDLE
+    manifest = json.loads(
+        moto.client("s3").get_object(Bucket=moto.bucket, Key=f"users/{USER}/manifest.json")["Body"].read()
+    )
+    assert "workspace/notes.md" in manifest["files"]
