@@ -121,8 +121,10 @@ class Bridge:
         async with self.phases.timed("secrets"):
             choice, api_keys = await asyncio.to_thread(self._model_choice)
         async with self.phases.timed("restore"):
-            report = await asyncio.to_thread(self.sync.restore)
-            logger.info("state restored", files=report.files, bytes=report.bytes, skipped=len(report.skipped))
+            # OpenClaw's own state first (it needs it to boot); the workspace comes down while it boots
+            # and is only needed by the first run.
+            await asyncio.to_thread(self.sync.restore, {"state"})
+            workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
         async with self.phases.timed("config"):
             token = secrets.token_urlsafe(32)
             home = cfg.openclaw_home
@@ -165,6 +167,9 @@ class Bridge:
                 f"ws://127.0.0.1:{cfg.gateway_port}", token, run_timeout=cfg.run_timeout
             )
             await self.gateway_client.start()
+        async with self.phases.timed("workspace"):
+            report = await workspace
+            logger.info("workspace restored", files=report.files, bytes=report.bytes, seconds=report.seconds)
         self.loop = InboxLoop(
             user_id=cfg.user_id,
             claimer=self.task_arn,

@@ -22,7 +22,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -164,6 +164,11 @@ class _Outcome:
     error: str | None = None
 
 
+def _root_of(key: str) -> str:
+    """The root name a manifest key belongs to (its first path segment)."""
+    return key.split("/", 1)[0]
+
+
 class _Refused(Exception):
     """A manifest entry that must not be written where it points."""
 
@@ -205,6 +210,7 @@ class StateSync:
         # Entries restore could not put on disk: carried into every manifest until the file reappears,
         # so a failed restore never turns into a deletion in S3.
         self._unrestored: set[str] = set()
+        self._restored_roots: set[str] = set()
         self._pending_deletes: set[str] = set()
         self._over_limit: set[str] = set()
         self._warned: set[str] = set()
@@ -216,14 +222,23 @@ class StateSync:
 
     # ------------------------------------------------------------------------------------- restore
 
-    def restore(self) -> RestoreReport:
-        """Make every root equal the manifest in S3 (no manifest: a fresh user, nothing to do)."""
+    def restore(self, only: Collection[str] | None = None) -> RestoreReport:
+        """Make the roots (all, or those named in `only`) equal the manifest in S3; no manifest: fresh user.
+
+        Restoring root by root lets the bridge start OpenClaw on its state while the workspace is
+        still coming down; until a root is restored, its entries count as unrestored, so a backup in
+        between never deletes them.
+        """
         with self._lock:
             started = time.monotonic()
+            targets = set(self._roots) if only is None else set(only) & set(self._roots)
+            partial = only is not None and self._known is not None
             manifest = self._read_manifest()
+            self._restored_roots |= targets
             if manifest is None:
-                self._known, self._signatures, self._unrestored = {}, {}, set()
-                logger.info("no backup to restore: fresh user")
+                if not partial:
+                    self._known, self._signatures, self._unrestored = {}, {}, set()
+                logger.info("no backup to restore: fresh user", roots=sorted(targets))
                 return RestoreReport(0, 0, time.monotonic() - started)
             skipped: list[str] = []
             plan: dict[str, tuple[SyncRoot, str, _Entry]] = {}
@@ -236,28 +251,44 @@ class StateSync:
                     skipped.append(f"{key!r}: refused ({exc})")
                     continue
                 known[key] = entry
-                if root is not None and rel is not None:
+                if root is not None and rel is not None and root.name in targets:
                     plan[key] = (root, rel, entry)
                 # Entries of roots this bridge does not handle are carried over untouched.
-            for root in self._roots.values():
-                self._remove_strays(root, plan)
+            for name in sorted(targets):
+                self._remove_strays(self._roots[name], plan)
             signatures: dict[str, Signature] = {}
-            unrestored = set(known) - set(plan)
+            failed: set[str] = set()
             files = size = 0
             with ThreadPoolExecutor(max_workers=self._workers(len(plan))) as pool:
                 results = pool.map(lambda item: self._restore_one(item[0], *item[1]), plan.items())
                 for key, result in zip(plan, results, strict=True):
                     if isinstance(result, str):
                         skipped.append(f"{key!r}: {result}")
-                        unrestored.add(key)
+                        failed.add(key)
                         logger.warning("state entry not restored", key=key, reason=result)
                     else:
                         signatures[key] = result
                         files += 1
                         size += plan[key][2].size
-            self._known, self._signatures, self._unrestored = known, signatures, unrestored
+            earlier_signatures: dict[str, Signature] = {}
+            earlier_failures: set[str] = set()
+            if partial:
+                earlier_signatures = {k: v for k, v in self._signatures.items() if _root_of(k) not in targets}
+                earlier_failures = {k for k in self._unrestored if _root_of(k) not in targets}
+            not_restored_yet = {k for k in known if _root_of(k) not in self._restored_roots}
+            handled_elsewhere = {k for k in known if _root_of(k) not in self._roots}
+            self._known = known
+            self._signatures = {**earlier_signatures, **signatures}
+            self._unrestored = earlier_failures | failed | not_restored_yet | handled_elsewhere
             seconds = time.monotonic() - started
-            logger.info("state restored", files=files, bytes=size, skipped=len(skipped), seconds=seconds)
+            logger.info(
+                "state restored",
+                roots=sorted(targets),
+                files=files,
+                bytes=size,
+                skipped=len(skipped),
+                seconds=seconds,
+            )
             return RestoreReport(files, size, seconds, skipped)
 
     def _restore_one(self, key: str, root: SyncRoot, rel: str, entry: _Entry) -> Signature | str:

@@ -740,3 +740,33 @@ def test_a_db_named_file_that_is_not_sqlite_is_backed_up_as_is(s3: Any, tmp_path
     # Then it survives unchanged
     assert report.failed == []
     assert (fresh / ".openclaw" / "state" / "notes.db").read_bytes() == b"plain bytes"
+
+
+def test_restoring_root_by_root_never_deletes_what_is_not_down_yet(s3: Any, tmp_path: Path) -> None:
+    # Given a backup with the agent's state and its workspace
+    old = tmp_path / "old"
+    write(old / ".openclaw" / "openclaw.json", "{}")
+    write(old / ".openclaw" / "workspace" / "notes.md", "keep me")
+    sync_for(s3, old).backup()
+
+    # When a new task restores the state first (to start OpenClaw on it) and backs up before the
+    # workspace is down (a run finished meanwhile)
+    new = tmp_path / "new"
+    sync = sync_for(s3, new)
+    first = sync.restore(only={"state"})
+    assert first.files == 1 and not (new / ".openclaw" / "workspace" / "notes.md").exists()
+    report = sync.backup()
+
+    # Then nothing of the workspace was deleted in S3
+    assert report.deleted == 0
+    assert "workspace/notes.md" in manifest(s3)["files"]
+
+    # And once the workspace is restored too, the tree equals the backup and later backups are incremental
+    second = sync.restore(only={"workspace"})
+    assert second.files == 1
+    assert (new / ".openclaw" / "workspace" / "notes.md").read_text() == "keep me"
+    calls = Calls(s3)
+    assert sync.backup().uploaded == 0
+    assert "PutObject" not in calls.names
+    (new / ".openclaw" / "workspace" / "notes.md").unlink()
+    assert sync.backup().deleted == 1

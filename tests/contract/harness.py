@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import threading
@@ -37,6 +38,7 @@ class MotoServer:
 
     def start(self) -> None:
         """Start it and create what the stack would."""
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self.server.start()
         self.tables = create_tables(self.client("dynamodb"), load_template(), TABLE_PREFIX)
         s3 = self.client("s3")
