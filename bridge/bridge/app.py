@@ -404,6 +404,7 @@ class Bridge:
             "phase": "stopping" if self.stopping else ("ready" if self.ready else self.phases.current),
             "uptimeSeconds": round(time.monotonic() - self.phases.started, 1),
             "taskArn": self.task_arn,
+            "failure": self.failure,
             "startup": self.phases.durations,
             "currentRun": (
                 {
