@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from serverless_openclaw.config import ConfigError, Tables
+from serverless_openclaw.config import ConfigError, Tables, require
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS
 
 DEFAULT_MODELS = {
@@ -18,13 +18,6 @@ DEFAULT_MODELS = {
     "offline": "offline-model",
 }
 """Model used when neither MODEL_ID nor the user's setting names one."""
-
-
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"environment variable {name} is required but not set")
-    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
@@ -86,12 +79,12 @@ class BridgeConfig:
         if provider in ("openai-compatible", "offline") and not base_url:
             raise ConfigError(f"MODEL_BASE_URL is required for MODEL_PROVIDER={provider}")
         return cls(
-            user_id=_require(env, "USER_ID"),
+            user_id=require(env, "USER_ID"),
             tables=Tables.from_env(env),
-            data_bucket=_require(env, "DATA_BUCKET"),
-            websocket_url=_require(env, "WEBSOCKET_URL"),
-            websocket_endpoint=_require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
-            metadata_uri=_require(env, "ECS_CONTAINER_METADATA_URI_V4").rstrip("/"),
+            data_bucket=require(env, "DATA_BUCKET"),
+            websocket_url=require(env, "WEBSOCKET_URL"),
+            websocket_endpoint=require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
+            metadata_uri=require(env, "ECS_CONTAINER_METADATA_URI_V4").rstrip("/"),
             secrets_prefix=env.get("SECRETS_PREFIX", "").strip().rstrip("/"),
             model_provider=provider,
             model_id=env.get("MODEL_ID", "").strip() or None,

@@ -11,7 +11,8 @@ class ConfigError(RuntimeError):
     """A required environment variable is missing or malformed."""
 
 
-def _require(env: Mapping[str, str], name: str) -> str:
+def require(env: Mapping[str, str], name: str) -> str:
+    """The variable's value; ConfigError naming it when it is missing or blank."""
     value = env.get(name, "").strip()
     if not value:
         raise ConfigError(f"environment variable {name} is required but not set")
@@ -46,12 +47,12 @@ class Tables:
     def from_env(cls, env: Mapping[str, str]) -> Tables:
         """Read the table names from TASK_STATE_TABLE, CONNECTIONS_TABLE, … ."""
         return cls(
-            task_state=_require(env, "TASK_STATE_TABLE"),
-            connections=_require(env, "CONNECTIONS_TABLE"),
-            inbox=_require(env, "INBOX_TABLE"),
-            conversations=_require(env, "CONVERSATIONS_TABLE"),
-            settings=_require(env, "SETTINGS_TABLE"),
-            idempotency=_require(env, "IDEMPOTENCY_TABLE"),
+            task_state=require(env, "TASK_STATE_TABLE"),
+            connections=require(env, "CONNECTIONS_TABLE"),
+            inbox=require(env, "INBOX_TABLE"),
+            conversations=require(env, "CONVERSATIONS_TABLE"),
+            settings=require(env, "SETTINGS_TABLE"),
+            idempotency=require(env, "IDEMPOTENCY_TABLE"),
         )
 
 
@@ -92,11 +93,11 @@ class LaunchConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
         """Read ECS_CLUSTER, TASK_DEFINITION, TASK_SUBNETS, TASK_SECURITY_GROUP, TASK_CONTAINER_NAME."""
-        subnets = tuple(s.strip() for s in _require(env, "TASK_SUBNETS").split(",") if s.strip())
-        groups = tuple(s.strip() for s in _require(env, "TASK_SECURITY_GROUP").split(",") if s.strip())
+        subnets = tuple(s.strip() for s in require(env, "TASK_SUBNETS").split(",") if s.strip())
+        groups = tuple(s.strip() for s in require(env, "TASK_SECURITY_GROUP").split(",") if s.strip())
         return cls(
-            cluster=_require(env, "ECS_CLUSTER"),
-            task_definition=_require(env, "TASK_DEFINITION"),
+            cluster=require(env, "ECS_CLUSTER"),
+            task_definition=require(env, "TASK_DEFINITION"),
             subnets=subnets,
             security_groups=groups,
             container_name=env.get("TASK_CONTAINER_NAME", "").strip() or "bridge",
@@ -114,9 +115,9 @@ class AuthConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AuthConfig:
         """Read COGNITO_ISSUER, COGNITO_CLIENT_ID and optionally COGNITO_JWKS_URL."""
-        issuer = _require(env, "COGNITO_ISSUER").rstrip("/")
+        issuer = require(env, "COGNITO_ISSUER").rstrip("/")
         jwks = env.get("COGNITO_JWKS_URL", "").strip() or f"{issuer}/.well-known/jwks.json"
-        return cls(issuer=issuer, client_id=_require(env, "COGNITO_CLIENT_ID"), jwks_url=jwks)
+        return cls(issuer=issuer, client_id=require(env, "COGNITO_CLIENT_ID"), jwks_url=jwks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,5 +137,5 @@ class ControlPlaneConfig:
             tables=Tables.from_env(env),
             lifecycle=LifecycleConfig.from_env(env),
             launch=LaunchConfig.from_env(env),
-            websocket_endpoint=_require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
+            websocket_endpoint=require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
         )
