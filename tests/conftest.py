@@ -16,7 +16,6 @@ TEST_ENV = {
     "AWS_SESSION_TOKEN": "testing",
     "POWERTOOLS_SERVICE_NAME": "serverless-openclaw",
     "POWERTOOLS_METRICS_NAMESPACE": "ServerlessOpenClaw",
-    "POWERTOOLS_TRACE_DISABLED": "1",
     "POWERTOOLS_DEV": "0",
     "LOG_LEVEL": "WARNING",
     "STACK_NAME": "test",

@@ -280,10 +280,12 @@ class Bridge:
         self._on_exit()
 
     async def _heartbeat(self) -> None:
-        # Written straight to DynamoDB as well as sent over the agent link, so a bridge whose
-        # WebSocket is down between reconnects is not mistaken for a dead one.
+        # While the agent link is up its heartbeat frames record liveness (ws_message writes them);
+        # between reconnects the bridge writes TaskState itself, so it is never mistaken for dead.
         while not self.stopping:
             await asyncio.sleep(self.cfg.heartbeat_interval)
+            if self.link and self.link.connected:
+                continue
             try:
                 alive = await asyncio.to_thread(
                     self.task_state.heartbeat,

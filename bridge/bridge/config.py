@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from serverless_openclaw.config import ConfigError, Tables, require
+from serverless_openclaw.config import ConfigError, Tables, integer, number, require
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS
 
 DEFAULT_MODELS = {
@@ -18,19 +18,6 @@ DEFAULT_MODELS = {
     "offline": "offline-model",
 }
 """Model used when neither MODEL_ID nor the user's setting names one."""
-
-
-def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"environment variable {name} must be at least {minimum:g}, got {raw}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +80,16 @@ class BridgeConfig:
             openclaw_node=env.get("OPENCLAW_NODE", "").strip() or "node",
             openclaw_entry=env.get("OPENCLAW_ENTRY", "").strip()
             or "/opt/openclaw/node_modules/openclaw/openclaw.mjs",
-            gateway_port=int(_number(env, "OPENCLAW_PORT", 18789, 1)),
-            http_port=int(_number(env, "BRIDGE_PORT", 8080, 0)),
-            heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL_SECONDS", 30, 1),
-            claim_lease_seconds=int(_number(env, "CLAIM_LEASE_SECONDS", 120, 10)),
+            gateway_port=integer(env, "OPENCLAW_PORT", 18789, minimum=1),
+            http_port=integer(env, "BRIDGE_PORT", 8080, minimum=0),
+            heartbeat_interval=number(env, "HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1),
+            claim_lease_seconds=integer(env, "CLAIM_LEASE_SECONDS", 120, minimum=10),
             # Providers are retried by OpenClaw for ~90 s before it reports an error: never cut a run short.
-            run_timeout=_number(env, "RUN_TIMEOUT_SECONDS", 300, 180),
-            max_message_attempts=int(_number(env, "MAX_MESSAGE_ATTEMPTS", 3, 1)),
+            run_timeout=number(env, "RUN_TIMEOUT_SECONDS", 300, minimum=180),
+            max_message_attempts=integer(env, "MAX_MESSAGE_ATTEMPTS", 3, minimum=1),
             # ECS gives the task 120 s after SIGTERM; the rest is for the final backup and release.
-            shutdown_grace=_number(env, "SHUTDOWN_GRACE_SECONDS", 80, 0),
-            backup_debounce=_number(env, "BACKUP_DEBOUNCE_SECONDS", 5, 0),
-            backup_interval=_number(env, "BACKUP_INTERVAL_SECONDS", 60, 5),
+            shutdown_grace=number(env, "SHUTDOWN_GRACE_SECONDS", 80, minimum=0),
+            backup_debounce=number(env, "BACKUP_DEBOUNCE_SECONDS", 5, minimum=0),
+            backup_interval=number(env, "BACKUP_INTERVAL_SECONDS", 60, minimum=5),
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "ServerlessOpenClaw",
         )

@@ -173,3 +173,41 @@ def test_other_push_errors_keep_the_connection(aws: dict[str, str]) -> None:
         )
         assert pusher.send("c1", {"type": "pong"}) is False
     assert store.get("c1") is not None
+
+
+def test_a_streamed_reply_looks_up_the_users_connections_once_per_second(aws: dict[str, str]) -> None:
+    # Given a user with one tab, and a pusher whose clock the test controls
+    store = ConnectionStore(aws["CONNECTIONS_TABLE"])
+    store.put(Connection("tab-1", "u1", "client", 1))
+    now = [100.0]
+    pusher = ConnectionPusher(
+        "https://abc123.execute-api.us-east-1.amazonaws.com/prod", store, clock=lambda: now[0]
+    )
+    queries: list[str] = []
+    clients.client("dynamodb").meta.events.register(
+        "before-call.dynamodb.Query", lambda **_: queries.append("Query")
+    )
+    api = clients.client("apigatewaymanagementapi", pusher.endpoint)
+
+    with Stubber(api) as stub:
+        for _ in range(4):
+            stub.add_response("post_to_connection", {}, {"ConnectionId": "tab-1", "Data": ANY})
+        stub.add_response("post_to_connection", {}, {"ConnectionId": "tab-2", "Data": ANY})
+        stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+        for _ in range(2):
+            stub.add_response("post_to_connection", {}, {"ConnectionId": "tab-2", "Data": ANY})
+
+        # When three chunks go out within a second: one lookup for all of them
+        for _ in range(3):
+            assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
+        assert queries == ["Query"]
+        # And a tab opened meanwhile joins once the lookup is a second old
+        store.put(Connection("tab-2", "u1", "client", 2))
+        now[0] += 1.5
+        assert pusher.to_user("u1", {"type": "stream_chunk"}) == 2
+        assert queries == ["Query", "Query"]
+        # And a tab that went away is dropped at once, without waiting for the next lookup
+        assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
+        assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
+        assert queries == ["Query", "Query"]
+    assert [c.connection_id for c in store.for_user("u1")] == ["tab-2"]

@@ -10,7 +10,7 @@ import pytest
 
 from serverless_openclaw import routing, task_events
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Capacity, Status
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
 from tests.unit.conftest_agents import OTHER, USER, client, queue, running, starting, stopped_event
@@ -418,7 +418,7 @@ def test_message_queued_while_a_bridge_released_its_own_row_is_served(
     # and a message arrived while it was shutting down
     task = running(cp)
     state = cp.task_state.get(USER)
-    assert cp.task_state.transition(state, Status.IDLE, cp.clock(), remove=task_events.CLEARED_WHEN_STOPPED)
+    assert cp.task_state.transition(state, Status.IDLE, cp.clock(), remove=LIVE_TASK_ATTRIBUTES)
     queue(cp, "sent during shutdown")
     client(cp, "tab-1")
 

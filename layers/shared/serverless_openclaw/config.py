@@ -19,17 +19,28 @@ def require(env: Mapping[str, str], name: str) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+def _parsed(env: Mapping[str, str], name: str, default: float, minimum: float, kind: type[float]) -> float:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"environment variable {name} must be an integer, got {raw!r}") from None
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"environment variable {name} must be {noun}, got {raw!r}") from None
     if value < minimum:
-        raise ConfigError(f"environment variable {name} must be at least {minimum}, got {value}")
+        raise ConfigError(f"environment variable {name} must be at least {minimum:g}, got {raw}")
     return value
+
+
+def integer(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    """A whole-number variable with a default; ConfigError naming it when malformed or too small."""
+    return int(_parsed(env, name, default, minimum, int))
+
+
+def number(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0) -> float:
+    """A numeric variable (seconds, say) with a default; ConfigError naming it when malformed or too small."""
+    return _parsed(env, name, default, minimum, float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +82,12 @@ class LifecycleConfig:
     def from_env(cls, env: Mapping[str, str]) -> LifecycleConfig:
         """Read the lifecycle timings, each with a default."""
         return cls(
-            idle_timeout_minutes=_int(env, "IDLE_TIMEOUT_MINUTES", 15, minimum=1),
-            start_deadline_seconds=_int(env, "START_DEADLINE_SECONDS", 300, minimum=10),
-            heartbeat_stale_seconds=_int(env, "HEARTBEAT_STALE_SECONDS", 180, minimum=10),
-            max_start_attempts=_int(env, "MAX_START_ATTEMPTS", 3, minimum=1),
-            start_eta_seconds=_int(env, "START_ETA_SECONDS", 45, minimum=1),
-            stopping_deadline_seconds=_int(env, "STOPPING_DEADLINE_SECONDS", 300, minimum=10),
+            idle_timeout_minutes=integer(env, "IDLE_TIMEOUT_MINUTES", 15, minimum=1),
+            start_deadline_seconds=integer(env, "START_DEADLINE_SECONDS", 300, minimum=10),
+            heartbeat_stale_seconds=integer(env, "HEARTBEAT_STALE_SECONDS", 180, minimum=10),
+            max_start_attempts=integer(env, "MAX_START_ATTEMPTS", 3, minimum=1),
+            start_eta_seconds=integer(env, "START_ETA_SECONDS", 45, minimum=1),
+            stopping_deadline_seconds=integer(env, "STOPPING_DEADLINE_SECONDS", 300, minimum=10),
         )
 
 

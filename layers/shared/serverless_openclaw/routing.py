@@ -15,7 +15,8 @@ from serverless_openclaw.lifecycle import Capacity, MessageAction, Status, TaskS
 from serverless_openclaw.observability import count, logger
 from serverless_openclaw.store.intake import Accepted, IncomingMessage
 
-_CLEARED_ON_START = ("taskArn", "capacity", "agentConnectionId", "agentTokenHash", "heartbeatAt", "lastError")
+# A new start forgets the previous task (busy is set, not removed: one expression may not do both).
+_CLEARED_ON_START = (*(a for a in lifecycle.LIVE_TASK_ATTRIBUTES if a != "busy"), "capacity", "lastError")
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +171,7 @@ def request_stop(cp: ControlPlane, user_id: str, reason: str = "stopped by user"
             continue
         if not state.task_arn or not _stop_quietly(cp, state.task_arn, reason):
             # No task to stop (never attached, or already gone): no STOPPED event will settle the row.
-            cp.task_state.transition(stopping, Status.IDLE, cp.clock(), remove=_CLEARED_ON_START)
+            cp.task_state.transition(stopping, Status.IDLE, cp.clock(), remove=lifecycle.LIVE_TASK_ATTRIBUTES)
             cp.pusher.to_user(user_id, protocol.status("idle"))
             return "idle"
         count("TaskStopRequested")

@@ -17,8 +17,6 @@ from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.observability import count, logger
 
-CLEARED_WHEN_STOPPED = lifecycle.LIVE_TASK_ATTRIBUTES
-
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3
 
@@ -159,9 +157,9 @@ def _settle(cp: ControlPlane, state: TaskState, detail: Mapping[str, Any]) -> Ta
             Status.IDLE,
             now,
             set_={"startAttempts": state.start_attempts + 1, "lastError": why[:500]},
-            remove=CLEARED_WHEN_STOPPED,
+            remove=lifecycle.LIVE_TASK_ATTRIBUTES,
         )
-    return cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
+    return cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
 
 
 def _after_settle(cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any]) -> Outcome:

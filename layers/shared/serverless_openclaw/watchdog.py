@@ -15,7 +15,7 @@ from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState, Verdict
 from serverless_openclaw.observability import count, logger
 from serverless_openclaw.store.task_state import from_item
-from serverless_openclaw.task_events import CLEARED_WHEN_STOPPED, serve_queued, task_user_id
+from serverless_openclaw.task_events import serve_queued, task_user_id
 
 _METRICS = {
     "stop_idle": "WatchdogStopIdle",
@@ -109,7 +109,7 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
             return _lost_race(state, verdict)
         if not state.task_arn:
             # No task to send a STOPPED event: settle the row here.
-            cp.task_state.transition(stopping, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
+            cp.task_state.transition(stopping, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
             cp.pusher.to_user(user_id, protocol.status("idle"))
         else:
             cp.pusher.to_user(user_id, protocol.status("stopping"))
@@ -120,13 +120,13 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
             return _lost_race(state, verdict)
         return Action(user_id, state.task_arn, "failed_start", "start deadline passed"), state.task_arn
     if verdict is Verdict.RESET_STALE:
-        idle = cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
+        idle = cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
         if idle is None:
             return _lost_race(state, verdict)
         cp.pusher.to_user(user_id, protocol.status("idle"))
         return Action(user_id, state.task_arn, "stale_reset", "heartbeat stale"), state.task_arn
     # Verdict.RESET_STUCK_STOPPING: a task that is somehow still alive is an orphan from now on.
-    idle = cp.task_state.transition(state, Status.IDLE, now, remove=CLEARED_WHEN_STOPPED)
+    idle = cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
     if idle is None:
         return _lost_race(state, verdict)
     cp.pusher.to_user(user_id, protocol.status("idle"))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -16,9 +18,22 @@ from serverless_openclaw.store.connections import ConnectionStore
 class ConnectionPusher:
     """Fan-out to a user's client connections; a gone connection is forgotten on the spot."""
 
-    def __init__(self, endpoint: str, connections: ConnectionStore) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        connections: ConnectionStore,
+        *,
+        lookup_ttl: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.endpoint = endpoint
         self.connections = connections
+        # A streamed reply pushes a chunk every ~150 ms: the user's connection list is looked up at
+        # most once per lookup_ttl instead of once per chunk (a tab opened meanwhile joins within it).
+        self.lookup_ttl = lookup_ttl
+        self.clock = clock
+        self._recent: dict[str, tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
 
     def send(self, connection_id: str, payload: Mapping[str, Any]) -> bool:
         """Post one frame; False (and the row deleted) when the connection is gone."""
@@ -31,6 +46,10 @@ class ConnectionPusher:
             code = exc.response.get("Error", {}).get("Code")
             if code == "GoneException":
                 self.connections.delete(connection_id)
+                with self._lock:
+                    for _, ids in self._recent.values():
+                        if connection_id in ids:
+                            ids.remove(connection_id)
                 logger.info("connection gone, removed", connection_id=connection_id)
             else:
                 logger.warning("post to connection failed", connection_id=connection_id, code=code)
@@ -42,4 +61,15 @@ class ConnectionPusher:
 
     def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
         """Post a frame to every open client connection of the user; returns how many got it."""
-        return sum(self.send(conn.connection_id, payload) for conn in self.connections.for_user(user_id))
+        return sum(self.send(connection_id, payload) for connection_id in self._client_ids(user_id))
+
+    def _client_ids(self, user_id: str) -> list[str]:
+        now = self.clock()
+        with self._lock:
+            cached = self._recent.get(user_id)
+            if cached is not None and now - cached[0] < self.lookup_ttl:
+                return list(cached[1])
+        ids = [conn.connection_id for conn in self.connections.for_user(user_id)]
+        with self._lock:
+            self._recent[user_id] = (now, ids)
+        return list(ids)
