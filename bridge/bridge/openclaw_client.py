@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -230,13 +232,24 @@ def _track(others: dict[str, str], run_id: str, payload: dict[str, Any]) -> None
         others.setdefault(run_id, "")
 
 
+_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")
+
+
 def session_key_for(channel: str, conversation_id: str) -> str:
-    """The canonical OpenClaw session key of one conversation: `agent:main:{channel}:{conversation_id}`."""
+    """The canonical OpenClaw session key of one conversation: `agent:main:{channel}:{conversation_id}`.
+
+    OpenClaw lower-cases session keys and emits its chat events under the lower-cased key, so the key is
+    lower-case here too. ULIDs are case-insensitive by definition; any other id with capitals gets a short
+    hash of its original spelling, so `Plan` and `plan` stay two sessions.
+    """
     if not channel or ":" in channel or not channel.strip():
         raise ValueError("channel must be a non-empty name without ':'")
     if not conversation_id or not conversation_id.strip():
         raise ValueError("conversation_id must not be empty")
-    key = f"agent:main:{channel}:{conversation_id}"
+    lowered = conversation_id.lower()
+    if lowered != conversation_id and not _ULID.match(conversation_id):
+        lowered += "-" + hashlib.sha256(conversation_id.encode()).hexdigest()[:8]
+    key = f"agent:main:{channel.lower()}:{lowered}"
     _check_session_key(key)
     return key
 
@@ -246,6 +259,8 @@ def _check_session_key(session_key: str) -> None:
     # would never match the key we route on.
     if not session_key.startswith("agent:") or len(session_key.split(":")) < 3:
         raise ValueError("session key must be canonical: agent:<agentId>:<rest>")
+    if session_key != session_key.lower():
+        raise ValueError("session key must be lower-case (the gateway's events carry the lower-cased key)")
     if len(session_key) > MAX_SESSION_KEY_LENGTH:
         raise ValueError(f"session key longer than {MAX_SESSION_KEY_LENGTH} characters")
 

@@ -351,6 +351,8 @@ class FakeGateway:
         if not (isinstance(key, str) and isinstance(message, str) and isinstance(idempotency_key, str)):
             await self._respond_error(connection, frame, _invalid("invalid chat.send params"))
             return
+        # Like OpenClaw: the key is lower-cased, and its events carry the lower-cased key.
+        key = key.lower()
         if not key.startswith("agent:main:"):
             agent = key.split(":")[1] if key.count(":") >= 2 else key
             await self._respond_error(

@@ -422,12 +422,19 @@ async def test_bad_arguments_are_refused_before_reaching_the_gateway(
         await client.run(ALICE, "no key", idempotency_key="")
     with pytest.raises(ValueError):
         await client.run("agent:main:" + "x" * 600, "too long", idempotency_key=key())
+    with pytest.raises(ValueError):
+        await client.run("agent:main:web:Upper", "events would never match", idempotency_key=key())
     assert gateway.requests("chat.send") == []
 
 
 def test_session_keys_are_canonical_per_conversation() -> None:
-    assert session_key_for("web", "01JCONV") == "agent:main:web:01JCONV"
+    # OpenClaw lower-cases session keys in its events: a ULID (case-insensitive) is simply lower-cased
+    assert session_key_for("web", "01M814N97JSG9E5BPA96RKPVV5") == "agent:main:web:01m814n97jsg9e5bpa96rkpvv5"
     assert session_key_for("telegram", "12345") == "agent:main:telegram:12345"
+    # Other ids keep apart when they differ only in case
+    upper, lower = session_key_for("web", "Plan"), session_key_for("web", "plan")
+    assert lower == "agent:main:web:plan" and upper.startswith("agent:main:web:plan-") and upper != lower
+    assert upper == upper.lower()
     for channel, conversation in [("", "c"), ("web", ""), ("we:b", "c"), (" ", "c"), ("web", "x" * 600)]:
         with pytest.raises(ValueError):
             session_key_for(channel, conversation)

@@ -15,8 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
+from bridge.openclaw_client import session_key_for
 from local.offline_model import OfflineModelServer
 from tests.contract.conftest import (
     FatalHandshake,
@@ -32,7 +34,9 @@ pytestmark = pytest.mark.contract
 
 
 def session_key() -> str:
-    return f"agent:main:web:contract-{uuid.uuid4().hex[:8]}"
+    # What the bridge routes on for a real conversation id (an upper-case ULID from ws_message): the
+    # gateway's events must come back under exactly this key.
+    return session_key_for("web", str(ULID()))
 
 
 def live_members(pgid: int) -> list[int]:
