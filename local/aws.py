@@ -1,0 +1,291 @@
+"""moto's server embedded on loopback, holding what the template declares, kept across restarts.
+
+DynamoDB and S3 are snapshotted (pickled moto backends, so S3 version ids survive: the bridge's manifest
+pins them) every few seconds when asked and at shutdown. Cognito users are re-created with their old
+`sub` (every table is keyed by it) in a pool whose id is derived from its name, so tokens and data stay
+valid across restarts. SSM is seeded afresh on every start from the environment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pickle
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from moto.backends import get_backend
+from moto.server import ThreadedMotoServer
+
+from local.resolve import ACCOUNT, REGION, Resolver
+from local.template import create_tables
+
+# Must be set before moto builds a pool: ids then depend on the pool's name and settings only.
+os.environ["MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY"] = "HASH"
+os.environ["MOTO_COGNITO_IDP_USER_POOL_CLIENT_ID_STRATEGY"] = "HASH"
+
+PERSISTED_SERVICES = ("dynamodb", "s3")
+SNAPSHOT_VERSION = 1
+DEMO_USERNAME = "demo@example.com"
+_CLIENT_SETTINGS = (
+    "GenerateSecret",
+    "ExplicitAuthFlows",
+    "PreventUserExistenceErrors",
+    "IdTokenValidity",
+    "AccessTokenValidity",
+    "RefreshTokenValidity",
+    "TokenValidityUnits",
+)
+
+
+class StateError(Exception):
+    """Saved local state cannot be loaded; the message says how to start afresh."""
+
+
+@dataclass(frozen=True)
+class User:
+    """A Cognito user as the local stack keeps it across restarts."""
+
+    username: str
+    password: str
+    sub: str
+
+
+class EmbeddedAws:
+    """moto's server on a loopback port, plus the resources of the stack."""
+
+    def __init__(self, state_dir: Path, port: int) -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.server: ThreadedMotoServer | None = None
+        self.snapshot_path = state_dir / "aws-state.pickle"
+        self.users_path = state_dir / "cognito-users.json"
+        self._snapshot_lock = threading.Lock()
+        self.user_pool_id = ""
+        self.client_id = ""
+        self.bucket = ""
+
+    @property
+    def url(self) -> str:
+        """moto's base URL (every AWS_ENDPOINT_URL points here except ECS and API Gateway)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for this moto."""
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load saved state, then serve."""
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._load_snapshot()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        if self.port == 0:
+            self.port = int(self.server._server.server_port)  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        """Save state and stop serving."""
+        try:
+            self.snapshot()
+        finally:
+            if self.server is not None:
+                self.server.stop()
+                self.server = None
+
+    # ------------------------------------------------------------------------------------ resources
+
+    def create_resources(self, resolver: Resolver, template: dict[str, Any]) -> None:
+        """Tables, the data bucket and the user pool of the template (existing ones are kept)."""
+        create_tables(self.client("dynamodb"), template, resolver.stack_name, exist_ok=True)
+        s3 = self.client("s3")
+        for logical_id in resolver.resources("AWS::S3::Bucket"):
+            name = resolver.physical_id(logical_id)
+            with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+                s3.create_bucket(Bucket=name)
+            properties = resolver.template["Resources"][logical_id].get("Properties") or {}
+            versioning = (properties.get("VersioningConfiguration") or {}).get("Status")
+            if versioning == "Enabled":
+                s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+            if logical_id == "DataBucket":
+                self.bucket = name
+        self._create_user_pool(resolver)
+
+    def _create_user_pool(self, resolver: Resolver) -> None:
+        cognito = self.client("cognito-idp")
+        pools = resolver.resources("AWS::Cognito::UserPool")
+        clients = resolver.resources("AWS::Cognito::UserPoolClient")
+        if len(pools) != 1 or len(clients) != 1:
+            raise StateError("the local stack expects exactly one Cognito user pool and one app client")
+        ((pool_logical, pool),) = pools.items()
+        ((client_logical, client_spec),) = clients.items()
+        pool_props = resolver.resolve(pool.get("Properties") or {})
+        name = pool_props.get("UserPoolName") or f"{resolver.stack_name}-users"
+        existing = [p for p in cognito.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
+        if existing:
+            self.user_pool_id = existing[0]["Id"]
+        else:
+            self.user_pool_id = cognito.create_user_pool(
+                PoolName=name,
+                UsernameAttributes=pool_props.get("UsernameAttributes") or [],
+                AutoVerifiedAttributes=pool_props.get("AutoVerifiedAttributes") or [],
+                Policies=pool_props.get("Policies") or {},
+                AdminCreateUserConfig=pool_props.get("AdminCreateUserConfig") or {},
+            )["UserPool"]["Id"]
+        client_props = resolver.resolve(
+            {k: v for k, v in (client_spec.get("Properties") or {}).items() if k != "UserPoolId"}
+        )
+        client_name = client_props.get("ClientName") or f"{resolver.stack_name}-web"
+        found = cognito.list_user_pool_clients(UserPoolId=self.user_pool_id, MaxResults=60)["UserPoolClients"]
+        match = [c for c in found if c["ClientName"] == client_name]
+        if match:
+            self.client_id = match[0]["ClientId"]
+        else:
+            wanted = {k: v for k, v in client_props.items() if k in _CLIENT_SETTINGS}
+            self.client_id = cognito.create_user_pool_client(
+                UserPoolId=self.user_pool_id, ClientName=client_name, **wanted
+            )["UserPoolClient"]["ClientId"]
+        resolver.physical_ids[pool_logical] = self.user_pool_id
+        resolver.physical_ids[client_logical] = self.client_id
+        for user in self.saved_users():
+            self._put_user(user)
+
+    # ------------------------------------------------------------------------------------ users
+
+    def saved_users(self) -> list[User]:
+        """Users kept from earlier runs."""
+        if not self.users_path.exists():
+            return []
+        try:
+            data = json.loads(self.users_path.read_text())
+            return [User(**u) for u in data["users"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StateError(f"{self.users_path} is damaged ({exc}); run `make dev-reset`") from exc
+
+    def ensure_user(self, username: str, password: str | None = None) -> User:
+        """A confirmed user (created with a generated password when new); kept across restarts."""
+        users = {u.username: u for u in self.saved_users()}
+        if username in users and (password is None or users[username].password == password):
+            return users[username]
+        user = User(
+            username=username,
+            password=password or _generate_password(),
+            sub=users[username].sub if username in users else "",
+        )
+        user = self._put_user(user)
+        users[username] = user
+        self._save_users(list(users.values()))
+        return user
+
+    def _put_user(self, user: User) -> User:
+        cognito = self.client("cognito-idp")
+        try:
+            cognito.admin_get_user(UserPoolId=self.user_pool_id, Username=user.username)
+        except cognito.exceptions.UserNotFoundException:
+            cognito.admin_create_user(
+                UserPoolId=self.user_pool_id,
+                Username=user.username,
+                UserAttributes=[
+                    {"Name": "email", "Value": user.username},
+                    {"Name": "email_verified", "Value": "true"},
+                ],
+                MessageAction="SUPPRESS",
+            )
+        cognito.admin_set_user_password(
+            UserPoolId=self.user_pool_id, Username=user.username, Password=user.password, Permanent=True
+        )
+        if user.sub:
+            # moto gives every new user a random sub; the data of a returning user is keyed by the old one.
+            backend = get_backend("cognito-idp")[ACCOUNT][REGION]
+            stored = backend.user_pools[self.user_pool_id]._get_user(user.username)
+            stored.id = user.sub
+            stored.update_attributes([{"Name": "sub", "Value": user.sub}])
+            return user
+        attrs = cognito.admin_get_user(UserPoolId=self.user_pool_id, Username=user.username)["UserAttributes"]
+        sub = next(a["Value"] for a in attrs if a["Name"] == "sub")
+        return User(username=user.username, password=user.password, sub=sub)
+
+    def _save_users(self, users: list[User]) -> None:
+        _write_atomically(
+            self.users_path,
+            json.dumps({"users": [u.__dict__ for u in users]}, indent=2).encode(),
+            mode=0o600,
+        )
+
+    # ------------------------------------------------------------------------------------ SSM
+
+    def put_secret(self, name: str, value: str) -> None:
+        """A SecureString parameter, as `scripts/` would write it in AWS."""
+        self.client("ssm").put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=True)
+
+    # ------------------------------------------------------------------------------------ snapshots
+
+    def snapshot(self) -> None:
+        """Save DynamoDB and S3 (atomically; retried when a request changed them mid-way)."""
+        with self._snapshot_lock:
+            for _ in range(5):
+                try:
+                    blob = pickle.dumps(
+                        {
+                            "version": SNAPSHOT_VERSION,
+                            "services": {
+                                s: pickle.dumps(get_backend(s))  # type: ignore[call-overload]
+                                for s in PERSISTED_SERVICES
+                            },
+                        }
+                    )
+                    break
+                except RuntimeError:  # "dictionary changed size during iteration"
+                    continue
+            else:
+                logging.getLogger("local").warning("could not take a consistent snapshot; will retry")
+                return
+            _write_atomically(self.snapshot_path, blob, mode=0o600)
+
+    def _load_snapshot(self) -> None:
+        if not self.snapshot_path.exists():
+            return
+        try:
+            data = pickle.loads(self.snapshot_path.read_bytes())  # noqa: S301 (our own file, mode 600)
+            if data.get("version") != SNAPSHOT_VERSION:
+                raise ValueError(f"snapshot version {data.get('version')}")
+            for service in PERSISTED_SERVICES:
+                loaded = pickle.loads(data["services"][service])  # noqa: S301
+                backend = get_backend(service)  # type: ignore[call-overload]
+                backend.clear()
+                backend.update(loaded)
+        except Exception as exc:
+            raise StateError(
+                f"the saved local state in {self.snapshot_path} cannot be loaded ({type(exc).__name__}: "
+                f"{exc}); it was written by another version. `make dev-reset` starts afresh (it deletes "
+                "the local users, conversations and agent files)"
+            ) from exc
+
+
+def _generate_password() -> str:
+    # Cognito's default policy: upper, lower, digit, symbol, >= 8 characters.
+    return f"Demo-{secrets.token_urlsafe(9)}1a"
+
+
+def _write_atomically(path: Path, data: bytes, *, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)

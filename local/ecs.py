@@ -1,0 +1,658 @@
+"""The ECS stand-in: RunTask starts the bridge as a process, StopTask stops it, STOPPED events follow.
+
+It speaks ECS's JSON protocol (`X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Action>`) for
+RunTask, StopTask, DescribeTasks and ListTasks, so the launcher's boto3 calls are unchanged. A task is the
+bridge process with the task definition's environment, the RunTask overrides, what the image sets and
+what Fargate adds (`ECS_CONTAINER_METADATA_URI_V4`, served here too). Its storage is a fresh directory,
+deleted when the task stops, like Fargate's ephemeral storage: anything that should outlive a task must
+be in S3. StopTask sends SIGTERM and, after the container's `StopTimeout`, SIGKILL to everything the task
+started. When a task ends, an "ECS Task State Change" event is matched against the template's EventBridge
+rules and delivered to the functions, as EventBridge would.
+
+`/_local/...` routes (never called by product code) list tasks with their PIDs, make the next starts fail,
+or interrupt a task as Spot would; the end-to-end tests use them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from local.functions import FunctionError, FunctionHost
+from local.resolve import ACCOUNT, REGION, Resolver
+from local.template import TemplateError, resources_of_type
+
+log = logging.getLogger("local.ecs")
+
+TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
+CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
+CLIENT_TOKEN_SECONDS = 3600
+STOPPED_TASK_RETENTION_SECONDS = 3600  # ECS keeps describing stopped tasks for about an hour
+
+
+class EcsError(Exception):
+    """A request ECS would refuse (HTTP 400 with this error type)."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+
+
+def _epoch(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
+
+
+@dataclass
+class Task:
+    """One task and, while it runs, its bridge process."""
+
+    task_id: str
+    arn: str
+    cluster_arn: str
+    task_definition_arn: str
+    family: str
+    container_name: str
+    capacity_provider: str
+    started_by: str | None
+    tags: list[dict[str, str]]
+    overrides: dict[str, Any]
+    directory: Path
+    log_path: Path
+    created_at: float
+    started_at: float | None = None
+    stopping_at: float | None = None
+    stopped_at: float | None = None
+    last_status: str = "PROVISIONING"
+    desired_status: str = "RUNNING"
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    exit_code: int | None = None
+    process: asyncio.subprocess.Process | None = None
+    container_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def pid(self) -> int | None:
+        """The bridge's PID while it runs."""
+        return self.process.pid if self.process and self.process.returncode is None else None
+
+    def user_id(self) -> str | None:
+        """USER_ID from the container overrides."""
+        for container in self.overrides.get("containerOverrides") or []:
+            for pair in container.get("environment") or []:
+                if pair.get("name") == "USER_ID":
+                    return str(pair.get("value"))
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """The task as DescribeTasks shows it."""
+        container: dict[str, Any] = {
+            "containerArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:container/{self.cluster_arn.rsplit('/', 1)[-1]}/"
+            f"{self.task_id}/{self.container_id}",
+            "taskArn": self.arn,
+            "name": self.container_name,
+            "lastStatus": self.last_status,
+            "launchType": "FARGATE",
+            "cpu": "0",
+        }
+        if self.exit_code is not None:
+            container["exitCode"] = self.exit_code
+        task: dict[str, Any] = {
+            "taskArn": self.arn,
+            "clusterArn": self.cluster_arn,
+            "taskDefinitionArn": self.task_definition_arn,
+            "group": f"family:{self.family}",
+            "launchType": "FARGATE",
+            "capacityProviderName": self.capacity_provider,
+            "platformVersion": "1.4.0",
+            "platformFamily": "Linux",
+            "availabilityZone": f"{REGION}a",
+            "connectivity": "CONNECTED",
+            "lastStatus": self.last_status,
+            "desiredStatus": self.desired_status,
+            "overrides": self.overrides,
+            "containers": [container],
+            "createdAt": _epoch(self.created_at),
+            "tags": self.tags,
+            "version": 1 + sum(t is not None for t in (self.started_at, self.stopping_at, self.stopped_at)),
+        }
+        if self.started_by:
+            task["startedBy"] = self.started_by
+        for key, value in (
+            ("startedAt", self.started_at),
+            ("stoppingAt", self.stopping_at),
+            ("stoppedAt", self.stopped_at),
+        ):
+            if value is not None:
+                task[key] = _epoch(value)
+        if self.stop_code:
+            task["stopCode"] = self.stop_code
+        if self.stopped_reason:
+            task["stoppedReason"] = self.stopped_reason
+        return task
+
+
+def image_entrypoint(dockerfile: Path) -> list[str]:
+    """The bridge image's ENTRYPOINT (exec form), with `python3` meaning this interpreter."""
+    text = dockerfile.read_text(encoding="utf-8")
+    found = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", text, flags=re.MULTILINE)
+    if not found:
+        raise TemplateError(f"{dockerfile} has no exec-form ENTRYPOINT")
+    command = json.loads(found[-1])
+    if command and re.fullmatch(r"python3?(\.\d+)?", command[0]):
+        command[0] = sys.executable
+    return [str(part) for part in command]
+
+
+class EcsStandIn:
+    """RunTask / StopTask / DescribeTasks / ListTasks, the task metadata endpoint and the task processes."""
+
+    def __init__(
+        self,
+        *,
+        resolver: Resolver,
+        functions: FunctionHost,
+        tasks_dir: Path,
+        logs_dir: Path,
+        command: list[str],
+        task_environment: Callable[[Task], Mapping[str, str]],
+        broken_environment: Callable[[Task], Mapping[str, str]],
+        say: Callable[[str], None],
+    ) -> None:
+        self.resolver = resolver
+        self.functions = functions
+        self.tasks_dir = tasks_dir
+        self.logs_dir = logs_dir
+        self.command = command
+        self.task_environment = task_environment
+        self.broken_environment = broken_environment
+        self.say = say
+        self.port = 0
+        self.tasks: dict[str, Task] = {}
+        self.client_tokens: dict[str, tuple[float, list[str]]] = {}
+        self.fail_starts = 0
+        self.spot_capacity_failures = 0
+        self.events_delivered: list[dict[str, Any]] = []
+        self._watchers: set[asyncio.Task[None]] = set()
+        clusters = resources_of_type(resolver.template, "AWS::ECS::Cluster")
+        definitions = resources_of_type(resolver.template, "AWS::ECS::TaskDefinition")
+        if len(clusters) != 1 or len(definitions) != 1:
+            raise TemplateError("the local ECS stand-in expects one AWS::ECS::Cluster and one TaskDefinition")
+        (cluster_id,) = clusters
+        (definition_id, definition) = next(iter(definitions.items()))
+        self.cluster_name = resolver.physical_id(cluster_id)
+        self.cluster_arn = resolver.attribute(cluster_id, "Arn")
+        self.task_definition_arn = resolver.physical_id(definition_id)
+        properties = resolver.resolve(definition.get("Properties") or {})
+        self.family = str(properties.get("Family"))
+        self.cpu, self.memory = str(properties.get("Cpu", "")), str(properties.get("Memory", ""))
+        containers = properties.get("ContainerDefinitions") or []
+        if len(containers) != 1:
+            raise TemplateError("the local ECS stand-in runs task definitions with exactly one container")
+        self.container = containers[0]
+        self.container_name = str(self.container["Name"])
+        self.stop_timeout = int(self.container.get("StopTimeout") or 30)
+        self.rules = self._event_rules()
+        self.app = Starlette(
+            routes=[
+                Route("/", self._api, methods=["POST"]),
+                Route("/v4/{task_id}/task", self._task_metadata, methods=["GET"]),
+                Route("/v4/{task_id}", self._container_metadata, methods=["GET"]),
+                Route("/_local/tasks", self._local_tasks, methods=["GET"]),
+                Route("/_local/faults", self._local_faults, methods=["POST"]),
+                Route("/_local/tasks/{task_id}/interrupt", self._local_interrupt, methods=["POST"]),
+            ]
+        )
+
+    @property
+    def url(self) -> str:
+        """What AWS_ENDPOINT_URL_ECS points at."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def container_environment(self) -> dict[str, str]:
+        """The task definition's container environment, resolved."""
+        return {str(e["Name"]): str(e.get("Value", "")) for e in self.container.get("Environment") or []}
+
+    # ------------------------------------------------------------------------------------ JSON API
+
+    async def _api(self, request: Request) -> Response:
+        target = request.headers.get("x-amz-target", "")
+        if not target.startswith(TARGET_PREFIX):
+            return _ecs_error(EcsError("UnknownOperationException", f"unknown operation {target!r}"))
+        action = target.removeprefix(TARGET_PREFIX)
+        handlers = {
+            "RunTask": self.run_task,
+            "StopTask": self.stop_task,
+            "DescribeTasks": self.describe_tasks,
+            "ListTasks": self.list_tasks,
+        }
+        handler = handlers.get(action)
+        if handler is None:
+            return _ecs_error(
+                EcsError(
+                    "UnsupportedOperationException", f"the local ECS stand-in does not implement {action}"
+                )
+            )
+        try:
+            body = json.loads(await request.body() or b"{}")
+            if not isinstance(body, dict):
+                raise EcsError("InvalidParameterException", "the request body must be a JSON object")
+            result = await handler(body)
+        except json.JSONDecodeError:
+            return _ecs_error(EcsError("SerializationException", "the request body is not JSON"))
+        except EcsError as exc:
+            return _ecs_error(exc)
+        return JSONResponse(result, media_type="application/x-amz-json-1.1")
+
+    def _check_cluster(self, body: Mapping[str, Any]) -> None:
+        cluster = str(body.get("cluster") or "default")
+        if cluster not in (self.cluster_name, self.cluster_arn):
+            raise EcsError("ClusterNotFoundException", "Cluster not found.")
+
+    def _find(self, reference: str) -> Task | None:
+        task_id = reference.rsplit("/", 1)[-1]
+        return self.tasks.get(task_id)
+
+    async def run_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Start `count` bridge processes (one per task)."""
+        self._check_cluster(body)
+        definition = str(body.get("taskDefinition") or "")
+        if definition not in (self.task_definition_arn, self.family, f"{self.family}:1"):
+            raise EcsError("InvalidParameterException", f"TaskDefinition not found: {definition}")
+        count = int(body.get("count") or 1)
+        if not 1 <= count <= 10:
+            raise EcsError("InvalidParameterException", "count must be between 1 and 10")
+        strategy = body.get("capacityProviderStrategy") or []
+        provider = strategy[0].get("capacityProvider") if strategy else "FARGATE"
+        if provider not in CAPACITY_PROVIDERS:
+            raise EcsError("InvalidParameterException", f"capacity provider {provider} is not associated")
+        token = body.get("clientToken")
+        self._expire()
+        if token and token in self.client_tokens:
+            return {"tasks": [self.tasks[t].describe() for t in self.client_tokens[token][1]], "failures": []}
+        if provider == "FARGATE_SPOT" and self.spot_capacity_failures > 0:
+            self.spot_capacity_failures -= 1
+            return {
+                "tasks": [],
+                "failures": [
+                    {
+                        "reason": "Capacity is unavailable at this time. Please try again later or in a "
+                        "different availability zone"
+                    }
+                ],
+            }
+        overrides = body.get("overrides") or {}
+        for container in overrides.get("containerOverrides") or []:
+            if container.get("name") != self.container_name:
+                raise EcsError(
+                    "InvalidParameterException",
+                    f"Override for container named {container.get('name')} is not a container in the "
+                    "TaskDefinition.",
+                )
+        started: list[Task] = []
+        for _ in range(count):
+            task_id = secrets.token_hex(16)
+            now = time.time()
+            task = Task(
+                task_id=task_id,
+                arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.cluster_name}/{task_id}",
+                cluster_arn=self.cluster_arn,
+                task_definition_arn=self.task_definition_arn,
+                family=self.family,
+                container_name=self.container_name,
+                capacity_provider=str(provider),
+                started_by=body.get("startedBy"),
+                tags=list(body.get("tags") or []),
+                overrides=overrides,
+                directory=self.tasks_dir / task_id,
+                log_path=self.logs_dir / f"task-{task_id}.log",
+                created_at=now,
+            )
+            self.tasks[task_id] = task
+            await self._launch(task)
+            started.append(task)
+        if token:
+            self.client_tokens[token] = (time.time(), [t.task_id for t in started])
+        return {"tasks": [t.describe() for t in started], "failures": []}
+
+    async def stop_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        """SIGTERM the task's bridge; SIGKILL everything it started after the stop timeout."""
+        self._check_cluster(body)
+        task = self._find(str(body.get("task") or ""))
+        if task is None:
+            raise EcsError("InvalidParameterException", "The referenced task was not found.")
+        reason = str(body.get("reason") or "Task stopped by user")[:255]
+        self._request_stop(task, "UserInitiated", reason)
+        return {"task": task.describe()}
+
+    async def describe_tasks(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The tasks asked for; unknown ones as failures (MISSING), as ECS does."""
+        self._check_cluster(body)
+        found, failures = [], []
+        include_tags = "TAGS" in (body.get("include") or [])
+        for reference in body.get("tasks") or []:
+            task = self._find(str(reference))
+            if task is None:
+                failures.append({"arn": reference, "reason": "MISSING"})
+                continue
+            described = task.describe()
+            if not include_tags:
+                described.pop("tags", None)
+            found.append(described)
+        return {"tasks": found, "failures": failures}
+
+    async def list_tasks(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Task ARNs by family, startedBy and desired status (RUNNING by default), paginated."""
+        self._check_cluster(body)
+        self._expire()
+        desired = str(body.get("desiredStatus") or "RUNNING")
+        family = body.get("family")
+        started_by = body.get("startedBy")
+        arns = [
+            t.arn
+            for t in sorted(self.tasks.values(), key=lambda t: t.created_at)
+            if t.desired_status == desired
+            and (family is None or t.family == family)
+            and (started_by is None or t.started_by == started_by)
+        ]
+        start = int(body.get("nextToken") or 0)
+        size = int(body.get("maxResults") or 100)
+        page = arns[start : start + size]
+        result: dict[str, Any] = {"taskArns": page}
+        if start + size < len(arns):
+            result["nextToken"] = str(start + size)
+        return result
+
+    def _expire(self) -> None:
+        now = time.time()
+        for token, (at, _) in list(self.client_tokens.items()):
+            if now - at > CLIENT_TOKEN_SECONDS:
+                del self.client_tokens[token]
+        for task_id, task in list(self.tasks.items()):
+            if task.stopped_at and now - task.stopped_at > STOPPED_TASK_RETENTION_SECONDS:
+                del self.tasks[task_id]
+
+    # ------------------------------------------------------------------------------------ processes
+
+    async def _launch(self, task: Task) -> None:
+        task.directory.mkdir(parents=True, exist_ok=True)
+        task.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(self.task_environment(task))
+        if self.fail_starts > 0:
+            self.fail_starts -= 1
+            env.update(self.broken_environment(task))
+        task.last_status = "PENDING"
+        with task.log_path.open("ab") as out:
+            task.process = await asyncio.create_subprocess_exec(
+                *self.command,
+                env=env,
+                cwd=str(task.directory),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        task.started_at = time.time()
+        task.last_status = "RUNNING"
+        user = task.user_id() or "?"
+        self.say(
+            f"agent task {task.task_id[:8]} started for user {user[:8]} on {task.capacity_provider} "
+            f"(pid {task.pid})"
+        )
+        watcher = asyncio.create_task(self._watch(task))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    def _request_stop(self, task: Task, stop_code: str, reason: str) -> None:
+        if task.desired_status == "STOPPED":
+            return
+        task.desired_status = "STOPPED"
+        task.stop_code = stop_code
+        task.stopped_reason = reason
+        task.stopping_at = time.time()
+        if task.last_status == "RUNNING":
+            task.last_status = "DEACTIVATING"
+        if task.process and task.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                task.process.send_signal(signal.SIGTERM)
+            killer = asyncio.create_task(self._kill_after(task, self.stop_timeout))
+            self._watchers.add(killer)
+            killer.add_done_callback(self._watchers.discard)
+
+    async def _kill_after(self, task: Task, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task.ended.wait(), timeout=seconds)
+            return
+        log.warning("task %s ignored SIGTERM for %s s; killing it", task.task_id, seconds)
+        if task.process and task.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                task.process.kill()
+
+    async def _watch(self, task: Task) -> None:
+        assert task.process is not None
+        returncode = await task.process.wait()
+        # The container is gone: so is everything it started (OpenClaw runs in its own process group).
+        kill_leftovers(task.directory, task.process.pid)
+        task.exit_code = returncode if returncode >= 0 else 128 - returncode
+        now = time.time()
+        if task.desired_status != "STOPPED":
+            task.stop_code = "EssentialContainerExited"
+            task.stopped_reason = "Essential container in task exited"
+            task.stopping_at = now
+        task.desired_status = "STOPPED"
+        task.last_status = "STOPPED"
+        task.stopped_at = now
+        task.ended.set()
+        shutil.rmtree(task.directory, ignore_errors=True)
+        self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
+        await self._emit(self._state_change_event(task))
+
+    # ------------------------------------------------------------------------------------ events
+
+    def _event_rules(self) -> list[tuple[str, dict[str, Any]]]:
+        rules: list[tuple[str, dict[str, Any]]] = []
+        for logical_id, fn in self.functions.functions.items():
+            for event in fn.definition.events.values():
+                if event.get("Type") in ("EventBridgeRule", "CloudWatchEvent"):
+                    pattern = self.resolver.resolve((event.get("Properties") or {}).get("Pattern") or {})
+                    rules.append((logical_id, pattern))
+        return rules
+
+    def _state_change_event(self, task: Task) -> dict[str, Any]:
+        detail = task.describe()
+        detail.pop("tags", None)  # EventBridge's task events carry no tags
+        detail["updatedAt"] = detail.get("stoppedAt")
+        detail["cpu"], detail["memory"] = self.cpu, self.memory
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "account": ACCOUNT,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [task.arn],
+            "detail": detail,
+        }
+
+    async def _emit(self, event: dict[str, Any]) -> None:
+        self.events_delivered.append(event)
+        for logical_id, pattern in self.rules:
+            if not matches(pattern, event):
+                continue
+            # EventBridge invokes asynchronously; Lambda retries a failed async invocation twice.
+            for attempt in range(3):
+                try:
+                    await self.functions.ainvoke(logical_id, event)
+                    break
+                except FunctionError as exc:
+                    log.error(
+                        "%s failed on a task event (attempt %d): %s", logical_id, attempt + 1, exc.reason
+                    )
+                    await asyncio.sleep(1 + attempt)
+
+    # ------------------------------------------------------------------------------------ metadata
+
+    async def _task_metadata(self, request: Request) -> Response:
+        task = self.tasks.get(request.path_params["task_id"])
+        if task is None:
+            return JSONResponse({"message": "task not found"}, status_code=404)
+        described = task.describe()
+        return JSONResponse(
+            {
+                "Cluster": task.cluster_arn,
+                "TaskARN": task.arn,
+                "Family": task.family,
+                "Revision": "1",
+                "DesiredStatus": task.desired_status,
+                "KnownStatus": task.last_status,
+                "LaunchType": "FARGATE",
+                "AvailabilityZone": described["availabilityZone"],
+                "Containers": [self._container(task)],
+            }
+        )
+
+    async def _container_metadata(self, request: Request) -> Response:
+        task = self.tasks.get(request.path_params["task_id"])
+        if task is None:
+            return JSONResponse({"message": "task not found"}, status_code=404)
+        return JSONResponse(self._container(task))
+
+    def _container(self, task: Task) -> dict[str, Any]:
+        return {
+            "DockerId": task.container_id.replace("-", ""),
+            "Name": task.container_name,
+            "Image": "serverless-openclaw-bridge:local",
+            "DesiredStatus": task.desired_status,
+            "KnownStatus": task.last_status,
+            "Type": "NORMAL",
+            "ContainerARN": task.describe()["containers"][0]["containerArn"],
+        }
+
+    # ------------------------------------------------------------------------------------ local control
+
+    async def _local_tasks(self, request: Request) -> Response:
+        return JSONResponse(
+            {
+                "tasks": [
+                    {
+                        "taskId": t.task_id,
+                        "taskArn": t.arn,
+                        "userId": t.user_id(),
+                        "pid": t.pid,
+                        "lastStatus": t.last_status,
+                        "desiredStatus": t.desired_status,
+                        "exitCode": t.exit_code,
+                        "stopCode": t.stop_code,
+                        "stoppedReason": t.stopped_reason,
+                        "capacityProvider": t.capacity_provider,
+                        "log": str(t.log_path),
+                    }
+                    for t in sorted(self.tasks.values(), key=lambda t: t.created_at)
+                ],
+                "eventsDelivered": len(self.events_delivered),
+            }
+        )
+
+    async def _local_faults(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body() or b"{}")
+            fail_starts = int(body.get("failStarts", 0))
+            spot = int(body.get("spotCapacityFailures", 0))
+        except (ValueError, TypeError, AttributeError):
+            return JSONResponse(
+                {"message": 'expected {"failStarts": n, "spotCapacityFailures": n}'}, status_code=400
+            )
+        if fail_starts < 0 or spot < 0:
+            return JSONResponse({"message": "counts must be >= 0"}, status_code=400)
+        self.fail_starts = fail_starts
+        self.spot_capacity_failures = spot
+        return JSONResponse(
+            {"failStarts": self.fail_starts, "spotCapacityFailures": self.spot_capacity_failures}
+        )
+
+    async def _local_interrupt(self, request: Request) -> Response:
+        task = self.tasks.get(request.path_params["task_id"])
+        if task is None or task.desired_status == "STOPPED":
+            return JSONResponse({"message": "no such running task"}, status_code=404)
+        self._request_stop(task, "SpotInterruption", "Your Spot Task was interrupted.")
+        return JSONResponse({"task": task.describe()})
+
+    # ------------------------------------------------------------------------------------ shutdown
+
+    def running(self) -> list[Task]:
+        """Tasks whose process has not ended."""
+        return [t for t in self.tasks.values() if not t.ended.is_set() and t.process is not None]
+
+    async def stop_all(self, reason: str) -> None:
+        """Stop every task gracefully (each may take up to its stop timeout) and wait for the events."""
+        tasks = self.running()
+        for task in tasks:
+            self._request_stop(task, "UserInitiated", reason)
+        if tasks:
+            await asyncio.gather(*(t.ended.wait() for t in tasks))
+        if self._watchers:
+            await asyncio.gather(*list(self._watchers), return_exceptions=True)
+
+
+def matches(pattern: Any, event: Any) -> bool:
+    """EventBridge's pattern matching for the forms the template uses (value lists, nested objects)."""
+    if isinstance(pattern, dict):
+        if not isinstance(event, dict):
+            return False
+        return all(key in event and matches(value, event[key]) for key, value in pattern.items())
+    if isinstance(pattern, list):
+        return any(event == allowed for allowed in pattern)
+    return bool(pattern == event)
+
+
+def _ecs_error(exc: EcsError) -> Response:
+    return JSONResponse(
+        {"__type": exc.error_type, "message": exc.message},
+        status_code=400,
+        media_type="application/x-amz-json-1.1",
+    )
+
+
+def kill_leftovers(task_directory: Path, pid: int | None = None) -> None:
+    """SIGKILL every process still working in a task's directory (Linux /proc), and the task's group."""
+    own = os.getuid()
+    directory = str(task_directory.resolve())
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != own:
+                    continue
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == directory or cwd.startswith(directory + os.sep):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)

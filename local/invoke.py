@@ -1,0 +1,86 @@
+"""`python -m local invoke <FunctionLogicalId> -e events/<file>.json`: `sam local invoke` without Docker.
+
+The function runs in this process with the environment the template gives it, pointed at the running
+local stack (its `endpoints.json`): the same tables, bucket, user pool, ECS and `@connections` as
+`make dev`. The handler's return value is printed as JSON on stdout; its logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from local.apigateway import STAGE
+from local.functions import FunctionError, FunctionHost
+from local.resolve import REGION, Resolver
+from local.template import TemplateError, load_template, resources_of_type
+
+
+def _endpoints(state_dir: Path) -> dict[str, Any]:
+    path = state_dir / "endpoints.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        os.kill(int(data["pid"]), 0)
+    except (OSError, ValueError, KeyError):
+        raise SystemExit(
+            f"error: the local stack is not running (no live {path}); start it with `make dev` in another "
+            "terminal, then invoke again"
+        ) from None
+    return data
+
+
+def invoke(logical_id: str, event_path: Path, state_dir: Path) -> int:
+    """Invoke one function with one event; 0 when the handler returned, 1 when it raised."""
+    try:
+        event = json.loads(event_path.read_text())
+    except OSError as exc:
+        print(f"error: cannot read {event_path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"error: {event_path} is not JSON: {exc}", file=sys.stderr)
+        return 2
+    endpoints = _endpoints(state_dir)
+    template = load_template()
+    resolver = Resolver(
+        template, endpoints["stackName"], parameter_overrides={"ModelProvider": endpoints["model"]}
+    )
+    pool = next(iter(resources_of_type(template, "AWS::Cognito::UserPool")))
+    client = next(iter(resources_of_type(template, "AWS::Cognito::UserPoolClient")))
+    resolver.physical_ids[pool] = endpoints["userPoolId"]
+    resolver.physical_ids[client] = endpoints["userPoolClientId"]
+    ws_base = endpoints["managementEndpoint"].removesuffix(f"/{STAGE}")
+    for api in resources_of_type(template, "AWS::ApiGatewayV2::Api"):
+        resolver.api_endpoints[resolver.physical_id(api)] = (ws_base, ws_base.replace("http://", "ws://"))
+    for api in resources_of_type(template, "AWS::Serverless::HttpApi"):
+        resolver.api_endpoints[resolver.physical_id(api)] = (endpoints["httpApiUrl"], endpoints["httpApiUrl"])
+    extra = {
+        "AWS_ENDPOINT_URL": endpoints["awsEndpoint"],
+        "AWS_ENDPOINT_URL_ECS": endpoints["ecsEndpoint"],
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "COGNITO_JWKS_URL": f"{endpoints['awsEndpoint']}/{endpoints['userPoolId']}/.well-known/jwks.json",
+    }
+    os.environ.update(extra)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(name, None)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # the function's logs and metrics; stdout carries only the result
+    try:
+        host = FunctionHost(resolver, extra)
+        result = host.invoke(logical_id, event)
+    except TemplateError as exc:
+        sys.stdout = real_stdout
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FunctionError as exc:
+        sys.stdout = real_stdout
+        print(json.dumps({"errorType": "Unhandled", "errorMessage": exc.reason}), file=real_stdout)
+        return 1
+    sys.stdout = real_stdout
+    print(json.dumps(result, indent=2, default=str))
+    return 0

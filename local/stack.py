@@ -1,0 +1,621 @@
+"""The whole product on one machine: `python -m local up` (what `make dev` runs).
+
+Reads `template.yaml` and stands in for every AWS service it uses, on loopback:
+
+  web      the web chat (`frontend/`) and its runtime `config.json`
+  http     the HTTP API (JWT authorizer, CORS, payload 2.0 events)
+  ws       the WebSocket API and its `@connections` management API
+  aws      moto's server: DynamoDB, S3, SSM, Cognito, CloudWatch, … (state kept in `.local/`)
+  ecs      the ECS API and task metadata endpoint; each task is a real bridge + OpenClaw process
+
+The functions run in this process with the environment the template gives them; the watchdog runs on
+the template's schedule. Ctrl-C stops the agents gracefully (their final backup), then saves the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from local.apigateway import STAGE, HttpApi, WebSocketApi
+from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
+from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
+from local.functions import FunctionError, FunctionHost
+from local.offline_model import OfflineModelServer, serve
+from local.resolve import ACCOUNT, REGION, Resolver
+from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.template import TemplateError, load_template, resources_of_type
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = REPO / ".local"
+DEFAULT_PORT_BASE = 8080
+SNAPSHOT_SECONDS = 15.0
+SERVICES = ("web", "http", "ws", "aws", "ecs")
+
+
+class StackError(Exception):
+    """The local stack cannot start; the message says what to do."""
+
+
+@dataclass
+class Options:
+    """How `python -m local up` was asked to run."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    port_base: int = DEFAULT_PORT_BASE
+    schedule_every: float | None = None
+    model: str = "auto"  # auto | offline
+    parameters: dict[str, str] = field(default_factory=dict)
+    stack_name: str = "local"
+    runtime_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class ModelSetup:
+    """Which model the agent uses and how the banner describes it."""
+
+    provider: str
+    description: str
+    secret: tuple[str, str] | None = None  # (parameter name under the secrets prefix, value)
+
+
+def choose_model(options: Options, environ: dict[str, str]) -> ModelSetup:
+    """A real provider when its API key is in the environment (unless --model offline), else offline."""
+    if options.model == "offline":
+        return ModelSetup("offline", "offline model (built in, no network; --model offline)")
+    if environ.get("ANTHROPIC_API_KEY", "").strip():
+        return ModelSetup(
+            "anthropic",
+            "Anthropic (ANTHROPIC_API_KEY from your environment, stored in the local SSM)",
+            ("anthropic-api-key", environ["ANTHROPIC_API_KEY"].strip()),
+        )
+    if environ.get("OPENAI_API_KEY", "").strip():
+        return ModelSetup(
+            "openai",
+            "OpenAI (OPENAI_API_KEY from your environment, stored in the local SSM)",
+            ("openai-api-key", environ["OPENAI_API_KEY"].strip()),
+        )
+    return ModelSetup(
+        "offline",
+        "offline model (built in, no network; set ANTHROPIC_API_KEY or OPENAI_API_KEY for a real one)",
+    )
+
+
+class Console:
+    """What the person running `make dev` sees: short timestamped lines on the real stdout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, text: str) -> None:
+        stamp = datetime.now().strftime("%H:%M:%S")
+        for line in text.splitlines() or [""]:
+            self.stream.write(f"{stamp}  {line}\n")
+        self.stream.flush()
+
+    def block(self, text: str) -> None:
+        """Print a block as is (the banner)."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def bind(port: int, service: str) -> socket.socket:
+    """A listening loopback socket; StackError naming the port and the fix when it is taken."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StackError(
+                f"port {port} ({service}) is already in use (another `make dev`?). Stop what uses it, or "
+                "move the whole stack: `make dev PORT_BASE=9080` (web on 9080, the APIs on 9081-9084), or "
+                "`python -m local up --port-base 0` for any free ports"
+            ) from None
+        raise StackError(f"cannot listen on 127.0.0.1:{port} ({service}): {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def schedule_seconds(expression: str) -> float:
+    """Seconds between runs of an EventBridge `rate(...)` schedule."""
+    found = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not found:
+        raise TemplateError(f"the local stack runs rate() schedules only, not {expression!r}")
+    unit = found.group(2).rstrip("s")
+    return int(found.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[unit]
+
+
+class LocalStack:
+    """Everything `python -m local up` runs, started and stopped in order."""
+
+    def __init__(self, options: Options, console: Console) -> None:
+        self.options = options
+        self.say = console
+        self.console = console
+        self.state_dir = options.state_dir
+        self.logs_dir = self.state_dir / "logs"
+        self.template = load_template()
+        self.sockets: dict[str, socket.socket] = {}
+        self.servers: list[uvicorn.Server] = []
+        self.background: list[asyncio.Task[None]] = []
+        self.model_server: OfflineModelServer | None = None
+        self.stopping = asyncio.Event()
+        self.schedule_runs: dict[str, int] = {}
+        self._lock_file: IO[str] | None = None
+
+    # ------------------------------------------------------------------------------------ start
+
+    def _acquire_state_lock(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = (self.state_dir / "stack.lock").open("a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise StackError(
+                f"another local stack is already running with the state in {self.state_dir}; stop it first "
+                "(Ctrl-C in its terminal)"
+            ) from None
+
+    def _ports(self) -> dict[str, int]:
+        base = self.options.port_base
+        return {service: (0 if base == 0 else base + i) for i, service in enumerate(SERVICES)}
+
+    async def start(self) -> None:
+        """Bring everything up; StackError with a fix when something is in the way."""
+        self._acquire_state_lock()
+        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        ports = self._ports()
+        for service in ("web", "http", "ws", "ecs"):
+            self.sockets[service] = bind(ports[service], service)
+        probe = bind(ports["aws"], "aws")
+        aws_port = probe.getsockname()[1]
+        probe.close()
+        port = {name: sock.getsockname()[1] for name, sock in self.sockets.items()}
+        self.web_url = f"http://127.0.0.1:{port['web']}"
+        self.http_url = f"http://127.0.0.1:{port['http']}"
+        self.ws_http = f"http://127.0.0.1:{port['ws']}"
+        self.ws_url = f"ws://127.0.0.1:{port['ws']}"
+
+        self.runtime = await asyncio.to_thread(self._runtime)
+        self.model = choose_model(self.options, dict(os.environ))
+        parameters = {
+            "WebOrigin": self.web_url,
+            "ModelProvider": self.model.provider,
+            **self.options.parameters,
+        }
+        self.resolver = Resolver(self.template, self.options.stack_name, parameter_overrides=parameters)
+
+        self.say("starting the AWS stand-ins (moto) …")
+        self.aws = EmbeddedAws(self.state_dir, aws_port)
+        await asyncio.to_thread(self.aws.start)
+        await asyncio.to_thread(self.aws.create_resources, self.resolver, self.template)
+        self.user: User = await asyncio.to_thread(self.aws.ensure_user, DEMO_USERNAME)
+        prefix = f"/{self.options.stack_name}/secrets"
+        if self.model.secret:
+            await asyncio.to_thread(
+                self.aws.put_secret, f"{prefix}/{self.model.secret[0]}", self.model.secret[1]
+            )
+        if self.model.provider == "offline":
+            self.model_server, _ = serve(0)
+
+        self._api_endpoints()
+        self.extra_env = self._aws_environment()
+        os.environ.update(self.extra_env)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            os.environ.pop(name, None)
+
+        self.say("loading the functions of template.yaml …")
+        self.functions = FunctionHost(self.resolver, self.extra_env)
+        await asyncio.to_thread(self.functions.load_all)
+        ws_api = next(iter(resources_of_type(self.template, "AWS::ApiGatewayV2::Api")))
+        http_api = next(iter(resources_of_type(self.template, "AWS::Serverless::HttpApi")))
+        self.websocket_api = WebSocketApi(self.resolver, self.functions, ws_api)
+        self.http_api = HttpApi(self.resolver, self.functions, http_api, self.jwks_url)
+        self.ecs = EcsStandIn(
+            resolver=self.resolver,
+            functions=self.functions,
+            tasks_dir=self.state_dir / "tasks",
+            logs_dir=self.logs_dir,
+            command=image_entrypoint(REPO / "bridge" / "Dockerfile"),
+            task_environment=self._task_environment,
+            broken_environment=lambda task: {"DATA_BUCKET": f"{self.aws.bucket}-missing"},
+            say=self.say,
+        )
+        self.ecs.port = port["ecs"]
+        self._reap_stale_tasks()
+
+        self._serve("web", self._web_app())
+        self._serve("http", self.http_api.app)
+        self._serve("ws", self.websocket_api.app)
+        self._serve("ecs", self.ecs.app)
+        for server in self.servers:
+            while not server.started:
+                await asyncio.sleep(0.02)
+        self._start_schedules()
+        self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
+        self._write_endpoints()
+        self.console.block(self.banner())
+
+    def _runtime(self) -> Runtime:
+        root = self.options.runtime_dir
+        try:
+            return ensure_runtime(root, say=self.say) if root else ensure_runtime(say=self.say)
+        except RuntimeInstallError as exc:
+            raise StackError(str(exc)) from None
+
+    def _api_endpoints(self) -> None:
+        for logical_id in resources_of_type(self.template, "AWS::ApiGatewayV2::Api"):
+            self.resolver.api_endpoints[self.resolver.physical_id(logical_id)] = (self.ws_http, self.ws_url)
+        for logical_id in resources_of_type(self.template, "AWS::Serverless::HttpApi"):
+            self.resolver.api_endpoints[self.resolver.physical_id(logical_id)] = (
+                self.http_url,
+                self.http_url.replace("http://", "ws://"),
+            )
+
+    @property
+    def jwks_url(self) -> str:
+        """The user pool's keys, as moto serves them."""
+        return f"{self.aws.url}/{self.aws.user_pool_id}/.well-known/jwks.json"
+
+    def _aws_environment(self) -> dict[str, str]:
+        """What points boto3 (functions and bridges) at the stand-ins, with throwaway credentials."""
+        return {
+            "AWS_ENDPOINT_URL": self.aws.url,
+            "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{self.sockets['ecs'].getsockname()[1]}",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": REGION,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_CONFIG_FILE": str(self.state_dir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(self.state_dir / "no-aws-credentials"),
+            # moto signs ID tokens with its own key; API Gateway and ws_connect fetch it from moto.
+            "COGNITO_JWKS_URL": self.jwks_url,
+        }
+
+    def _task_environment(self, task: Task) -> dict[str, str]:
+        """What the bridge process gets: task definition + overrides + image + Fargate + local endpoints."""
+        env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ") if name in os.environ}
+        env.update(self.ecs.container_environment())
+        for container in task.overrides.get("containerOverrides") or []:
+            for pair in container.get("environment") or []:
+                env[str(pair["name"])] = str(pair.get("value", ""))
+        state_root = task.directory / "data"
+        state_root.mkdir(parents=True, exist_ok=True)
+        metadata = f"{self.ecs.url}/v4/{task.task_id}"
+        env.update(
+            {
+                # The image's ENV (bridge/Dockerfile), with this machine's paths.
+                "PYTHONPATH": os.pathsep.join([str(REPO / "bridge"), str(REPO / "layers" / "shared")]),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "HOME": str(task.directory / "home"),
+                "STATE_ROOT": str(state_root),
+                "OPENCLAW_NODE": str(self.runtime.node),
+                "OPENCLAW_ENTRY": str(self.runtime.entry),
+                # What Fargate adds. Each task has its own network namespace there; here, free ports.
+                "ECS_CONTAINER_METADATA_URI_V4": metadata,
+                "ECS_CONTAINER_METADATA_URI": metadata,
+                "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE",
+                "BRIDGE_PORT": str(_free_port()),
+                "OPENCLAW_PORT": str(_free_port()),
+                **self.extra_env,
+            }
+        )
+        if self.model_server is not None:
+            env["MODEL_BASE_URL"] = self.model_server.url
+        return env
+
+    def _reap_stale_tasks(self) -> None:
+        """Task folders left by a stack that was killed (not Ctrl-C): their processes and files go."""
+        tasks_dir = self.state_dir / "tasks"
+        if not tasks_dir.is_dir():
+            return
+        for leftover in tasks_dir.iterdir():
+            if leftover.is_dir():
+                kill_leftovers(leftover)  # the same teardown a stopping task gets
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    def _serve(self, name: str, app: Any) -> None:
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            ws_max_size=2 * 1024 * 1024,
+            ws_ping_interval=None,
+            timeout_graceful_shutdown=5,
+        )
+        server = _QuietServer(config)
+        self.servers.append(server)
+        self.background.append(
+            asyncio.create_task(server.serve(sockets=[self.sockets[name]]), name=f"serve-{name}")
+        )
+
+    # ------------------------------------------------------------------------------------ web
+
+    def runtime_config(self) -> dict[str, Any]:
+        """`/config.json`: what the web chat needs to find the APIs and log in."""
+        return {
+            "region": REGION,
+            "userPoolId": self.aws.user_pool_id,
+            "userPoolClientId": self.aws.client_id,
+            "cognitoEndpoint": self.aws.url,
+            "webSocketUrl": f"{self.ws_url}/{STAGE}",
+            "httpApiUrl": self.http_url,
+            "local": True,
+        }
+
+    def _web_app(self) -> Starlette:
+        frontend = REPO / "frontend"
+
+        async def config_json(request: Request) -> Response:
+            return JSONResponse(self.runtime_config(), headers={"cache-control": "no-store"})
+
+        async def placeholder(request: Request) -> Response:
+            return HTMLResponse(_PLACEHOLDER.format(config=json.dumps(self.runtime_config(), indent=2)))
+
+        routes: list[Any] = [Route("/config.json", config_json)]
+        if (frontend / "index.html").exists():
+            routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
+        else:
+            routes.append(Route("/", placeholder))
+        return Starlette(routes=routes)
+
+    # ------------------------------------------------------------------------------------ schedules
+
+    def _start_schedules(self) -> None:
+        for logical_id, fn in self.functions.functions.items():
+            for event_id, event in fn.definition.events.items():
+                if event.get("Type") != "Schedule":
+                    continue
+                properties = event.get("Properties") or {}
+                if properties.get("Enabled") is False:
+                    continue
+                every = self.options.schedule_every or schedule_seconds(str(properties.get("Schedule")))
+                self.background.append(
+                    asyncio.create_task(
+                        self._schedule(logical_id, event_id, every), name=f"schedule-{logical_id}"
+                    )
+                )
+
+    async def _schedule(self, logical_id: str, event_id: str, every: float) -> None:
+        rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.options.stack_name}-{logical_id}{event_id}"
+        while True:
+            await asyncio.sleep(every)
+            await self.run_schedule(logical_id, rule)
+
+    async def run_schedule(self, logical_id: str, rule: str | None = None) -> Any:
+        """Invoke a scheduled function now with a "Scheduled Event"."""
+        event = {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": ACCOUNT,
+            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": REGION,
+            "resources": [rule or f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{logical_id}"],
+            "detail": {},
+        }
+        self.schedule_runs[logical_id] = self.schedule_runs.get(logical_id, 0) + 1
+        try:
+            return await self.functions.ainvoke(logical_id, event)
+        except FunctionError as exc:
+            self.say(f"{logical_id} failed: {exc.reason} (traceback in {self.logs_dir / 'functions.log'})")
+            return None
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(SNAPSHOT_SECONDS)
+            await asyncio.to_thread(self.aws.snapshot)
+
+    # ------------------------------------------------------------------------------------ output
+
+    def endpoints(self) -> dict[str, Any]:
+        """`.local/endpoints.json`: what scripts and tests need to drive the running stack."""
+        return {
+            "webUrl": self.web_url,
+            "webSocketUrl": f"{self.ws_url}/{STAGE}",
+            "httpApiUrl": self.http_url,
+            "cognitoEndpoint": self.aws.url,
+            "region": REGION,
+            "userPoolId": self.aws.user_pool_id,
+            "userPoolClientId": self.aws.client_id,
+            "username": self.user.username,
+            "password": self.user.password,
+            "userId": self.user.sub,
+            "awsEndpoint": self.aws.url,
+            "ecsEndpoint": self.ecs.url,
+            "managementEndpoint": f"{self.ws_http}/{STAGE}",
+            "stackName": self.options.stack_name,
+            "tables": self.extra_tables(),
+            "dataBucket": self.aws.bucket,
+            "model": self.model.provider,
+            "pid": os.getpid(),
+        }
+
+    def extra_tables(self) -> dict[str, str]:
+        """Table variable → table name."""
+        from local.template import table_definitions
+
+        return {
+            env: t.table_name(self.options.stack_name) for env, t in table_definitions(self.template).items()
+        }
+
+    def _write_endpoints(self) -> None:
+        path = self.state_dir / "endpoints.json"
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(self.endpoints(), out, indent=2)
+        os.replace(temporary, path)
+
+    def banner(self) -> str:
+        """The one block a person needs after `make dev`."""
+        try:
+            state = self.state_dir.relative_to(Path.cwd())
+        except ValueError:
+            state = self.state_dir
+        lines = [
+            "",
+            "  serverless-openclaw is running on this machine (no AWS account involved)",
+            "",
+            f"  web chat   {self.web_url}",
+            f"  login      {self.user.username}   password: {self.user.password}",
+            f"  model      {self.model.description}",
+            "",
+            f"  WebSocket API  {self.ws_url}/{STAGE}      HTTP API  {self.http_url}",
+            f"  AWS (moto)     {self.aws.url}       ECS       {self.ecs.url}",
+            f"  state {state}/  ·  logs {state}/logs/  ·  endpoints {state}/endpoints.json",
+            "",
+            "  Ctrl-C stops the agents (after their final backup) and keeps everything for next time;",
+            "  `make dev-reset` wipes it.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------------ stop
+
+    async def stop(self) -> None:
+        """Stop agents gracefully, then the servers, then save the AWS state."""
+        running = self.ecs.running() if hasattr(self, "ecs") else []
+        if running:
+            self.say(
+                f"stopping {len(running)} agent task(s): finishing or re-queuing replies, final backup …"
+            )
+            await self.ecs.stop_all("local stack stopping")
+        if hasattr(self, "websocket_api"):
+            await self.websocket_api.close_all()
+        for server in self.servers:
+            server.should_exit = True
+        for task in self.background:
+            if not task.get_name().startswith("serve-"):
+                task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        if self.model_server is not None:
+            self.model_server.shutdown()
+        if hasattr(self, "aws"):
+            await asyncio.to_thread(self.aws.stop)
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / "endpoints.json").unlink()
+        if self._lock_file is not None:
+            self._lock_file.close()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handling: this process stops the stack in order on SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+_PLACEHOLDER = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>serverless-openclaw (local)</title>
+<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem}}
+pre{{background:#f4f4f4;padding:1rem;overflow:auto}}</style></head>
+<body><h1>serverless-openclaw is running</h1>
+<p>The local stack is up, but <code>frontend/</code> has no <code>index.html</code> yet, so there is no web
+chat to show. Any WebSocket client can talk to the agent meanwhile: log in against the local Cognito,
+then connect to the WebSocket URL with <code>?token=&lt;ID token&gt;</code>.</p>
+<p>Runtime configuration (<a href="/config.json">/config.json</a>):</p>
+<pre>{config}</pre></body></html>
+"""
+
+
+async def run(options: Options, console: Console, log_stream: IO[str]) -> int:
+    """Start the stack, serve until SIGINT/SIGTERM, stop it gracefully; the process exit code."""
+    stack = LocalStack(options, console)
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop_requested.set)
+    started = time.monotonic()
+    try:
+        starting = asyncio.create_task(stack.start())
+        waiter = asyncio.create_task(stop_requested.wait())
+        done, _ = await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if starting in done:
+            starting.result()
+            console(f"ready in {time.monotonic() - started:.1f} s")
+            await stop_requested.wait()
+        else:
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await starting
+        console("stopping …")
+        return 0
+    except (StackError, StateError, TemplateError) as exc:
+        console(f"error: {exc}")
+        return 1
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        # A second Ctrl-C while stopping would lose the final backups: say so instead of dying.
+        loop.add_signal_handler(signal.SIGINT, lambda: console("still stopping (final backups) …"))
+        await stack.stop()
+        loop.remove_signal_handler(signal.SIGINT)
+        console("stopped; the state is kept in " + str(options.state_dir))
+
+
+def configure_logging(logs_dir: Path) -> IO[str]:
+    """Send everything that is not the console (functions' logs, tracebacks, moto) to a log file."""
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    stream = (logs_dir / "stack.log").open("a", buffering=1, encoding="utf-8")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    # uvicorn logs every WebSocket upgrade with its query string, which carries the user's ID token.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    return stream
+
+
+def serve_forever(options: Options) -> int:
+    """`python -m local up`: console on stdout, everything else in `.local/logs/stack.log`."""
+    console = Console(sys.stdout)
+    log_stream = configure_logging(options.state_dir / "logs")
+    # Powertools loggers and EMF metrics of the in-process functions print to sys.stdout/stderr.
+    sys.stdout = log_stream
+    sys.stderr = log_stream
+    try:
+        return asyncio.run(run(options, console, log_stream))
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
