@@ -105,6 +105,40 @@ def test_busy_agent_that_crashes_restarts_its_released_work_on_spot(
     assert state.status is Status.STARTING and not state.busy
 
 
+def test_crashed_bridge_leaves_no_lease_behind_and_its_message_is_answered_by_a_new_task(
+    cp: ControlPlane, launcher: FakeLauncher
+) -> None:
+    # Given a running agent that leased a message and was then SIGKILLed mid-reply (lease still valid)
+    task = running(cp, busy=True)
+    message_id = queue(cp, "long job")
+    claimed = cp.inbox.claim_next(USER, task, cp.clock(), lease_seconds=120)
+    assert claimed is not None and claimed.message_id == message_id
+    assert cp.inbox.pending(USER, cp.clock()) == []
+
+    # When ECS reports the container gone (exit 137)
+    outcome = task_events.on_task_stopped(cp, _detail(EXITED, task))
+
+    # Then the message is queued again at once and a new task starts for it
+    assert outcome.restarted
+    assert [i.message_id for i in cp.inbox.pending(USER, cp.clock())] == [message_id]
+    state = cp.task_state.get(USER)
+    assert state.status is Status.STARTING and state.task_arn != task
+
+
+def test_stopped_task_does_not_release_the_lease_of_another_task(cp: ControlPlane) -> None:
+    # Given a message leased by the user's current task, and an event about an older task
+    task = running(cp)
+    queue(cp, "hello")
+    assert cp.inbox.claim_next(USER, task, cp.clock(), lease_seconds=120) is not None
+
+    # When the older task's STOPPED event arrives
+    task_events.on_task_stopped(cp, _detail(EXITED, "arn:aws:ecs:us-east-1:123456789012:task/c/old"))
+
+    # Then the current task keeps its lease
+    [item] = cp.inbox.items(USER)
+    assert item.status == "claimed" and item.claimed_by == task
+
+
 # --- Failed starts ---------------------------------------------------------------------------------
 
 

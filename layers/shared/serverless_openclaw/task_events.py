@@ -115,6 +115,7 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     if detail.get("lastStatus") != "STOPPED":
         return Outcome(reconciled=False, task_arn=task_arn, reason="not stopped")
     user_id = task_user_id(detail)
+    _release_claims(cp, user_id, task_arn)
     for _ in range(_RECONCILE_TRIES):
         state = _referencing_state(cp, user_id, task_arn)
         if state is None:
@@ -127,6 +128,22 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     # The row kept changing under us; the next event or the watchdog settles it.
     logger.warning("stopped task not reconciled: row kept changing", task_arn=task_arn, user_id=user_id)
     return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="contention")
+
+
+def _release_claims(cp: ControlPlane, user_id: str | None, task_arn: str) -> None:
+    """A task that is gone answers nothing: its leases go back to the queue at once (a SIGKILLed or
+    crashed bridge could not release them), so the next task does not wait for them to expire."""
+    if not user_id:
+        return
+    released = [
+        item.message_id
+        for item in cp.inbox.items(user_id)
+        if item.status == "claimed" and item.claimed_by == task_arn and cp.inbox.release(item, task_arn)
+    ]
+    if released:
+        logger.info(
+            "claims of a stopped task released", user_id=user_id, task_arn=task_arn, items=len(released)
+        )
 
 
 def _serve_after_release(cp: ControlPlane, user_id: str | None) -> None:
