@@ -72,6 +72,9 @@ class WebSocketDelivery:
             user_id=item.user_id,
             conversation_id=item.conversation_id,
             message_id=message_id,
+            # Which user message this answers, as the history row's replyTo: a tab (or a second one)
+            # can pair a reply with the message it sent even when several are in flight.
+            reply_to=item.message_id,
             flush_interval=self._flush_interval,
             max_buffer_chars=self._max_buffer_chars,
         )
@@ -102,11 +105,13 @@ class WebSocketReplyStream:
         message_id: str,
         flush_interval: float,
         max_buffer_chars: int,
+        reply_to: str | None = None,
     ) -> None:
         self._pusher = pusher
         self._user_id = user_id
         self._conversation_id = conversation_id
         self._message_id = message_id
+        self._reply_to = reply_to
         self._flush_interval = flush_interval
         self._max_buffer_chars = max_buffer_chars
         self._pending: list[str] = []
@@ -147,7 +152,13 @@ class WebSocketReplyStream:
     async def fail(self, code: str, message: str) -> None:
         """Push what is buffered, then an `error` frame naming this reply."""
         await self._finish(
-            protocol.error(code, message, conversationId=self._conversation_id, messageId=self._message_id)
+            protocol.error(
+                code,
+                message,
+                conversationId=self._conversation_id,
+                messageId=self._message_id,
+                **({"replyTo": self._reply_to} if self._reply_to else {}),
+            )
         )
 
     async def _finish(self, terminal: dict[str, Any]) -> None:
@@ -168,6 +179,7 @@ class WebSocketReplyStream:
             "type": type_,
             "conversationId": self._conversation_id,
             "messageId": self._message_id,
+            **({"replyTo": self._reply_to} if self._reply_to else {}),
             **fields,
         }
 

@@ -75,9 +75,16 @@ async def test_first_chunk_goes_out_at_once_and_later_ones_wait_for_the_interval
     # When the first token arrives
     await stream.chunk("Hel")
 
-    # Then the user sees it at once, addressed to the conversation and the reply's message id
+    # Then the user sees it at once, addressed to the conversation, the reply's message id and the
+    # message it answers
     assert pusher.frames() == [
-        {"type": "stream_chunk", "conversationId": "conv-1", "messageId": "01JREPLY", "content": "Hel"}
+        {
+            "type": "stream_chunk",
+            "conversationId": "conv-1",
+            "messageId": "01JREPLY",
+            "replyTo": "01JUSERMSG",
+            "content": "Hel",
+        }
     ]
 
     # When more tokens arrive within the interval, then they are held back
@@ -93,6 +100,7 @@ async def test_first_chunk_goes_out_at_once_and_later_ones_wait_for_the_interval
         "type": "stream_end",
         "conversationId": "conv-1",
         "messageId": "01JREPLY",
+        "replyTo": "01JUSERMSG",
         "content": "Hello, world",
     }
 
@@ -123,6 +131,7 @@ async def test_two_hundred_quick_deltas_make_few_pushes_with_the_text_intact_and
         "type": "stream_end",
         "conversationId": "conv-1",
         "messageId": "01JREPLY",
+        "replyTo": "01JUSERMSG",
         "content": "".join(deltas),
     }
 
@@ -179,6 +188,7 @@ async def test_fail_after_a_partial_reply_delivers_the_partial_text_then_a_reada
         "error": "The model provider is failing right now.",
         "conversationId": "conv-1",
         "messageId": "01JREPLY",
+        "replyTo": "01JUSERMSG",
     }
 
 
