@@ -9,18 +9,22 @@ valid across restarts. SSM is seeded afresh on every start from the environment.
 from __future__ import annotations
 
 import contextlib
+import copyreg
+import io
 import json
 import logging
 import os
 import pickle
 import secrets
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 from moto.backends import get_backend
+from moto.s3.utils import _VersionedKeyStore
 from moto.server import ThreadedMotoServer
 
 from local.resolve import ACCOUNT, REGION, Resolver
@@ -98,13 +102,14 @@ class EmbeddedAws:
             self.port = int(self.server._server.server_port)  # type: ignore[union-attr]
 
     def stop(self) -> None:
-        """Save state and stop serving."""
-        try:
-            self.snapshot()
-        finally:
-            if self.server is not None:
-                self.server.stop()
-                self.server = None
+        """Stop serving, then save the state (nothing can change it any more: the snapshot is exact)."""
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if not self.snapshot():
+            raise StateError(
+                f"the final snapshot of the local AWS state failed; {self.snapshot_path} is older"
+            )
 
     # ------------------------------------------------------------------------------------ resources
 
@@ -233,16 +238,19 @@ class EmbeddedAws:
 
     # ------------------------------------------------------------------------------------ snapshots
 
-    def snapshot(self) -> None:
-        """Save DynamoDB and S3 (atomically; retried when a request changed them mid-way)."""
+    def snapshot(self) -> bool:
+        """Save DynamoDB and S3 atomically; retried when a request changed them mid-way. False if it never
+        got a consistent copy (the previous snapshot stays)."""
         with self._snapshot_lock:
-            for _ in range(5):
+            for attempt in range(20):
+                if attempt:
+                    time.sleep(0.05)
                 try:
                     blob = pickle.dumps(
                         {
                             "version": SNAPSHOT_VERSION,
                             "services": {
-                                s: pickle.dumps(get_backend(s))  # type: ignore[call-overload]
+                                s: _dumps(get_backend(s))  # type: ignore[call-overload]
                                 for s in PERSISTED_SERVICES
                             },
                         }
@@ -252,8 +260,9 @@ class EmbeddedAws:
                     continue
             else:
                 logging.getLogger("local").warning("could not take a consistent snapshot; will retry")
-                return
+                return False
             _write_atomically(self.snapshot_path, blob, mode=0o600)
+            return True
 
     def _load_snapshot(self) -> None:
         if not self.snapshot_path.exists():
@@ -267,12 +276,35 @@ class EmbeddedAws:
                 backend = get_backend(service)  # type: ignore[call-overload]
                 backend.clear()
                 backend.update(loaded)
+                if service == "s3":
+                    # A bucket registers its name in this index when created, not when unpickled; without
+                    # it, create_bucket would replace the restored bucket with an empty one.
+                    for account_id, partitions in backend.items():
+                        for partition, s3 in partitions.items():
+                            for name in s3.buckets:
+                                backend.bucket_accounts[name] = (partition, account_id)
         except Exception as exc:
             raise StateError(
                 f"the saved local state in {self.snapshot_path} cannot be loaded ({type(exc).__name__}: "
                 f"{exc}); it was written by another version. `make dev-reset` starts afresh (it deletes "
                 "the local users, conversations and agent files)"
             ) from exc
+
+
+def _versioned_keys(store: Any) -> tuple[Any, ...]:
+    # moto's S3 key store pickles through items(), which yields only the latest version of each key.
+    # Re-adding every version in order (its __setitem__ appends) keeps the non-current ones too.
+    versions = [(key, version) for key in dict.keys(store) for version in store.getlist(key)]
+    return (type(store), (), None, None, iter(versions))
+
+
+def _dumps(value: Any) -> bytes:
+    """pickle.dumps that keeps every version of every S3 object."""
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer)
+    pickler.dispatch_table = {**copyreg.dispatch_table, _VersionedKeyStore: _versioned_keys}
+    pickler.dump(value)
+    return buffer.getvalue()
 
 
 def _generate_password() -> str:

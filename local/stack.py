@@ -522,7 +522,10 @@ class LocalStack:
         if self.model_server is not None:
             self.model_server.shutdown()
         if hasattr(self, "aws"):
-            await asyncio.to_thread(self.aws.stop)
+            try:
+                await asyncio.to_thread(self.aws.stop)
+            except StateError as exc:
+                self.say(f"error: {exc}")
         with contextlib.suppress(FileNotFoundError):
             (self.state_dir / "endpoints.json").unlink()
         if self._lock_file is not None:

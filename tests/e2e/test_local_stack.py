@@ -1,0 +1,265 @@
+"""The product end to end through the local stack: real functions, real bridge, real OpenClaw, offline model.
+
+Each test starts its own `python -m local up` (free ports, its own state directory) and talks to it as
+a browser would: Cognito login, the WebSocket API, the HTTP API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+import websockets
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.e2e.harness import ChatClient, LocalStackProcess, blocking, until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+StartStack = Callable[..., LocalStackProcess]
+
+
+def _backdate_activity(stack: LocalStackProcess, user_id: str, seconds: float) -> None:
+    """Pretend the user was quiet for `seconds` (the watchdog judges idleness by lastActivity)."""
+    stack.client("dynamodb").update_item(
+        TableName=stack.table("TASK_STATE_TABLE"),
+        Key={"PK": {"S": f"USER#{user_id}"}},
+        UpdateExpression="SET lastActivity = :then",
+        ExpressionAttributeValues={":then": {"N": str(time.time() - seconds)}},
+    )
+
+
+async def _no_agent_running(stack: LocalStackProcess, user_id: str, what: str) -> None:
+    await until(
+        blocking(lambda: not stack.running_tasks() and stack.task_state(user_id).get("status") == "Idle"),
+        180,
+        what,
+        stack,
+    )
+
+
+async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_the_user(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack("--schedule-every", "2")
+    user_id, token = stack.endpoints["userId"], stack.login()
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        # Given the agent was asked to create test.md
+        asked = await tab.send_message("create file test.md with the text survives the agent 42")
+        created = await tab.reply_to(asked)
+        assert "Created test.md" in created["content"]
+        conversation = created["conversationId"]
+        # Then the file reaches S3
+        await until(
+            blocking(lambda: stack.workspace_file(user_id, "test.md") == b"survives the agent 42"),
+            60,
+            "test.md in S3",
+            stack,
+        )
+
+        # When the user has been quiet past the idle timeout, the watchdog stops the agent
+        _backdate_activity(stack, user_id, 3600)
+        await _no_agent_running(stack, user_id, "the watchdog's idle stop")
+        assert stack.tasks()[0]["stopCode"] == "UserInitiated" and stack.tasks()[0]["exitCode"] == 0
+
+        # Then a new message starts a new task that restored the file
+        shown = await tab.reply_to(await tab.send_message("show test.md", conversation))
+        assert "survives the agent 42" in shown["content"]
+
+        # When the user stops the agent explicitly
+        stopped = stack.api("POST", "/api/agent/stop", token)
+        assert stopped.status_code == 202, stopped.text
+        await _no_agent_running(stack, user_id, "the explicit stop")
+
+        # Then a third task restores it again
+        again = await tab.reply_to(await tab.send_message("show test.md", conversation))
+        assert "survives the agent 42" in again["content"]
+    tasks = stack.tasks()
+    assert len(tasks) == 3, tasks
+    assert len({t["taskId"] for t in tasks}) == 3
+
+
+async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_tab_of_its_user_only(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    token = stack.login()
+    stranger_token = stack.login(*_other_user(stack))
+    url = stack.endpoints["webSocketUrl"]
+    async with (
+        ChatClient(url, token) as laptop,
+        ChatClient(url, token) as phone,
+        ChatClient(url, stranger_token) as stranger,
+    ):
+        # Given a first message that wakes the agent up
+        first = await laptop.send_message("say 5 words")
+        first_ack = await laptop.ack(first)
+        assert first_ack["status"] == "starting"
+        conversation = first_ack["conversationId"]
+        # When a second one is sent from the phone while the agent is still starting
+        second = await phone.send_message("say 7 words", conversation)
+        second_ack = await phone.ack(second)
+        assert second_ack["status"] == "starting"
+
+        # Then both tabs stream both replies, each reply exactly once
+        for tab in (laptop, phone):
+            for ack, words in ((first_ack, 5), (second_ack, 7)):
+                ends = await until(
+                    lambda t=tab, a=ack: t.reply_frames(a["messageId"], "stream_end"), 180, "a reply", tab
+                )
+                assert ends[0]["content"].endswith(f"word{words}")
+                assert tab.reply_frames(ack["messageId"], "stream_chunk")
+        await asyncio.sleep(2)  # anything duplicated would have arrived by now
+        for tab in (laptop, phone):
+            assert len(tab.reply_frames(first_ack["messageId"], "stream_end")) == 1
+            assert len(tab.reply_frames(second_ack["messageId"], "stream_end")) == 1
+
+        # And the other user saw nothing of it
+        assert not [f for f in stranger.frames if f.get("conversationId") == conversation]
+        assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")
+
+    # And one task served both, and the history holds exactly one answer per message
+    assert len(stack.tasks()) == 1
+    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    answers = sorted(m["replyTo"] for m in history if m["role"] == "assistant")
+    assert answers == sorted([first_ack["messageId"], second_ack["messageId"]])
+    assert stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
+
+
+async def test_a_bridge_killed_mid_reply_is_replaced_and_the_message_is_answered(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    user_id = stack.endpoints["userId"]
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        # Given a reply that is streaming
+        asked = await tab.send_message("slowly count to 40")
+        message_id = (await tab.ack(asked))["messageId"]
+        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
+        [task] = stack.running_tasks()
+
+        # When the bridge is killed outright (no SIGTERM, no final words)
+        os.kill(task["pid"], signal.SIGKILL)
+
+        # Then the STOPPED event starts another task at once, which answers the message in full
+        end = await tab.reply_to(asked)
+        assert end["content"].rstrip().endswith("40")
+    tasks = stack.tasks()
+    assert len(tasks) == 2, tasks
+    assert tasks[0]["exitCode"] == 137 and tasks[0]["stopCode"] == "EssentialContainerExited"
+    assert stack.inbox(user_id) == []
+
+
+async def test_an_agent_that_cannot_start_gives_up_after_three_attempts_and_says_so(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    user_id = stack.endpoints["userId"]
+    # Given an agent image that cannot start (the next three tasks fail)
+    stack.fail_next_starts(3)
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        # When the user sends a message
+        asked = await tab.send_message("say 3 words")
+        await tab.ack(asked)
+
+        # Then they are told, first of each failed start, then that it gave up
+        gave_up = await until(
+            lambda: [f for f in tab.of_type("error") if f.get("code") == "start_gave_up"],
+            180,
+            "the notice",
+            tab,
+        )
+        assert "could not be started after 3 attempts" in gave_up[0]["error"]
+        assert len([f for f in tab.of_type("error") if f.get("code") == "start_failed"]) == 3
+    # And nothing stays Starting, no task runs, and the message is marked failed rather than lost
+    assert stack.task_state(user_id)["status"] == "Idle"
+    assert not stack.running_tasks()
+    tasks = stack.tasks()
+    assert len(tasks) == 3 and {t["exitCode"] for t in tasks} == {1}, tasks
+    [item] = stack.inbox(user_id)
+    assert item["status"] == "failed"
+
+
+async def test_a_wrong_password_or_a_forged_token_never_gets_a_connection(start_stack: StartStack) -> None:
+    stack = start_stack()
+    url = stack.endpoints["webSocketUrl"]
+    # A wrong password gets no token at all
+    cognito = stack.client("cognito-idp")
+    with pytest.raises(cognito.exceptions.NotAuthorizedException):
+        stack.login(stack.endpoints["username"], "Wrong-password-1")
+
+    real = stack.login()
+    claims = jwt.decode(real, options={"verify_signature": False})
+    forger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    forgeries = {
+        "signed by another key": jwt.encode(claims, forger, algorithm="RS256", headers={"kid": "dummy"}),
+        "unsigned": jwt.encode(claims, None, algorithm="none"),
+        "tampered sub": _tamper(real),
+        "expired": jwt.encode(
+            {**claims, "exp": int(time.time()) - 3600}, forger, algorithm="RS256", headers={"kid": "dummy"}
+        ),
+        "empty": "",
+    }
+    for what, token in forgeries.items():
+        # Then the WebSocket upgrade is refused with 401
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(f"{url}?token={token}"):
+                pass
+        assert refused.value.response.status_code == 401, what
+        # And the HTTP API refuses it before any function runs
+        assert stack.api("GET", "/api/status", token).status_code == 401, what
+
+    # And nothing was written for any of them, while the real token works
+    connections = stack.client("dynamodb").scan(TableName=stack.table("CONNECTIONS_TABLE"))["Items"]
+    assert connections == []
+    async with ChatClient(url, real):
+        assert stack.api("GET", "/api/status", real).status_code == 200
+
+
+async def test_restarting_the_local_stack_keeps_the_history_and_the_workspace(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    user_id, password = stack.endpoints["userId"], stack.endpoints["password"]
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        # Given a conversation in which the agent wrote a file
+        asked = await tab.send_message("create file notes.md with the text kept across restarts")
+        created = await tab.reply_to(asked)
+        conversation = created["conversationId"]
+
+    # When the stack is stopped with Ctrl-C (the agent is still running) and started again
+    assert stack.stop() == 0
+    assert "final backup" in stack.console()
+    stack.start()
+
+    # Then the same login works, for the same user
+    assert stack.endpoints["password"] == password and stack.endpoints["userId"] == user_id
+    token = stack.login()
+    listed = stack.api("GET", "/api/conversations", token).json()["items"]
+    assert conversation in [c["conversationId"] for c in listed]
+    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    assert {m["role"] for m in history} == {"user", "assistant"}
+    # And the agent, started afresh, finds its file
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
+        assert "kept across restarts" in shown["content"]
+
+
+def _other_user(stack: LocalStackProcess) -> tuple[str, str]:
+    username, password = "stranger@example.com", "Stranger-pass-123"
+    stack.create_user(username, password)
+    return username, password
+
+
+def _tamper(token: str) -> str:
+    header, payload, signature = token.split(".")
+    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+    claims["sub"] = "someone-else"
+    forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()
+    return f"{header}.{forged_payload}.{signature}"
