@@ -561,7 +561,11 @@ then connect to the WebSocket URL with <code>?token=&lt;ID token&gt;</code>.</p>
 
 async def run(options: Options, console: Console, log_stream: IO[str]) -> int:
     """Start the stack, serve until SIGINT/SIGTERM, stop it gracefully; the process exit code."""
-    stack = LocalStack(options, console)
+    try:
+        stack = LocalStack(options, console)
+    except TemplateError as exc:
+        console(f"error: {exc}")
+        return 1
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
