@@ -468,6 +468,35 @@ class EcsStandIn:
         self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
         await self._emit(self._state_change_event(task))
 
+    async def report_lost(self, task_id: str, reason: str) -> None:
+        """A task of an earlier run that ended without its event (the stack was killed): report it now."""
+        now = time.time()
+        task = Task(
+            task_id=task_id,
+            arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.cluster_name}/{task_id}",
+            cluster_arn=self.cluster_arn,
+            task_definition_arn=self.task_definition_arn,
+            family=self.family,
+            container_name=self.container_name,
+            capacity_provider="FARGATE_SPOT",
+            started_by=None,
+            tags=[],
+            overrides={},
+            directory=self.tasks_dir / task_id,
+            log_path=self.logs_dir / f"task-{task_id}.log",
+            created_at=now,
+            stopping_at=now,
+            stopped_at=now,
+            last_status="STOPPED",
+            desired_status="STOPPED",
+            stop_code="EssentialContainerExited",
+            stopped_reason=reason,
+            exit_code=137,
+        )
+        task.ended.set()
+        self.tasks[task_id] = task
+        await self._emit(self._state_change_event(task))
+
     # ------------------------------------------------------------------------------------ events
 
     def _event_rules(self) -> list[tuple[str, dict[str, Any]]]:

@@ -249,7 +249,7 @@ class LocalStack:
             say=self.say,
         )
         self.ecs.port = port["ecs"]
-        self._reap_stale_tasks()
+        lost = self._reap_stale_tasks()
 
         self._serve("web", self._web_app())
         self._serve("http", self.http_api.app)
@@ -258,6 +258,9 @@ class LocalStack:
         for server in self.servers:
             while not server.started:
                 await asyncio.sleep(0.02)
+        for task_id in lost:
+            # ECS would have reported these tasks' end; task_events settles their users' rows.
+            await self.ecs.report_lost(task_id, "the local stack was killed while this task ran")
         self._start_schedules()
         self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
         self._write_endpoints()
@@ -332,15 +335,21 @@ class LocalStack:
             env["MODEL_BASE_URL"] = self.model_server.url
         return env
 
-    def _reap_stale_tasks(self) -> None:
-        """Task folders left by a stack that was killed (not Ctrl-C): their processes and files go."""
+    def _reap_stale_tasks(self) -> list[str]:
+        """Task folders left by a stack that was killed (not Ctrl-C): their processes and files go; the
+        ids of those tasks."""
         tasks_dir = self.state_dir / "tasks"
         if not tasks_dir.is_dir():
-            return
+            return []
+        lost = []
         for leftover in tasks_dir.iterdir():
             if leftover.is_dir():
                 kill_leftovers(leftover)  # the same teardown a stopping task gets
                 shutil.rmtree(leftover, ignore_errors=True)
+                lost.append(leftover.name)
+        if lost:
+            self.say(f"cleaned up {len(lost)} agent task(s) left running by a killed local stack")
+        return lost
 
     def _serve(self, name: str, app: Any) -> None:
         config = uvicorn.Config(

@@ -251,6 +251,15 @@ async def test_restarting_the_local_stack_keeps_the_history_and_the_workspace(
         assert "kept across restarts" in shown["content"]
 
 
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan killed in a container without an init is never reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _other_user(stack: LocalStackProcess) -> tuple[str, str]:
     username, password = "stranger@example.com", "Stranger-pass-123"
     stack.create_user(username, password)
@@ -263,3 +272,31 @@ def _tamper(token: str) -> str:
     claims["sub"] = "someone-else"
     forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()
     return f"{header}.{forged_payload}.{signature}"
+
+
+async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(start_stack: StartStack) -> None:
+    stack = start_stack()
+    user_id = stack.endpoints["userId"]
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        # Given a running agent whose state reached a periodic snapshot
+        await tab.reply_to(await tab.send_message("say 3 words"))
+    [task] = stack.running_tasks()
+    await asyncio.sleep(16)
+
+    # When the stack itself is killed outright (its agent keeps running, orphaned)
+    assert stack.process is not None
+    stack.process.kill()
+    stack.process.wait(30)
+    assert _alive(task["pid"])
+
+    # Then the next start stops the orphan, settles the user's row and says so
+    stack.start()
+    assert "cleaned up 1 agent task(s)" in stack.console()
+    await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
+    await until(
+        blocking(lambda: stack.task_state(user_id).get("status") == "Idle"), 30, "the row settled", stack
+    )
+    # And the agent answers again
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        reply = await tab.reply_to(await tab.send_message("say 4 words"))
+        assert reply["content"].endswith("word4")
