@@ -301,11 +301,12 @@ class WebSocketApi:
         if connection is None or connection.closing:
             return _error(410, "GoneException", None)
         if request.method == "GET":
+            # The wire names are camelCase (boto3 maps them to ConnectedAt, Identity.SourceIp, ...).
             return JSONResponse(
                 {
-                    "ConnectedAt": _iso(connection.connected_at),
-                    "Identity": {"SourceIp": connection.source_ip, "UserAgent": connection.user_agent},
-                    "LastActiveAt": _iso(connection.last_active_at),
+                    "connectedAt": _iso(connection.connected_at),
+                    "identity": {"sourceIp": connection.source_ip, "userAgent": connection.user_agent},
+                    "lastActiveAt": _iso(connection.last_active_at),
                 }
             )
         if request.method == "DELETE":

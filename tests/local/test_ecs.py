@@ -1,0 +1,532 @@
+"""The ECS stand-in, called with boto3 over loopback: tasks are real (tiny) processes, stops send signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local.ecs import EcsStandIn, Task, matches
+from local.resolve import Resolver
+from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve
+
+# A stand-in for the bridge. MODE (from the RunTask overrides) picks its behaviour; it writes `ready` in its
+# working directory (the task's storage) once its SIGTERM handling is in place.
+TASK_SCRIPT = r"""
+import os, pathlib, signal, sys, time
+if os.environ.get("BROKEN"):
+    sys.exit(7)
+mode = os.environ.get("MODE", "serve")
+if mode == "exit3":
+    sys.exit(3)
+if mode == "stubborn":
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+pathlib.Path("ready").write_text(str(os.getpid()))
+while True:
+    time.sleep(0.05)
+"""
+
+TASK_ARN = re.compile(r"^arn:aws:ecs:us-east-1:123456789012:task/local-Cluster/[0-9a-f]{32}$")
+USER = "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b"
+
+
+@dataclass
+class Ecs:
+    """The stand-in on a loopback port, a boto3 client for it, and what its tasks did."""
+
+    stand_in: EcsStandIn
+    server: LoopbackServer
+    client: Any
+    functions: FakeFunctions
+    tasks_dir: Path
+
+    def run(self, mode: str = "serve", **extra: Any) -> dict[str, Any]:
+        """RunTask as the control plane's launcher calls it; the one task started."""
+        params: dict[str, Any] = {
+            "cluster": "local-Cluster",
+            "taskDefinition": self.stand_in.task_definition_arn,
+            "count": 1,
+            "capacityProviderStrategy": [{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
+            "networkConfiguration": {
+                "awsvpcConfiguration": {"subnets": ["subnet-a"], "securityGroups": ["sg-1"]}
+            },
+            "overrides": {
+                "containerOverrides": [
+                    {
+                        "name": "bridge",
+                        "environment": [
+                            {"name": "USER_ID", "value": USER},
+                            {"name": "MODE", "value": mode},
+                        ],
+                    }
+                ]
+            },
+            "startedBy": "serverless-openclaw",
+            "tags": [{"key": "user", "value": USER}],
+            "enableECSManagedTags": True,
+            **extra,
+        }
+        response = self.client.run_task(**params)
+        assert response["failures"] == []
+        (task,) = response["tasks"]
+        return dict(task)
+
+    def describe(self, arn: str) -> dict[str, Any]:
+        (task,) = self.client.describe_tasks(cluster="local-Cluster", tasks=[arn])["tasks"]
+        return dict(task)
+
+    def stopped(self, arn: str) -> dict[str, Any]:
+        """The task once ECS reports it STOPPED."""
+        eventually(lambda: self.describe(arn)["lastStatus"] == "STOPPED", what=f"{arn} to stop")
+        return self.describe(arn)
+
+    def ready_pid(self, arn: str) -> int:
+        """The task's process id, once it is up (it wrote `ready`)."""
+        ready = self.tasks_dir / arn.rsplit("/", 1)[1] / "ready"
+        eventually(lambda: ready.exists() and ready.read_text(), what="the task process to start")
+        return int(ready.read_text())
+
+    def events(self) -> list[dict[str, Any]]:
+        """The events EventBridge delivered to TaskEventsFunction."""
+        return self.functions.calls["TaskEventsFunction"]
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"{self.server.url}{path}", timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def post(self, path: str, body: bytes) -> tuple[int, Any]:
+        request = urllib.request.Request(f"{self.server.url}{path}", data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for every purpose here (its parent reaps it shortly).
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def ecs(template: dict[str, Any], tmp_path: Path) -> Iterator[Ecs]:
+    resolver = Resolver(template, "local")
+    functions = FakeFunctions(resolver)
+
+    def task_environment(task: Task) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", "")}
+        for container in task.overrides.get("containerOverrides") or []:
+            for pair in container.get("environment") or []:
+                env[pair["name"]] = pair["value"]
+        return env
+
+    stand_in = EcsStandIn(
+        resolver=resolver,
+        functions=functions.host,
+        tasks_dir=tmp_path / "tasks",
+        logs_dir=tmp_path / "logs",
+        command=[sys.executable, "-c", TASK_SCRIPT],
+        task_environment=task_environment,
+        broken_environment=lambda task: {"BROKEN": "1"},
+        say=lambda text: None,
+    )
+    with serve(stand_in.app) as server:
+        client = boto3.client(
+            "ecs",
+            endpoint_url=server.url,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        try:
+            yield Ecs(stand_in, server, client, functions, tmp_path / "tasks")
+        finally:
+            # Every process a test started is stopped (SIGKILL after 1 s at worst) before the loop ends.
+            stand_in.stop_timeout = 1
+            server.run(stand_in.stop_all("test over"))
+
+
+# ---------------------------------------------------------------------------------------------- RunTask
+
+
+def test_run_task_starts_a_process_and_returns_an_ecs_shaped_task(ecs: Ecs) -> None:
+    # Given the stand-in of the template's cluster
+    # When the control plane starts an agent on Spot
+    task = ecs.run()
+
+    # Then ECS answers with a task of our cluster, on FARGATE_SPOT, whose process really runs
+    assert TASK_ARN.match(task["taskArn"])
+    assert task["clusterArn"] == "arn:aws:ecs:us-east-1:123456789012:cluster/local-Cluster"
+    assert task["taskDefinitionArn"] == "arn:aws:ecs:us-east-1:123456789012:task-definition/local-bridge:1"
+    assert task["capacityProviderName"] == "FARGATE_SPOT"
+    assert task["lastStatus"] == "RUNNING"
+    assert task["desiredStatus"] == "RUNNING"
+    assert task["startedBy"] == "serverless-openclaw"
+    assert process_alive(ecs.ready_pid(task["taskArn"]))
+
+
+def test_describe_tasks_shows_running_tasks_and_reports_unknown_ones_missing(ecs: Ecs) -> None:
+    # Given a running task
+    arn = ecs.run()["taskArn"]
+    unknown = "arn:aws:ecs:us-east-1:123456789012:task/local-Cluster/" + "0" * 32
+
+    # When it is described with a task that does not exist, with and without tags
+    plain = ecs.client.describe_tasks(cluster="local-Cluster", tasks=[arn, unknown])
+    tagged = ecs.client.describe_tasks(cluster="local-Cluster", tasks=[arn], include=["TAGS"])
+
+    # Then the running one is there with its overrides (USER_ID), the unknown one a MISSING failure
+    (task,) = plain["tasks"]
+    assert task["taskArn"] == arn
+    assert task["lastStatus"] == "RUNNING"
+    environment = task["overrides"]["containerOverrides"][0]["environment"]
+    assert {"name": "USER_ID", "value": USER} in environment
+    assert "tags" not in task
+    assert plain["failures"] == [{"arn": unknown, "reason": "MISSING"}]
+    assert tagged["tasks"][0]["tags"] == [{"key": "user", "value": USER}]
+
+
+def test_list_tasks_filters_by_family_and_desired_status(ecs: Ecs) -> None:
+    # Given one running task and one that has stopped
+    running = ecs.run()["taskArn"]
+    ended = ecs.run(mode="exit3")["taskArn"]
+    ecs.stopped(ended)
+
+    # When tasks are listed
+    def listed(**filters: Any) -> list[str]:
+        return list(ecs.client.list_tasks(cluster="local-Cluster", **filters)["taskArns"])
+
+    # Then RUNNING is the default, STOPPED lists the ended one, and families filter
+    assert listed() == [running]
+    assert listed(family="local-bridge") == [running]
+    assert listed(family="someone-else") == []
+    assert listed(desiredStatus="STOPPED") == [ended]
+    assert listed(startedBy="serverless-openclaw", desiredStatus="RUNNING") == [running]
+    assert listed(startedBy="someone-else") == []
+
+
+def test_list_tasks_pages_like_ecs(ecs: Ecs) -> None:
+    # Given three running tasks
+    arns = [ecs.run()["taskArn"] for _ in range(3)]
+
+    # When they are listed with boto3's paginator, two per page
+    pages = ecs.client.get_paginator("list_tasks").paginate(
+        cluster="local-Cluster", PaginationConfig={"PageSize": 2}
+    )
+
+    # Then every task is listed once, in start order
+    assert [arn for page in pages for arn in page["taskArns"]] == arns
+
+
+def test_the_same_client_token_starts_one_task_not_two(ecs: Ecs) -> None:
+    # Given a RunTask that a retried invocation repeats with the same clientToken
+    first = ecs.run(clientToken="attempt-1")
+
+    # When it is repeated, and then a new attempt uses a new token
+    again = ecs.run(clientToken="attempt-1")
+    other = ecs.run(clientToken="attempt-2")
+
+    # Then the repeat returns the same task and started no second process; the new token starts one
+    assert again["taskArn"] == first["taskArn"]
+    assert other["taskArn"] != first["taskArn"]
+    ecs.ready_pid(other["taskArn"])
+    assert sorted(p.name for p in ecs.tasks_dir.iterdir()) == sorted(
+        t["taskArn"].rsplit("/", 1)[1] for t in (first, other)
+    )
+    assert len(ecs.client.list_tasks(cluster="local-Cluster")["taskArns"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "says"),
+    [
+        ({"cluster": "some-other-cluster"}, "ClusterNotFoundException", "Cluster not found"),
+        ({"taskDefinition": "other-family:3"}, "InvalidParameterException", "TaskDefinition not found"),
+        ({"count": 11}, "InvalidParameterException", "count"),
+        (
+            {"capacityProviderStrategy": [{"capacityProvider": "EC2_ASG", "weight": 1}]},
+            "InvalidParameterException",
+            "EC2_ASG",
+        ),
+        (
+            {"overrides": {"containerOverrides": [{"name": "sidecar", "environment": []}]}},
+            "InvalidParameterException",
+            "sidecar",
+        ),
+    ],
+)
+def test_a_run_task_ecs_would_refuse_is_refused_and_starts_nothing(
+    ecs: Ecs, change: dict[str, Any], error: str, says: str
+) -> None:
+    # Given a RunTask request with one thing wrong
+    # When it is sent
+    with pytest.raises(ecs.client.exceptions.ClientError) as refused:
+        ecs.run(**change)
+
+    # Then boto3 raises ECS's error and no process was started
+    assert refused.value.response["Error"]["Code"] == error
+    assert says in refused.value.response["Error"]["Message"]
+    assert not ecs.tasks_dir.exists() or list(ecs.tasks_dir.iterdir()) == []
+
+
+def test_the_cluster_may_be_named_by_arn(ecs: Ecs) -> None:
+    # Given the cluster's ARN instead of its name (what a describe of the stack would give)
+    # When tasks are started and listed with it
+    arn = ecs.run(cluster="arn:aws:ecs:us-east-1:123456789012:cluster/local-Cluster")["taskArn"]
+
+    # Then it is the same cluster
+    assert ecs.client.list_tasks(cluster="local-Cluster")["taskArns"] == [arn]
+    with pytest.raises(ecs.client.exceptions.ClusterNotFoundException):
+        ecs.client.list_tasks(cluster="default")
+
+
+# ---------------------------------------------------------------------------------------------- stopping
+
+
+def test_stop_task_sends_sigterm_and_the_task_stops_cleanly_with_the_reason(ecs: Ecs) -> None:
+    # Given a running task whose process handles SIGTERM by exiting 0 (the bridge's final backup)
+    arn = ecs.run()["taskArn"]
+    pid = ecs.ready_pid(arn)
+
+    # When the watchdog stops it
+    ecs.client.stop_task(cluster="local-Cluster", task=arn, reason="Idle for 15 minutes")
+
+    # Then the process ended by itself with 0, and ECS says who stopped it and why
+    task = ecs.stopped(arn)
+    assert task["containers"][0]["exitCode"] == 0
+    assert task["stopCode"] == "UserInitiated"
+    assert task["stoppedReason"] == "Idle for 15 minutes"
+    assert task["desiredStatus"] == "STOPPED"
+    assert not process_alive(pid)
+    # ... its ephemeral storage is gone, as on Fargate
+    assert not (ecs.tasks_dir / arn.rsplit("/", 1)[1]).exists()
+    # ... and TaskEventsFunction heard about it
+    (event,) = eventually(ecs.events, what="the STOPPED event")
+    assert event["detail"]["stopCode"] == "UserInitiated"
+    assert event["detail"]["stoppedReason"] == "Idle for 15 minutes"
+
+
+def test_a_task_ignoring_sigterm_is_killed_after_the_stop_timeout(ecs: Ecs) -> None:
+    # Given a task whose process ignores SIGTERM, and a stop timeout of 1 s
+    ecs.stand_in.stop_timeout = 1
+    arn = ecs.run(mode="stubborn")["taskArn"]
+    pid = ecs.ready_pid(arn)
+
+    # When it is stopped
+    ecs.client.stop_task(cluster="local-Cluster", task=arn, reason="stop now")
+
+    # Then it is SIGKILLed (exit 137) once the timeout has passed
+    task = ecs.stopped(arn)
+    assert task["containers"][0]["exitCode"] == 128 + 9
+    assert task["stopCode"] == "UserInitiated"
+    assert not process_alive(pid)
+
+
+def test_stopping_an_unknown_task_is_the_error_the_launcher_expects(ecs: Ecs) -> None:
+    # Given no such task
+    # When it is stopped
+    # Then ECS's InvalidParameterException (the launcher takes it as "already gone")
+    with pytest.raises(ecs.client.exceptions.InvalidParameterException):
+        ecs.client.stop_task(
+            cluster="local-Cluster", task="arn:aws:ecs:us-east-1:123456789012:task/local-Cluster/" + "f" * 32
+        )
+
+
+def test_stopping_a_stopped_task_changes_nothing(ecs: Ecs) -> None:
+    # Given a task that stopped by itself
+    arn = ecs.run(mode="exit3")["taskArn"]
+    ecs.stopped(arn)
+
+    # When StopTask arrives late
+    ecs.client.stop_task(cluster="local-Cluster", task=arn, reason="late stop")
+
+    # Then the task keeps the reason it really stopped for
+    task = ecs.describe(arn)
+    assert task["stopCode"] == "EssentialContainerExited"
+    assert task["stoppedReason"] == "Essential container in task exited"
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def test_a_process_that_exits_sends_a_stopped_event_to_the_matching_rule(ecs: Ecs) -> None:
+    # Given a task whose process exits with 3 by itself (a bridge that failed to start)
+    arn = ecs.run(mode="exit3")["taskArn"]
+
+    # When it has ended
+    task = ecs.stopped(arn)
+
+    # Then ECS describes an essential container exit with its code ...
+    assert task["containers"][0]["exitCode"] == 3
+    assert task["stopCode"] == "EssentialContainerExited"
+    # ... and TaskEventsFunction (whose EventBridge rule matches) got the "ECS Task State Change" event
+    (event,) = eventually(ecs.events, what="the STOPPED event")
+    assert event["source"] == "aws.ecs"
+    assert event["detail-type"] == "ECS Task State Change"
+    assert event["resources"] == [arn]
+    detail = event["detail"]
+    assert detail["taskArn"] == arn
+    assert detail["clusterArn"] == "arn:aws:ecs:us-east-1:123456789012:cluster/local-Cluster"
+    assert detail["lastStatus"] == "STOPPED"
+    assert detail["stopCode"] == "EssentialContainerExited"
+    assert detail["containers"][0]["exitCode"] == 3
+    assert {"name": "USER_ID", "value": USER} in detail["overrides"]["containerOverrides"][0]["environment"]
+    assert "tags" not in detail
+    # ... and no other function was invoked by it
+    others = {k: v for k, v in ecs.functions.calls.items() if k != "TaskEventsFunction" and v}
+    assert others == {}
+
+
+def test_the_real_templates_rule_matches_stopped_events_of_our_cluster_only(ecs: Ecs) -> None:
+    # Given the TaskEventsFunction rule of the template, resolved
+    ((function, pattern),) = ecs.stand_in.rules
+    assert function == "TaskEventsFunction"
+    event: dict[str, Any] = {
+        "source": "aws.ecs",
+        "detail-type": "ECS Task State Change",
+        "detail": {"clusterArn": ecs.stand_in.cluster_arn, "lastStatus": "STOPPED", "extra": 1},
+        "account": "123456789012",
+    }
+
+    def changed(**detail: Any) -> dict[str, Any]:
+        return {**event, "detail": {**event["detail"], **detail}}
+
+    # When events are matched against it
+    # Then only a STOPPED task of our cluster matches
+    assert matches(pattern, event)
+    assert not matches(pattern, changed(lastStatus="RUNNING"))
+    assert not matches(pattern, changed(clusterArn="arn:aws:ecs:us-east-1:123456789012:cluster/other"))
+    assert not matches(pattern, {**event, "source": "aws.ec2"})
+    assert not matches(pattern, {k: v for k, v in event.items() if k != "detail"})
+
+
+def test_event_pattern_semantics() -> None:
+    # Given EventBridge patterns of the forms the template uses
+    pattern = {"source": ["a", "b"], "detail": {"state": ["on"], "inner": {"x": [1]}}}
+
+    # When events are matched
+    # Then a list means "any of", nesting descends, extra fields are ignored, missing ones fail
+    assert matches(pattern, {"source": "b", "detail": {"state": "on", "inner": {"x": 1, "y": 2}}, "z": 0})
+    assert not matches(pattern, {"source": "c", "detail": {"state": "on", "inner": {"x": 1}}})
+    assert not matches(pattern, {"source": "a", "detail": {"state": "off", "inner": {"x": 1}}})
+    assert not matches(pattern, {"source": "a", "detail": {"state": "on"}})
+    assert not matches(pattern, {"source": "a", "detail": "on"})
+    assert matches({}, {"anything": 1})
+
+
+# ---------------------------------------------------------------------------------------------- metadata
+
+
+def test_the_task_metadata_endpoint_describes_the_task(ecs: Ecs) -> None:
+    # Given a running task
+    arn = ecs.run()["taskArn"]
+    task_id = arn.rsplit("/", 1)[1]
+
+    # When the bridge reads ECS_CONTAINER_METADATA_URI_V4 (/task and the container's own)
+    status, task = ecs.get(f"/v4/{task_id}/task")
+    container_status, container = ecs.get(f"/v4/{task_id}")
+    missing, _ = ecs.get("/v4/nosuchtask/task")
+
+    # Then it learns its own task ARN, cluster and container, as on Fargate
+    assert status == 200
+    assert task["TaskARN"] == arn
+    assert task["Cluster"] == ecs.stand_in.cluster_arn
+    assert task["Family"] == "local-bridge"
+    assert task["KnownStatus"] == "RUNNING"
+    assert task["Containers"][0]["Name"] == "bridge"
+    assert container_status == 200
+    assert container["Name"] == "bridge"
+    assert missing == 404
+
+
+# ---------------------------------------------------------------------------------------------- faults
+
+
+def test_a_fault_makes_the_next_start_fail_and_only_that_one(ecs: Ecs) -> None:
+    # Given the end-to-end tests ask for one failing start
+    status, body = ecs.post("/_local/faults", json.dumps({"failStarts": 1}).encode())
+    assert (status, body["failStarts"]) == (200, 1)
+
+    # When two tasks are started
+    broken = ecs.run()["taskArn"]
+    healthy = ecs.run()["taskArn"]
+
+    # Then the first one ran with the broken environment and exited; the second one runs
+    assert ecs.stopped(broken)["containers"][0]["exitCode"] == 7
+    assert process_alive(ecs.ready_pid(healthy))
+    assert ecs.describe(healthy)["lastStatus"] == "RUNNING"
+
+
+def test_a_spot_capacity_fault_fails_spot_starts_but_not_on_demand(ecs: Ecs) -> None:
+    # Given one Spot capacity failure is asked for
+    ecs.post("/_local/faults", json.dumps({"spotCapacityFailures": 1}).encode())
+
+    # When a Spot start is tried, then an on-demand one
+    spot = ecs.client.run_task(
+        cluster="local-Cluster",
+        taskDefinition="local-bridge",
+        capacityProviderStrategy=[{"capacityProvider": "FARGATE_SPOT", "weight": 1}],
+    )
+    on_demand = ecs.run(capacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+
+    # Then Spot reports ECS's capacity failure (no task), and on-demand starts
+    assert spot["tasks"] == []
+    assert "Capacity is unavailable" in spot["failures"][0]["reason"]
+    assert on_demand["capacityProviderName"] == "FARGATE"
+
+
+@pytest.mark.parametrize("body", [b"[1]", b"not json", b'{"failStarts": -1}', b'{"failStarts": "x"}'])
+def test_a_malformed_fault_request_is_a_400(ecs: Ecs, body: bytes) -> None:
+    # Given a malformed fault request
+    # When it is posted
+    status, answer = ecs.post("/_local/faults", body)
+
+    # Then it is refused with a message, and starts still work
+    assert status == 400
+    assert answer["message"]
+    assert ecs.stand_in.fail_starts == 0
+
+
+def test_an_interrupted_task_stops_as_spot_would_stop_it(ecs: Ecs) -> None:
+    # Given a running Spot task
+    arn = ecs.run()["taskArn"]
+    ecs.ready_pid(arn)
+
+    # When the end-to-end tests interrupt it
+    status, _ = ecs.post(f"/_local/tasks/{arn.rsplit('/', 1)[1]}/interrupt", b"")
+
+    # Then it stops with Spot's stop code after its SIGTERM
+    assert status == 200
+    task = ecs.stopped(arn)
+    assert task["stopCode"] == "SpotInterruption"
+    assert task["containers"][0]["exitCode"] == 0
+
+
+def test_unsupported_operations_are_refused_by_name(ecs: Ecs) -> None:
+    # Given an ECS operation the stand-in does not implement
+    # When boto3 calls it
+    with pytest.raises(ecs.client.exceptions.ClientError) as refused:
+        ecs.client.list_clusters()
+
+    # Then the error says so instead of pretending
+    assert refused.value.response["Error"]["Code"] == "UnsupportedOperationException"
+    assert "ListClusters" in refused.value.response["Error"]["Message"]

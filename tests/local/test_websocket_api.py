@@ -1,0 +1,337 @@
+"""The WebSocket API stand-in: $connect decides the upgrade, frames reach $default, @connections pushes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.websockets import WebSocketDisconnect
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as ws_connect
+
+import local.apigateway
+from local.apigateway import MAX_FRAME_BYTES, WebSocketApi, route_functions
+from local.resolve import Resolver
+from local.template import TemplateError
+from tests.local.servers import FakeFunctions, eventually, serve
+
+SIGNED = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/execute-api/aws4_request"}
+
+
+@pytest.fixture
+def functions(template: dict[str, Any]) -> FakeFunctions:
+    return FakeFunctions(Resolver(template, "local"))
+
+
+@pytest.fixture
+def api(functions: FakeFunctions) -> WebSocketApi:
+    return WebSocketApi(functions.host.resolver, functions.host, "WebSocketApi")
+
+
+@pytest.fixture
+def client(api: WebSocketApi) -> Iterator[TestClient]:
+    # One client (one event loop) for the sockets and the management calls, as one server would be.
+    with TestClient(api.app, base_url="http://127.0.0.1") as test_client:
+        yield test_client
+
+
+def connection_id(functions: FakeFunctions) -> str:
+    """The id API Gateway gave the last connection, as $connect saw it."""
+    return str(functions.calls["WsConnectFunction"][-1]["requestContext"]["connectionId"])
+
+
+def test_the_routes_of_the_template_lead_to_their_functions(template: dict[str, Any]) -> None:
+    # Given the real template (Route → Integration → function ARN)
+    # When its WebSocket routes are followed
+    # Then each route key reaches its function
+    assert route_functions(template) == {
+        "$connect": "WsConnectFunction",
+        "$default": "WsMessageFunction",
+        "$disconnect": "WsDisconnectFunction",
+    }
+
+
+def test_a_route_without_a_lambda_integration_is_a_template_error(template: dict[str, Any]) -> None:
+    # Given a route whose target is not an integration of a function
+    template = copy.deepcopy(template)
+    template["Resources"]["WsDefaultRoute"]["Properties"]["Target"] = "integrations/elsewhere"
+
+    # When the routes are read
+    # Then the error names the route rather than leaving it unserved
+    with pytest.raises(TemplateError, match="WsDefaultRoute"):
+        route_functions(template)
+
+
+@pytest.mark.parametrize("status", [401, 403, 500])
+def test_a_refusing_connect_function_refuses_the_upgrade(
+    client: TestClient, functions: FakeFunctions, api: WebSocketApi, status: int
+) -> None:
+    # Given $connect answers with an error status (a bad token)
+    functions.replies["WsConnectFunction"] = lambda event: {"statusCode": status}
+
+    # When a client tries to connect
+    with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/prod?token=bad"):
+        pass  # pragma: no cover - never reached
+
+    # Then the upgrade is refused with that HTTP status, and nothing else runs
+    assert refused.value.status_code == status
+    assert functions.calls["WsMessageFunction"] == []
+    assert functions.calls["WsDisconnectFunction"] == []
+    assert api.connections == {}
+
+
+def test_a_connect_function_that_raises_refuses_the_upgrade_with_500(
+    client: TestClient, functions: FakeFunctions
+) -> None:
+    # Given $connect raises
+    def explode(event: dict[str, Any]) -> Any:
+        raise RuntimeError("boom")
+
+    functions.replies["WsConnectFunction"] = explode
+
+    # When a client connects
+    with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect("/prod"):
+        pass  # pragma: no cover
+
+    # Then it is refused as API Gateway does when the integration fails
+    assert refused.value.status_code == 500
+
+
+def test_an_accepting_connect_function_lets_the_client_in_with_the_connect_event(
+    client: TestClient, functions: FakeFunctions, api: WebSocketApi
+) -> None:
+    # Given $connect accepts
+    # When a browser connects with its token in the query string
+    with client.websocket_connect("/prod?token=abc.def.ghi", headers={"X-Client": "web"}):
+        # Then the connection is open and $connect saw what API Gateway passes
+        (event,) = functions.calls["WsConnectFunction"]
+        context = event["requestContext"]
+        assert context["routeKey"] == "$connect"
+        assert context["eventType"] == "CONNECT"
+        assert context["stage"] == "prod"
+        assert context["connectionId"] in api.connections
+        assert context["domainName"] == api.host
+        assert event["queryStringParameters"] == {"token": "abc.def.ghi"}
+        headers = {name.lower(): value for name, value in event["headers"].items()}
+        assert headers["x-client"] == "web"
+        assert headers["host"] == api.host
+        assert "x-forwarded-for" in headers
+
+
+def test_a_frame_reaches_the_default_route_and_its_reply_comes_back(
+    client: TestClient, functions: FakeFunctions
+) -> None:
+    # Given $default answers every frame with a body (a two-way route)
+    functions.replies["WsMessageFunction"] = lambda event: {
+        "statusCode": 200,
+        "body": json.dumps({"echo": json.loads(event["body"])}),
+    }
+
+    with client.websocket_connect("/prod?token=t") as ws:
+        # When the client sends a frame
+        ws.send_text(json.dumps({"action": "ping", "n": 1}))
+
+        # Then the function's body comes back to the caller
+        assert json.loads(ws.receive_text()) == {"echo": {"action": "ping", "n": 1}}
+
+    # ... and $default saw the frame on the same connection
+    (event,) = functions.calls["WsMessageFunction"]
+    assert event["body"] == '{"action": "ping", "n": 1}'
+    assert event["isBase64Encoded"] is False
+    assert event["requestContext"]["routeKey"] == "$default"
+    assert event["requestContext"]["eventType"] == "MESSAGE"
+    assert event["requestContext"]["connectionId"] == connection_id(functions)
+
+
+def test_a_failing_default_route_tells_the_caller(client: TestClient, functions: FakeFunctions) -> None:
+    # Given $default raises
+    def explode(event: dict[str, Any]) -> Any:
+        raise RuntimeError("boom")
+
+    functions.replies["WsMessageFunction"] = explode
+
+    with client.websocket_connect("/prod") as ws:
+        # When a frame arrives
+        ws.send_text("{}")
+
+        # Then the caller gets API Gateway's error frame and stays connected
+        reply = json.loads(ws.receive_text())
+        assert reply["message"] == "Internal server error"
+        assert reply["connectionId"] == connection_id(functions)
+        ws.send_text("{}")
+        assert json.loads(ws.receive_text())["message"] == "Internal server error"
+
+
+def test_closing_the_socket_runs_the_disconnect_route(
+    client: TestClient, functions: FakeFunctions, api: WebSocketApi
+) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        opened = connection_id(functions)
+
+        # When the client closes it
+        ws.close(1000)
+
+        # Then $disconnect runs for that connection with the close code, and the connection is forgotten
+        (event,) = eventually(lambda: functions.calls["WsDisconnectFunction"], what="$disconnect")
+    assert event["requestContext"]["connectionId"] == opened
+    assert event["requestContext"]["eventType"] == "DISCONNECT"
+    assert event["requestContext"]["disconnectStatusCode"] == 1000
+    assert api.connections == {}
+
+
+def test_a_frame_over_the_limit_closes_the_connection(client: TestClient, functions: FakeFunctions) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        # When a frame over API Gateway's 128 KiB arrives
+        ws.send_text("x" * (MAX_FRAME_BYTES + 1))
+
+        # Then the connection is closed with 1009 and the function never sees the frame
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1009
+    assert functions.calls["WsMessageFunction"] == []
+
+
+def test_management_calls_need_a_sigv4_signature(client: TestClient, functions: FakeFunctions) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        target = f"/prod/@connections/{connection_id(functions)}"
+
+        # When the management API is called without a SigV4 Authorization header
+        responses = [
+            client.post(target, content=b"injected"),
+            client.post(target, content=b"injected", headers={"Authorization": "Bearer x"}),
+            client.get(target),
+            client.delete(target),
+        ]
+
+        # Then each is refused as API Gateway refuses it, and nothing reached the socket
+        assert [r.status_code for r in responses] == [403, 403, 403, 403]
+        assert responses[0].json() == {"message": "Missing Authentication Token"}
+        assert responses[0].headers["x-amzn-ErrorType"] == "ForbiddenException"
+        client.post(target, content=b"signed", headers=SIGNED)
+        assert ws.receive_text() == "signed"
+
+
+def test_post_to_a_connection_delivers_the_text(client: TestClient, functions: FakeFunctions) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        target = f"/prod/@connections/{connection_id(functions)}"
+
+        # When the control plane posts to it, twice
+        first = client.post(target, content='{"type":"reply","text":"héllo"}'.encode(), headers=SIGNED)
+        second = client.post(target, content=b"second", headers=SIGNED)
+
+        # Then the client receives both, in order
+        assert (first.status_code, second.status_code) == (200, 200)
+        assert ws.receive_text() == '{"type":"reply","text":"héllo"}'
+        assert ws.receive_text() == "second"
+
+
+def test_get_connection_describes_it(client: TestClient, functions: FakeFunctions) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod", headers={"User-Agent": "test-browser"}):
+        # When the management API describes it
+        response = client.get(f"/prod/@connections/{connection_id(functions)}", headers=SIGNED)
+
+        # Then it says when it connected and who it is, under API Gateway's wire names
+        assert response.status_code == 200
+        body = response.json()
+        assert body["connectedAt"].endswith("Z")
+        assert body["lastActiveAt"].endswith("Z")
+        assert body["identity"]["userAgent"] == "test-browser"
+
+
+def test_delete_connection_closes_the_socket_and_runs_disconnect(
+    client: TestClient, functions: FakeFunctions, api: WebSocketApi
+) -> None:
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        opened = connection_id(functions)
+
+        # When the control plane deletes it
+        response = client.delete(f"/prod/@connections/{opened}", headers=SIGNED)
+
+        # Then the client is disconnected, $disconnect says why, and later posts are Gone
+        assert response.status_code == 204
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 1000
+        ws.close(1000)  # the client's half of the closing handshake (TestClient leaves it to the test)
+        (event,) = eventually(lambda: functions.calls["WsDisconnectFunction"], what="$disconnect")
+    assert event["requestContext"]["connectionId"] == opened
+    assert event["requestContext"]["disconnectReason"] == "Connection closed by the management API"
+    assert client.post(f"/prod/@connections/{opened}", content=b"late", headers=SIGNED).status_code == 410
+
+
+def test_an_unknown_connection_is_gone(client: TestClient) -> None:
+    # Given no such connection
+    # When any management call names it
+    responses = [
+        client.post("/prod/@connections/bm9uZXhpc3RlbnQ=", content=b"x", headers=SIGNED),
+        client.get("/prod/@connections/bm9uZXhpc3RlbnQ=", headers=SIGNED),
+        client.delete("/prod/@connections/bm9uZXhpc3RlbnQ=", headers=SIGNED),
+    ]
+
+    # Then each is a 410 GoneException, which the control plane takes as "forget this connection"
+    for response in responses:
+        assert response.status_code == 410
+        assert response.headers["x-amzn-ErrorType"] == "GoneException"
+
+
+def test_a_connection_id_containing_a_slash_can_be_managed(
+    client: TestClient, functions: FakeFunctions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a connection whose base64 id contains "/" and "+" (about one in three do)
+    monkeypatch.setattr(local.apigateway, "_connection_id", lambda: "Ab/cD+eF9gH=")
+
+    with client.websocket_connect("/prod") as ws:
+        assert connection_id(functions) == "Ab/cD+eF9gH="
+
+        # When it is posted to with the id percent-encoded (as boto3 sends it) and raw
+        encoded = client.post("/prod/@connections/Ab%2FcD%2BeF9gH%3D", content=b"one", headers=SIGNED)
+        raw = client.post("/prod/@connections/Ab/cD+eF9gH=", content=b"two", headers=SIGNED)
+
+        # Then both reach the socket
+        assert (encoded.status_code, raw.status_code) == (200, 200)
+        assert ws.receive_text() == "one"
+        assert ws.receive_text() == "two"
+
+
+def test_the_management_api_works_with_boto3_over_a_real_socket(
+    functions: FakeFunctions, api: WebSocketApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the API on a loopback port, a client connected over a real WebSocket, with a "/" in its id
+    monkeypatch.setattr(local.apigateway, "_connection_id", lambda: "Xy/Z+1234ab=")
+    with serve(api.app) as server, ws_connect(f"ws://127.0.0.1:{server.port}/prod?token=t") as socket:
+        management = boto3.client(
+            "apigatewaymanagementapi",
+            endpoint_url=f"{server.url}/prod",
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        connection = connection_id(functions)
+
+        # When the control plane pushes with boto3 (SigV4-signed, id percent-encoded)
+        management.post_to_connection(ConnectionId=connection, Data=b'{"type":"status"}')
+
+        # Then the client receives it, and boto3 can describe and delete the connection
+        assert socket.recv(timeout=10) == '{"type":"status"}'
+        described = management.get_connection(ConnectionId=connection)
+        assert described["Identity"]["SourceIp"] == "127.0.0.1"
+        assert described["ConnectedAt"].year >= 2024
+        management.delete_connection(ConnectionId=connection)
+        with pytest.raises(ConnectionClosed):
+            socket.recv(timeout=10)
+
+        # ... after which a push raises the GoneException the control plane handles
+        eventually(lambda: functions.calls["WsDisconnectFunction"], what="$disconnect")
+        with pytest.raises(management.exceptions.GoneException):
+            management.post_to_connection(ConnectionId=connection, Data=b"late")
