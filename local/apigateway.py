@@ -187,11 +187,8 @@ class WebSocketApi:
         status = await self._connect(connection, websocket)
         if status is not None:
             self.refused += 1
-            await websocket.send_denial_response(
-                JSONResponse(
-                    {"message": "Forbidden" if status == 403 else "Unauthorized"}, status_code=status
-                )
-            )
+            said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
+            await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
             return
         await websocket.accept()
         self.connections[connection.connection_id] = connection

@@ -211,3 +211,33 @@ def test_a_streamed_reply_looks_up_the_users_connections_once_per_second(aws: di
         assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
         assert queries == ["Query", "Query"]
     assert [c.connection_id for c in store.for_user("u1")] == ["tab-2"]
+
+
+def test_a_tab_opened_just_after_a_reply_gets_the_next_reply_whole(aws: dict[str, str]) -> None:
+    # Given a tab that received a reply and then closed, and a pusher whose clock stands still
+    store = ConnectionStore(aws["CONNECTIONS_TABLE"])
+    store.put(Connection("old-tab", "u1", "client", 1))
+    pusher = ConnectionPusher(
+        "https://abc123.execute-api.us-east-1.amazonaws.com/prod", store, clock=lambda: 100.0
+    )
+    api = clients.client("apigatewaymanagementapi", pusher.endpoint)
+    with Stubber(api) as stub:
+        stub.add_response("post_to_connection", {}, {"ConnectionId": "old-tab", "Data": ANY})
+        stub.add_response("post_to_connection", {}, {"ConnectionId": "old-tab", "Data": ANY})
+        assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
+        assert pusher.to_user("u1", {"type": "stream_end"}) == 1
+        store.delete("old-tab")
+
+        # When a new tab opens within the same second and the next (short) reply streams
+        store.put(Connection("new-tab", "u1", "client", 2))
+        stub.add_client_error("post_to_connection", service_error_code="GoneException", http_status_code=410)
+        for _ in range(2):
+            stub.add_response("post_to_connection", {}, {"ConnectionId": "new-tab", "Data": ANY})
+        first_chunk = pusher.to_user("u1", {"type": "stream_chunk"})
+        second_chunk = pusher.to_user("u1", {"type": "stream_chunk"})
+        end = pusher.to_user("u1", {"type": "stream_end"})
+        stub.assert_no_pending_responses()
+
+    # Then the first chunk found only the gone tab, which emptied the cached list; the new tab is
+    # looked up at once and gets the next chunk and the end with the full text
+    assert (first_chunk, second_chunk, end) == (0, 1, 1)

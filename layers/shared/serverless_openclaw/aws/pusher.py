@@ -28,8 +28,10 @@ class ConnectionPusher:
     ) -> None:
         self.endpoint = endpoint
         self.connections = connections
-        # A streamed reply pushes a chunk every ~150 ms: the user's connection list is looked up at
-        # most once per lookup_ttl instead of once per chunk (a tab opened meanwhile joins within it).
+        # A streamed reply pushes a chunk every ~150 ms: for chunks, the user's connection list is
+        # looked up at most once per lookup_ttl instead of once per chunk. Every other frame (the
+        # reply's end with its full text, errors, status) looks it up afresh, so a tab opened a moment
+        # ago may miss a few chunks but never a whole reply.
         self.lookup_ttl = lookup_ttl
         self.clock = clock
         self._recent: dict[str, tuple[float, list[str]]] = {}
@@ -47,9 +49,12 @@ class ConnectionPusher:
             if code == "GoneException":
                 self.connections.delete(connection_id)
                 with self._lock:
-                    for _, ids in self._recent.values():
+                    for user_id, (_, ids) in list(self._recent.items()):
                         if connection_id in ids:
                             ids.remove(connection_id)
+                            if not ids:
+                                # Nobody left in the cached list: look again next time (a new tab?).
+                                del self._recent[user_id]
                 logger.info("connection gone, removed", connection_id=connection_id)
             else:
                 logger.warning("post to connection failed", connection_id=connection_id, code=code)
@@ -61,13 +66,14 @@ class ConnectionPusher:
 
     def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
         """Post a frame to every open client connection of the user; returns how many got it."""
-        return sum(self.send(connection_id, payload) for connection_id in self._client_ids(user_id))
+        reuse = payload.get("type") == "stream_chunk"
+        return sum(self.send(connection_id, payload) for connection_id in self._client_ids(user_id, reuse))
 
-    def _client_ids(self, user_id: str) -> list[str]:
+    def _client_ids(self, user_id: str, reuse: bool) -> list[str]:
         now = self.clock()
         with self._lock:
             cached = self._recent.get(user_id)
-            if cached is not None and now - cached[0] < self.lookup_ttl:
+            if reuse and cached is not None and now - cached[0] < self.lookup_ttl:
                 return list(cached[1])
         ids = [conn.connection_id for conn in self.connections.for_user(user_id)]
         with self._lock:
