@@ -29,7 +29,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from local.events import eventbridge_event, matches
 from local.functions import FunctionError, FunctionHost
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import TemplateError, resources_of_type
@@ -312,24 +312,14 @@ class EcsStandIn:
                 )
         started: list[Task] = []
         for _ in range(count):
-            task_id = secrets.token_hex(16)
-            now = time.time()
-            task = Task(
-                task_id=task_id,
-                arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.cluster_name}/{task_id}",
-                cluster_arn=self.cluster_arn,
-                task_definition_arn=self.task_definition_arn,
-                family=self.family,
-                container_name=self.container_name,
-                capacity_provider=str(provider),
+            task = self._task(
+                secrets.token_hex(16),
+                str(provider),
                 started_by=body.get("startedBy"),
                 tags=list(body.get("tags") or []),
                 overrides=overrides,
-                directory=self.tasks_dir / task_id,
-                log_path=self.logs_dir / f"task-{task_id}.log",
-                created_at=now,
             )
-            self.tasks[task_id] = task
+            self.tasks[task.task_id] = task
             await self._launch(task)
             started.append(task)
         if token:
@@ -468,31 +458,37 @@ class EcsStandIn:
         self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
         await self._emit(self._state_change_event(task))
 
-    async def report_lost(self, task_id: str, reason: str) -> None:
-        """A task of an earlier run that ended without its event (the stack was killed): report it now."""
-        now = time.time()
-        task = Task(
+    def _task(
+        self,
+        task_id: str,
+        capacity_provider: str,
+        *,
+        started_by: str | None = None,
+        tags: list[dict[str, str]] | None = None,
+        overrides: dict[str, Any] | None = None,
+    ) -> Task:
+        return Task(
             task_id=task_id,
             arn=f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.cluster_name}/{task_id}",
             cluster_arn=self.cluster_arn,
             task_definition_arn=self.task_definition_arn,
             family=self.family,
             container_name=self.container_name,
-            capacity_provider="FARGATE_SPOT",
-            started_by=None,
-            tags=[],
-            overrides={},
+            capacity_provider=capacity_provider,
+            started_by=started_by,
+            tags=tags or [],
+            overrides=overrides or {},
             directory=self.tasks_dir / task_id,
             log_path=self.logs_dir / f"task-{task_id}.log",
-            created_at=now,
-            stopping_at=now,
-            stopped_at=now,
-            last_status="STOPPED",
-            desired_status="STOPPED",
-            stop_code="EssentialContainerExited",
-            stopped_reason=reason,
-            exit_code=137,
+            created_at=time.time(),
         )
+
+    async def report_lost(self, task_id: str, reason: str) -> None:
+        """A task of an earlier run that ended without its event (the stack was killed): report it now."""
+        task = self._task(task_id, "FARGATE_SPOT")
+        task.stopping_at = task.stopped_at = task.created_at
+        task.last_status = task.desired_status = "STOPPED"
+        task.stop_code, task.stopped_reason, task.exit_code = "EssentialContainerExited", reason, 137
         task.ended.set()
         self.tasks[task_id] = task
         await self._emit(self._state_change_event(task))
@@ -513,17 +509,7 @@ class EcsStandIn:
         detail.pop("tags", None)  # EventBridge's task events carry no tags
         detail["updatedAt"] = detail.get("stoppedAt")
         detail["cpu"], detail["memory"] = self.cpu, self.memory
-        return {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "ECS Task State Change",
-            "source": "aws.ecs",
-            "account": ACCOUNT,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [task.arn],
-            "detail": detail,
-        }
+        return eventbridge_event("ECS Task State Change", "aws.ecs", [task.arn], detail)
 
     async def _emit(self, event: dict[str, Any]) -> None:
         self.events_delivered.append(event)
@@ -643,17 +629,6 @@ class EcsStandIn:
             await asyncio.gather(*(t.ended.wait() for t in tasks))
         if self._watchers:
             await asyncio.gather(*list(self._watchers), return_exceptions=True)
-
-
-def matches(pattern: Any, event: Any) -> bool:
-    """EventBridge's pattern matching for the forms the template uses (value lists, nested objects)."""
-    if isinstance(pattern, dict):
-        if not isinstance(event, dict):
-            return False
-        return all(key in event and matches(value, event[key]) for key, value in pattern.items())
-    if isinstance(pattern, list):
-        return any(event == allowed for allowed in pattern)
-    return bool(pattern == event)
 
 
 def _ecs_error(exc: EcsError) -> Response:

@@ -27,10 +27,9 @@ import signal
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +43,7 @@ from starlette.staticfiles import StaticFiles
 from local.apigateway import STAGE, HttpApi, WebSocketApi
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
 from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
+from local.events import eventbridge_event
 from local.functions import FunctionError, FunctionHost
 from local.offline_model import OfflineModelServer, serve
 from local.resolve import ACCOUNT, REGION, Resolver
@@ -422,17 +422,8 @@ class LocalStack:
 
     async def run_schedule(self, logical_id: str, rule: str | None = None) -> Any:
         """Invoke a scheduled function now with a "Scheduled Event"."""
-        event = {
-            "version": "0",
-            "id": str(uuid.uuid4()),
-            "detail-type": "Scheduled Event",
-            "source": "aws.events",
-            "account": ACCOUNT,
-            "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "region": REGION,
-            "resources": [rule or f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{logical_id}"],
-            "detail": {},
-        }
+        rule = rule or f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{logical_id}"
+        event = eventbridge_event("Scheduled Event", "aws.events", [rule], {})
         self.schedule_runs[logical_id] = self.schedule_runs.get(logical_id, 0) + 1
         try:
             return await self.functions.ainvoke(logical_id, event)
