@@ -7,8 +7,11 @@ a browser would: Cognito login, the WebSocket API, the HTTP API.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +21,7 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.harness import ChatClient, LocalStackProcess, blocking, until
+from tests.e2e.harness import REPO, ChatClient, LocalStackProcess, blocking, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -300,3 +303,51 @@ async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(sta
     async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
         reply = await tab.reply_to(await tab.send_message("say 4 words"))
         assert reply["content"].endswith("word4")
+
+
+def test_invoke_runs_one_function_with_a_sample_event_against_the_running_stack(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    # When the watchdog is invoked by hand with its sample event (what `make invoke` does)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local",
+            "invoke",
+            "WatchdogFunction",
+            "-e",
+            "events/watchdog_schedule.json",
+            "--state-dir",
+            str(stack.state_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # Then it ran against the stack's tables (nothing to do: no agent) and printed its result as JSON
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"actions": []}
+    # And an unknown function is named as such, with the ones that exist
+    unknown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "local",
+            "invoke",
+            "NoSuchFunction",
+            "-e",
+            "events/watchdog_schedule.json",
+            "--state-dir",
+            str(stack.state_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert unknown.returncode == 2 and "WatchdogFunction" in unknown.stderr
