@@ -82,5 +82,8 @@ class RecordingPusher:
     def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
         return sum(self.send(c.connection_id, payload) for c in self.connections.for_user(user_id))
 
+    def prefetch(self, user_id: str) -> None:
+        """Nothing to warm: every fan-out reads the store."""
+
     def frames(self, connection_id: str, type_: str | None = None) -> list[dict[str, Any]]:
         return [f for f in self.sent.get(connection_id, []) if type_ is None or f.get("type") == type_]

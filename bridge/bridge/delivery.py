@@ -54,6 +54,10 @@ class Pusher(Protocol):
         """Post `payload` to every open client connection of the user; returns how many got it."""
         ...
 
+    def prefetch(self, user_id: str) -> None:
+        """Look the user's connections up now, so the reply's first chunk need not."""
+        ...
+
 
 class WebSocketDelivery:
     """Streams replies to all of a user's browser connections through the WebSocket management API."""
@@ -64,9 +68,20 @@ class WebSocketDelivery:
         self._pusher = pusher
         self._flush_interval = flush_interval
         self._max_buffer_chars = max_buffer_chars
+        self._prefetches: set[asyncio.Future[None]] = set()
+
+    def _prefetch_done(self, future: asyncio.Future[None]) -> None:
+        self._prefetches.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            # Only a head start: the first chunk looks the connections up itself.
+            logger.warning("connection prefetch failed", error=type(future.exception()).__name__)
 
     def open(self, item: InboxItem, message_id: str) -> ReplyStream:
         """A coalescing stream for the reply to `item`."""
+        # The connection lookup runs while the model thinks (hundreds of ms), not after its first token.
+        prefetch = asyncio.ensure_future(asyncio.to_thread(self._pusher.prefetch, item.user_id))
+        self._prefetches.add(prefetch)
+        prefetch.add_done_callback(self._prefetch_done)
         return WebSocketReplyStream(
             self._pusher,
             user_id=item.user_id,

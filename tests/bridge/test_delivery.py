@@ -34,12 +34,16 @@ class FakePusher:
 
     def __init__(self, *, fail_first: int = 0, always_fail: bool = False) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.prefetched: list[str] = []
         self.fail_first = fail_first
         self.always_fail = always_fail
         self.attempts = 0
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
         self._changed = threading.Condition()
+
+    def prefetch(self, user_id: str) -> None:
+        self.prefetched.append(user_id)
 
     def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
         self.attempts += 1
@@ -74,6 +78,8 @@ async def test_first_chunk_goes_out_at_once_and_later_ones_wait_for_the_interval
 
     # When the first token arrives
     await stream.chunk("Hel")
+    # (the user's connections were looked up while the model was still thinking)
+    assert pusher.prefetched == [item().user_id]
 
     # Then the user sees it at once, addressed to the conversation, the reply's message id and the
     # message it answers
@@ -419,3 +425,20 @@ def test_readable_error_clips_long_unknown_messages() -> None:
     assert code == "agent_error"
     assert len(text) < 300
     assert "boom" in text
+
+
+async def test_a_failed_connection_prefetch_costs_the_reply_nothing() -> None:
+    # Given a pusher whose prefetch fails (DynamoDB throttled, say)
+    pusher = FakePusher()
+
+    def broken(user_id: str) -> None:
+        raise ConnectionError("throttled")
+
+    pusher.prefetch = broken  # type: ignore[method-assign]
+    stream = WebSocketDelivery(pusher, flush_interval=3600).open(item(), "m1")
+
+    # When the reply streams and ends, then it is delivered in full
+    await stream.chunk("All ")
+    await stream.end("All there")
+    assert [f["type"] for f in pusher.frames()] == ["stream_chunk", "stream_end"]
+    assert pusher.frames()[-1]["content"] == "All there"

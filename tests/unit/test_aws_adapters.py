@@ -241,3 +241,24 @@ def test_a_tab_opened_just_after_a_reply_gets_the_next_reply_whole(aws: dict[str
     # Then the first chunk found only the gone tab, which emptied the cached list; the new tab is
     # looked up at once and gets the next chunk and the end with the full text
     assert (first_chunk, second_chunk, end) == (0, 1, 1)
+
+
+def test_a_prefetch_spares_the_first_chunk_its_lookup(aws: dict[str, str]) -> None:
+    # Given a user with one tab, and a pusher whose clock stands still
+    store = ConnectionStore(aws["CONNECTIONS_TABLE"])
+    store.put(Connection("tab-1", "u1", "client", 1))
+    pusher = ConnectionPusher(
+        "https://abc123.execute-api.us-east-1.amazonaws.com/prod", store, clock=lambda: 5.0
+    )
+    queries: list[str] = []
+    clients.client("dynamodb").meta.events.register(
+        "before-call.dynamodb.Query", lambda **_: queries.append("Q")
+    )
+
+    # When the connections are prefetched while the model thinks, then the first chunk needs no lookup
+    pusher.prefetch("u1")
+    assert queries == ["Q"]
+    with Stubber(clients.client("apigatewaymanagementapi", pusher.endpoint)) as stub:
+        stub.add_response("post_to_connection", {}, {"ConnectionId": "tab-1", "Data": ANY})
+        assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
+    assert queries == ["Q"]

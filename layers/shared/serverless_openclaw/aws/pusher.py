@@ -69,6 +69,10 @@ class ConnectionPusher:
         reuse = payload.get("type") == "stream_chunk"
         return sum(self.send(connection_id, payload) for connection_id in self._client_ids(user_id, reuse))
 
+    def prefetch(self, user_id: str) -> None:
+        """Look the user's client connections up now (a reply is about to stream to them)."""
+        self._client_ids(user_id, reuse=False)
+
     def _client_ids(self, user_id: str, reuse: bool) -> list[str]:
         now = self.clock()
         with self._lock:
