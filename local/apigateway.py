@@ -111,7 +111,6 @@ class WebSocketApi:
                 raise TemplateError(f"the WebSocket API has no {required} route")
         self.connections: dict[str, ClientConnection] = {}
         self.host = f"{self.api_id}.execute-api.{REGION}.{URL_SUFFIX}"
-        self.refused = 0
         self.app = Starlette(
             routes=[
                 WebSocketRoute(f"/{STAGE}", self._serve),
@@ -186,7 +185,6 @@ class WebSocketApi:
         )
         status = await self._connect(connection, websocket)
         if status is not None:
-            self.refused += 1
             said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
             await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
             return

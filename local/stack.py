@@ -167,7 +167,6 @@ class LocalStack:
         self.background: list[asyncio.Task[None]] = []
         self.model_server: OfflineModelServer | None = None
         self.stopping = asyncio.Event()
-        self.schedule_runs: dict[str, int] = {}
         self._lock_file: IO[str] | None = None
 
     # ------------------------------------------------------------------------------------ start
@@ -424,7 +423,6 @@ class LocalStack:
         """Invoke a scheduled function now with a "Scheduled Event"."""
         rule = rule or f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{logical_id}"
         event = eventbridge_event("Scheduled Event", "aws.events", [rule], {})
-        self.schedule_runs[logical_id] = self.schedule_runs.get(logical_id, 0) + 1
         try:
             return await self.functions.ainvoke(logical_id, event)
         except FunctionError as exc:
@@ -559,7 +557,7 @@ then connect to the WebSocket URL with <code>?token=&lt;ID token&gt;</code>.</p>
 """
 
 
-async def run(options: Options, console: Console, log_stream: IO[str]) -> int:
+async def run(options: Options, console: Console) -> int:
     """Start the stack, serve until SIGINT/SIGTERM, stop it gracefully; the process exit code."""
     try:
         stack = LocalStack(options, console)
@@ -623,6 +621,6 @@ def serve_forever(options: Options) -> int:
     sys.stdout = log_stream
     sys.stderr = log_stream
     try:
-        return asyncio.run(run(options, console, log_stream))
+        return asyncio.run(run(options, console))
     finally:
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
