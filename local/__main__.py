@@ -60,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
         help="override a template parameter (e.g. IdleTimeoutMinutes=1)",
     )
 
+    up.add_argument(
+        "--gateway-command",
+        nargs=2,
+        metavar=("PROGRAM", "ENTRY"),
+        help="run `PROGRAM ENTRY gateway run --port N …` instead of the pinned OpenClaw (benchmarks use a "
+        "protocol-v4 stand-in to measure the stack's own share of a reply)",
+    )
+
     reset = commands.add_parser("reset", help="delete the local state")
     reset.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
@@ -88,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 schedule_every=args.schedule_every,
                 model=args.model,
                 parameters=dict(args.parameter),
+                gateway_command=tuple(args.gateway_command) if args.gateway_command else None,
             )
         )
     if args.command == "reset":

@@ -72,6 +72,8 @@ class Options:
     parameters: dict[str, str] = field(default_factory=dict)
     stack_name: str = "local"
     runtime_dir: Path | None = None
+    gateway_command: tuple[str, str] | None = None
+    """(program, entry) run instead of the pinned OpenClaw: for benchmarks that isolate our own share."""
 
 
 @dataclass(frozen=True)
@@ -319,8 +321,12 @@ class LocalStack:
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "HOME": str(task.directory / "home"),
                 "STATE_ROOT": str(state_root),
-                "OPENCLAW_NODE": str(self.runtime.node),
-                "OPENCLAW_ENTRY": str(self.runtime.entry),
+                "OPENCLAW_NODE": self.options.gateway_command[0]
+                if self.options.gateway_command
+                else str(self.runtime.node),
+                "OPENCLAW_ENTRY": self.options.gateway_command[1]
+                if self.options.gateway_command
+                else str(self.runtime.entry),
                 # What Fargate adds. Each task has its own network namespace there; here, free ports.
                 "ECS_CONTAINER_METADATA_URI_V4": metadata,
                 "ECS_CONTAINER_METADATA_URI": metadata,

@@ -154,3 +154,37 @@ def test_a_malformed_parameter_override_is_a_usage_error(capsys: pytest.CaptureF
     # Then argparse refuses it, saying what form is expected
     assert stopped.value.code == 2
     assert "expected Name=Value" in capsys.readouterr().err
+
+
+def test_up_passes_its_options_to_the_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Given a stack runner that records what it is asked to run
+    seen: list[cli.Options] = []
+    monkeypatch.setattr(cli, "serve_forever", lambda options: seen.append(options) or 0)
+
+    # When `up` is called with every option
+    code = cli.main(
+        [
+            "up",
+            "--state-dir",
+            str(tmp_path),
+            "--port-base",
+            "0",
+            "--schedule-every",
+            "2",
+            "--model",
+            "offline",
+            "--parameter",
+            "IdleTimeoutMinutes=1",
+            "--gateway-command",
+            "/usr/bin/python3",
+            "fake.py",
+        ]
+    )
+
+    # Then the stack gets them as given
+    assert code == 0
+    [options] = seen
+    assert options.state_dir == tmp_path.resolve() and options.port_base == 0
+    assert options.schedule_every == 2 and options.model == "offline"
+    assert options.parameters == {"IdleTimeoutMinutes": "1"}
+    assert options.gateway_command == ("/usr/bin/python3", "fake.py")
