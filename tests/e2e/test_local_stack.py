@@ -310,44 +310,25 @@ def test_invoke_runs_one_function_with_a_sample_event_against_the_running_stack(
 ) -> None:
     stack = start_stack()
     # When the watchdog is invoked by hand with its sample event (what `make invoke` does)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "local",
-            "invoke",
-            "WatchdogFunction",
-            "-e",
-            "events/watchdog_schedule.json",
-            "--state-dir",
-            str(stack.state_dir),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _invoke(stack, "WatchdogFunction", "events/watchdog_schedule.json")
     # Then it ran against the stack's tables (nothing to do: no agent) and printed its result as JSON
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"actions": []}
     # And an unknown function is named as such, with the ones that exist
-    unknown = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "local",
-            "invoke",
-            "NoSuchFunction",
-            "-e",
-            "events/watchdog_schedule.json",
-            "--state-dir",
-            str(stack.state_dir),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    unknown = _invoke(stack, "NoSuchFunction", "events/watchdog_schedule.json")
     assert unknown.returncode == 2 and "WatchdogFunction" in unknown.stderr
+
+
+def _invoke(stack: LocalStackProcess, function: str, event: str) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "local",
+        "invoke",
+        function,
+        "-e",
+        event,
+        "--state-dir",
+        str(stack.state_dir),
+    ]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
