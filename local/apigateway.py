@@ -46,17 +46,13 @@ MAX_FRAME_BYTES = 128 * 1024
 MAX_POST_BYTES = 128 * 1024
 
 
-def _connection_id() -> str:
-    # API Gateway's ids are 12 random bytes, base64: "bXbY4cVVIAMCJWg=".
+def _new_id() -> str:
+    # API Gateway's connection and request ids look like "bXbY4cVVIAMCJWg=" (11 random bytes, base64).
     return base64.b64encode(secrets.token_bytes(11)).decode()
 
 
 def _request_time(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
-
-
-def _request_id() -> str:
-    return base64.b64encode(secrets.token_bytes(11)).decode()
 
 
 def route_functions(template: dict[str, Any]) -> dict[str, str]:
@@ -129,14 +125,14 @@ class WebSocketApi:
         return {
             "routeKey": route_key,
             "eventType": event_type,
-            "extendedRequestId": _request_id(),
+            "extendedRequestId": _new_id(),
             "requestTime": _request_time(now),
             "messageDirection": "IN",
             "stage": STAGE,
             "connectedAt": int(connection.connected_at * 1000),
             "requestTimeEpoch": int(now * 1000),
             "identity": {"userAgent": connection.user_agent, "sourceIp": connection.source_ip},
-            "requestId": _request_id(),
+            "requestId": _new_id(),
             "domainName": self.host,
             "connectionId": connection.connection_id,
             "apiId": self.api_id,
@@ -176,7 +172,7 @@ class WebSocketApi:
         client = websocket.client
         now = time.time()
         connection = ClientConnection(
-            connection_id=_connection_id(),
+            connection_id=_new_id(),
             websocket=websocket,
             source_ip=client.host if client else "127.0.0.1",
             user_agent=websocket.headers.get("user-agent", ""),
@@ -238,7 +234,7 @@ class WebSocketApi:
 
     async def _message(self, connection: ClientConnection, text: str | None, data: bytes | None) -> None:
         context = self._base_context(connection, "$default", "MESSAGE")
-        context["messageId"] = _request_id()
+        context["messageId"] = _new_id()
         event: dict[str, Any] = {
             "requestContext": context,
             "body": text if text is not None else base64.b64encode(data or b"").decode(),
@@ -548,7 +544,7 @@ class HttpApi:
                 "sourceIp": source_ip,
                 "userAgent": request.headers.get("user-agent", ""),
             },
-            "requestId": _request_id(),
+            "requestId": _new_id(),
             "routeKey": route.route_key,
             "stage": "$default",
             "time": _request_time(now),

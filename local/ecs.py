@@ -93,6 +93,12 @@ class Task:
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
+    def container_arn(self) -> str:
+        """The ARN of the task's one container."""
+        cluster = self.cluster_arn.rsplit("/", 1)[-1]
+        return f"arn:aws:ecs:{REGION}:{ACCOUNT}:container/{cluster}/{self.task_id}/{self.container_id}"
+
+    @property
     def pid(self) -> int | None:
         """The bridge's PID while it runs."""
         return self.process.pid if self.process and self.process.returncode is None else None
@@ -108,8 +114,7 @@ class Task:
     def describe(self) -> dict[str, Any]:
         """The task as DescribeTasks shows it."""
         container: dict[str, Any] = {
-            "containerArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:container/{self.cluster_arn.rsplit('/', 1)[-1]}/"
-            f"{self.task_id}/{self.container_id}",
+            "containerArn": self.container_arn,
             "taskArn": self.arn,
             "name": self.container_name,
             "lastStatus": self.last_status,
@@ -562,7 +567,7 @@ class EcsStandIn:
             "DesiredStatus": task.desired_status,
             "KnownStatus": task.last_status,
             "Type": "NORMAL",
-            "ContainerARN": task.describe()["containers"][0]["containerArn"],
+            "ContainerARN": task.container_arn,
         }
 
     # ------------------------------------------------------------------------------------ local control

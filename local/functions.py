@@ -69,8 +69,6 @@ class LocalFunction:
     environment: dict[str, str]
     name: str
     handler: Callable[[dict[str, Any], Any], Any] | None = None
-    invocations: int = 0
-    errors: int = 0
 
     @property
     def logical_id(self) -> str:
@@ -154,20 +152,19 @@ class FunctionHost:
         """Run the handler (blocking) and return its result; FunctionError if it raised."""
         fn = self.load(logical_id)
         assert fn.handler is not None
-        context = LambdaContext(
-            function_name=fn.name,
-            memory_limit_in_mb=fn.definition.memory,
-            timeout=fn.definition.timeout,
-            invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fn.name}",
-            log_group_name=f"/aws/lambda/{fn.name}",
-            _deadline=time.monotonic() + fn.definition.timeout,
-        )
         with self._lock:
-            fn.invocations += 1
+            # Created once the lock is held: time spent queueing is not the function's time.
+            context = LambdaContext(
+                function_name=fn.name,
+                memory_limit_in_mb=fn.definition.memory,
+                timeout=fn.definition.timeout,
+                invoked_function_arn=f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{fn.name}",
+                log_group_name=f"/aws/lambda/{fn.name}",
+                _deadline=time.monotonic() + fn.definition.timeout,
+            )
             try:
                 return fn.handler(event, context)
             except Exception as exc:
-                fn.errors += 1
                 traceback.print_exc()
                 raise FunctionError(logical_id, f"{type(exc).__name__}: {exc}") from exc
 
@@ -179,5 +176,4 @@ class FunctionHost:
                 asyncio.to_thread(self.invoke, logical_id, event), timeout=fn.definition.timeout + 1
             )
         except TimeoutError:
-            fn.errors += 1
             raise FunctionError(logical_id, f"Task timed out after {fn.definition.timeout} seconds") from None

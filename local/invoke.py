@@ -15,7 +15,8 @@ from typing import Any
 
 from local.apigateway import STAGE
 from local.functions import FunctionError, FunctionHost
-from local.resolve import REGION, Resolver
+from local.resolve import Resolver
+from local.stack import aws_environment, point_apis_at
 from local.template import TemplateError, load_template, resources_of_type
 
 
@@ -44,27 +45,18 @@ def invoke(logical_id: str, event_path: Path, state_dir: Path) -> int:
         return 2
     endpoints = _endpoints(state_dir)
     template = load_template()
-    resolver = Resolver(
-        template, endpoints["stackName"], parameter_overrides={"ModelProvider": endpoints["model"]}
-    )
+    # The same parameters, pool, client and endpoints as the running stack resolved its functions with.
+    resolver = Resolver(template, endpoints["stackName"], parameter_overrides=endpoints["parameters"])
     pool = next(iter(resources_of_type(template, "AWS::Cognito::UserPool")))
     client = next(iter(resources_of_type(template, "AWS::Cognito::UserPoolClient")))
     resolver.physical_ids[pool] = endpoints["userPoolId"]
     resolver.physical_ids[client] = endpoints["userPoolClientId"]
-    ws_base = endpoints["managementEndpoint"].removesuffix(f"/{STAGE}")
-    for api in resources_of_type(template, "AWS::ApiGatewayV2::Api"):
-        resolver.api_endpoints[resolver.physical_id(api)] = (ws_base, ws_base.replace("http://", "ws://"))
-    for api in resources_of_type(template, "AWS::Serverless::HttpApi"):
-        resolver.api_endpoints[resolver.physical_id(api)] = (endpoints["httpApiUrl"], endpoints["httpApiUrl"])
-    extra = {
-        "AWS_ENDPOINT_URL": endpoints["awsEndpoint"],
-        "AWS_ENDPOINT_URL_ECS": endpoints["ecsEndpoint"],
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_REGION": REGION,
-        "AWS_DEFAULT_REGION": REGION,
-        "COGNITO_JWKS_URL": f"{endpoints['awsEndpoint']}/{endpoints['userPoolId']}/.well-known/jwks.json",
-    }
+    point_apis_at(
+        resolver, endpoints["managementEndpoint"].removesuffix(f"/{STAGE}"), endpoints["httpApiUrl"]
+    )
+    extra = aws_environment(
+        endpoints["awsEndpoint"], endpoints["ecsEndpoint"], endpoints["userPoolId"], state_dir
+    )
     os.environ.update(extra)
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
         os.environ.pop(name, None)

@@ -11,6 +11,7 @@ branch (DESIGN §2, decision 5).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -193,8 +194,6 @@ class Resolver:
             if key == "Fn::GetAZs":
                 return [f"{REGION}a", f"{REGION}b"]
             if key == "Fn::ToJsonString":
-                import json
-
                 return json.dumps(self._resolve(args), separators=(",", ":"))
             if key.startswith("Fn::"):
                 raise TemplateError(f"the local stack cannot evaluate {key}")

@@ -12,6 +12,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,7 +84,7 @@ def runtime(root: Path = DEFAULT_CACHE) -> Runtime:
     return Runtime(root=root, version=openclaw_version())
 
 
-def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: object = print) -> Runtime:
+def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: Callable[[str], None] = print) -> Runtime:
     """Install Node and the pinned OpenClaw from npm unless already there; npm's own progress is shown."""
     rt = runtime(root)
     if rt.installed:
@@ -95,7 +96,6 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: object = print) -> Runtim
             "PATH to fetch them. Install npm (Debian/Ubuntu: `sudo apt-get install npm`; macOS: "
             "`brew install node`), then run the command again."
         )
-    emit = say if callable(say) else print
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(".installed-*"):
         stale.unlink()
@@ -105,7 +105,7 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: object = print) -> Runtim
         (f"openclaw@{rt.version} (about 650 MB, once)", [f"openclaw@{rt.version}"]),
     ]
     for number, (what, packages) in enumerate(steps, start=1):
-        emit(f"==> [{number}/{len(steps)}] installing {what} into {root}")
+        say(f"==> [{number}/{len(steps)}] installing {what} into {root}")
         # openclaw's install needs Node >= 22 when npm resolves its engines; the one just installed is.
         path = os.environ.get("PATH", "")
         env_path = f"{rt.node.parent}{os.pathsep}{path}" if rt.node.exists() else path
@@ -126,7 +126,7 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: object = print) -> Runtim
             f"OpenClaw was installed but does not run: {check.stderr.strip()[-300:]}; "
             f"delete {root} and try again"
         )
-    emit(f"==> OpenClaw {check.stdout.strip()} ready")
+    say(f"==> OpenClaw {check.stdout.strip()} ready")
     rt.marker.touch()
     return rt
 

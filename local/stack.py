@@ -48,7 +48,7 @@ from local.functions import FunctionError, FunctionHost
 from local.offline_model import OfflineModelServer, serve
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
-from local.template import TemplateError, load_template, resources_of_type
+from local.template import TemplateError, load_template, resources_of_type, table_definitions
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local"
@@ -125,6 +125,34 @@ class Console:
         self.stream.flush()
 
 
+def point_apis_at(resolver: Resolver, websocket_base: str, http_api_base: str) -> None:
+    """Make every execute-api URL of the template's APIs resolve to the loopback servers standing in."""
+    for logical_id in resources_of_type(resolver.template, "AWS::ApiGatewayV2::Api"):
+        resolver.api_endpoints[resolver.physical_id(logical_id)] = (
+            websocket_base,
+            websocket_base.replace("http://", "ws://"),
+        )
+    for logical_id in resources_of_type(resolver.template, "AWS::Serverless::HttpApi"):
+        resolver.api_endpoints[resolver.physical_id(logical_id)] = (http_api_base, http_api_base)
+
+
+def aws_environment(aws_url: str, ecs_url: str, user_pool_id: str, state_dir: Path) -> dict[str, str]:
+    """What points boto3 (functions and bridges) at the stand-ins, with throwaway credentials."""
+    return {
+        "AWS_ENDPOINT_URL": aws_url,
+        "AWS_ENDPOINT_URL_ECS": ecs_url,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        # A person's ~/.aws config must not redirect or sign anything the local stack does.
+        "AWS_CONFIG_FILE": str(state_dir / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(state_dir / "no-aws-credentials"),
+        # moto signs ID tokens with its own key; API Gateway and ws_connect fetch it from moto.
+        "COGNITO_JWKS_URL": f"{aws_url}/{user_pool_id}/.well-known/jwks.json",
+    }
+
+
 def bind(port: int, service: str) -> socket.socket:
     """A listening loopback socket; StackError naming the port and the fix when it is taken."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -160,7 +188,6 @@ class LocalStack:
     def __init__(self, options: Options, console: Console) -> None:
         self.options = options
         self.say = console
-        self.console = console
         self.state_dir = options.state_dir
         self.logs_dir = self.state_dir / "logs"
         self.template = load_template()
@@ -226,8 +253,9 @@ class LocalStack:
         if self.model.provider == "offline":
             self.model_server, _ = serve(0)
 
-        self._api_endpoints()
-        self.extra_env = self._aws_environment()
+        point_apis_at(self.resolver, self.ws_http, self.http_url)
+        ecs_url = f"http://127.0.0.1:{self.sockets['ecs'].getsockname()[1]}"
+        self.extra_env = aws_environment(self.aws.url, ecs_url, self.aws.user_pool_id, self.state_dir)
         os.environ.update(self.extra_env)
         for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
             os.environ.pop(name, None)
@@ -238,7 +266,7 @@ class LocalStack:
         ws_api = next(iter(resources_of_type(self.template, "AWS::ApiGatewayV2::Api")))
         http_api = next(iter(resources_of_type(self.template, "AWS::Serverless::HttpApi")))
         self.websocket_api = WebSocketApi(self.resolver, self.functions, ws_api)
-        self.http_api = HttpApi(self.resolver, self.functions, http_api, self.jwks_url)
+        self.http_api = HttpApi(self.resolver, self.functions, http_api, self.extra_env["COGNITO_JWKS_URL"])
         self.ecs = EcsStandIn(
             resolver=self.resolver,
             functions=self.functions,
@@ -265,7 +293,7 @@ class LocalStack:
         self._start_schedules()
         self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
         self._write_endpoints()
-        self.console.block(self.banner())
+        self.say.block(self.banner())
 
     def _runtime(self) -> Runtime:
         root = self.options.runtime_dir
@@ -273,35 +301,6 @@ class LocalStack:
             return ensure_runtime(root, say=self.say) if root else ensure_runtime(say=self.say)
         except RuntimeInstallError as exc:
             raise StackError(str(exc)) from None
-
-    def _api_endpoints(self) -> None:
-        for logical_id in resources_of_type(self.template, "AWS::ApiGatewayV2::Api"):
-            self.resolver.api_endpoints[self.resolver.physical_id(logical_id)] = (self.ws_http, self.ws_url)
-        for logical_id in resources_of_type(self.template, "AWS::Serverless::HttpApi"):
-            self.resolver.api_endpoints[self.resolver.physical_id(logical_id)] = (
-                self.http_url,
-                self.http_url.replace("http://", "ws://"),
-            )
-
-    @property
-    def jwks_url(self) -> str:
-        """The user pool's keys, as moto serves them."""
-        return f"{self.aws.url}/{self.aws.user_pool_id}/.well-known/jwks.json"
-
-    def _aws_environment(self) -> dict[str, str]:
-        """What points boto3 (functions and bridges) at the stand-ins, with throwaway credentials."""
-        return {
-            "AWS_ENDPOINT_URL": self.aws.url,
-            "AWS_ENDPOINT_URL_ECS": f"http://127.0.0.1:{self.sockets['ecs'].getsockname()[1]}",
-            "AWS_ACCESS_KEY_ID": "local",
-            "AWS_SECRET_ACCESS_KEY": "local",
-            "AWS_REGION": REGION,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_CONFIG_FILE": str(self.state_dir / "no-aws-config"),
-            "AWS_SHARED_CREDENTIALS_FILE": str(self.state_dir / "no-aws-credentials"),
-            # moto signs ID tokens with its own key; API Gateway and ws_connect fetch it from moto.
-            "COGNITO_JWKS_URL": self.jwks_url,
-        }
 
     def _task_environment(self, task: Task) -> dict[str, str]:
         """What the bridge process gets: task definition + overrides + image + Fargate + local endpoints."""
@@ -432,7 +431,7 @@ class LocalStack:
         try:
             return await self.functions.ainvoke(logical_id, event)
         except FunctionError as exc:
-            self.say(f"{logical_id} failed: {exc.reason} (traceback in {self.logs_dir / 'functions.log'})")
+            self.say(f"{logical_id} failed: {exc.reason} (traceback in {self.logs_dir / 'stack.log'})")
             return None
 
     async def _snapshots(self) -> None:
@@ -462,13 +461,13 @@ class LocalStack:
             "tables": self.extra_tables(),
             "dataBucket": self.aws.bucket,
             "model": self.model.provider,
+            # The template parameters this stack resolved with (`invoke` resolves the same way).
+            "parameters": self.resolver.parameter_overrides,
             "pid": os.getpid(),
         }
 
     def extra_tables(self) -> dict[str, str]:
         """Table variable → table name."""
-        from local.template import table_definitions
-
         return {
             env: t.table_name(self.options.stack_name) for env, t in table_definitions(self.template).items()
         }

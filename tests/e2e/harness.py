@@ -290,7 +290,8 @@ async def until(check: Callable[[], T | None], timeout: float, what: str, contex
     """Poll `check` until it returns something truthy; AssertionError naming `what` after `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await asyncio.to_thread(check) if _blocking(check) else check()
+        # In a thread: checks may do I/O (DynamoDB, S3, /proc), and the event loop must keep reading frames.
+        value = await asyncio.to_thread(check)
         if value:
             return value
         if time.monotonic() > deadline:
@@ -301,13 +302,3 @@ async def until(check: Callable[[], T | None], timeout: float, what: str, contex
                 detail = "\nconsole:\n" + context.console()
             raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
         await asyncio.sleep(0.2)
-
-
-def _blocking(check: Callable[[], object]) -> bool:
-    return bool(getattr(check, "blocking", False))
-
-
-def blocking(check: Callable[[], T]) -> Callable[[], T]:
-    """Mark a check that does I/O, so `until` runs it in a thread and the event loop keeps reading frames."""
-    check.blocking = True  # type: ignore[attr-defined]
-    return check

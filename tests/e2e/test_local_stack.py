@@ -21,7 +21,7 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.harness import REPO, ChatClient, LocalStackProcess, blocking, until
+from tests.e2e.harness import REPO, ChatClient, LocalStackProcess, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -40,7 +40,7 @@ def _backdate_activity(stack: LocalStackProcess, user_id: str, seconds: float) -
 
 async def _no_agent_running(stack: LocalStackProcess, user_id: str, what: str) -> None:
     await until(
-        blocking(lambda: not stack.running_tasks() and stack.task_state(user_id).get("status") == "Idle"),
+        lambda: not stack.running_tasks() and stack.task_state(user_id).get("status") == "Idle",
         180,
         what,
         stack,
@@ -60,7 +60,7 @@ async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_t
         conversation = created["conversationId"]
         # Then the file reaches S3
         await until(
-            blocking(lambda: stack.workspace_file(user_id, "test.md") == b"survives the agent 42"),
+            lambda: stack.workspace_file(user_id, "test.md") == b"survives the agent 42",
             60,
             "test.md in S3",
             stack,
@@ -296,9 +296,7 @@ async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(sta
     stack.start()
     assert "cleaned up 1 agent task(s)" in stack.console()
     await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
-    await until(
-        blocking(lambda: stack.task_state(user_id).get("status") == "Idle"), 30, "the row settled", stack
-    )
+    await until(lambda: stack.task_state(user_id).get("status") == "Idle", 30, "the row settled", stack)
     # And the agent answers again
     async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
         reply = await tab.reply_to(await tab.send_message("say 4 words"))

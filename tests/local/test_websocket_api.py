@@ -289,7 +289,7 @@ def test_a_connection_id_containing_a_slash_can_be_managed(
     client: TestClient, functions: FakeFunctions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a connection whose base64 id contains "/" and "+" (about one in three do)
-    monkeypatch.setattr(local.apigateway, "_connection_id", lambda: "Ab/cD+eF9gH=")
+    monkeypatch.setattr(local.apigateway, "_new_id", lambda: "Ab/cD+eF9gH=")
 
     with client.websocket_connect("/prod") as ws:
         assert connection_id(functions) == "Ab/cD+eF9gH="
@@ -308,7 +308,7 @@ def test_the_management_api_works_with_boto3_over_a_real_socket(
     functions: FakeFunctions, api: WebSocketApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the API on a loopback port, a client connected over a real WebSocket, with a "/" in its id
-    monkeypatch.setattr(local.apigateway, "_connection_id", lambda: "Xy/Z+1234ab=")
+    monkeypatch.setattr(local.apigateway, "_new_id", lambda: "Xy/Z+1234ab=")
     with serve(api.app) as server, ws_connect(f"ws://127.0.0.1:{server.port}/prod?token=t") as socket:
         management = boto3.client(
             "apigatewaymanagementapi",
