@@ -218,11 +218,7 @@ def completion_chunks(reply: Reply, *, completion_id: str, created: int) -> Iter
 
     yield chunk({"role": "assistant", "content": ""})
     if reply.tool_call is not None:
-        call = reply.tool_call
-        function = {"name": call.name, "arguments": json.dumps(call.arguments)}
-        yield chunk(
-            {"tool_calls": [{"index": 0, "id": call.call_id, "type": "function", "function": function}]}
-        )
+        yield chunk({"tool_calls": [{"index": 0, **_openai_tool_call(reply.tool_call)}]})
         yield chunk({}, "tool_calls")
         return
     for piece in reply.pieces:
@@ -235,9 +231,7 @@ def completion(reply: Reply, *, completion_id: str, created: int) -> dict[str, A
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     finish = "stop"
     if reply.tool_call is not None:
-        call = reply.tool_call
-        function = {"name": call.name, "arguments": json.dumps(call.arguments)}
-        message["tool_calls"] = [{"id": call.call_id, "type": "function", "function": function}]
+        message["tool_calls"] = [_openai_tool_call(reply.tool_call)]
         finish = "tool_calls"
     return {
         "id": completion_id,
@@ -246,6 +240,15 @@ def completion(reply: Reply, *, completion_id: str, created: int) -> dict[str, A
         "model": MODEL_ID,
         "choices": [{"index": 0, "message": message, "finish_reason": finish}],
         "usage": _usage(reply),
+    }
+
+
+def _openai_tool_call(call: ToolCall) -> dict[str, Any]:
+    """A tool call as the OpenAI API writes it."""
+    return {
+        "id": call.call_id,
+        "type": "function",
+        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
     }
 
 
