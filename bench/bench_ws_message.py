@@ -23,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared")]
 
-from tests.conftest import TEST_ENV  # noqa: E402
+from tests.conftest import TEST_ENV, load_event  # noqa: E402
 
 os.environ.update(TEST_ENV)
 
@@ -36,7 +36,7 @@ from serverless_openclaw import routing  # noqa: E402
 from serverless_openclaw.aws import clients  # noqa: E402
 from serverless_openclaw.lifecycle import Status  # noqa: E402
 from serverless_openclaw.store.connections import Connection  # noqa: E402
-from tests.fakes import FakeLauncher  # noqa: E402
+from tests.fakes import FakeLambdaContext, FakeLauncher  # noqa: E402
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
 USER = "bench-user"
@@ -67,13 +67,6 @@ def _timed_emulation(self: Any, request: Any) -> Any:
 BotocoreStubber.process_request = _timed_emulation  # type: ignore[method-assign]
 
 
-class _Context:
-    function_name = "bench"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "bench"
-
-
 def _percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -95,7 +88,7 @@ def main() -> None:
         plane.connections.put(Connection(CLIENT, USER, "client", time.time()))
         clients.client("apigatewaymanagementapi", plane.pusher.endpoint)
 
-        event = json.loads((ROOT / "events" / "ws_message_send_message.json").read_text())
+        event: dict[str, Any] = load_event("ws_message_send_message.json")
         event["requestContext"]["connectionId"] = CLIENT
 
         def send(n: int) -> dict[str, Any]:
@@ -103,7 +96,7 @@ def main() -> None:
                 {"action": "sendMessage", "message": f"message {n}", "clientMessageId": f"bench-{n}"}
             )
             with contextlib.redirect_stdout(io.StringIO()):
-                result: dict[str, Any] = app.lambda_handler(event, _Context())
+                result: dict[str, Any] = app.lambda_handler(event, FakeLambdaContext())
             return result
 
         for n in range(20):  # warm-up: the first frame of the connection reads its row

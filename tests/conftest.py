@@ -41,7 +41,8 @@ TEST_ENV = {
     "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool",
 }
 # Function modules build their configuration at import time, so the environment is set before any import.
-for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+# No endpoint override and no profile: boto3 can only reach moto, with the fake credentials above.
+for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL") or n == "AWS_PROFILE"]:
     del os.environ[_name]
 os.environ.update(TEST_ENV)
 
@@ -57,7 +58,7 @@ from serverless_openclaw.store.inbox import InboxStore  # noqa: E402
 from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
-from tests.fakes import Clock, FakeLauncher, RecordingPusher  # noqa: E402
+from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, RecordingPusher  # noqa: E402
 
 pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
 
@@ -114,24 +115,10 @@ def pusher(cp: ControlPlane) -> RecordingPusher:
     return cp.pusher
 
 
-class _LambdaContext:
-    function_name = "test-function"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-    log_group_name = "/aws/lambda/test-function"
-    log_stream_name = "test"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 10_000
-
-
 @pytest.fixture
-def lambda_context() -> _LambdaContext:
-    """What the Lambda runtime passes as `context` (what Powertools reads of it)."""
-    return _LambdaContext()
+def lambda_context() -> FakeLambdaContext:
+    """What the Lambda runtime passes as `context`."""
+    return FakeLambdaContext()
 
 
 def load_event(name: str) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the collaborators that leave the process: ECS and the WebSocket push API."""
+"""In-memory stand-ins for what lies outside the process: ECS, the WebSocket push API, the Lambda runtime."""
 
 from __future__ import annotations
 
@@ -87,3 +87,19 @@ class RecordingPusher:
 
     def frames(self, connection_id: str, type_: str | None = None) -> list[dict[str, Any]]:
         return [f for f in self.sent.get(connection_id, []) if type_ is None or f.get("type") == type_]
+
+
+class FakeLambdaContext:
+    """What the Lambda runtime passes as `context` (what Powertools reads of it)."""
+
+    function_name = "test-function"
+    function_version = "$LATEST"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
+    aws_request_id = "00000000-0000-0000-0000-000000000000"
+    log_group_name = "/aws/lambda/test-function"
+    log_stream_name = "test"
+
+    @staticmethod
+    def get_remaining_time_in_millis() -> int:
+        return 10_000

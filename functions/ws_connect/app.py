@@ -27,5 +27,5 @@ UNAUTHORIZED: dict[str, Any] = {"statusCode": 401, "body": "Unauthorized"}
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    decision = accept_connection(plane, verifier, ConnectRequest.from_event(event))
-    return dict(ALLOWED if decision.allowed else UNAUTHORIZED)
+    allowed = accept_connection(plane, verifier, ConnectRequest.from_event(event))
+    return dict(ALLOWED if allowed else UNAUTHORIZED)

@@ -8,8 +8,8 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from serverless_openclaw.config import ControlPlaneConfig
-from serverless_openclaw.connect import close_connection
 from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.disconnect import close_connection
 from serverless_openclaw.observability import logger, metrics
 
 config = ControlPlaneConfig.from_env()

@@ -794,17 +794,10 @@ def test_cfn_lint_reports_nothing() -> None:
 # --------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials and no endpoint overrides, so boto3 can only reach moto."""
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+# tests/conftest.py leaves boto3 fake credentials and no endpoint override: it can only reach moto.
 
 
-def test_create_tables_creates_every_table_with_its_keys_index_and_ttl(aws_credentials: None) -> None:
+def test_create_tables_creates_every_table_with_its_keys_index_and_ttl() -> None:
     # Given an empty DynamoDB
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
@@ -851,7 +844,7 @@ def test_create_tables_creates_every_table_with_its_keys_index_and_ttl(aws_crede
         assert all(d == {"TimeToLiveStatus": "ENABLED", "AttributeName": "ttl"} for d in ttl.values()), ttl
 
 
-def test_create_tables_with_exist_ok_keeps_existing_tables(aws_credentials: None) -> None:
+def test_create_tables_with_exist_ok_keeps_existing_tables() -> None:
     # Given tables already created and holding an item
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
@@ -865,7 +858,7 @@ def test_create_tables_with_exist_ok_keeps_existing_tables(aws_credentials: None
         assert client.get_item(TableName="test-TaskState", Key={"PK": {"S": "USER#1"}})["Item"]
 
 
-def test_create_tables_refuses_existing_tables_by_default(aws_credentials: None) -> None:
+def test_create_tables_refuses_existing_tables_by_default() -> None:
     # Given tables already created
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import threading
 import time
@@ -85,6 +88,27 @@ def access_claims() -> dict[str, Any]:
 def sign(key: SigningKey, claims: dict[str, Any], kid: str | None = None) -> str:
     """An RS256 JWT signed with `key`, announcing `kid` (the key's own by default)."""
     return jwt.encode(claims, key.private, algorithm="RS256", headers={"kid": kid or key.kid})
+
+
+def _b64(data: dict[str, Any] | bytes) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def alg_none_token(key: SigningKey) -> str:
+    """Valid ID-token claims under `alg: none` and the pool key's kid, unsigned."""
+    return f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': key.kid})}.{_b64(id_claims())}."
+
+
+def hs256_with_public_key(key: SigningKey) -> str:
+    """Key confusion: an HMAC signed with the (public) PEM, hoping the server uses it as an HMAC secret.
+
+    Built by hand because PyJWT itself refuses to HMAC with a PEM.
+    """
+    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': key.kid})}.{_b64(id_claims())}"
+    return (
+        f"{signing_input}.{_b64(hmac.new(key.public_pem, signing_input.encode(), hashlib.sha256).digest())}"
+    )
 
 
 @dataclass

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
-
 import jwt
 import pytest
 
@@ -21,7 +18,9 @@ from tests.unit.conftest_auth import (
     SigningKey,
     StaticKeys,
     access_claims,
+    alg_none_token,
     auth_config,
+    hs256_with_public_key,
     id_claims,
     make_key,
     serve_jwks,
@@ -32,10 +31,6 @@ from tests.unit.conftest_auth import (
 @pytest.fixture
 def verifier(pool_key: SigningKey) -> JwtVerifier:
     return JwtVerifier(auth_config(), jwks_client=StaticKeys([pool_key]))
-
-
-def _b64(data: dict[str, object]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
 def test_valid_id_token_yields_the_users_claims(verifier: JwtVerifier, pool_key: SigningKey) -> None:
@@ -55,20 +50,6 @@ def test_token_within_clock_skew_leeway_is_accepted(verifier: JwtVerifier, pool_
 
     # When / Then it is still accepted
     assert verifier.verify_id_token(token).sub == USER_SUB
-
-
-def _alg_none(pool_key: SigningKey) -> str:
-    return f"{_b64({'alg': 'none', 'typ': 'JWT', 'kid': pool_key.kid})}.{_b64(id_claims())}."
-
-
-def _hs256_with_public_key(pool_key: SigningKey) -> str:
-    # Key confusion: an HMAC signed with the (public) PEM, hoping the server uses it as an HMAC secret.
-    import hashlib
-    import hmac
-
-    signing_input = f"{_b64({'alg': 'HS256', 'typ': 'JWT', 'kid': pool_key.kid})}.{_b64(id_claims())}"
-    mac = hmac.new(pool_key.public_pem, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
 @pytest.mark.parametrize(
@@ -97,8 +78,8 @@ def test_forged_or_misdirected_tokens_are_refused(
     # Given a token that must not open a connection
     later = id_claims()["iat"] + 3600
     token = {
-        "alg_none": lambda: _alg_none(pool_key),
-        "hs256_key_confusion": lambda: _hs256_with_public_key(pool_key),
+        "alg_none": lambda: alg_none_token(pool_key),
+        "hs256_key_confusion": lambda: hs256_with_public_key(pool_key),
         "unknown_kid": lambda: sign(attacker_key, id_claims()),
         "known_kid_wrong_key": lambda: sign(attacker_key, id_claims(), kid=pool_key.kid),
         "expired": lambda: sign(pool_key, id_claims(iat=1_700_000_000, exp=1_700_003_600)),

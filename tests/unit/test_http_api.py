@@ -15,7 +15,6 @@ from ulid import ULID
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
-from serverless_openclaw.store.conversations import header_update, message_item, title_from
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher
 
@@ -80,23 +79,12 @@ def api(app: ModuleType, lambda_context: Any) -> Api:
 
 def seed_conversation(cp: ControlPlane, user_id: str, conversation_id: str, texts: list[str]) -> None:
     """Store a conversation whose messages are one second apart, so "newest first" is unambiguous."""
-    table = cp.conversations.table
     for i, text in enumerate(texts):
         at = cp.clock() + i
+        role = "user" if i % 2 == 0 else "assistant"
         # Ids from the fake clock, not the wall clock: two messages can never share a millisecond.
         message_id = str(ULID.from_timestamp(at))
-        role = "user" if i % 2 == 0 else "assistant"
-        client("dynamodb").transact_write_items(
-            TransactItems=[
-                header_update(table, user_id, conversation_id, title_from(texts[0]), at),
-                {
-                    "Put": {
-                        "TableName": table,
-                        "Item": message_item(user_id, conversation_id, message_id, role, text, "web", at),
-                    }
-                },
-            ]
-        )
+        cp.conversations.add_message(user_id, conversation_id, role, text, "web", at, message_id=message_id)
 
 
 def rows(table: str, user_id: str, prefix: str = "") -> list[dict[str, Any]]:

@@ -283,18 +283,22 @@ def test_agent_token_registration_and_attach_follow_the_current_token(cp: Contro
 
 
 def test_bridge_settles_only_its_own_row(cp: ControlPlane) -> None:
-    # Given a Starting row for task-1
-    start = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    # Given a Starting row for task-1, after two failed starts
+    start = cp.task_state.transition(
+        cp.task_state.get(USER), Status.STARTING, cp.clock(), set_={"startAttempts": 2}
+    )
     assert start is not None and cp.task_state.record_launch(start, "task-1", Capacity.SPOT)
 
     # When task-2 claims to be ready, then task-1 does
     # Then only task-1 moves the row to Running (version bumped, attempts reset)
     assert not cp.task_state.settle_own(USER, "task-2", Status.RUNNING, 5.0, from_=(Status.STARTING,))
+    assert cp.task_state.get(USER).status is Status.STARTING
     assert cp.task_state.settle_own(
         USER, "task-1", Status.RUNNING, 5.0, from_=(Status.STARTING,), set_={"startAttempts": 0}
     )
     running = cp.task_state.get(USER)
     assert running.status is Status.RUNNING and running.version == start.version + 1
+    assert running.start_attempts == 0 and running.changed_at == 5.0
     assert not cp.task_state.settle_own(USER, "task-1", Status.RUNNING, 6.0, from_=(Status.STARTING,))
 
     # And on shutdown it releases the row, clearing the live task

@@ -65,6 +65,25 @@ def test_quiet_agent_is_stopped_after_the_idle_timeout(
     assert pusher.frames("tab-1", "status")[-1]["status"] == "idle"
 
 
+def test_quiet_agent_whose_task_is_already_gone_is_settled_idle_at_once(
+    cp: ControlPlane, launcher: FakeLauncher, pusher: RecordingPusher, clock: Clock
+) -> None:
+    # Given a quiet agent whose task ECS no longer knows (no STOPPED event will ever come for it)
+    task = running(cp)
+    client(cp, "tab-1")
+    _quiet_for(cp, clock, 16 * MINUTE, (USER, task))
+    launcher.live.discard(task)
+
+    # When the watchdog runs
+    actions = watchdog.sweep(cp)
+
+    # Then the row is Idle now, not left Stopping for the stuck-Stopping rule, and the tab says idle
+    assert actions == [watchdog.Action(USER, task, "stop_idle", "idle timeout")]
+    state = cp.task_state.get(USER)
+    assert state.status is Status.IDLE and state.task_arn is None
+    assert pusher.frames("tab-1", "status")[-1]["status"] == "idle"
+
+
 def test_busy_agent_is_never_stopped_for_idleness(
     cp: ControlPlane, launcher: FakeLauncher, clock: Clock
 ) -> None:

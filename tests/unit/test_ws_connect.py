@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
-import hmac
 import importlib
 import json
 from collections.abc import Iterator
@@ -27,7 +24,9 @@ from tests.unit.conftest_auth import (
     SigningKey,
     StaticKeys,
     access_claims,
+    alg_none_token,
     auth_config,
+    hs256_with_public_key,
     id_claims,
     make_key,
     serve_jwks,
@@ -129,23 +128,6 @@ def test_valid_id_token_opens_a_client_connection(
     assert [c.connection_id for c in cp.connections.for_user(USER_SUB)] == [connection.connection_id]
 
 
-def _alg_none(pool_key: SigningKey) -> str:
-    head = base64.urlsafe_b64encode(json.dumps({"alg": "none", "kid": pool_key.kid}).encode()).rstrip(b"=")
-    body = base64.urlsafe_b64encode(json.dumps(id_claims()).encode()).rstrip(b"=")
-    return f"{head.decode()}.{body.decode()}."
-
-
-def _hs256_with_public_key(pool_key: SigningKey) -> str:
-    # PyJWT itself refuses to HMAC with a PEM, which is why the attacker builds the token by hand.
-    def b64(raw: bytes) -> str:
-        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": pool_key.kid}).encode())
-    signing_input = f"{head}.{b64(json.dumps(id_claims()).encode())}"
-    mac = hmac.new(pool_key.public_pem, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64(mac)}"
-
-
 BAD_TOKENS = [
     "alg_none",
     "hs256_key_confusion",
@@ -165,8 +147,8 @@ BAD_TOKENS = [
 
 def _bad_token(case: str, pool_key: SigningKey, attacker_key: SigningKey) -> str | None:
     return {
-        "alg_none": lambda: _alg_none(pool_key),
-        "hs256_key_confusion": lambda: _hs256_with_public_key(pool_key),
+        "alg_none": lambda: alg_none_token(pool_key),
+        "hs256_key_confusion": lambda: hs256_with_public_key(pool_key),
         "unknown_kid": lambda: sign(attacker_key, id_claims()),
         "known_kid_wrong_key": lambda: sign(attacker_key, id_claims(), kid=pool_key.kid),
         "expired": lambda: sign(pool_key, id_claims(iat=1_700_000_000, exp=1_700_003_600)),
@@ -451,10 +433,10 @@ def test_agent_rolled_back_when_task_state_changes_while_connecting(cp: ControlP
     verifier = JwtVerifier(auth_config(), jwks_client=StaticKeys([]))
 
     # When the bridge's connect is decided on the stale read
-    decision = accept_connection(racing, verifier, ConnectRequest.from_event(agent_event()))
+    allowed = accept_connection(racing, verifier, ConnectRequest.from_event(agent_event()))
 
     # Then it is refused, its connection row is rolled back and TaskState names no agent
-    assert not decision.allowed
+    assert allowed is False
     assert connection_rows(cp) == []
     assert cp.task_state.get(AGENT_USER).agent_connection_id is None
 

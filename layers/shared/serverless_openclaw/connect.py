@@ -1,4 +1,4 @@
-"""Opening and closing WebSocket connections: `$connect` decides who is let in, `$disconnect` forgets them.
+"""Opening WebSocket connections: `$connect` decides who is let in (disconnect.py forgets them).
 
 Two kinds of connection reach the same WebSocket API (DESIGN §2, decision 1):
 
@@ -92,18 +92,8 @@ def _agent_headers(event: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     return {name: next(iter(values)) for name, values in seen.items() if len(values) == 1}, ambiguous
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectDecision:
-    """Whether `$connect` lets the connection in; `reason` is for logs only."""
-
-    allowed: bool
-    reason: str
-    kind: Kind | None = None
-    user_id: str | None = None
-
-
-def accept_connection(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequest) -> ConnectDecision:
-    """Authenticate a `$connect` request and record the connection; a refusal writes nothing."""
+def accept_connection(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequest) -> bool:
+    """Authenticate a `$connect` request and record the connection; False (and nothing written) to refuse."""
     if not request.connection_id:
         return _refuse("no connection id", request)
     wants_client = request.client_token is not None
@@ -117,7 +107,7 @@ def accept_connection(cp: ControlPlane, verifier: JwtVerifier, request: ConnectR
     return _refuse("no credentials", request)
 
 
-def _accept_client(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequest) -> ConnectDecision:
+def _accept_client(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequest) -> bool:
     try:
         claims = verifier.verify_id_token(request.client_token or "")
     except AuthError as exc:
@@ -127,10 +117,10 @@ def _accept_client(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequ
     )
     count("ClientConnected")
     logger.info("client connected", connection_id=request.connection_id, user_id=claims.sub)
-    return ConnectDecision(True, "client", kind="client", user_id=claims.sub)
+    return True
 
 
-def _accept_agent(cp: ControlPlane, request: ConnectRequest) -> ConnectDecision:
+def _accept_agent(cp: ControlPlane, request: ConnectRequest) -> bool:
     if request.ambiguous_headers:
         return _refuse("conflicting agent headers", request, kind="agent")
     user, task_arn, token = request.agent_user, request.agent_task_arn, request.agent_token
@@ -155,12 +145,12 @@ def _accept_agent(cp: ControlPlane, request: ConnectRequest) -> ConnectDecision:
         return _refuse("task changed while connecting", request, kind="agent", user_id=user)
     count("AgentConnected")
     logger.info("agent connected", connection_id=request.connection_id, user_id=user, task_arn=task_arn)
-    return ConnectDecision(True, "agent", kind="agent", user_id=user)
+    return True
 
 
 def _refuse(
     reason: str, request: ConnectRequest, *, kind: Kind | None = None, user_id: str | None = None
-) -> ConnectDecision:
+) -> bool:
     count("ConnectRefused")
     logger.info(
         "connection refused",
@@ -170,27 +160,4 @@ def _refuse(
         # Agent user ids are unauthenticated input here: clipped so a refusal cannot flood the logs.
         user_id=user_id[:128] if user_id else None,
     )
-    return ConnectDecision(False, reason, kind=kind, user_id=None)
-
-
-def close_connection(cp: ControlPlane, connection_id: str) -> Connection | None:
-    """Forget a closed connection (and the agent link if it was the current one); unknown ids are fine."""
-    if not connection_id:
-        return None
-    removed = cp.connections.delete(connection_id)
-    if removed is None:
-        logger.info("unknown connection closed", connection_id=connection_id)
-        return None
-    if removed.kind == "agent":
-        # A bridge that reconnected already owns a newer connection; only the current one is cleared.
-        current = cp.task_state.detach_agent(removed.user_id, connection_id)
-        logger.info(
-            "agent disconnected",
-            connection_id=connection_id,
-            user_id=removed.user_id,
-            task_arn=removed.task_arn,
-            was_current=current,
-        )
-    else:
-        logger.info("client disconnected", connection_id=connection_id, user_id=removed.user_id)
-    return removed
+    return False

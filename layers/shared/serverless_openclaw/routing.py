@@ -82,7 +82,7 @@ def start_agent(
         return StartOutcome(started=False, status=lifecycle.client_status(current, now, cp.cfg.lifecycle)[0])
     if state.task_arn and state.status is not Status.IDLE:
         # The row pointed at a task we just declared dead: make sure it does not linger.
-        _stop_quietly(cp, state.task_arn, f"replaced ({reason})")
+        stop_task(cp, state.task_arn, f"replaced ({reason})")
     try:
         launched = cp.launcher.launch(state.user_id, str(starting.version), prefer)
     except Exception as exc:  # every failure is recorded and told, never swallowed
@@ -94,7 +94,7 @@ def start_agent(
         logger.warning(
             "start superseded, stopping the new task", user_id=state.user_id, task_arn=launched.task_arn
         )
-        _stop_quietly(cp, launched.task_arn, "superseded")
+        stop_task(cp, launched.task_arn, "superseded")
         return StartOutcome(started=False, status="idle")
     count("TaskStarted")
     if launched.capacity is Capacity.ON_DEMAND and prefer is Capacity.SPOT:
@@ -141,7 +141,7 @@ def record_failed_start(cp: ControlPlane, starting: TaskState, text: str) -> Tas
     return idle
 
 
-def _stop_quietly(cp: ControlPlane, task_arn: str, reason: str) -> bool:
+def stop_task(cp: ControlPlane, task_arn: str, reason: str) -> bool:
     """StopTask; False only when ECS says the task is already gone (errors count as "will stop")."""
     try:
         return cp.launcher.stop(task_arn, reason)
@@ -166,18 +166,33 @@ def request_stop(cp: ControlPlane, user_id: str, reason: str = "stopped by user"
         state = cp.task_state.get(user_id)
         if state.status in (Status.IDLE, Status.STOPPING):
             return state.status.value.lower()
-        stopping = cp.task_state.transition(state, Status.STOPPING, cp.clock())
-        if stopping is None:
-            continue
-        if not state.task_arn or not _stop_quietly(cp, state.task_arn, reason):
-            # No task to stop (never attached, or already gone): no STOPPED event will settle the row.
-            cp.task_state.transition(stopping, Status.IDLE, cp.clock(), remove=lifecycle.LIVE_TASK_ATTRIBUTES)
-            cp.pusher.to_user(user_id, protocol.status("idle"))
-            return "idle"
-        count("TaskStopRequested")
-        cp.pusher.to_user(user_id, protocol.status("stopping"))
-        return "stopping"
+        status = stop_agent(cp, state, reason)
+        if status == "stopping":
+            count("TaskStopRequested")
+        if status is not None:
+            return status
     return cp.task_state.get(user_id).status.value.lower()
+
+
+def stop_agent(cp: ControlPlane, state: TaskState, reason: str) -> str | None:
+    """Starting/Running → Stopping, then StopTask; the status the user's tabs are told, None if we lost."""
+    stopping = cp.task_state.transition(state, Status.STOPPING, cp.clock())
+    if stopping is None:
+        return None
+    if not state.task_arn or not stop_task(cp, state.task_arn, reason):
+        # No task to stop (never attached, or already gone): no STOPPED event will settle the row.
+        settle_idle(cp, stopping)
+        return "idle"
+    cp.pusher.to_user(state.user_id, protocol.status("stopping"))
+    return "stopping"
+
+
+def settle_idle(cp: ControlPlane, state: TaskState) -> TaskState | None:
+    """Back to Idle without the task (nothing else will settle the row); the user's tabs are told."""
+    idle = cp.task_state.transition(state, Status.IDLE, cp.clock(), remove=lifecycle.LIVE_TASK_ATTRIBUTES)
+    if idle is not None:
+        cp.pusher.to_user(state.user_id, protocol.status("idle"))
+    return idle
 
 
 def abort_reply(cp: ControlPlane, user_id: str, conversation_id: str | None) -> bool:

@@ -115,16 +115,17 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     if detail.get("lastStatus") != "STOPPED":
         return Outcome(reconciled=False, task_arn=task_arn, reason="not stopped")
     user_id = task_user_id(detail)
+    why = stop_reason(detail, cp.cfg.launch.container_name)
     _release_claims(cp, user_id, task_arn)
     for _ in range(_RECONCILE_TRIES):
-        state = _referencing_state(cp, user_id, task_arn)
-        if state is None:
+        state = cp.task_state.get(user_id) if user_id else cp.task_state.find_by_task(task_arn)
+        if state is None or state.task_arn != task_arn:
             logger.info("stopped task not referenced by its user's row", task_arn=task_arn, user_id=user_id)
-            _serve_after_release(cp, user_id)
+            _serve_after_release(cp, state)
             return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="not referenced")
-        settled = _settle(cp, state, detail)
+        settled = _settle(cp, state, why)
         if settled is not None:
-            return _after_settle(cp, state, settled, detail)
+            return _after_settle(cp, state, settled, detail, why)
     # The row kept changing under us; the next event or the watchdog settles it.
     logger.warning("stopped task not reconciled: row kept changing", task_arn=task_arn, user_id=user_id)
     return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="contention")
@@ -146,44 +147,33 @@ def _release_claims(cp: ControlPlane, user_id: str | None, task_arn: str) -> Non
         )
 
 
-def _serve_after_release(cp: ControlPlane, user_id: str | None) -> None:
+def _serve_after_release(cp: ControlPlane, state: TaskState | None) -> None:
     """A bridge that released its row itself on SIGTERM may leave messages that arrived while it stopped."""
-    if not user_id:
-        return
-    state = cp.task_state.get(user_id)
     if (
-        state.status is Status.IDLE
+        state is not None
+        and state.status is Status.IDLE
         and serve_queued(cp, state, reason="queued during shutdown").result == "started"
     ):
         count("TaskRestarted")
 
 
-def _referencing_state(cp: ControlPlane, user_id: str | None, task_arn: str) -> TaskState | None:
-    if user_id:
-        state = cp.task_state.get(user_id)
-        return state if state.task_arn == task_arn else None
-    return cp.task_state.find_by_task(task_arn)
+def _settle(cp: ControlPlane, state: TaskState, why: str) -> TaskState | None:
+    failed_start = {"startAttempts": state.start_attempts + 1, "lastError": why[:500]}
+    return cp.task_state.transition(
+        state,
+        Status.IDLE,
+        cp.clock(),
+        set_=failed_start if state.status is Status.STARTING else None,
+        remove=lifecycle.LIVE_TASK_ATTRIBUTES,
+    )
 
 
-def _settle(cp: ControlPlane, state: TaskState, detail: Mapping[str, Any]) -> TaskState | None:
-    now = cp.clock()
-    if state.status is Status.STARTING:
-        why = stop_reason(detail, cp.cfg.launch.container_name)
-        return cp.task_state.transition(
-            state,
-            Status.IDLE,
-            now,
-            set_={"startAttempts": state.start_attempts + 1, "lastError": why[:500]},
-            remove=lifecycle.LIVE_TASK_ATTRIBUTES,
-        )
-    return cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
-
-
-def _after_settle(cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any]) -> Outcome:
+def _after_settle(
+    cp: ControlPlane, before: TaskState, idle: TaskState, detail: Mapping[str, Any], why: str
+) -> Outcome:
     user_id = before.user_id
     task_arn = before.task_arn
     failed_start = before.status is Status.STARTING
-    why = stop_reason(detail, cp.cfg.launch.container_name)
     count("TaskStopped")
     logger.info(
         "task stopped",

@@ -89,7 +89,7 @@ class TelegramClient:
         for attempt in range(1, self.attempts + 1):
             try:
                 status, raw = self.transport(url, body, self.timeout)
-            except (OSError, urllib.error.URLError) as exc:
+            except OSError as exc:  # URLError and timeouts are OSErrors
                 last = TelegramError(method, 0, f"network error ({type(exc).__name__})")
             else:
                 error = _error(method, status, raw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw import lifecycle, routing
 from serverless_openclaw import settings as user_settings
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState, Verdict
@@ -48,11 +48,10 @@ def sweep(cp: ControlPlane) -> list[Action]:
             decided = _check_row(cp, state)
             if decided is None:
                 continue
-            action, task_to_stop = decided
+            action, task_stopped = decided
             _record(actions, action)
-            if task_to_stop:
-                stopped.add(task_to_stop)
-                cp.launcher.stop(task_to_stop, action.reason)
+            if task_stopped:
+                stopped.add(task_stopped)
         except Exception:  # one bad row never ends the sweep
             logger.exception("watchdog row failed", user_id=state.user_id, task_arn=state.task_arn)
     if rows is not None:
@@ -96,7 +95,7 @@ def _idle_timeout(cp: ControlPlane, state: TaskState) -> int:
 
 
 def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] | None:
-    """Apply the per-row rules; returns the action taken and the task to stop, or None."""
+    """Apply the per-row rules; returns the action taken and the task it stopped, or None."""
     now = cp.clock()
     cfg = cp.cfg.lifecycle
     verdict = lifecycle.watchdog_verdict(state, now, cfg, _idle_timeout(cp, state))
@@ -104,33 +103,26 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
     if verdict is Verdict.KEEP:
         return None
     if verdict is Verdict.STOP_IDLE:
-        stopping = cp.task_state.transition(state, Status.STOPPING, now)
-        if stopping is None:
+        if routing.stop_agent(cp, state, "idle timeout") is None:
             return _lost_race(state, verdict)
-        if not state.task_arn:
-            # No task to send a STOPPED event: settle the row here.
-            cp.task_state.transition(stopping, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
-            cp.pusher.to_user(user_id, protocol.status("idle"))
-        else:
-            cp.pusher.to_user(user_id, protocol.status("stopping"))
         return Action(user_id, state.task_arn, "stop_idle", "idle timeout"), state.task_arn
     if verdict is Verdict.RESET_FAILED_START:
         why = f"it did not come up within {cfg.start_deadline_seconds} seconds"
         if routing.record_failed_start(cp, state, why) is None:
             return _lost_race(state, verdict)
-        return Action(user_id, state.task_arn, "failed_start", "start deadline passed"), state.task_arn
-    if verdict is Verdict.RESET_STALE:
-        idle = cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
-        if idle is None:
+        action = Action(user_id, state.task_arn, "failed_start", "start deadline passed")
+    else:  # RESET_STALE or RESET_STUCK_STOPPING: back to Idle at once
+        if routing.settle_idle(cp, state) is None:
             return _lost_race(state, verdict)
-        cp.pusher.to_user(user_id, protocol.status("idle"))
-        return Action(user_id, state.task_arn, "stale_reset", "heartbeat stale"), state.task_arn
-    # Verdict.RESET_STUCK_STOPPING: a task that is somehow still alive is an orphan from now on.
-    idle = cp.task_state.transition(state, Status.IDLE, now, remove=lifecycle.LIVE_TASK_ATTRIBUTES)
-    if idle is None:
-        return _lost_race(state, verdict)
-    cp.pusher.to_user(user_id, protocol.status("idle"))
-    return Action(user_id, state.task_arn, "stuck_stopping", "no STOPPED event before the deadline"), None
+        if verdict is Verdict.RESET_STUCK_STOPPING:
+            # A task that is somehow still alive is an orphan from now on.
+            return Action(
+                user_id, state.task_arn, "stuck_stopping", "no STOPPED event before the deadline"
+            ), None
+        action = Action(user_id, state.task_arn, "stale_reset", "heartbeat stale")
+    if state.task_arn:
+        routing.stop_task(cp, state.task_arn, action.reason)
+    return action, state.task_arn
 
 
 def _lost_race(state: TaskState, verdict: Verdict) -> tuple[Action, str | None] | None:

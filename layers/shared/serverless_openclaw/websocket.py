@@ -36,10 +36,6 @@ class ConnectionCache:
                 self._entries.popitem(last=False)
         return found
 
-    def forget(self, connection_id: str) -> None:
-        """Drop an entry (the connection turned out to be gone)."""
-        self._entries.pop(connection_id, None)
-
 
 def handle_frame(
     cp: ControlPlane, cache: ConnectionCache, connection_id: str, body: str | None

@@ -54,6 +54,21 @@ def from_item(item: Mapping[str, Any]) -> TaskState:
     )
 
 
+def _update(
+    set_: Mapping[str, Any], remove: tuple[str, ...], *more_sets: str
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """UpdateExpression, names and values that set `set_` (a None value removes) and remove `remove`."""
+    unknown = (set(set_) | set(remove)) - _ATTRS
+    if unknown:
+        raise ValueError(f"unknown TaskState attributes: {sorted(unknown)}")
+    kept = {k: v for k, v in set_.items() if v is not None}
+    removals = [*remove, *(k for k, v in set_.items() if v is None)]
+    expression = "SET " + ", ".join([*(f"#{k} = :{k}" for k in kept), *more_sets])
+    if removals:
+        expression += " REMOVE " + ", ".join(f"#{k}" for k in removals)
+    return expression, {f"#{k}": k for k in (*set_, *remove)}, {f":{k}": v for k, v in kept.items()}
+
+
 def _conditional_failed(exc: ClientError) -> bool:
     return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
@@ -95,23 +110,12 @@ class TaskStateStore:
         remove: tuple[str, ...] = (),
     ) -> TaskState | None:
         """Move to `to` only if nobody changed the row since `current` was read; None if we lost."""
-        set_ = dict(set_ or {})
-        unknown = (set(set_) | set(remove)) - _ATTRS
-        if unknown:
-            raise ValueError(f"unknown TaskState attributes: {sorted(unknown)}")
-        set_.update({"status": to.value, "version": current.version + 1, "changedAt": now})
-        names = {f"#{k}": k for k in (*set_, *remove)}
-        assignments = [f"#{k} = :{k}" for k, v in set_.items() if v is not None]
-        removals = [f"#{k}" for k in remove] + [f"#{k}" for k, v in set_.items() if v is None]
-        expression = "SET " + ", ".join(assignments)
-        if removals:
-            expression += " REMOVE " + ", ".join(removals)
-        names["#v"] = "version"
-        vals = {f":{k}": v for k, v in set_.items() if v is not None}
+        set_ = {**(set_ or {}), "status": to.value, "version": current.version + 1, "changedAt": now}
+        expression, names, vals = _update(set_, remove)
         vals[":expected"] = current.version
-        condition = "#v = :expected"
+        condition = "#version = :expected"
         if current.version == 0:
-            condition = "attribute_not_exists(PK) OR attribute_not_exists(#v) OR #v = :expected"
+            condition = "attribute_not_exists(PK) OR attribute_not_exists(#version) OR #version = :expected"
         try:
             resp = client("dynamodb").update_item(
                 TableName=self.table,
@@ -229,26 +233,16 @@ class TaskStateStore:
     ) -> bool:
         """A bridge moves the row of its own task (e.g. Starting → Running); refused once it names another."""
         set_ = {**(set_ or {}), "status": to.value, "changedAt": now}
-        unknown = (set(set_) | set(remove)) - _ATTRS
-        if unknown:
-            raise ValueError(f"unknown TaskState attributes: {sorted(unknown)}")
-        names = {f"#{k}": k for k in (*set_, *remove, "version", "taskArn")}
-        expression = "SET " + ", ".join(f"#{k} = :{k}" for k in set_) + ", #version = #version + :one"
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#{k}" for k in remove)
+        expression, names, vals = _update(set_, remove, "#version = #version + :one")
+        names.update({"#version": "version", "#taskArn": "taskArn", "#status": "status"})
         allowed = {f":from{i}": status.value for i, status in enumerate(from_)}
-        vals = {**{f":{k}": v for k, v in set_.items()}, **allowed, ":one": 1, ":arn": task_arn}
+        vals.update({**allowed, ":one": 1, ":arn": task_arn})
         condition = f"#taskArn = :arn AND #status IN ({', '.join(allowed)})"
         return self._conditional_update(user_id, expression, condition, names, vals)
 
     def scan(self) -> Iterator[TaskState]:
         """Every row (one per user: small by design)."""
-        paginator = client("dynamodb").get_paginator("scan")
-        for page in paginator.paginate(TableName=self.table, ConsistentRead=True):
-            for raw in page.get("Items", []):
-                item = codec.load(raw)
-                if item:
-                    yield from_item(item)
+        return map(from_item, self.scan_items())
 
     def scan_items(self) -> Iterator[dict[str, Any]]:
         """Every row as stored, unconverted: for sweeps that must survive one malformed row."""
