@@ -30,7 +30,7 @@ from bridge.openclaw_config import write_config  # noqa: E402
 from bridge.state_sync import StateSync, default_roots  # noqa: E402
 from local.offline_model import serve  # noqa: E402
 from serverless_openclaw.config import Tables  # noqa: E402
-from serverless_openclaw.lifecycle import Capacity, Status  # noqa: E402
+from serverless_openclaw.lifecycle import Status  # noqa: E402
 from serverless_openclaw.store.connections import Connection, ConnectionStore  # noqa: E402
 from serverless_openclaw.store.intake import IncomingMessage, IntakeStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
@@ -42,6 +42,7 @@ from tests.contract.harness import (  # noqa: E402
     MotoServer,
     bridge_environment,
     start_bridge,
+    start_task,
 )
 
 USER = "bench-user"
@@ -101,10 +102,7 @@ async def bridge_startup(moto: MotoServer, model_url: str, work: Path) -> None:
     os.environ.update({"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
     store = TaskStateStore(tables.task_state)
     task_arn = "arn:aws:ecs:us-east-1:123456789012:task/bench/1"
-    starting = store.transition(
-        store.get(USER), Status.STARTING, time.time(), set_={"startedAt": time.time()}
-    )
-    assert starting and store.record_launch(starting, task_arn, Capacity.SPOT)
+    start_task(tables, USER, task_arn)
     ConnectionStore(tables.connections).put(Connection("tab", USER, "client", time.time()))
     agent, management, metadata = AgentSocket(), ManagementServer(), MetadataServer(task_arn)
     management.thread.start()

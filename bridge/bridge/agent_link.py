@@ -107,13 +107,6 @@ class AgentLink:
             return False
         return True
 
-    async def send_heartbeat(self) -> bool:
-        """Heartbeat now (e.g. when `busy` flips) instead of at the next tick; False when not connected."""
-        ws = self._ws
-        if ws is None:
-            return False
-        return await self._send_heartbeat(ws)
-
     async def close(self) -> None:
         """Stop reconnecting and close the link; callbacks still running are cancelled (except the caller)."""
         self._closing = True

@@ -32,7 +32,14 @@ from bridge.delivery import WebSocketDelivery
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.openclaw_client import GatewayClient, session_key_for
-from bridge.openclaw_config import ModelChoice, build_config, gateway_environment, write_config
+from bridge.openclaw_config import (
+    ENDPOINT_PROVIDERS,
+    ModelChoice,
+    build_config,
+    gateway_command,
+    gateway_environment,
+    write_config,
+)
 from bridge.secrets import API_KEY_PARAMETERS, model_secrets
 from bridge.state_sync import StateSync, default_roots
 from serverless_openclaw import protocol
@@ -149,16 +156,7 @@ class Bridge:
                 aws_credentials=choice.provider == "bedrock",
             )
         async with self.phases.timed("gateway"):
-            command = [
-                cfg.openclaw_node,
-                cfg.openclaw_entry,
-                "gateway",
-                "run",
-                "--port",
-                str(cfg.gateway_port),
-                "--bind",
-                "loopback",
-            ]
+            command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
             self.gateway = GatewayProcess(command, env, cwd=cfg.state_root)
             await self.gateway.start()
             await self.gateway.wait_until_listening(cfg.gateway_port, timeout=180)
@@ -240,7 +238,7 @@ class Bridge:
         chosen = SettingsStore(cfg.tables.settings).get(cfg.user_id, "model")
         if isinstance(chosen, str) and "/" in chosen:
             wanted, wanted_model = chosen.split("/", 1)
-            needs_url = wanted in ("openai-compatible", "offline") and not cfg.model_base_url
+            needs_url = wanted in ENDPOINT_PROVIDERS and not cfg.model_base_url
             if wanted in SUPPORTED_PROVIDERS and not needs_url:
                 provider, model_id = wanted, wanted_model
             else:
@@ -250,8 +248,11 @@ class Bridge:
         choice = ModelChoice(
             provider=provider,
             model_id=model_id or DEFAULT_MODELS[provider],
-            base_url=cfg.model_base_url if provider in ("openai-compatible", "offline") else None,
-            api_key_env=key_env,
+            base_url=cfg.model_base_url if provider in ENDPOINT_PROVIDERS else None,
+            # Only a key that exists is referenced: an unset ${VAR} in openclaw.json is an error there
+            # (a keyless openai-compatible endpoint, such as a local one, needs none).
+            api_key_env=key_env if key_env in api_keys else None,
+            region=cfg.aws_region,
         )
         logger.info("model chosen", provider=provider, model=choice.model_id, key_present=bool(api_keys))
         return choice, api_keys

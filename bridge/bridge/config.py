@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.openclaw_config import ENDPOINT_PROVIDERS
 from serverless_openclaw.config import ConfigError, Tables, integer, number, require
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS
 
@@ -47,6 +48,7 @@ class BridgeConfig:
     backup_debounce: float
     backup_interval: float
     metrics_namespace: str
+    aws_region: str | None = None
 
     @property
     def openclaw_home(self) -> Path:
@@ -63,7 +65,7 @@ class BridgeConfig:
                 f"MODEL_PROVIDER must be one of {', '.join(SUPPORTED_PROVIDERS)}, got {provider!r}"
             )
         base_url = env.get("MODEL_BASE_URL", "").strip() or None
-        if provider in ("openai-compatible", "offline") and not base_url:
+        if provider in ENDPOINT_PROVIDERS and not base_url:
             raise ConfigError(f"MODEL_BASE_URL is required for MODEL_PROVIDER={provider}")
         return cls(
             user_id=require(env, "USER_ID"),
@@ -92,4 +94,6 @@ class BridgeConfig:
             backup_debounce=number(env, "BACKUP_DEBOUNCE_SECONDS", 5, minimum=0),
             backup_interval=number(env, "BACKUP_INTERVAL_SECONDS", 60, minimum=5),
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "ServerlessOpenClaw",
+            # Fargate sets both; Bedrock is called in the task's own region.
+            aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None,
         )

@@ -87,8 +87,6 @@ class WebSocketDelivery:
             user_id=item.user_id,
             conversation_id=item.conversation_id,
             message_id=message_id,
-            # Which user message this answers, as the history row's replyTo: a tab (or a second one)
-            # can pair a reply with the message it sent even when several are in flight.
             reply_to=item.message_id,
             flush_interval=self._flush_interval,
             max_buffer_chars=self._max_buffer_chars,
@@ -118,15 +116,16 @@ class WebSocketReplyStream:
         user_id: str,
         conversation_id: str,
         message_id: str,
+        reply_to: str,
         flush_interval: float,
         max_buffer_chars: int,
-        reply_to: str | None = None,
     ) -> None:
         self._pusher = pusher
         self._user_id = user_id
-        self._conversation_id = conversation_id
         self._message_id = message_id
-        self._reply_to = reply_to
+        # Every frame of the reply names it; `replyTo` is the user message it answers (as in the history
+        # row), so a tab can pair a reply with the message it sent even when several are in flight.
+        self._address = {"conversationId": conversation_id, "messageId": message_id, "replyTo": reply_to}
         self._flush_interval = flush_interval
         self._max_buffer_chars = max_buffer_chars
         self._pending: list[str] = []
@@ -166,15 +165,7 @@ class WebSocketReplyStream:
 
     async def fail(self, code: str, message: str) -> None:
         """Push what is buffered, then an `error` frame naming this reply."""
-        await self._finish(
-            protocol.error(
-                code,
-                message,
-                conversationId=self._conversation_id,
-                messageId=self._message_id,
-                **({"replyTo": self._reply_to} if self._reply_to else {}),
-            )
-        )
+        await self._finish(protocol.error(code, message, **self._address))
 
     async def _finish(self, terminal: dict[str, Any]) -> None:
         if self._closed:
@@ -190,13 +181,7 @@ class WebSocketReplyStream:
             await asyncio.gather(*self._timed_flushes, return_exceptions=True)
 
     def _frame(self, type_: str, **fields: Any) -> dict[str, Any]:
-        return {
-            "type": type_,
-            "conversationId": self._conversation_id,
-            "messageId": self._message_id,
-            **({"replyTo": self._reply_to} if self._reply_to else {}),
-            **fields,
-        }
+        return {"type": type_, **self._address, **fields}
 
     def _arm_timer(self) -> None:
         if self._timer is not None or self._closed or not self._pending:

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
 from aws_lambda_powertools import Logger
 
 from serverless_openclaw.observability import logger as default_logger
-
-OnRestart = Callable[[int], Awaitable[None] | None]
 
 _STREAM_LIMIT: Final = 1024 * 1024
 _MAX_LOGGED_LINE: Final = 8 * 1024
@@ -50,7 +47,6 @@ class GatewayProcess:
         env: Mapping[str, str],
         *,
         cwd: Path,
-        on_restart: OnRestart | None = None,
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         stable_after: float = 60.0,
@@ -61,7 +57,6 @@ class GatewayProcess:
         self._command = list(command)
         self._env = dict(env)
         self._cwd = cwd
-        self._on_restart = on_restart
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         # A child that ran this long before dying was healthy: the next restart starts from the short delay.
@@ -221,19 +216,7 @@ class GatewayProcess:
             if self._stopping.is_set():
                 return False
             self._restarts += 1
-            await self._notify_restart()
             return True
-
-    async def _notify_restart(self) -> None:
-        """Tell the owner a new child is running (e.g. to reconnect its client)."""
-        if self._on_restart is None:
-            return
-        try:
-            result = self._on_restart(self._restarts)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self._log.exception("on_restart callback failed", restarts=self._restarts)
 
     async def _finish(self, proc: asyncio.subprocess.Process) -> None:
         """Record the exit status, end leftover helpers of that child and let its output drain."""

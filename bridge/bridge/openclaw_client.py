@@ -159,10 +159,12 @@ class _Reply:
         piece = payload.get("deltaText")
         piece = piece if isinstance(piece, str) else ""
         text = piece if payload.get("replace") else self.text + piece
-        snapshot = message_text(payload.get("message"))
-        if self.resync and snapshot is not None and snapshot.startswith(self.text):
-            # Deltas sent while we were disconnected are lost; the cumulative snapshot holds them.
-            text, self.resync = snapshot, False
+        if self.resync:
+            # Deltas sent while we were disconnected are lost; the cumulative snapshot holds them. Only
+            # then is it read: it is the whole reply so far, not worth rebuilding for every delta.
+            snapshot = message_text(payload.get("message"))
+            if snapshot is not None and snapshot.startswith(self.text):
+                text, self.resync = snapshot, False
         return self._set(text)
 
     def adopt(self, text: str) -> str:

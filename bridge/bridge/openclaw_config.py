@@ -13,10 +13,12 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-Provider = Literal["anthropic", "openai", "bedrock", "openai-compatible", "offline"]
-PROVIDERS: Final[tuple[str, ...]] = ("anthropic", "openai", "bedrock", "openai-compatible", "offline")
+from serverless_openclaw.settings import SUPPORTED_PROVIDERS
+
+ENDPOINT_PROVIDERS: Final = frozenset({"openai-compatible", "offline"})
+"""Providers that are an OpenAI-style endpoint of our own: they need a base URL (MODEL_BASE_URL)."""
 
 # Provider ids as OpenClaw knows them; anthropic and openai are its built-in providers.
 _OPENCLAW_PROVIDER_ID: Final[dict[str, str]] = {
@@ -70,20 +72,20 @@ _HEADLESS_ENV: Final[dict[str, str]] = {
 class ModelChoice:
     """Which model the agent uses: provider, model id, and where its endpoint and key come from."""
 
-    provider: str  # one of PROVIDERS (checked at construction; plain str so settings can flow in)
+    provider: str  # one of SUPPORTED_PROVIDERS (checked at construction; plain str so settings can flow in)
     model_id: str
     base_url: str | None = None
     api_key_env: str | None = None
     region: str | None = None
 
     def __post_init__(self) -> None:
-        if self.provider not in PROVIDERS:
+        if self.provider not in SUPPORTED_PROVIDERS:
             raise ValueError(
-                f"unknown model provider {self.provider!r}; expected one of {', '.join(PROVIDERS)}"
+                f"unknown model provider {self.provider!r}; expected one of {', '.join(SUPPORTED_PROVIDERS)}"
             )
         if not self.model_id.strip():
             raise ValueError("model_id must not be empty")
-        if self.provider in ("openai-compatible", "offline") and not self.base_url:
+        if self.provider in ENDPOINT_PROVIDERS and not self.base_url:
             raise ValueError(f"provider {self.provider!r} needs a base_url")
         if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
             raise ValueError(f"api_key_env must be an upper-case variable name, got {self.api_key_env!r}")
@@ -99,6 +101,11 @@ class ModelChoice:
     def model_ref(self) -> str:
         """The "<provider>/<model>" reference OpenClaw's agents.defaults.model.primary expects."""
         return f"{self.provider_id}/{self.model_id}"
+
+
+def gateway_command(node: str, entry: str, port: int) -> list[str]:
+    """The command that runs the gateway in the foreground, listening on loopback only."""
+    return [node, entry, "gateway", "run", "--port", str(port), "--bind", "loopback"]
 
 
 def build_config(choice: ModelChoice, *, port: int, workspace: Path, log_file: Path) -> dict[str, Any]:
@@ -151,7 +158,7 @@ def _models_section(choice: ModelChoice) -> dict[str, Any]:
     section: dict[str, Any] = {
         # "replace" for our own endpoints: no implicit providers discovered from the environment, only the
         # configured model; "merge" for built-ins, whose model rows come from OpenClaw's bundled catalog.
-        "mode": "merge" if choice.provider in ("anthropic", "openai", "bedrock") else "replace",
+        "mode": "replace" if choice.provider in ENDPOINT_PROVIDERS else "merge",
         "catalogRefresh": {"enabled": False},  # no hosted catalog fetch at boot and every 6 h
     }
     section["providers"] = {choice.provider_id: _provider_entry(choice)}

@@ -428,8 +428,7 @@ class StateSync:
             for key, entry in known.items():
                 if key in files:
                     continue
-                root_name = key.split("/", 1)[0]
-                root = self._roots.get(root_name)
+                root = self._roots.get(_root_of(key))
                 keep = (
                     root is None
                     or key in self._unrestored
@@ -675,7 +674,7 @@ class StateSync:
         self._signatures = {
             key: (e.size, e.mtime_ns, _NO_FILE, _NO_FILE)
             for key, e in known.items()
-            if not _is_sqlite(self._roots.get(key.split("/", 1)[0]), key.rsplit("/", 1)[-1])
+            if not _is_sqlite(self._roots.get(_root_of(key)), key.rsplit("/", 1)[-1])
         }
 
     def _write_manifest(self, files: dict[str, _Entry]) -> None:

@@ -185,10 +185,6 @@ class FakeGateway:
         """The run in progress in that session, if any."""
         return self._active.get(session_key)
 
-    @property
-    def open_connections(self) -> int:
-        return len(self._connections)
-
     async def until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Wait until predicate() holds (fails the test after a generous timeout)."""
         async with asyncio.timeout(timeout):

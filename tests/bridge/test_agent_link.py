@@ -105,26 +105,30 @@ def bridge() -> Bridge:
     return Bridge()
 
 
+def link_options(bridge: Bridge, **overrides: Any) -> dict[str, Any]:
+    """AgentLink's arguments as the bridge passes them, with a quick backoff and no periodic heartbeat."""
+    return {
+        "user_id": USER,
+        "task_arn": TASK_ARN,
+        "token": TOKEN,
+        "on_nudge": bridge.on_nudge,
+        "on_abort": bridge.on_abort,
+        "on_shutdown": bridge.on_shutdown,
+        "on_superseded": bridge.on_superseded,
+        "busy": lambda: bridge.busy,
+        "heartbeat_interval": 3600.0,
+        "backoff_min": 0.01,
+        "backoff_max": 0.05,
+        **overrides,
+    }
+
+
 @pytest.fixture
 async def make_link(gateway: FakeApiGateway, bridge: Bridge) -> AsyncIterator[Callable[..., AgentLink]]:
     links: list[AgentLink] = []
 
     def make(**overrides: Any) -> AgentLink:
-        options: dict[str, Any] = {
-            "user_id": USER,
-            "task_arn": TASK_ARN,
-            "token": TOKEN,
-            "on_nudge": bridge.on_nudge,
-            "on_abort": bridge.on_abort,
-            "on_shutdown": bridge.on_shutdown,
-            "on_superseded": bridge.on_superseded,
-            "busy": lambda: bridge.busy,
-            "heartbeat_interval": 3600.0,
-            "backoff_min": 0.01,
-            "backoff_max": 0.05,
-        }
-        options.update(overrides)
-        link = AgentLink(gateway.url, **options)
+        link = AgentLink(gateway.url, **link_options(bridge, **overrides))
         links.append(link)
         return link
 
@@ -196,25 +200,6 @@ async def test_heartbeats_carry_the_busy_flag(
     await eventually(lambda: gateway.heartbeats()[-1]["busy"] is True)
     assert gateway.heartbeats()[0] == {"action": "heartbeat", "busy": False}
     assert all(set(f) == {"action", "busy"} for f in gateway.heartbeats())
-
-
-async def test_send_heartbeat_reports_a_change_at_once(
-    gateway: FakeApiGateway, bridge: Bridge, make_link: Callable[..., AgentLink]
-) -> None:
-    # Given a connected link whose next periodic heartbeat is an hour away
-    link = make_link()
-    assert not await link.send_heartbeat()  # not connected yet: nothing to send on
-    await link.start()
-    assert await link.wait_connected(10)
-    await eventually(lambda: len(gateway.heartbeats()) == 1)
-
-    # When the bridge becomes busy and says so
-    bridge.busy = True
-    assert await link.send_heartbeat()
-
-    # Then the control plane hears it without waiting for the interval
-    await eventually(lambda: len(gateway.heartbeats()) == 2)
-    assert gateway.heartbeats()[-1] == {"action": "heartbeat", "busy": True}
 
 
 async def test_a_busy_check_that_raises_is_reported_as_busy(
@@ -308,19 +293,7 @@ async def test_an_unreachable_api_is_retried(bridge: Bridge) -> None:
     fake = FakeApiGateway()
     async with serve(fake.handler, "127.0.0.1", 0, process_request=fake.process_request) as server:
         port = server.sockets[0].getsockname()[1]
-    link = AgentLink(
-        f"ws://127.0.0.1:{port}/prod",
-        user_id=USER,
-        task_arn=TASK_ARN,
-        token=TOKEN,
-        on_nudge=bridge.on_nudge,
-        on_abort=bridge.on_abort,
-        on_shutdown=bridge.on_shutdown,
-        on_superseded=bridge.on_superseded,
-        busy=lambda: False,
-        backoff_min=0.01,
-        backoff_max=0.05,
-    )
+    link = AgentLink(f"ws://127.0.0.1:{port}/prod", **link_options(bridge))
     try:
         await link.start()
         assert not await link.wait_connected(0.2)
@@ -466,15 +439,5 @@ async def test_the_agent_token_never_reaches_the_logs(
 
 
 def test_a_malformed_url_fails_at_start_up(bridge: Bridge) -> None:
-    with pytest.raises(ValueError):
-        AgentLink(
-            "https://not-a-websocket.example",
-            user_id=USER,
-            task_arn=TASK_ARN,
-            token=TOKEN,
-            on_nudge=bridge.on_nudge,
-            on_abort=bridge.on_abort,
-            on_shutdown=bridge.on_shutdown,
-            on_superseded=bridge.on_superseded,
-            busy=lambda: False,
-        )
+    with pytest.raises(ValueError, match="ws:// or wss://"):
+        AgentLink("https://not-a-websocket.example", **link_options(bridge))

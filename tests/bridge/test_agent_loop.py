@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
-
 from bridge.agent_loop import InboxLoop
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.store.inbox import InboxItem
@@ -112,6 +110,20 @@ def _loop(cp: ControlPlane, runner: ScriptedRunner, delivery: RecordingDelivery,
     )
 
 
+async def _start_long_run(
+    cp: ControlPlane,
+) -> tuple[str, ScriptedRunner, RecordingDelivery, InboxLoop, asyncio.Task[int]]:
+    """A queued message whose run streams, then holds until it is aborted (or released)."""
+    message = _queue(cp, "long story")
+    runner = ScriptedRunner(reply=lambda _: Result("final", "once upon a time"), hold=asyncio.Event())
+    delivery = RecordingDelivery()
+    loop = _loop(cp, runner, delivery)
+    drain = asyncio.create_task(loop.drain())
+    while not loop.busy:
+        await asyncio.sleep(0.01)
+    return message, runner, delivery, loop, drain
+
+
 async def test_drain_answers_every_message_in_order_and_empties_the_inbox(cp: ControlPlane) -> None:
     # Given three queued messages in two conversations
     ids = [_queue(cp, "one"), _queue(cp, "two", "conv-2"), _queue(cp, "three")]
@@ -147,9 +159,16 @@ async def test_provider_error_is_told_stored_and_marked_failed(cp: ControlPlane)
     # When the loop drains
     await _loop(cp, runner, delivery).drain()
 
-    # Then the user sees a readable error, the item is failed (not retried), the loop carries on
+    # Then the user sees a readable error, it is in the history, the item is failed (not retried)
     kind, (code, text) = delivery.streams[message][-1]
-    assert kind == "fail" and code and "provider" in text.lower()
+    assert kind == "fail" and code == "provider_failed" and "provider" in text.lower()
+    reply = cp.conversations.messages(USER, "conv-1").items[0]
+    assert (reply["role"], reply["content"], reply["state"], reply["replyTo"]) == (
+        "assistant",
+        text,
+        "error",
+        message,
+    )
     (item,) = cp.inbox.items(USER)
     assert item.status == "failed"
     assert len(runner.ran) == 1
@@ -204,33 +223,22 @@ async def test_item_over_its_attempts_is_failed_without_running(cp: ControlPlane
 
 async def test_user_abort_stores_the_partial_reply_and_completes(cp: ControlPlane) -> None:
     # Given a long reply in progress
-    message = _queue(cp, "long story")
-    runner = ScriptedRunner(reply=lambda _: Result("final", "once upon a time"), hold=asyncio.Event())
-    delivery = RecordingDelivery()
-    loop = _loop(cp, runner, delivery)
-    drain = asyncio.create_task(loop.drain())
-    while not loop.busy:
-        await asyncio.sleep(0.01)
+    message, runner, delivery, _, drain = await _start_long_run(cp)
 
     # When the user presses stop
     await runner.abort("agent:main:web:conv-1")
     await drain
 
-    # Then the stream ends as stopped, the item is done (not retried)
-    assert delivery.streams[message][-1][0] == "fail"
-    assert delivery.streams[message][-1][1][0]
+    # Then the stream ends as stopped, the partial reply is in the history, the item is done (not retried)
+    assert delivery.streams[message][-1] == ("fail", ("aborted", "Stopped."))
+    reply = cp.conversations.messages(USER, "conv-1").items[0]
+    assert (reply["content"], reply["state"], reply["replyTo"]) == ("once ", "aborted", message)
     assert cp.inbox.items(USER) == []
 
 
 async def test_shutdown_aborts_a_long_run_and_gives_the_message_back(cp: ControlPlane) -> None:
     # Given a run that will not finish within the grace period
-    message = _queue(cp, "long story")
-    runner = ScriptedRunner(reply=lambda _: Result("final", "once upon a time"), hold=asyncio.Event())
-    delivery = RecordingDelivery()
-    loop = _loop(cp, runner, delivery)
-    drain = asyncio.create_task(loop.drain())
-    while not loop.busy:
-        await asyncio.sleep(0.01)
+    message, runner, delivery, loop, drain = await _start_long_run(cp)
 
     # When the task is stopped
     loop.stop_claiming()
@@ -269,10 +277,9 @@ async def test_stop_claiming_leaves_later_messages_queued(cp: ControlPlane) -> N
     assert [i.status for i in cp.inbox.items(USER)] == ["queued"]
 
 
-@pytest.mark.parametrize("state", ["merged"])
-async def test_merged_run_completes_the_item(cp: ControlPlane, state: str) -> None:
+async def test_merged_run_completes_the_item(cp: ControlPlane) -> None:
     _queue(cp, "hi")
-    await _loop(cp, ScriptedRunner(reply=lambda _: Result(state)), RecordingDelivery()).drain()
+    await _loop(cp, ScriptedRunner(reply=lambda _: Result("merged")), RecordingDelivery()).drain()
     assert cp.inbox.items(USER) == []
 
 

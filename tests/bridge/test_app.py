@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from bridge.app import create_app
+from bridge.app import Bridge, create_app
 from bridge.config import BridgeConfig
+from bridge.openclaw_config import build_config
 from serverless_openclaw.config import ConfigError
 from tests.contract.conftest import free_port
 
@@ -70,3 +72,24 @@ def test_configuration_fails_fast_naming_the_variable(
 ) -> None:
     with pytest.raises(ConfigError, match=missing):
         _config(tmp_path, **overrides)
+
+
+def test_the_model_choice_uses_the_tasks_region_and_names_only_keys_that_exist(
+    aws: dict[str, str], tmp_path: Path
+) -> None:
+    # Given a task in eu-west-1 whose provider is Bedrock
+    bedrock = Bridge(_config(tmp_path, MODEL_PROVIDER="bedrock", MODEL_BASE_URL="", AWS_REGION="eu-west-1"))
+    choice, keys = bedrock._model_choice()
+    written = build_config(choice, port=1, workspace=tmp_path, log_file=tmp_path / "log")
+    # Then OpenClaw calls Bedrock in the task's region, not a default one
+    assert keys == {} and written["models"]["providers"][choice.provider_id]["region"] == "eu-west-1"
+
+    # Given a keyless openai-compatible endpoint (no key stored in SSM)
+    keyless = Bridge(
+        _config(tmp_path, MODEL_PROVIDER="openai-compatible", MODEL_BASE_URL="https://llm.internal/v1")
+    )
+    choice, keys = keyless._model_choice()
+    written = build_config(choice, port=1, workspace=tmp_path, log_file=tmp_path / "log")
+    # Then the config refers to no variable that would stay unset
+    assert keys == {} and choice.api_key_env is None
+    assert "${" not in json.dumps(written["models"])

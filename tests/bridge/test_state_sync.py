@@ -633,15 +633,22 @@ def _agent_db(home: Path) -> Path:
     return home / ".openclaw" / "agents" / "main" / "agent" / "openclaw-agent.sqlite"
 
 
-def test_a_live_wal_database_is_backed_up_as_a_consistent_snapshot(s3: Any, tmp_path: Path) -> None:
-    # Given a live database in WAL mode whose committed rows are still only in the -wal file,
-    # and a second writer with a transaction in flight
-    home = tmp_path / "home"
+def _live_wal_db(home: Path) -> sqlite3.Connection:
+    """The agent's database, open in WAL mode with checkpoints off: committed rows stay in the -wal file."""
     db = _agent_db(home)
     db.parent.mkdir(parents=True)
     live = sqlite3.connect(db)
     live.execute("PRAGMA journal_mode=WAL")
     live.execute("PRAGMA wal_autocheckpoint=0")
+    return live
+
+
+def test_a_live_wal_database_is_backed_up_as_a_consistent_snapshot(s3: Any, tmp_path: Path) -> None:
+    # Given a live database in WAL mode whose committed rows are still only in the -wal file,
+    # and a second writer with a transaction in flight
+    home = tmp_path / "home"
+    db = _agent_db(home)
+    live = _live_wal_db(home)
     live.execute("CREATE TABLE turns (id INTEGER PRIMARY KEY, text TEXT)")
     live.executemany("INSERT INTO turns (text) VALUES (?)", [(f"turn {i}",) for i in range(500)])
     live.commit()
@@ -681,11 +688,7 @@ def test_a_live_wal_database_is_backed_up_as_a_consistent_snapshot(s3: Any, tmp_
 def test_new_rows_that_only_touch_the_wal_are_detected_and_backed_up(s3: Any, tmp_path: Path) -> None:
     # Given a backed-up live WAL database
     home = tmp_path / "home"
-    db = _agent_db(home)
-    db.parent.mkdir(parents=True)
-    live = sqlite3.connect(db)
-    live.execute("PRAGMA journal_mode=WAL")
-    live.execute("PRAGMA wal_autocheckpoint=0")
+    live = _live_wal_db(home)
     live.execute("CREATE TABLE turns (text TEXT)")
     live.commit()
     sync = sync_for(s3, home)

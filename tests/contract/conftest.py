@@ -25,6 +25,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Origin
 
+from bridge import openclaw_config
 from bridge.gateway_process import GatewayProcess
 from bridge.openclaw_config import ModelChoice, build_config, gateway_environment, write_config
 from local.offline_model import OfflineModelServer, serve
@@ -86,8 +87,8 @@ def free_port() -> int:
 
 
 def gateway_command(port: int) -> list[str]:
-    """The command that runs the pinned gateway on loopback."""
-    return [str(NODE), str(ENTRY), "gateway", "run", "--port", str(port), "--bind", "loopback"]
+    """The bridge's command for the pinned gateway, on loopback."""
+    return openclaw_config.gateway_command(str(NODE), str(ENTRY), port)
 
 
 def connect_params(token: str, caps: list[str] | None = None) -> dict[str, Any]:

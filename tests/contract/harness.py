@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,9 @@ from moto.server import ThreadedMotoServer
 from websockets.asyncio.server import Server, ServerConnection
 
 from local.template import create_tables, load_template
+from serverless_openclaw.config import Tables
+from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.store.task_state import TaskStateStore
 from tests.contract.conftest import ENTRY, NODE, REPO, free_port
 
 TABLE_PREFIX = "contract"
@@ -165,6 +169,16 @@ class MetadataServer(ThreadingHTTPServer):
     def uri(self) -> str:
         """What ECS_CONTAINER_METADATA_URI_V4 points at."""
         return f"http://127.0.0.1:{self.server_address[1]}/v4/contract"
+
+
+def start_task(tables: Tables, user_id: str, task_arn: str) -> None:
+    """What ws_message does before RunTask: the row Starting, naming the task."""
+    store = TaskStateStore(tables.task_state)
+    current = store.get(user_id)
+    if current.status is not Status.IDLE:
+        current = store.transition(current, Status.IDLE, time.time()) or store.get(user_id)
+    starting = store.transition(current, Status.STARTING, time.time(), set_={"startedAt": time.time()})
+    assert starting is not None and store.record_launch(starting, task_arn, Capacity.SPOT)
 
 
 def bridge_environment(

@@ -24,7 +24,7 @@ import pytest_asyncio
 from local.offline_model import OfflineModelServer
 from serverless_openclaw.aws import clients
 from serverless_openclaw.config import Tables
-from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.store.connections import Connection, ConnectionStore
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
@@ -37,6 +37,7 @@ from tests.contract.harness import (
     MotoServer,
     bridge_environment,
     start_bridge,
+    start_task,
 )
 
 pytestmark = pytest.mark.contract
@@ -114,16 +115,6 @@ async def until(
         await asyncio.sleep(0.2)
     detail = f"\n--- bridge output ---\n{bridge.output()}" if bridge else ""
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")
-
-
-def start_task(tables: Tables, user_id: str, task_arn: str) -> None:
-    """What ws_message does before RunTask: the row Starting, naming the task."""
-    store = TaskStateStore(tables.task_state)
-    current = store.get(user_id)
-    if current.status is not Status.IDLE:
-        current = store.transition(current, Status.IDLE, time.time()) or store.get(user_id)
-    starting = store.transition(current, Status.STARTING, time.time(), set_={"startedAt": time.time()})
-    assert starting is not None and store.record_launch(starting, task_arn, Capacity.SPOT)
 
 
 def queue(tables: Tables, text: str, conversation: str = "conv-1") -> str:
