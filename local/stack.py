@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -48,13 +49,14 @@ from local.functions import FunctionError, FunctionHost
 from local.offline_model import OfflineModelServer, serve
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local"
 DEFAULT_PORT_BASE = 8080
 SNAPSHOT_SECONDS = 15.0
-SERVICES = ("web", "http", "ws", "aws", "ecs")
+SERVICES = ("web", "http", "ws", "aws", "ecs", "telegram")
 
 
 class StackError(Exception):
@@ -220,7 +222,7 @@ class LocalStack:
         self._acquire_state_lock()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         ports = self._ports()
-        for service in ("web", "http", "ws", "ecs"):
+        for service in ("web", "http", "ws", "ecs", "telegram"):
             self.sockets[service] = bind(ports[service], service)
         probe = bind(ports["aws"], "aws")
         aws_port = probe.getsockname()[1]
@@ -230,12 +232,15 @@ class LocalStack:
         self.http_url = f"http://127.0.0.1:{port['http']}"
         self.ws_http = f"http://127.0.0.1:{port['ws']}"
         self.ws_url = f"ws://127.0.0.1:{port['ws']}"
+        self.telegram_url = f"http://127.0.0.1:{port['telegram']}"
 
         self.runtime = await asyncio.to_thread(self._runtime)
         self.model = choose_model(self.options, dict(os.environ))
         parameters = {
             "WebOrigin": self.web_url,
             "ModelProvider": self.model.provider,
+            # Functions and bridges call the Telegram stand-in, never api.telegram.org.
+            "TelegramApiBase": self.telegram_url,
             **self.options.parameters,
         }
         self.resolver = Resolver(self.template, self.options.stack_name, parameter_overrides=parameters)
@@ -252,6 +257,13 @@ class LocalStack:
             )
         if self.model.provider == "offline":
             self.model_server, _ = serve(0)
+        # A fresh bot per run: its token and webhook secret go where scripts/telegram_webhook.py puts them.
+        self.telegram = TelegramSimulator(
+            token=f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(30)}"
+        )
+        webhook_secret = secrets.token_urlsafe(32)
+        await asyncio.to_thread(self.aws.put_secret, f"{prefix}/telegram-bot-token", self.telegram.token)
+        await asyncio.to_thread(self.aws.put_secret, f"{prefix}/telegram-webhook-secret", webhook_secret)
 
         point_apis_at(self.resolver, self.ws_http, self.http_url)
         ecs_url = f"http://127.0.0.1:{self.sockets['ecs'].getsockname()[1]}"
@@ -284,9 +296,14 @@ class LocalStack:
         self._serve("http", self.http_api.app)
         self._serve("ws", self.websocket_api.app)
         self._serve("ecs", self.ecs.app)
+        self._serve("telegram", self.telegram.app)
         for server in self.servers:
             while not server.started:
                 await asyncio.sleep(0.02)
+        # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
+        self.telegram.register_webhook(
+            f"{self.http_url}/telegram", webhook_secret, allowed_updates=["message"]
+        )
         for task_id in lost:
             # ECS would have reported these tasks' end; task_events settles their users' rows.
             await self.ecs.report_lost(task_id, "the local stack was killed while this task ran")
@@ -457,6 +474,9 @@ class LocalStack:
             "awsEndpoint": self.aws.url,
             "ecsEndpoint": self.ecs.url,
             "managementEndpoint": f"{self.ws_http}/{STAGE}",
+            "telegramUrl": self.telegram_url,
+            "telegramApiBase": self.telegram_url,
+            "telegramWebhookUrl": f"{self.http_url}/telegram",
             "stackName": self.options.stack_name,
             "tables": self.extra_tables(),
             "dataBucket": self.aws.bucket,
@@ -496,6 +516,7 @@ class LocalStack:
             "",
             f"  WebSocket API  {self.ws_url}/{STAGE}      HTTP API  {self.http_url}",
             f"  AWS (moto)     {self.aws.url}       ECS       {self.ecs.url}",
+            f"  Telegram       {self.telegram_url}  (a stand-in Telegram: write to the bot as any user)",
             f"  state {state}/  ·  logs {state}/logs/  ·  endpoints {state}/endpoints.json",
             "",
             "  Ctrl-C stops the agents (after their final backup) and keeps everything for next time;",

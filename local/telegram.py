@@ -7,7 +7,9 @@ every message the way the user's chat would show it. A rate limit can be switche
 
 User side: `deliver(user, text)` posts an Update to the registered webhook with the secret-token header,
 exactly as Telegram does (and `redeliver` sends the same update again, as Telegram does after a failure).
-`POST /_local/updates` and `GET /_local/chats/{id}` offer the same to people and tests over HTTP.
+`POST /_local/updates` and `GET /_local/chats/{id}` offer the same to people and tests over HTTP, with
+`POST /_local/updates/{update_id}/redeliver` and `POST /_local/faults` (a rate limit on the next calls);
+the page at `/` is a small chat window for people.
 """
 
 from __future__ import annotations
@@ -15,17 +17,20 @@ from __future__ import annotations
 import html
 import itertools
 import json
+import secrets
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+_PAGE = Path(__file__).with_name("telegram_page.html")
 _ALLOWED_TAGS = {
     "b",
     "strong",
@@ -111,14 +116,22 @@ class TelegramSimulator:
     rate_limited_calls: int = 0
     retry_after: int = 1
     _message_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100_000))
+    # Telegram's update ids only grow; a new simulator must not repeat ids an earlier run used (the
+    # webhook's dedup records outlive a restart of the local stack).
+    _update_ids: itertools.count[int] = field(
+        default_factory=lambda: itertools.count(100_000_000 + secrets.randbelow(1_900_000_000))
+    )
+    delivered: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.app = Starlette(
             routes=[
                 Route("/bot{token}/{method}", self._bot_api, methods=["GET", "POST"]),
+                Route("/", self._page, methods=["GET"]),
                 Route("/_local/updates", self._local_update, methods=["POST"]),
+                Route("/_local/updates/{update_id:int}/redeliver", self._local_redeliver, methods=["POST"]),
                 Route("/_local/chats/{chat_id:int}", self._local_chat, methods=["GET"]),
+                Route("/_local/faults", self._local_faults, methods=["POST"]),
             ]
         )
 
@@ -214,6 +227,12 @@ class TelegramSimulator:
         self.webhook = {"url": url, "secret_token": secret, "allowed_updates": params.get("allowed_updates")}
         return True
 
+    def register_webhook(
+        self, url: str, secret: str | None, *, allowed_updates: list[str] | None = None
+    ) -> None:
+        """setWebhook, as a bot's setup script calls it."""
+        self._set_webhook({"url": url, "secret_token": secret, "allowed_updates": allowed_updates})
+
     def _delete_webhook(self, params: dict[str, Any]) -> bool:
         self.webhook = {}
         return True
@@ -271,6 +290,7 @@ class TelegramSimulator:
     async def deliver(self, user_id: int, text: str) -> tuple[dict[str, Any], int]:
         """A user writes to the bot: the update, and the webhook's HTTP status."""
         update = self.update(user_id, text)
+        self.delivered[update["update_id"]] = update
         return update, await self.redeliver(update)
 
     def chat(self, chat_id: int) -> list[str]:
@@ -287,7 +307,43 @@ class TelegramSimulator:
             update, status = await self.deliver(user_id, text)
         except RuntimeError as exc:
             return JSONResponse({"message": str(exc)}, status_code=409)
+        except httpx.HTTPError as exc:
+            unreachable = f"the webhook is unreachable ({type(exc).__name__})"
+            return JSONResponse({"message": unreachable}, status_code=502)
+        return JSONResponse(
+            {
+                "updateId": update["update_id"],
+                "messageId": update["message"]["message_id"],
+                "webhookStatus": status,
+            }
+        )
+
+    async def _local_redeliver(self, request: Request) -> Response:
+        update = self.delivered.get(request.path_params["update_id"])
+        if update is None:
+            return JSONResponse({"message": "no such update was delivered"}, status_code=404)
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = {}
+        secret = body.get("secret") if isinstance(body, dict) else None
+        status = await self.redeliver(update, secret=secret if isinstance(secret, str) else None)
         return JSONResponse({"updateId": update["update_id"], "webhookStatus": status})
+
+    async def _local_faults(self, request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+            calls, retry_after = int(body.get("rateLimitedCalls", 0)), int(body.get("retryAfter", 1))
+        except (ValueError, TypeError, AttributeError):
+            expected = 'expected {"rateLimitedCalls": n, "retryAfter": s}'
+            return JSONResponse({"message": expected}, status_code=400)
+        if calls < 0 or not 0 <= retry_after <= 120:
+            return JSONResponse({"message": "rateLimitedCalls >= 0, retryAfter 0-120"}, status_code=400)
+        self.rate_limited_calls, self.retry_after = calls, retry_after
+        return JSONResponse({"rateLimitedCalls": calls, "retryAfter": retry_after})
+
+    async def _page(self, request: Request) -> Response:
+        return HTMLResponse(_PAGE.read_text().replace("{bot}", html.escape(self.username)))
 
     async def _local_chat(self, request: Request) -> Response:
         chat_id = request.path_params["chat_id"]

@@ -73,7 +73,7 @@ class InboxLoop:
         conversations: ConversationStore,
         runner: Runner,
         delivery: Delivery,
-        session_key_for: Callable[[str, str], str],
+        session_key_for: Callable[[str], str],
         clock: Callable[[], float] = time.time,
         lease_seconds: int = 120,
         max_attempts: int = 3,
@@ -142,7 +142,7 @@ class InboxLoop:
             return
         message_id = new_id()
         stream = self.delivery.open(item, message_id)
-        current = CurrentRun(item, self.session_key_for(item.channel, item.conversation_id), self.clock())
+        current = CurrentRun(item, self.session_key_for(item.conversation_id), self.clock())
         self.current = current
         renewer = asyncio.create_task(self._renew_lease(item))
         try:

@@ -42,6 +42,7 @@ from bridge.openclaw_config import (
 )
 from bridge.secrets import API_KEY_PARAMETERS, model_secrets
 from bridge.state_sync import StateSync, default_roots
+from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from serverless_openclaw import protocol
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.pusher import ConnectionPusher
@@ -53,6 +54,7 @@ from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
+from serverless_openclaw.telegram import CachedParameter, TelegramClient
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -86,7 +88,8 @@ class Bridge:
         self.task_state = TaskStateStore(cfg.tables.task_state)
         self.connections = ConnectionStore(cfg.tables.connections)
         self.pusher = ConnectionPusher(cfg.websocket_endpoint, self.connections)
-        self.delivery = WebSocketDelivery(self.pusher)
+        self.delivery = ChannelDelivery(WebSocketDelivery(self.pusher))
+        self.inbox = InboxStore(cfg.tables.inbox)
         self.metrics = BridgeMetrics(client("cloudwatch"), cfg.metrics_namespace)
         self.sync = StateSync(
             client("s3"),
@@ -108,6 +111,7 @@ class Bridge:
         self._backup_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
         self._on_exit: Callable[[], None] = lambda: None
+        self._progress: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------------------- boot
 
@@ -127,6 +131,8 @@ class Bridge:
             self.task_arn = await task_metadata.task_arn(cfg.metadata_uri)
         async with self.phases.timed("secrets"):
             choice, api_keys = await asyncio.to_thread(self._model_choice)
+            self.delivery.telegram = await asyncio.to_thread(self._telegram)
+        self._show_progress("⏳ Waking up your agent: restoring your files…")
         async with self.phases.timed("restore"):
             # OpenClaw's own state first (it needs it to boot); the workspace comes down while it boots
             # and is only needed by the first run.
@@ -155,6 +161,7 @@ class Bridge:
                 # The agent can run shell commands: it gets the task role's credentials only for Bedrock.
                 aws_credentials=choice.provider == "bedrock",
             )
+        self._show_progress("⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…")
         async with self.phases.timed("gateway"):
             command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
             self.gateway = GatewayProcess(command, env, cwd=cfg.state_root)
@@ -171,7 +178,7 @@ class Bridge:
         self.loop = InboxLoop(
             user_id=cfg.user_id,
             claimer=self.task_arn,
-            inbox=InboxStore(cfg.tables.inbox),
+            inbox=self.inbox,
             conversations=ConversationStore(cfg.tables.conversations),
             runner=self.gateway_client,
             delivery=self.delivery,
@@ -219,6 +226,9 @@ class Bridge:
             raise RuntimeError("TaskState no longer names this task")
         self.ready = True
         await self.delivery.notice(cfg.user_id, protocol.status("running"))
+        if self._progress is not None:
+            # A progress edit landing after the answer's first edit would hide the answer.
+            await asyncio.gather(self._progress, return_exceptions=True)
         async with self.phases.timed("first-drain"):
             answered = await self.loop.drain()
         logger.info("bridge ready", task_arn=self.task_arn, phases=self.phases.durations, answered=answered)
@@ -256,6 +266,35 @@ class Bridge:
         )
         logger.info("model chosen", provider=provider, model=choice.model_id, key_present=bool(api_keys))
         return choice, api_keys
+
+    def _telegram(self) -> TelegramDelivery | None:
+        """Telegram delivery when the bot is configured (token in SSM); replies still reach the web if not."""
+        parameter = self.cfg.telegram_token_parameter
+        if not parameter:
+            return None
+        token = CachedParameter(parameter).get()
+        if not token:
+            logger.info("no telegram bot token configured: telegram replies off", parameter=parameter)
+            return None
+        return TelegramDelivery(TelegramClient(token, api_base=self.cfg.telegram_api_base))
+
+    def _show_progress(self, text: str) -> None:
+        """Edit the user's "waking up" Telegram messages in the background, in order, never delaying boot."""
+        telegram = self.delivery.telegram
+        if telegram is None:
+            return
+        previous = self._progress
+
+        async def show() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            try:
+                items = await asyncio.to_thread(self.inbox.pending, self.cfg.user_id, self.clock())
+                await telegram.progress(items, text)
+            except Exception as exc:  # progress is a courtesy; the answer replaces it anyway
+                logger.info("start progress not shown", error=repr(exc))
+
+        self._progress = asyncio.create_task(show(), name="telegram-progress")
 
     # ------------------------------------------------------------------------------------ run time
 

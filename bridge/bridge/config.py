@@ -10,6 +10,7 @@ from pathlib import Path
 from bridge.openclaw_config import ENDPOINT_PROVIDERS
 from serverless_openclaw.config import ConfigError, Tables, integer, number, require
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS
+from serverless_openclaw.telegram import DEFAULT_API_BASE
 
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-4-5",
@@ -49,6 +50,8 @@ class BridgeConfig:
     backup_interval: float
     metrics_namespace: str
     aws_region: str | None = None
+    telegram_api_base: str = DEFAULT_API_BASE
+    telegram_token_parameter: str | None = None
 
     @property
     def openclaw_home(self) -> Path:
@@ -96,4 +99,7 @@ class BridgeConfig:
             metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "ServerlessOpenClaw",
             # Fargate sets both; Bedrock is called in the task's own region.
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None,
+            telegram_api_base=env.get("TELEGRAM_API_BASE", "").strip() or DEFAULT_API_BASE,
+            # Read from SSM by the bridge at boot; the token itself is never in any environment.
+            telegram_token_parameter=env.get("TELEGRAM_BOT_TOKEN_PARAMETER", "").strip() or None,
         )

@@ -237,21 +237,23 @@ def _track(others: dict[str, str], run_id: str, payload: dict[str, Any]) -> None
 _ULID = re.compile(r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")
 
 
-def session_key_for(channel: str, conversation_id: str) -> str:
-    """The canonical OpenClaw session key of one conversation: `agent:main:{channel}:{conversation_id}`.
+def session_key_for(conversation_id: str) -> str:
+    """The canonical OpenClaw session key of one conversation: `agent:main:conversation:{conversation_id}`.
+
+    The key does not name the channel: a conversation begun on Telegram and continued in the web chat is
+    one session, so the agent keeps its context (and a `telegram` segment could make OpenClaw think its
+    own Telegram channel owns the session).
 
     OpenClaw lower-cases session keys and emits its chat events under the lower-cased key, so the key is
     lower-case here too. ULIDs are case-insensitive by definition; any other id with capitals gets a short
     hash of its original spelling, so `Plan` and `plan` stay two sessions.
     """
-    if not channel or ":" in channel or not channel.strip():
-        raise ValueError("channel must be a non-empty name without ':'")
     if not conversation_id or not conversation_id.strip():
         raise ValueError("conversation_id must not be empty")
     lowered = conversation_id.lower()
     if lowered != conversation_id and not _ULID.match(conversation_id):
         lowered += "-" + hashlib.sha256(conversation_id.encode()).hexdigest()[:8]
-    key = f"agent:main:{channel.lower()}:{lowered}"
+    key = f"agent:main:conversation:{lowered}"
     _check_session_key(key)
     return key
 

@@ -1,4 +1,4 @@
-"""HTTP API (`/api/*`, behind the Cognito JWT authorizer): conversations, settings and agent control."""
+"""HTTP API (`/api/*`, Cognito JWT authorizer): conversations, settings, agent control, Telegram links."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from serverless_openclaw.api import agent, conversations, errors, request, settings
+from serverless_openclaw.api import agent, conversations, errors, request, settings, telegram
 from serverless_openclaw.config import ControlPlaneConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import logger, metrics
@@ -23,6 +23,7 @@ errors.register(app)
 app.include_router(conversations.router, prefix="/api")
 app.include_router(settings.router, prefix="/api")
 app.include_router(agent.router, prefix="/api")
+app.include_router(telegram.router, prefix="/api")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -429,15 +429,16 @@ async def test_bad_arguments_are_refused_before_reaching_the_gateway(
 
 def test_session_keys_are_canonical_per_conversation() -> None:
     # OpenClaw lower-cases session keys in its events: a ULID (case-insensitive) is simply lower-cased
-    assert session_key_for("web", "01M814N97JSG9E5BPA96RKPVV5") == "agent:main:web:01m814n97jsg9e5bpa96rkpvv5"
-    assert session_key_for("telegram", "12345") == "agent:main:telegram:12345"
+    assert session_key_for("01M814N97JSG9E5BPA96RKPVV5") == "agent:main:conversation:01m814n97jsg9e5bpa96rkpvv5"
+    # One session per conversation whatever channel a message came from: no channel in the key
+    assert session_key_for("12345") == "agent:main:conversation:12345"
     # Other ids keep apart when they differ only in case
-    upper, lower = session_key_for("web", "Plan"), session_key_for("web", "plan")
-    assert lower == "agent:main:web:plan" and upper.startswith("agent:main:web:plan-") and upper != lower
-    assert upper == upper.lower()
-    for channel, conversation in [("", "c"), ("web", ""), ("we:b", "c"), (" ", "c"), ("web", "x" * 600)]:
+    upper, lower = session_key_for("Plan"), session_key_for("plan")
+    assert lower == "agent:main:conversation:plan" and upper.startswith("agent:main:conversation:plan-")
+    assert upper != lower and upper == upper.lower()
+    for conversation in ["", " ", "x" * 600]:
         with pytest.raises(ValueError):
-            session_key_for(channel, conversation)
+            session_key_for(conversation)
 
 
 # ------------------------------------------------------------------------------------------- reconnects

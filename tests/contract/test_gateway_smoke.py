@@ -36,7 +36,7 @@ pytestmark = pytest.mark.contract
 def session_key() -> str:
     # What the bridge routes on for a real conversation id (an upper-case ULID from ws_message): the
     # gateway's events must come back under exactly this key.
-    return session_key_for("web", str(ULID()))
+    return session_key_for(str(ULID()))
 
 
 def live_members(pgid: int) -> list[int]:

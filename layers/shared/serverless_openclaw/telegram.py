@@ -10,14 +10,20 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.config import ConfigError
 from serverless_openclaw.observability import logger
 
 DEFAULT_API_BASE = "https://api.telegram.org"
@@ -26,6 +32,75 @@ MAX_MESSAGE_CHARS = 4096
 
 _MAX_RETRY_AFTER = 60.0
 """Longer waits are not worth holding a reply (or a Lambda) for: the call fails and says so."""
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    """Where the bot's secrets live, which Bot API to call, and who may use the agent without a link."""
+
+    token_parameter: str
+    secret_parameter: str
+    api_base: str = DEFAULT_API_BASE
+    allowed_user_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> TelegramSettings:
+        """TELEGRAM_BOT_TOKEN_PARAMETER, TELEGRAM_WEBHOOK_SECRET_PARAMETER (SSM names, derived from
+        SECRETS_PREFIX when unset), TELEGRAM_API_BASE and TELEGRAM_ALLOWED_USER_IDS (comma-separated)."""
+        env = os.environ if env is None else env
+        prefix = env.get("SECRETS_PREFIX", "").strip().rstrip("/")
+        prefix = prefix or f"/{env.get('STACK_NAME', 'local')}/secrets"
+        return cls(
+            token_parameter=env.get("TELEGRAM_BOT_TOKEN_PARAMETER", "").strip()
+            or f"{prefix}/telegram-bot-token",
+            secret_parameter=env.get("TELEGRAM_WEBHOOK_SECRET_PARAMETER", "").strip()
+            or f"{prefix}/telegram-webhook-secret",
+            api_base=env.get("TELEGRAM_API_BASE", "").strip() or DEFAULT_API_BASE,
+            allowed_user_ids=parse_allowlist(env.get("TELEGRAM_ALLOWED_USER_IDS", "")),
+        )
+
+
+def parse_allowlist(raw: str) -> frozenset[int]:
+    """Telegram user ids from a comma- or space-separated list; ConfigError naming a bad entry."""
+    ids: set[int] = set()
+    for entry in re.split(r"[,\s]+", raw.strip()):
+        if not entry:
+            continue
+        if not re.fullmatch(r"[0-9]{1,20}", entry):
+            raise ConfigError(f"TELEGRAM_ALLOWED_USER_IDS: {entry!r} is not a numeric Telegram user id")
+        ids.add(int(entry))
+    return frozenset(ids)
+
+
+@dataclass
+class CachedParameter:
+    """An SSM SecureString read at most once per `ttl` (rotation takes effect within it); None if unset."""
+
+    name: str
+    ttl: float = 300.0
+    clock: Callable[[], float] = time.monotonic
+    _value: str | None = None
+    _read_at: float = field(default=-1e18)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, *, max_age: float | None = None) -> str | None:
+        """The value, re-read when older than `max_age` (default: the ttl)."""
+        limit = self.ttl if max_age is None else max_age
+        with self._lock:
+            if self.clock() - self._read_at >= limit:
+                self._value = self._read()
+                self._read_at = self.clock()
+            return self._value
+
+    def _read(self) -> str | None:
+        try:
+            resp = client("ssm").get_parameter(Name=self.name, WithDecryption=True)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+                return None
+            raise
+        value = str(resp["Parameter"]["Value"])
+        return value or None
 
 
 class TelegramError(Exception):

@@ -204,6 +204,26 @@ class InboxStore:
             raise
         return True
 
+    def set_reply_field(self, user_id: str, message_id: str, key: str, value: Any) -> bool:
+        """Add to a still-queued item's `replyTo` (the Telegram placeholder the bridge edits into the answer).
+
+        False when the item is already claimed or gone: the bridge read `replyTo` without it.
+        """
+        try:
+            client("dynamodb").update_item(
+                TableName=self.table,
+                Key=_key(user_id, message_id),
+                UpdateExpression="SET replyTo.#k = :v",
+                ConditionExpression="attribute_exists(PK) AND #s = :queued AND attribute_exists(replyTo)",
+                ExpressionAttributeNames={"#k": key, "#s": "status"},
+                ExpressionAttributeValues=codec.values({":v": value, ":queued": "queued"}),
+            )
+        except ClientError as exc:
+            if _conditional_failed(exc):
+                return False
+            raise
+        return True
+
     def fail_pending(self, user_id: str, reason: str, now: float) -> list[InboxItem]:
         """Mark every still-unanswered item failed; returns those marked."""
         return [item for item in self.pending(user_id, now) if self.mark_failed(item, reason, now)]

@@ -1,0 +1,242 @@
+"""Replies on Telegram: typing while the agent works, the answer streamed into one message, long answers
+split, Markdown shown as Telegram HTML (plain text when Telegram refuses the markup).
+
+The webhook sent a "waking up…" message when the agent was asleep and recorded its id in the Inbox
+item (`replyTo.placeholderId`); the boot phases edit it with progress, and the reply is edited into it.
+Otherwise the first streamed text is sent as a new message. Either way the message is then edited at
+most once per `edit_interval` (Telegram allows about one message a second per chat) until the reply
+ends; an answer over 4,096 characters continues in further messages, cut at paragraph or line ends.
+
+Bot API calls block (stdlib HTTP with Telegram's 429 `retry_after` and 5xx backoff inside), so they run
+in a thread, one at a time per reply, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from bridge.delivery import ReplyStream
+from serverless_openclaw.observability import logger
+from serverless_openclaw.store.inbox import InboxItem
+from serverless_openclaw.telegram import TelegramClient, TelegramError, split_message
+
+TYPING_SECONDS = 4.5
+"""Telegram shows "typing…" for 5 s after each chat action."""
+
+
+def telegram_target(item: InboxItem) -> tuple[int, int | None] | None:
+    """(chat id, placeholder message id) of a Telegram item; None when it carries no chat."""
+    if item.channel != "telegram":
+        return None
+    chat = item.reply_to.get("chatId")
+    placeholder = item.reply_to.get("placeholderId")
+    if not isinstance(chat, int) or isinstance(chat, bool):
+        return None
+    return chat, placeholder if isinstance(placeholder, int) and not isinstance(placeholder, bool) else None
+
+
+class TelegramDelivery:
+    """Opens Telegram reply streams and edits "waking up" messages while the agent boots."""
+
+    def __init__(
+        self,
+        bot: TelegramClient,
+        *,
+        edit_interval: float = 1.5,
+        typing_interval: float = TYPING_SECONDS,
+    ) -> None:
+        self._bot = bot
+        self._edit_interval = edit_interval
+        self._typing_interval = typing_interval
+
+    def open(self, item: InboxItem, message_id: str) -> TelegramReplyStream | None:
+        """A stream for the reply to `item`, or None when the item is not a Telegram message."""
+        target = telegram_target(item)
+        if target is None:
+            return None
+        chat_id, placeholder = target
+        return TelegramReplyStream(
+            self._bot,
+            chat_id=chat_id,
+            placeholder_id=placeholder,
+            edit_interval=self._edit_interval,
+            typing_interval=self._typing_interval,
+            label=message_id,
+        )
+
+    async def progress(self, items: Iterable[InboxItem], text: str) -> int:
+        """Edit the waiting "waking up" messages of `items` to `text`; returns how many were edited."""
+        edited = 0
+        for item in items:
+            target = telegram_target(item)
+            if target is None or target[1] is None:
+                continue
+            try:
+                await asyncio.to_thread(self._bot.edit_message_text, target[0], target[1], text)
+                edited += 1
+            except (TelegramError, OSError) as exc:
+                logger.info("start progress not shown on telegram", error=str(exc))
+        return edited
+
+
+class TelegramReplyStream:
+    """One reply in one chat: typing, then the text edited in place at a bounded rate, then the final text."""
+
+    def __init__(
+        self,
+        bot: TelegramClient,
+        *,
+        chat_id: int,
+        placeholder_id: int | None,
+        edit_interval: float,
+        typing_interval: float,
+        label: str = "",
+    ) -> None:
+        self._bot = bot
+        self._chat_id = chat_id
+        self._label = label
+        self._edit_interval = edit_interval
+        self._typing_interval = typing_interval
+        # Message ids of the reply, in order, with the text each shows now (None: not written by us yet).
+        self._ids: list[int] = [placeholder_id] if placeholder_id is not None else []
+        self._shown: list[str | None] = [None] * len(self._ids)
+        self._text = ""
+        self._closed = False
+        self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._pump = asyncio.get_running_loop().create_task(self._run_pump())
+        self._typing = asyncio.get_running_loop().create_task(self._keep_typing())
+
+    @property
+    def message_ids(self) -> list[int]:
+        """Ids of the Telegram messages that carry this reply."""
+        return list(self._ids)
+
+    async def chunk(self, text: str) -> None:
+        """Append streamed text; it is shown at the next edit slot."""
+        if self._closed or not text:
+            return
+        self._text += text
+        self._dirty.set()
+
+    async def end(self, full_text: str) -> None:
+        """Show the final text (authoritative), formatted."""
+        await self._finish(full_text)
+
+    async def fail(self, code: str, message: str) -> None:
+        """Show the error under whatever was streamed so far."""
+        notice = f"⚠️ {message}"
+        await self._finish(f"{self._text.rstrip()}\n\n{notice}" if self._text.strip() else notice)
+
+    async def _finish(self, text: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._typing.cancel()
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._pump
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._typing
+        async with self._lock:
+            await self._render(text, final=True)
+
+    async def _run_pump(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            async with self._lock:
+                await self._render(self._text, final=False)
+            # Telegram counts edits against the chat's rate: at most one per interval.
+            await asyncio.sleep(self._edit_interval)
+
+    async def _keep_typing(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self._bot.send_chat_action, self._chat_id, "typing")
+            except (TelegramError, OSError) as exc:
+                logger.debug("typing indicator failed", error=str(exc))
+            await asyncio.sleep(self._typing_interval)
+
+    async def _render(self, text: str, *, final: bool) -> None:
+        pieces = split_message(text.strip()) if text.strip() else []
+        for index, piece in enumerate(pieces):
+            if index < len(self._shown) and self._shown[index] == piece:
+                continue
+            try:
+                await self._show(index, piece)
+            except (TelegramError, OSError) as exc:
+                # A streaming edit that fails is overtaken by the next one; the final text is retried
+                # inside the client (429 and 5xx), so what is left here is logged and given up.
+                logger.warning(
+                    "telegram reply not shown", reply=self._label, final=final, piece=index, error=str(exc)
+                )
+                if final:
+                    continue
+                return
+
+    async def _show(self, index: int, piece: str) -> None:
+        if index < len(self._ids):
+            message_id = self._ids[index]
+            try:
+                await asyncio.to_thread(self._bot.edit_formatted, self._chat_id, message_id, piece)
+            except TelegramError as exc:
+                if exc.status != 400 or exc.is_markup_error:
+                    raise
+                # The message is gone (deleted by the user) or too old to edit: continue in a new one.
+                self._ids[index] = await asyncio.to_thread(self._bot.send_formatted, self._chat_id, piece)
+            self._shown[index] = piece
+            return
+        new_id = await asyncio.to_thread(self._bot.send_formatted, self._chat_id, piece)
+        self._ids.append(new_id)
+        self._shown.append(piece)
+
+
+class ChannelDelivery:
+    """Web tabs get every reply; a Telegram message's reply also goes to its chat (DESIGN §6, step 3)."""
+
+    def __init__(self, web: Any, telegram: TelegramDelivery | None = None) -> None:
+        self.web = web
+        self.telegram = telegram
+
+    def open(self, item: InboxItem, message_id: str) -> ReplyStream:
+        """The web stream, teed to Telegram for Telegram messages when the bot is configured."""
+        web_stream: ReplyStream = self.web.open(item, message_id)
+        telegram_stream = self.telegram.open(item, message_id) if self.telegram else None
+        if telegram_stream is None:
+            return web_stream
+        return TeeStream((web_stream, telegram_stream))
+
+    async def notice(self, user_id: str, frame: Mapping[str, Any]) -> None:
+        """Status frames and warnings are for the web tabs."""
+        await self.web.notice(user_id, frame)
+
+
+class TeeStream:
+    """One reply on several channels at once; a slow channel never reorders another's frames."""
+
+    def __init__(self, streams: tuple[ReplyStream, ...]) -> None:
+        self._streams = streams
+
+    async def chunk(self, text: str) -> None:
+        """Append to every channel."""
+        await self._all(lambda s: s.chunk(text))
+
+    async def end(self, full_text: str) -> None:
+        """Finish on every channel."""
+        await self._all(lambda s: s.end(full_text))
+
+    async def fail(self, code: str, message: str) -> None:
+        """Fail on every channel."""
+        await self._all(lambda s: s.fail(code, message))
+
+    async def _all(self, call: Callable[[ReplyStream], Any]) -> None:
+        results = await asyncio.gather(*(call(s) for s in self._streams), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                logger.warning("reply delivery failed on one channel", error=repr(result))

@@ -1,0 +1,468 @@
+"""Telegram's rows in the Settings table: links to web accounts, one-time link codes, and the bot's memory.
+
+None of these sort keys begins with `SETTING#`, so `/api/settings` never lists them:
+
+- `USER#{sub}` / `TELEGRAM#LINK`: the web user's linked Telegram account (`telegramUserId`, `chatId`);
+- `USER#telegram:{id}` / `TELEGRAM#LINKED-TO`: the reverse, whose agent a Telegram user's traffic reaches;
+- `LINKCODE#{code}` / `LINKCODE`: an unused one-time code (`userId`, `expiresAt`), redeemed by a
+  conditional delete;
+- `USER#{sub}` / `TELEGRAM#CODE`: the web user's outstanding code, so a new one retires it;
+- `USER#telegram:{id}` / `TELEGRAM#LINK-ATTEMPTS`: failed `/link` attempts in the current window;
+- `USER#telegram:{id}` / `TELEGRAM#REFUSED`: when a stranger was last told how to link;
+- `USER#{user}` / `TELEGRAM#CONVERSATION`: where Telegram messages go now (`/new` replaces it).
+
+Every expiring row also carries `ttl`, but TTL deletion is lazy: expiry is always checked explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.store import codec
+from serverless_openclaw.store.ids import new_id
+
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+"""No 0/O, 1/I/L or U: a code read aloud or off a phone cannot be mistyped into another valid one."""
+CODE_LENGTH = 8
+CODE_TTL_SECONDS = 600
+MAX_LINK_FAILURES = 5
+"""Wrong codes a Telegram user may try per window; then `/link` is refused until the window ends."""
+LINK_FAILURE_WINDOW_SECONDS = 900
+REFUSAL_QUIET_SECONDS = 3600
+"""A stranger is told how to link once per hour at most; the bot is not a free message cannon."""
+
+_CODE_INPUT = re.compile(r"[\s-]+")
+
+
+def telegram_user_id(telegram_id: int) -> str:
+    """The user id of a Telegram user who has no web account (allowlisted): `telegram:{id}`."""
+    return f"telegram:{telegram_id}"
+
+
+def normalise_code(raw: str) -> str | None:
+    """The code as issued (upper case, no spaces or dashes), or None when it cannot be one of ours."""
+    code = _CODE_INPUT.sub("", raw).upper()
+    if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
+        return None
+    return code
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCode:
+    """A one-time code a web user gives to the bot as `/link CODE`."""
+
+    code: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramLink:
+    """A web user's linked Telegram account."""
+
+    user_id: str
+    telegram_user_id: int
+    chat_id: int
+    username: str | None
+    first_name: str | None
+    linked_at: float
+
+    def public(self) -> dict[str, Any]:
+        """What the web user sees about their link."""
+        return {
+            "telegramUserId": self.telegram_user_id,
+            "username": self.username,
+            "firstName": self.first_name,
+            "linkedAt": self.linked_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Redeemed:
+    """Outcome of `/link CODE`: `user_id` on success, else `refusal` ("invalid", "rate_limited")."""
+
+    user_id: str | None = None
+    refusal: str | None = None
+    retry_in_seconds: int = 0
+    replaced_user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TelegramAccount:
+    """Who is writing to the bot."""
+
+    telegram_user_id: int
+    chat_id: int
+    username: str | None = None
+    first_name: str | None = None
+
+
+def _key(pk: str, sk: str) -> dict[str, Any]:
+    return {"PK": {"S": pk}, "SK": {"S": sk}}
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    code = exc.response.get("Error", {}).get("Code")
+    if code == "ConditionalCheckFailedException":
+        return True
+    if code == "TransactionCanceledException":
+        reasons = exc.response.get("CancellationReasons") or []
+        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
+    return False
+
+
+class TelegramLinkStore:
+    """Links, codes and the bot's per-user memory, in the Settings table."""
+
+    def __init__(self, table: str) -> None:
+        self.table = table
+
+    # ------------------------------------------------------------------------------------ reads
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        resp = client("dynamodb").get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True)
+        return codec.load(resp.get("Item"))
+
+    def linked_user(self, telegram_id: int) -> str | None:
+        """The web user a Telegram user is linked to, if any."""
+        row = self._get(f"USER#{telegram_user_id(telegram_id)}", "TELEGRAM#LINKED-TO")
+        user_id = row.get("userId") if row else None
+        return user_id if isinstance(user_id, str) and user_id else None
+
+    def link_of(self, user_id: str) -> TelegramLink | None:
+        """The web user's linked Telegram account, if any."""
+        row = self._get(f"USER#{user_id}", "TELEGRAM#LINK")
+        if not row:
+            return None
+        return TelegramLink(
+            user_id=user_id,
+            telegram_user_id=int(row["telegramUserId"]),
+            chat_id=int(row.get("chatId", row["telegramUserId"])),
+            username=row.get("username"),
+            first_name=row.get("firstName"),
+            linked_at=float(row.get("linkedAt", 0)),
+        )
+
+    def pending_code(self, user_id: str, now: float) -> LinkCode | None:
+        """The web user's outstanding code while it is still valid."""
+        row = self._get(f"USER#{user_id}", "TELEGRAM#CODE")
+        if not row or float(row.get("expiresAt", 0)) <= now:
+            return None
+        return LinkCode(code=str(row["code"]), expires_at=float(row["expiresAt"]))
+
+    # ------------------------------------------------------------------------------------ codes
+
+    def new_code(self, user_id: str, now: float) -> LinkCode:
+        """Issue a one-time code for the web user; their previous unused code stops working."""
+        previous = self._get(f"USER#{user_id}", "TELEGRAM#CODE")
+        expires_at = now + CODE_TTL_SECONDS
+        for _ in range(3):
+            code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+            items: list[dict[str, Any]] = [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": codec.dump(
+                            {
+                                "PK": f"LINKCODE#{code}",
+                                "SK": "LINKCODE",
+                                "userId": user_id,
+                                "expiresAt": expires_at,
+                                "ttl": int(expires_at) + 60,
+                            }
+                        ),
+                        # A collision (1 in 6.5e11 per live code) must never hand over another user's code.
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": codec.dump(
+                            {
+                                "PK": f"USER#{user_id}",
+                                "SK": "TELEGRAM#CODE",
+                                "code": code,
+                                "expiresAt": expires_at,
+                                "ttl": int(expires_at) + 60,
+                            }
+                        ),
+                    }
+                },
+            ]
+            old = previous.get("code") if previous else None
+            if isinstance(old, str) and old != code:
+                items.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _key(f"LINKCODE#{old}", "LINKCODE"),
+                            "ConditionExpression": "attribute_not_exists(PK) OR userId = :me",
+                            "ExpressionAttributeValues": codec.values({":me": user_id}),
+                        }
+                    }
+                )
+            try:
+                client("dynamodb").transact_write_items(TransactItems=items)
+            except ClientError as exc:
+                if _condition_failed(exc):
+                    continue
+                raise
+            return LinkCode(code=code, expires_at=expires_at)
+        raise RuntimeError("could not issue a unique link code")
+
+    # ------------------------------------------------------------------------------------ linking
+
+    def failures(self, telegram_id: int, now: float) -> tuple[int, float]:
+        """(failed attempts in the current window, when that window ends)."""
+        row = self._get(f"USER#{telegram_user_id(telegram_id)}", "TELEGRAM#LINK-ATTEMPTS")
+        if not row:
+            return 0, now
+        window_end = float(row.get("windowStart", 0)) + LINK_FAILURE_WINDOW_SECONDS
+        if window_end <= now:
+            return 0, now
+        return int(row.get("failures", 0)), window_end
+
+    def record_failure(self, telegram_id: int, now: float) -> int:
+        """Count one wrong code; returns the failures in the current window (a new window starts at 1)."""
+        pk, sk = f"USER#{telegram_user_id(telegram_id)}", "TELEGRAM#LINK-ATTEMPTS"
+        try:
+            resp = client("dynamodb").update_item(
+                TableName=self.table,
+                Key=_key(pk, sk),
+                UpdateExpression="ADD failures :one",
+                ConditionExpression="windowStart > :cutoff",
+                ExpressionAttributeValues=codec.values(
+                    {":one": 1, ":cutoff": now - LINK_FAILURE_WINDOW_SECONDS}
+                ),
+                ReturnValues="UPDATED_NEW",
+            )
+            return int((codec.load(resp["Attributes"]) or {}).get("failures", 1))
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item=codec.dump(
+                {
+                    "PK": pk,
+                    "SK": sk,
+                    "failures": 1,
+                    "windowStart": now,
+                    "ttl": int(now) + LINK_FAILURE_WINDOW_SECONDS + 60,
+                }
+            ),
+        )
+        return 1
+
+    def redeem(self, code_text: str, account: TelegramAccount, now: float) -> Redeemed:
+        """`/link CODE`: bind the Telegram account to the code's web user, consuming the code exactly once.
+
+        A rate-limited Telegram user's codes are not even looked up; every wrong, expired or reused code
+        counts as a failure.
+        """
+        failures, window_end = self.failures(account.telegram_user_id, now)
+        if failures >= MAX_LINK_FAILURES:
+            return Redeemed(refusal="rate_limited", retry_in_seconds=max(1, int(window_end - now + 0.999)))
+        code = normalise_code(code_text)
+        row = self._get(f"LINKCODE#{code}", "LINKCODE") if code else None
+        user_id = row.get("userId") if row else None
+        if not row or not isinstance(user_id, str) or float(row.get("expiresAt", 0)) <= now:
+            return self._failed(account.telegram_user_id, now)
+        assert code is not None
+        tg_user = telegram_user_id(account.telegram_user_id)
+        previous_user = self.linked_user(account.telegram_user_id)
+        previous_link = self.link_of(user_id)
+        items: list[dict[str, Any]] = [
+            {
+                # Single use: only one redemption can delete the row; a second finds it gone.
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": _key(f"LINKCODE#{code}", "LINKCODE"),
+                    "ConditionExpression": "attribute_exists(PK) AND userId = :user AND expiresAt > :now",
+                    "ExpressionAttributeValues": codec.values({":user": user_id, ":now": now}),
+                }
+            },
+            {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": _key(f"USER#{user_id}", "TELEGRAM#CODE"),
+                    "ConditionExpression": "attribute_not_exists(PK) OR code = :code",
+                    "ExpressionAttributeValues": codec.values({":code": code}),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": codec.dump(
+                        {
+                            "PK": f"USER#{user_id}",
+                            "SK": "TELEGRAM#LINK",
+                            "telegramUserId": account.telegram_user_id,
+                            "chatId": account.chat_id,
+                            "username": account.username,
+                            "firstName": account.first_name,
+                            "linkedAt": now,
+                        }
+                    ),
+                }
+            },
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": codec.dump(
+                        {
+                            "PK": f"USER#{tg_user}",
+                            "SK": "TELEGRAM#LINKED-TO",
+                            "userId": user_id,
+                            "linkedAt": now,
+                        }
+                    ),
+                }
+            },
+            {"Delete": {"TableName": self.table, "Key": _key(f"USER#{tg_user}", "TELEGRAM#LINK-ATTEMPTS")}},
+        ]
+        if previous_link and previous_link.telegram_user_id != account.telegram_user_id:
+            # The web user linked another Telegram account before: that one no longer reaches this agent.
+            items.append(
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": _key(
+                            f"USER#{telegram_user_id(previous_link.telegram_user_id)}", "TELEGRAM#LINKED-TO"
+                        ),
+                        "ConditionExpression": "attribute_not_exists(PK) OR userId = :user",
+                        "ExpressionAttributeValues": codec.values({":user": user_id}),
+                    }
+                }
+            )
+        if previous_user and previous_user != user_id:
+            # This Telegram account moves to the new web user: the old one's settings stop showing it.
+            items.append(
+                {
+                    "Delete": {
+                        "TableName": self.table,
+                        "Key": _key(f"USER#{previous_user}", "TELEGRAM#LINK"),
+                        "ConditionExpression": "attribute_not_exists(PK) OR telegramUserId = :tg",
+                        "ExpressionAttributeValues": codec.values({":tg": account.telegram_user_id}),
+                    }
+                }
+            )
+        try:
+            client("dynamodb").transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
+                return self._failed(account.telegram_user_id, now)
+            raise
+        return Redeemed(
+            user_id=user_id,
+            replaced_user_id=previous_user if previous_user and previous_user != user_id else None,
+        )
+
+    def _failed(self, telegram_id: int, now: float) -> Redeemed:
+        failures = self.record_failure(telegram_id, now)
+        if failures >= MAX_LINK_FAILURES:
+            return Redeemed(refusal="rate_limited", retry_in_seconds=LINK_FAILURE_WINDOW_SECONDS)
+        return Redeemed(refusal="invalid")
+
+    def unlink(self, user_id: str) -> TelegramLink | None:
+        """Remove the web user's link (both directions); the removed link, or None when there was none."""
+        link = self.link_of(user_id)
+        if link is None:
+            return None
+        tg_user = telegram_user_id(link.telegram_user_id)
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=[
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _key(f"USER#{user_id}", "TELEGRAM#LINK"),
+                            "ConditionExpression": "telegramUserId = :tg",
+                            "ExpressionAttributeValues": codec.values({":tg": link.telegram_user_id}),
+                        }
+                    },
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": _key(f"USER#{tg_user}", "TELEGRAM#LINKED-TO"),
+                            "ConditionExpression": "attribute_not_exists(PK) OR userId = :user",
+                            "ExpressionAttributeValues": codec.values({":user": user_id}),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None  # changed meanwhile (unlinked or relinked elsewhere): nothing of ours to remove
+            raise
+        return link
+
+    # ------------------------------------------------------------------------------------ bot memory
+
+    def should_refuse(self, telegram_id: int, now: float) -> bool:
+        """True (and remembered) when a stranger has not been told how to link within the quiet period."""
+        try:
+            client("dynamodb").put_item(
+                TableName=self.table,
+                Item=codec.dump(
+                    {
+                        "PK": f"USER#{telegram_user_id(telegram_id)}",
+                        "SK": "TELEGRAM#REFUSED",
+                        "at": now,
+                        "ttl": int(now) + REFUSAL_QUIET_SECONDS + 60,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(PK) OR #at <= :cutoff",
+                ExpressionAttributeNames={"#at": "at"},
+                ExpressionAttributeValues=codec.values({":cutoff": now - REFUSAL_QUIET_SECONDS}),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def conversation(self, user_id: str, now: float) -> str:
+        """The conversation Telegram messages go to now; the first message (or `/new`) creates one."""
+        row = self._get(f"USER#{user_id}", "TELEGRAM#CONVERSATION")
+        current = row.get("conversationId") if row else None
+        if isinstance(current, str) and current:
+            return current
+        fresh = new_id()
+        try:
+            client("dynamodb").put_item(
+                TableName=self.table,
+                Item=codec.dump(
+                    {
+                        "PK": f"USER#{user_id}",
+                        "SK": "TELEGRAM#CONVERSATION",
+                        "conversationId": fresh,
+                        "at": now,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(PK)",
+            )
+        except ClientError as exc:
+            if not _condition_failed(exc):
+                raise
+            # Two messages raced to open the first conversation: both go to the winner's.
+            return self.conversation(user_id, now)
+        return fresh
+
+    def new_conversation(self, user_id: str, now: float) -> str:
+        """`/new`: later Telegram messages go to a fresh conversation."""
+        fresh = new_id()
+        client("dynamodb").put_item(
+            TableName=self.table,
+            Item=codec.dump(
+                {"PK": f"USER#{user_id}", "SK": "TELEGRAM#CONVERSATION", "conversationId": fresh, "at": now}
+            ),
+        )
+        return fresh

@@ -1,0 +1,442 @@
+"""The Telegram webhook (`POST /telegram`): who may talk to the agent, the bot's commands, and routing.
+
+Telegram posts every update with the secret we registered in `X-Telegram-Bot-Api-Secret-Token`; anything
+else gets 403 and writes nothing. An accepted update is answered with 200 quickly; Telegram redelivers
+until it sees a 2xx, so every update is deduplicated on its `update_id` in the Idempotency table and a
+redelivery never produces a second answer. A failure before anything was decided returns 500, so
+Telegram's redelivery is the retry.
+
+Text from a linked (or allowlisted) Telegram user goes through the same routing as the web (DESIGN §6):
+stored in Conversations and the Inbox first, then the agent is nudged or started. A stranger gets one
+polite refusal that explains how to link, and nothing starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeGuard
+
+from botocore.exceptions import ClientError
+
+from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw.aws.clients import client
+from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.observability import count, logger
+from serverless_openclaw.store import codec
+from serverless_openclaw.store.intake import IDEMPOTENCY_TTL_SECONDS, IncomingMessage
+from serverless_openclaw.store.telegram_links import (
+    CODE_LENGTH,
+    CODE_TTL_SECONDS,
+    TelegramAccount,
+    TelegramLinkStore,
+    telegram_user_id,
+)
+from serverless_openclaw.telegram import CachedParameter, TelegramClient, TelegramError, TelegramSettings
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"
+MAX_UPDATE_BYTES = 256 * 1024
+"""Telegram's updates are a few KB; anything near this is not from Telegram."""
+SECRET_REFRESH_SECONDS = 30.0
+"""A mismatching secret re-reads SSM at most this often (a rotation is picked up, a flood is not a DoS)."""
+
+COMMANDS = ("start", "help", "status", "stop", "new", "link", "unlink")
+
+HELP = (
+    "I am your private OpenClaw agent. Write to me as you would in the web chat; the conversation shows "
+    "up there too.\n\n"
+    "/status - is your agent running?\n"
+    "/stop - stop the reply being written\n"
+    "/new - start a new conversation\n"
+    "/unlink - disconnect this Telegram account from your web account\n"
+    "/help - this message"
+)
+HOW_TO_LINK = (
+    "Hello! This bot is a private AI agent, and this Telegram account is not linked to it yet.\n\n"
+    'If it is yours: sign in to the web chat, open Settings, choose "Link Telegram", and send me the '
+    f"code it shows: /link CODE (the code has {CODE_LENGTH} characters and works for "
+    f"{CODE_TTL_SECONDS // 60} minutes)."
+)
+
+
+class WebhookError(Exception):
+    """A request refused before any work: its HTTP status and a short reason (no details for attackers)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """The one kind of update the bot acts on: a text message in a private chat."""
+
+    update_id: int
+    account: TelegramAccount
+    message_id: int
+    text: str
+
+
+@dataclass
+class TelegramBot:
+    """Everything the webhook needs: the control plane, the link store, the bot's secrets and its client."""
+
+    cp: ControlPlane
+    links: TelegramLinkStore
+    settings: TelegramSettings
+    idempotency_table: str
+    secret: CachedParameter
+    token: CachedParameter
+    make_client: Callable[[str, str], TelegramClient] = field(
+        default=lambda token, base: TelegramClient(token, api_base=base, attempts=3)
+    )
+    clock: Callable[[], float] = time.time
+    _client: TelegramClient | None = None
+    _secret_refreshed_at: float = -1e18
+
+    @classmethod
+    def from_plane(cls, cp: ControlPlane, settings: TelegramSettings) -> TelegramBot:
+        """Production wiring: the Settings table for links, SSM for the bot's secrets."""
+        return cls(
+            cp=cp,
+            links=TelegramLinkStore(cp.cfg.tables.settings),
+            settings=settings,
+            idempotency_table=cp.cfg.tables.idempotency,
+            secret=CachedParameter(settings.secret_parameter),
+            token=CachedParameter(settings.token_parameter),
+        )
+
+    # ------------------------------------------------------------------------------------ request
+
+    def handle(
+        self, headers: Mapping[str, str], body: str | None, is_base64: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """One webhook request → (HTTP status, JSON body). Raises only for failures Telegram should retry."""
+        try:
+            self.authenticate(headers)
+            update = parse_update(_decoded(body, is_base64))
+        except WebhookError as refused:
+            count("TelegramRefused")
+            logger.info("telegram webhook refused", status=refused.status, reason=refused.reason)
+            return refused.status, {"error": refused.reason}
+        if update is None:
+            return 200, {"ok": True, "ignored": True}
+        self.process(update)
+        return 200, {"ok": True}
+
+    def authenticate(self, headers: Mapping[str, str]) -> None:
+        """The secret header must equal the registered secret (constant time); WebhookError(403) otherwise."""
+        given = _header(headers, SECRET_HEADER)
+        expected = self.secret.get()
+        if expected is None:
+            logger.error("webhook secret not configured", parameter=self.settings.secret_parameter)
+            raise WebhookError(403, "forbidden")
+        if given is not None and _same(given, expected):
+            return
+        now = time.monotonic()
+        if given is not None and now - self._secret_refreshed_at >= SECRET_REFRESH_SECONDS:
+            # Maybe the secret was rotated since we cached it: look once more, at most every 30 s.
+            self._secret_refreshed_at = now
+            expected = self.secret.get(max_age=0)
+            if expected is not None and _same(given, expected):
+                return
+        raise WebhookError(403, "forbidden")
+
+    # ------------------------------------------------------------------------------------ updates
+
+    def process(self, update: Update) -> None:
+        """Act on one update exactly once."""
+        command, argument = parse_command(update.text)
+        if command is None:
+            self._text(update)
+            return
+        if not self._first_delivery(update):
+            count("TelegramDuplicate")
+            return
+        try:
+            self._command(update, command, argument)
+        except Exception:
+            # Nothing was decided for the user yet (or a reply failed): let Telegram redeliver.
+            self._forget_delivery(update)
+            raise
+
+    def _text(self, update: Update) -> None:
+        account = update.account
+        user_id = self.user_for(account.telegram_user_id)
+        if user_id is None:
+            if not self._first_delivery(update):
+                return
+            self._refuse(account)
+            return
+        now = self.clock()
+        conversation_id = self.links.conversation(user_id, now)
+        message = IncomingMessage(
+            user_id=user_id,
+            text=update.text,
+            channel="telegram",
+            conversation_id=conversation_id,
+            idempotency_key=delivery_key(update.update_id),
+            reply_to={"chatId": account.chat_id, "messageId": update.message_id},
+        )
+        accepted, status = routing.accept_message(self.cp, message)
+        if accepted.duplicate:
+            count("TelegramDuplicate")
+            logger.info("telegram update redelivered", update_id=update.update_id)
+            return
+        count("TelegramMessage")
+        logger.info("telegram message accepted", user_id=user_id, status=status, inbox_id=accepted.message_id)
+        if status == "running":
+            self._best_effort(lambda bot: bot.send_chat_action(account.chat_id, "typing"))
+            return
+        # The agent is waking (or could not start yet): one message that the bridge edits into the answer.
+        text = self._waking_text(user_id, status)
+        placeholder = self._best_effort(lambda bot: bot.send_message(account.chat_id, text))
+        if placeholder is None:
+            return
+        if not self.cp.inbox.set_reply_field(user_id, accepted.message_id, "placeholderId", placeholder):
+            # Already being answered (or answered): the bridge writes its own message, so say it woke.
+            self._best_effort(
+                lambda bot: bot.edit_message_text(account.chat_id, placeholder, "Your agent is awake.")
+            )
+
+    def _waking_text(self, user_id: str, status: str) -> str:
+        if status == "idle":
+            state = self.cp.task_state.get(user_id, consistent=False)
+            why = f" ({state.last_error})" if state.last_error else ""
+            return (
+                f"⚠️ Your agent could not start yet{why}. Your message is kept; I will answer here as soon "
+                "as it runs."
+            )
+        if status == "stopping":
+            return "⏳ Your agent is restarting… your message will be answered here."
+        return (
+            f"⏳ Waking up your agent (about {self.cp.cfg.lifecycle.start_eta_seconds} s)… "
+            "I will replace this message with the answer."
+        )
+
+    def _command(self, update: Update, command: str, argument: str) -> None:
+        account = update.account
+        count("TelegramCommand")
+        logger.info("telegram command", command=command, telegram_user=account.telegram_user_id)
+        if command == "link":
+            self._reply(account, self._link(account, argument))
+            return
+        user_id = self.user_for(account.telegram_user_id)
+        if user_id is None:
+            # Asking for help is always answered; the quiet period still starts, so what follows is not.
+            due = self.links.should_refuse(account.telegram_user_id, self.clock())
+            if due or command in ("start", "help"):
+                self._reply(account, HOW_TO_LINK)
+            return
+        if command in ("start", "help"):
+            self._reply(account, HELP)
+        elif command == "status":
+            self._reply(account, self._status(user_id, account))
+        elif command == "stop":
+            aborted = routing.abort_reply(self.cp, user_id, None)
+            self._reply(account, "Stopping the reply." if aborted else "Nothing is being written right now.")
+        elif command == "new":
+            self.links.new_conversation(user_id, self.clock())
+            self._reply(account, "New conversation started. Your next message begins it.")
+        elif command == "unlink":
+            self._reply(account, self._unlink(account, user_id))
+
+    def _link(self, account: TelegramAccount, argument: str) -> str:
+        if not argument.strip():
+            return "Send the code from the web chat's settings like this: /link ABCD2345"
+        result = self.links.redeem(argument, account, self.clock())
+        if result.refusal == "rate_limited":
+            count("TelegramLinkRateLimited")
+            minutes = max(1, (result.retry_in_seconds + 59) // 60)
+            return f"Too many wrong codes. Wait {minutes} minutes, then ask the web chat for a new code."
+        if result.user_id is None:
+            count("TelegramLinkFailed")
+            return "That code is not valid (codes work once, for 10 minutes). Ask the web chat for a new one."
+        count("TelegramLinked")
+        logger.info("telegram account linked", user_id=result.user_id, telegram_user=account.telegram_user_id)
+        return "✅ Linked! This chat now talks to the same agent as your web chat. Send me a message."
+
+    def _unlink(self, account: TelegramAccount, user_id: str) -> str:
+        if user_id == telegram_user_id(account.telegram_user_id):
+            return "This Telegram account is not linked to a web account."
+        self.links.unlink(user_id)
+        count("TelegramUnlinked")
+        return "Unlinked. Link again any time with a code from the web chat's settings."
+
+    def _status(self, user_id: str, account: TelegramAccount) -> str:
+        state = self.cp.task_state.get(user_id, consistent=False)
+        name, phase, eta = lifecycle.client_status(state, self.clock(), self.cp.cfg.lifecycle)
+        lines = {
+            "idle": "💤 Your agent is asleep. It wakes up when you send a message.",
+            "starting": "⏳ Your agent is starting"
+            + (f" ({phase})" if phase else "")
+            + (f", about {eta} s to go." if eta else "."),
+            "running": "✅ Your agent is running" + (" and writing a reply." if state.busy else "."),
+            "stopping": "⏹ Your agent is stopping.",
+        }
+        text = lines.get(name, f"Your agent is {name}.")
+        if state.last_error and name == "idle":
+            text += f"\nLast start failed: {state.last_error}"
+        whose = (
+            "This Telegram account has its own agent (allowlist)."
+            if user_id == telegram_user_id(account.telegram_user_id)
+            else "Linked to your web account."
+        )
+        return f"{text}\n{whose}"
+
+    def _refuse(self, account: TelegramAccount) -> None:
+        count("TelegramStranger")
+        if self.links.should_refuse(account.telegram_user_id, self.clock()):
+            logger.info("telegram stranger refused", telegram_user=account.telegram_user_id)
+            self._reply(account, HOW_TO_LINK)
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def user_for(self, telegram_id: int) -> str | None:
+        """Whose agent a Telegram user talks to: the linked web user, their own (allowlisted), or nobody."""
+        linked = self.links.linked_user(telegram_id)
+        if linked:
+            return linked
+        if telegram_id in self.settings.allowed_user_ids:
+            return telegram_user_id(telegram_id)
+        return None
+
+    def client(self) -> TelegramClient:
+        """The Bot API client (the token is read from SSM once per cold start)."""
+        if self._client is None:
+            token = self.token.get()
+            if not token:
+                raise RuntimeError(f"the bot token is not configured ({self.settings.token_parameter})")
+            self._client = self.make_client(token, self.settings.api_base)
+        return self._client
+
+    def _reply(self, account: TelegramAccount, text: str) -> None:
+        self.client().send_message(account.chat_id, text)
+
+    def _best_effort(self, call: Callable[[TelegramClient], Any]) -> Any:
+        try:
+            return call(self.client())
+        except (TelegramError, RuntimeError) as exc:
+            # The message is stored and will be answered; only this courtesy message is lost.
+            logger.warning("telegram courtesy message failed", error=str(exc))
+            return None
+
+    def _first_delivery(self, update: Update) -> bool:
+        try:
+            client("dynamodb").put_item(
+                TableName=self.idempotency_table,
+                Item=codec.dump(
+                    {
+                        "id": delivery_key(update.update_id),
+                        "status": "COMPLETED",
+                        "data": "{}",
+                        "ttl": int(self.clock()) + IDEMPOTENCY_TTL_SECONDS,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(id)",
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def _forget_delivery(self, update: Update) -> None:
+        try:
+            client("dynamodb").delete_item(
+                TableName=self.idempotency_table, Key={"id": {"S": delivery_key(update.update_id)}}
+            )
+        except ClientError:
+            logger.exception("could not forget a failed telegram update", update_id=update.update_id)
+
+
+def delivery_key(update_id: int) -> str:
+    """The Idempotency row of one Telegram update."""
+    return f"telegram#{update_id}"
+
+
+def parse_update(body: bytes) -> Update | None:
+    """The update's private text message; None for updates the bot ignores; WebhookError for garbage."""
+    if len(body) > MAX_UPDATE_BYTES:
+        raise WebhookError(413, "too large")
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        raise WebhookError(400, "invalid json") from None
+    if not isinstance(data, dict):
+        raise WebhookError(400, "not an update")
+    update_id = data.get("update_id")
+    if isinstance(update_id, bool) or not isinstance(update_id, int) or update_id < 0:
+        raise WebhookError(400, "not an update")
+    message = data.get("message")
+    if not isinstance(message, dict):
+        return None  # edited messages, callbacks, channel posts …: acknowledged and ignored
+    text, chat, sender = message.get("text"), message.get("chat"), message.get("from")
+    if not isinstance(text, str) or not isinstance(chat, dict) or not isinstance(sender, dict):
+        return None  # photos, stickers, service messages
+    if chat.get("type") != "private" or sender.get("is_bot"):
+        return None  # the agent is private: no groups, no other bots
+    chat_id, sender_id, message_id = chat.get("id"), sender.get("id"), message.get("message_id")
+    if not (_is_int(chat_id) and _is_int(sender_id) and _is_int(message_id)):
+        raise WebhookError(400, "not an update")
+    text = text.strip()
+    if not text or len(text.encode("utf-8", "surrogatepass")) > protocol.MAX_MESSAGE_BYTES:
+        return None
+    return Update(
+        update_id=update_id,
+        account=TelegramAccount(
+            telegram_user_id=sender_id,
+            chat_id=chat_id,
+            username=_short(sender.get("username")),
+            first_name=_short(sender.get("first_name")),
+        ),
+        message_id=message_id,
+        text=text,
+    )
+
+
+def parse_command(text: str) -> tuple[str | None, str]:
+    """(`link`, `ABCD2345`) for `/link@my_bot ABCD2345`; (None, "") for text and unknown commands."""
+    if not text.startswith("/"):
+        return None, ""
+    head, _, rest = text[1:].partition(" ")
+    name = head.split("@", 1)[0].lower()
+    if name not in COMMANDS:
+        return None, ""  # OpenClaw has slash commands of its own: those go to the agent as text
+    return name, rest.strip()
+
+
+def _decoded(body: str | None, is_base64: bool) -> bytes:
+    if not body:
+        return b""
+    if is_base64:
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise WebhookError(400, "invalid body") from None
+    return body.encode("utf-8", "surrogatepass")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    for key, val in headers.items():
+        if key.lower() == name:
+            return val
+    return None
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8"))
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str | None:
+    return value[:64] if isinstance(value, str) and value else None
