@@ -136,12 +136,14 @@ class TelegramReplyStream:
             return
         self._closed = True
         self._typing.cancel()
-        self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._pump
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._typing
         async with self._lock:
+            # Holding the lock, the pump is between renders: a render cut short here would still send
+            # its message from its thread, unrecorded, and the final render would send it again.
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._typing
             await self._render(text, final=True)
 
     async def _run_pump(self) -> None:

@@ -429,7 +429,9 @@ async def test_bad_arguments_are_refused_before_reaching_the_gateway(
 
 def test_session_keys_are_canonical_per_conversation() -> None:
     # OpenClaw lower-cases session keys in its events: a ULID (case-insensitive) is simply lower-cased
-    assert session_key_for("01M814N97JSG9E5BPA96RKPVV5") == "agent:main:conversation:01m814n97jsg9e5bpa96rkpvv5"
+    assert (
+        session_key_for("01M814N97JSG9E5BPA96RKPVV5") == "agent:main:conversation:01m814n97jsg9e5bpa96rkpvv5"
+    )
     # One session per conversation whatever channel a message came from: no channel in the key
     assert session_key_for("12345") == "agent:main:conversation:12345"
     # Other ids keep apart when they differ only in case
