@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
         "--port-base",
         type=int,
         default=int(os.environ.get("PORT_BASE") or DEFAULT_PORT_BASE),
-        help="web on this port, then HTTP API, WebSocket API, AWS, ECS, Telegram on the next five (0: any free ports)",
+        help="web on this port, then HTTP API, WebSocket API, AWS, ECS and Telegram on the next five "
+        "(0: any free ports)",
     )
     up.add_argument(
         "--schedule-every",
