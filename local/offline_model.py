@@ -9,6 +9,7 @@ real tool calls the OpenClaw gateway offers (write, ls, read), so the agent real
 - "slowly count to N"                       → "1 2 … N", one number per chunk, ~0.2 s apart
 - "fail with 500"                           → HTTP 500
 - "say N words"                             → N words
+- "write N paragraphs"                      → N numbered paragraphs of about 450 characters each
 - anything else                             → an echo explaining that no API key is configured
 
 Run it with `python -m local.offline_model --port 0`; it prints `listening on http://127.0.0.1:PORT`.
@@ -51,6 +52,9 @@ _SHOW = re.compile(r"\b(?:show|read|cat)(?: me)? (?:the )?(?:file )?(?P<name>[^\
 _COUNT = re.compile(r"\bslowly count to (?P<n>\d+)\b", re.I)
 _FAIL = re.compile(r"\bfail with 500\b", re.I)
 _SAY = re.compile(r"\bsay (?P<n>\d+) words\b", re.I)
+_PARAGRAPHS = re.compile(r"\bwrite (?P<n>\d+) paragraphs\b", re.I)
+MAX_PARAGRAPHS: Final = 1000
+_FILLER: Final = " ".join(["The agent keeps writing so that the reply grows long."] * 8)
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,10 @@ def _answer(text: str, tools: dict[str, set[str]]) -> Reply:
     if match := _SAY.search(text):
         n = min(int(match["n"]), MAX_WORDS)
         return Reply(pieces=(PREFIX, *(f"{'' if i == 1 else ' '}word{i}" for i in range(1, n + 1))))
+    if match := _PARAGRAPHS.search(text):
+        n = min(int(match["n"]), MAX_PARAGRAPHS)
+        paragraphs = (f"{'' if i == 1 else chr(10) * 2}Paragraph {i}. {_FILLER}" for i in range(1, n + 1))
+        return Reply(pieces=(PREFIX.strip() + "\n\n", *paragraphs))
     if match := _SHOW.search(text):
         return Reply(tool_call=_tool_call(tools, "read", path=match["name"]))
     return _text(f"No API key is configured, so this is the offline model. You said: {text}")

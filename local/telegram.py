@@ -350,7 +350,12 @@ class TelegramSimulator:
         return JSONResponse(
             {
                 "messages": [
-                    {"messageId": m.message_id, "text": m.text, "edits": len(m.versions) - 1}
+                    {
+                        "messageId": m.message_id,
+                        "text": m.text,
+                        "parseMode": m.parse_mode,
+                        "edits": len(m.versions) - 1,
+                    }
                     for m in self.messages.get(chat_id, [])
                 ],
                 "typing": sum(1 for c, a in self.actions if c == chat_id and a == "typing"),

@@ -202,6 +202,44 @@ class LocalStackProcess:
         response = httpx.post(f"{self.endpoints['ecsEndpoint']}/_local/faults", json={"failStarts": count})
         response.raise_for_status()
 
+    # ------------------------------------------------------------------------------------ Telegram side
+
+    def telegram_say(self, telegram_user: int, text: str) -> dict[str, Any]:
+        """A Telegram user writes to the bot (the simulator posts the update to the webhook)."""
+        response = httpx.post(
+            f"{self.endpoints['telegramUrl']}/_local/updates",
+            json={"userId": telegram_user, "text": text},
+            timeout=60,
+        )
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def telegram_redeliver(self, update_id: int, secret: str | None = None) -> int:
+        """Telegram sends an update again (after a timeout, say); the webhook's HTTP status."""
+        response = httpx.post(
+            f"{self.endpoints['telegramUrl']}/_local/updates/{update_id}/redeliver",
+            json={"secret": secret} if secret is not None else {},
+            timeout=60,
+        )
+        response.raise_for_status()
+        return int(response.json()["webhookStatus"])
+
+    def telegram_chat(self, telegram_user: int) -> list[dict[str, Any]]:
+        """The bot's messages in the user's chat, as the user sees them now."""
+        response = httpx.get(f"{self.endpoints['telegramUrl']}/_local/chats/{telegram_user}", timeout=10)
+        response.raise_for_status()
+        messages: list[dict[str, Any]] = response.json()["messages"]
+        return messages
+
+    def telegram_rate_limit(self, calls: int, retry_after: int) -> None:
+        """The next `calls` Bot API calls get 429 with `retry_after`."""
+        httpx.post(
+            f"{self.endpoints['telegramUrl']}/_local/faults",
+            json={"rateLimitedCalls": calls, "retryAfter": retry_after},
+            timeout=10,
+        ).raise_for_status()
+
     def api(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
         """A call to the HTTP API as the web chat makes it."""
         return httpx.request(
