@@ -27,17 +27,6 @@ TYPING_SECONDS = 4.5
 """Telegram shows "typing…" for 5 s after each chat action."""
 
 
-def telegram_target(item: InboxItem) -> tuple[int, int | None] | None:
-    """(chat id, placeholder message id) of a Telegram item; None when it carries no chat."""
-    if item.channel != "telegram":
-        return None
-    chat = item.reply_to.get("chatId")
-    placeholder = item.reply_to.get("placeholderId")
-    if not isinstance(chat, int) or isinstance(chat, bool):
-        return None
-    return chat, placeholder if isinstance(placeholder, int) and not isinstance(placeholder, bool) else None
-
-
 class TelegramDelivery:
     """Opens Telegram reply streams and edits "waking up" messages while the agent boots."""
 
@@ -54,7 +43,7 @@ class TelegramDelivery:
 
     def open(self, item: InboxItem, message_id: str) -> TelegramReplyStream | None:
         """A stream for the reply to `item`, or None when the item is not a Telegram message."""
-        target = telegram_target(item)
+        target = item.telegram_target()
         if target is None:
             return None
         chat_id, placeholder = target
@@ -71,7 +60,7 @@ class TelegramDelivery:
         """Edit the waiting "waking up" messages of `items` to `text`; returns how many were edited."""
         edited = 0
         for item in items:
-            target = telegram_target(item)
+            target = item.telegram_target()
             if target is None or target[1] is None:
                 continue
             try:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bridge.delivery import ReplyStream
-from bridge.telegram_delivery import ChannelDelivery, TeeStream, TelegramDelivery, telegram_target
+from bridge.telegram_delivery import ChannelDelivery, TeeStream, TelegramDelivery
 from local.telegram import TelegramSimulator
 from serverless_openclaw.store.inbox import InboxItem
 from serverless_openclaw.telegram import TelegramClient
@@ -247,7 +247,7 @@ def test_channel_delivery_tees_telegram_replies_to_the_web_tabs(
 
 
 def test_telegram_target_needs_a_chat() -> None:
-    assert telegram_target(item(placeholder=5)) == (CHAT, 5)
-    assert telegram_target(item(channel="web")) is None
-    assert telegram_target(item(chatId="42")) is None
-    assert telegram_target(item(placeholderId=True)) == (CHAT, None)
+    assert item(placeholder=5).telegram_target() == (CHAT, 5)
+    assert item(channel="web").telegram_target() is None
+    assert item(chatId="42").telegram_target() is None
+    assert item(placeholderId=True).telegram_target() == (CHAT, None)

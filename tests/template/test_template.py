@@ -665,6 +665,56 @@ def test_only_post_telegram_may_skip_the_jwt_authorizer() -> None:
     assert set(public) <= {("POST", "/telegram"), ("post", "/telegram")}
 
 
+def test_telegram_webhook_is_the_public_post_telegram_route() -> None:
+    events = _properties("TelegramWebhookFunction")["Events"]
+    [route] = [e["Properties"] for e in events.values() if e["Type"] == "HttpApi"]
+    assert (route["Method"], route["Path"], route["Auth"]) == ("POST", "/telegram", {"Authorizer": "NONE"})
+
+
+def _ssm_grants() -> dict[str, set[str]]:
+    grants: dict[str, set[str]] = {}
+    for logical_id, statement in _iam_statements():
+        if any(str(a).startswith("ssm:") for a in _as_list(statement["Action"])):
+            grants.setdefault(logical_id, set()).update(
+                _sub_text(r).rsplit("parameter/", 1)[-1] for r in _as_list(statement["Resource"])
+            )
+    return grants
+
+
+def test_telegram_secrets_are_read_only_where_needed() -> None:
+    # The webhook reads its two parameters, the give-up notices only the token, the bridge its secrets.
+    assert _ssm_grants() == {
+        "TelegramWebhookFunction": {
+            "${AWS::StackName}/secrets/telegram-bot-token",
+            "${AWS::StackName}/secrets/telegram-webhook-secret",
+        },
+        "TaskEventsFunction": {"${AWS::StackName}/secrets/telegram-bot-token"},
+        "WatchdogFunction": {"${AWS::StackName}/secrets/telegram-bot-token"},
+        "BridgeTaskRole": {"${AWS::StackName}/secrets/*"},
+    }
+    for logical_id, statement in _iam_statements():
+        actions = {str(a) for a in _as_list(statement["Action"]) if str(a).startswith("ssm:")}
+        assert actions <= {"ssm:GetParameter", "ssm:GetParameters"}, logical_id
+
+
+def test_the_bridge_gets_the_bot_tokens_parameter_name_never_a_token() -> None:
+    container = _properties("BridgeTaskDefinition")["ContainerDefinitions"][0]
+    names = {pair["Name"] for pair in container["Environment"]}
+    assert "TELEGRAM_BOT_TOKEN_PARAMETER" in names and "TELEGRAM_API_BASE" in names
+    assert not {n for n in names if "TOKEN" in n} - {"TELEGRAM_BOT_TOKEN_PARAMETER"}
+    assert "Secrets" not in container
+
+
+def test_only_the_webhook_knows_the_telegram_allowlist() -> None:
+    holders = [
+        f
+        for f in FUNCTIONS
+        if "TELEGRAM_ALLOWED_USER_IDS" in _function_setting(f, "Environment")["Variables"]
+    ]
+    assert holders == ["TelegramWebhookFunction"]
+    assert "TELEGRAM_ALLOWED_USER_IDS" not in TEMPLATE["Globals"]["Function"]["Environment"]["Variables"]
+
+
 def test_http_api_cors_names_its_origin_without_wildcards() -> None:
     # Given the HTTP API's CORS configuration
     cors = _properties("HttpApi")["CorsConfiguration"]

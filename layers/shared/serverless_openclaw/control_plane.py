@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +17,7 @@ from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
+from serverless_openclaw.telegram import TelegramNotifier, TelegramSettings
 
 
 class Pusher(Protocol):
@@ -28,6 +29,14 @@ class Pusher(Protocol):
 
     def to_user(self, user_id: str, payload: Mapping[str, Any]) -> int:
         """Post to every client connection of a user."""
+        ...
+
+
+class Notifier(Protocol):
+    """Tells users on Telegram what their web tabs are told (a message that will not be answered)."""
+
+    def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
+        """Edit each (chat, waiting message) into `text`, or send it; how many were told."""
         ...
 
 
@@ -65,6 +74,7 @@ class ControlPlane:
     pusher: Pusher
     launcher: Launcher
     clock: Callable[[], float] = field(default=time.time)
+    telegram: Notifier | None = None
 
     @classmethod
     def from_config(cls, cfg: ControlPlaneConfig) -> ControlPlane:
@@ -80,4 +90,5 @@ class ControlPlane:
             settings=SettingsStore(cfg.tables.settings),
             pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
             launcher=EcsLauncher(cfg.launch),
+            telegram=TelegramNotifier(TelegramSettings.from_env()),
         )

@@ -252,15 +252,17 @@ def give_up(cp: ControlPlane, state: TaskState) -> QueuedResult:
         failed_messages=n,
         last_error=last_error,
     )
+    text = (
+        f"Your agent could not be started after {state.start_attempts} attempts "
+        f"(last error: {last_error}). {n} {messages} not answered; "
+        f"please send {it} again to try once more."
+    )
     cp.pusher.to_user(
         state.user_id,
-        protocol.error(
-            "start_gave_up",
-            f"Your agent could not be started after {state.start_attempts} attempts "
-            f"(last error: {last_error}). {n} {messages} not answered; "
-            f"please send {it} again to try once more.",
-            failed=n,
-            messageIds=[item.message_id for item in failed],
-        ),
+        protocol.error("start_gave_up", text, failed=n, messageIds=[item.message_id for item in failed]),
     )
+    targets = [target for item in failed if (target := item.telegram_target()) is not None]
+    if targets and cp.telegram is not None:
+        # Each Telegram message's "waking up" note becomes the bad news (never left waiting forever).
+        cp.telegram.notify(targets, f"⚠️ {text}")
     return QueuedResult(result="gave_up", failed_items=n, error=last_error)

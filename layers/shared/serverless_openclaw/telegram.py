@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,6 +101,43 @@ class CachedParameter:
             raise
         value = str(resp["Parameter"]["Value"])
         return value or None
+
+
+class TelegramNotifier:
+    """One-off notices in users' Telegram chats from functions other than the webhook (a start given up).
+
+    The token is read from SSM on first use only, so functions that never notify never read it.
+    """
+
+    def __init__(self, settings: TelegramSettings) -> None:
+        self._settings = settings
+        self._token = CachedParameter(settings.token_parameter)
+        self._client: TelegramClient | None = None
+
+    def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
+        """Edit each (chat, waiting message) into `text`, or send it; failures are logged. How many got it."""
+        told = 0
+        for chat_id, message_id in targets:
+            try:
+                bot = self._bot()
+                if bot is None:
+                    return 0
+                if message_id is not None:
+                    bot.edit_message_text(chat_id, message_id, text)
+                else:
+                    bot.send_message(chat_id, text)
+                told += 1
+            except (TelegramError, ClientError, OSError) as exc:
+                logger.warning("telegram notice failed", error=str(exc))
+        return told
+
+    def _bot(self) -> TelegramClient | None:
+        if self._client is None:
+            token = self._token.get()
+            if not token:
+                return None
+            self._client = TelegramClient(token, api_base=self._settings.api_base, attempts=2)
+        return self._client
 
 
 class TelegramError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from botocore.exceptions import ClientError
 
@@ -37,11 +37,22 @@ class InboxItem:
     attempts: int = 0
     last_error: str | None = None
 
+    def telegram_target(self) -> tuple[int, int | None] | None:
+        """(chat id, "waking up" message id) of a Telegram message; None for the web or without a chat."""
+        chat, waiting = self.reply_to.get("chatId"), self.reply_to.get("placeholderId")
+        if self.channel != "telegram" or not _is_int(chat):
+            return None
+        return chat, waiting if _is_int(waiting) else None
+
     def available(self, now: float) -> bool:
         """Queued, or claimed by a bridge whose lease has run out."""
         if self.status == "queued":
             return True
         return self.status == "claimed" and (self.claim_expires_at or 0) <= now
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def new_item(item: InboxItem) -> dict[str, Any]:
