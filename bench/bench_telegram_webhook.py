@@ -199,7 +199,7 @@ def main() -> None:
             assert ok(post(update(ALLOWED, f"warm-up {n}"), SECRET))
 
         delivered = [update(ALLOWED, f"message {n}") for n in range(MESSAGES)]
-        cases = [measure("1. text message, agent running (intake + nudge + typing)", delivered, SECRET, ok)]
+        cases = [measure("1. text message, agent running (intake + nudge)", delivered, SECRET, ok)]
         assert plane.task_state.get(USER).agent_connection_id == AGENT, "a nudge missed the agent"
         cases.append(measure("2. redelivered update (duplicate)", delivered, SECRET, ok))
 

@@ -170,8 +170,7 @@ class TelegramBot:
         account = update.account
         user_id = self.user_for(account.telegram_user_id)
         if user_id is None:
-            if not self._first_delivery(update):
-                return
+            # No dedup row: the refusal's own once-an-hour marker already stops a redelivery repeating it.
             self._refuse(account)
             return
         now = self.clock()
@@ -192,8 +191,7 @@ class TelegramBot:
         count("TelegramMessage")
         logger.info("telegram message accepted", user_id=user_id, status=status, inbox_id=accepted.message_id)
         if status == "running":
-            self._best_effort(lambda bot: bot.send_chat_action(account.chat_id, "typing"))
-            return
+            return  # the bridge shows "typing…" as soon as the run starts (tens of ms after the nudge)
         # The agent is waking (or could not start yet): one message that the bridge edits into the answer.
         text = self._waking_text(user_id, status)
         placeholder = self._best_effort(lambda bot: bot.send_message(account.chat_id, text))
