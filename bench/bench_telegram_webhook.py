@@ -36,10 +36,9 @@ from tests.conftest import TEST_ENV, load_event  # noqa: E402
 
 os.environ.update(TEST_ENV)
 
-import botocore.client  # noqa: E402
 from moto import mock_aws  # noqa: E402
-from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
 
+from bench.moto_probe import calls, counting, in_moto, percentile  # noqa: E402
 from local.template import create_tables, load_template  # noqa: E402
 from serverless_openclaw import routing  # noqa: E402
 from serverless_openclaw.aws import clients  # noqa: E402
@@ -55,29 +54,6 @@ ALLOWED = 555
 STRANGER = 777
 USER = f"telegram:{ALLOWED}"
 AGENT = "agent-conn"
-
-calls: Counter[str] = Counter()
-_original = botocore.client.BaseClient._make_api_call
-
-
-def _counting(self: Any, operation_name: str, api_params: Any) -> Any:
-    calls[f"{self.meta.service_model.service_name}.{operation_name}"] += 1
-    return _original(self, operation_name, api_params)
-
-
-in_moto = [0.0]
-_emulate = BotocoreStubber.process_request
-
-
-def _timed_emulation(self: Any, request: Any) -> Any:
-    t = time.perf_counter()
-    try:
-        return _emulate(self, request)
-    finally:
-        in_moto[0] += time.perf_counter() - t
-
-
-BotocoreStubber.process_request = _timed_emulation  # type: ignore[method-assign]
 
 
 class FakeBotApi:
@@ -115,11 +91,6 @@ def ok(reply: tuple[int, Any]) -> bool:
 
 def forbidden(reply: tuple[int, Any]) -> bool:
     return reply == (403, {"error": "forbidden"})
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -177,9 +148,7 @@ def main() -> None:
         ) -> Case:
             case = Case(title)
             before = Counter(fake.calls)
-            calls.clear()
-            botocore.client.BaseClient._make_api_call = _counting
-            try:
+            with counting():
                 for body in bodies:
                     in_moto[0] = 0.0
                     t = time.perf_counter()
@@ -188,8 +157,6 @@ def main() -> None:
                     case.samples.append(elapsed * 1000)
                     case.own.append((elapsed - in_moto[0]) * 1000)
                     assert check(reply), (title, reply)
-            finally:
-                botocore.client.BaseClient._make_api_call = _original
             case.aws = Counter(calls)
             case.bot_api = Counter(fake.calls)
             case.bot_api.subtract(before)
@@ -227,8 +194,8 @@ def main() -> None:
     print("  Bot API        a recording fake counted as 0 ms: the real sendChatAction/sendMessage round trip")
     print("                 to api.telegram.org is not measurable here (add one per Bot API call below)")
     for case in cases:
-        median, p95 = statistics.median(case.samples), _percentile(case.samples, 0.95)
-        own_median, own_p95 = statistics.median(case.own), _percentile(case.own, 0.95)
+        median, p95 = statistics.median(case.samples), percentile(case.samples, 0.95)
+        own_median, own_p95 = statistics.median(case.own), percentile(case.own, 0.95)
         print(case.title)
         print(f"  handler time   median {median:6.2f} ms   p95 {p95:6.2f} ms   (including moto's emulation)")
         print(f"  without moto   median {own_median:6.2f} ms   p95 {own_p95:6.2f} ms")

@@ -16,7 +16,6 @@ import os
 import statistics
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +26,9 @@ from tests.conftest import TEST_ENV, load_event  # noqa: E402
 
 os.environ.update(TEST_ENV)
 
-import botocore.client  # noqa: E402
 from moto import mock_aws  # noqa: E402
-from moto.core.botocore_stubber import BotocoreStubber  # noqa: E402
 
+from bench.moto_probe import calls, counting, in_moto, percentile  # noqa: E402
 from local.template import create_tables, load_template  # noqa: E402
 from serverless_openclaw import routing  # noqa: E402
 from serverless_openclaw.aws import clients  # noqa: E402
@@ -42,34 +40,6 @@ MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))
 USER = "bench-user"
 CLIENT = "client-conn"
 AGENT = "agent-conn"
-
-calls: Counter[str] = Counter()
-_original = botocore.client.BaseClient._make_api_call
-
-
-def _counting(self: Any, operation_name: str, api_params: Any) -> Any:
-    calls[f"{self.meta.service_model.service_name}.{operation_name}"] += 1
-    return _original(self, operation_name, api_params)
-
-
-in_moto = [0.0]
-_emulate = BotocoreStubber.process_request
-
-
-def _timed_emulation(self: Any, request: Any) -> Any:
-    t = time.perf_counter()
-    try:
-        return _emulate(self, request)
-    finally:
-        in_moto[0] += time.perf_counter() - t
-
-
-BotocoreStubber.process_request = _timed_emulation  # type: ignore[method-assign]
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -102,17 +72,16 @@ def main() -> None:
         for n in range(20):  # warm-up: the first frame of the connection reads its row
             send(-n - 1)
 
-        botocore.client.BaseClient._make_api_call = _counting
         samples, own = [], []
-        for n in range(MESSAGES):
-            in_moto[0] = 0.0
-            t = time.perf_counter()
-            reply = json.loads(send(n)["body"])
-            elapsed = time.perf_counter() - t
-            samples.append(elapsed * 1000)
-            own.append((elapsed - in_moto[0]) * 1000)
-            assert reply["type"] == "ack" and reply["status"] == "running", reply
-        botocore.client.BaseClient._make_api_call = _original
+        with counting():
+            for n in range(MESSAGES):
+                in_moto[0] = 0.0
+                t = time.perf_counter()
+                reply = json.loads(send(n)["body"])
+                elapsed = time.perf_counter() - t
+                samples.append(elapsed * 1000)
+                own.append((elapsed - in_moto[0]) * 1000)
+                assert reply["type"] == "ack" and reply["status"] == "running", reply
 
         ddb = clients.client("dynamodb")
         key = {"PK": {"S": f"USER#{USER}"}}
@@ -123,9 +92,9 @@ def main() -> None:
             base.append((time.perf_counter() - t) * 1000)
 
     per_message = sum(calls.values()) / MESSAGES
-    median, p95, base_median = statistics.median(samples), _percentile(samples, 0.95), statistics.median(base)
+    median, p95, base_median = statistics.median(samples), percentile(samples, 0.95), statistics.median(base)
     print(f"warm ws_message sendMessage to a running agent, {MESSAGES} messages, in-process moto")
-    own_median, own_p95 = statistics.median(own), _percentile(own, 0.95)
+    own_median, own_p95 = statistics.median(own), percentile(own, 0.95)
     print(f"  handler time   median {median:6.2f} ms   p95 {p95:6.2f} ms   (including moto's emulation)")
     print(f"  without moto   median {own_median:6.2f} ms   p95 {own_p95:6.2f} ms   (goal ≤ 15 ms median)")
     print(f"  baseline       one moto GetItem {base_median:.2f} ms → handler = {median / base_median:.1f}×")

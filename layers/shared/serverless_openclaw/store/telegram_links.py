@@ -124,6 +124,21 @@ class TelegramLinkStore:
 
     # ------------------------------------------------------------------------------------ reads
 
+    def _put(self, item: dict[str, Any], condition: str | None = None, **values: Any) -> bool:
+        """Put a row (if `condition` holds, with `:name` values); False when the condition failed."""
+        extra: dict[str, Any] = {}
+        if condition:
+            extra["ConditionExpression"] = condition
+        if values:
+            extra["ExpressionAttributeValues"] = codec.values({f":{k}": v for k, v in values.items()})
+        try:
+            client("dynamodb").put_item(TableName=self.table, Item=codec.dump(item), **extra)
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
         resp = client("dynamodb").get_item(TableName=self.table, Key=_key(pk, sk), ConsistentRead=True)
         return codec.load(resp.get("Item"))
@@ -246,18 +261,8 @@ class TelegramLinkStore:
         except ClientError as exc:
             if not _condition_failed(exc):
                 raise
-        client("dynamodb").put_item(
-            TableName=self.table,
-            Item=codec.dump(
-                {
-                    "PK": pk,
-                    "SK": sk,
-                    "failures": 1,
-                    "windowStart": now,
-                    "ttl": int(now) + LINK_FAILURE_WINDOW_SECONDS + 60,
-                }
-            ),
-        )
+        window = {"failures": 1, "windowStart": now, "ttl": int(now) + LINK_FAILURE_WINDOW_SECONDS + 60}
+        self._put({"PK": pk, "SK": sk, **window})
         return 1
 
     def redeem(self, code_text: str, account: TelegramAccount, now: float) -> Redeemed:
@@ -408,26 +413,16 @@ class TelegramLinkStore:
 
     def should_refuse(self, telegram_id: int, now: float) -> bool:
         """True (and remembered) when a stranger has not been told how to link within the quiet period."""
-        try:
-            client("dynamodb").put_item(
-                TableName=self.table,
-                Item=codec.dump(
-                    {
-                        "PK": f"USER#{telegram_user_id(telegram_id)}",
-                        "SK": "TELEGRAM#REFUSED",
-                        "at": now,
-                        "ttl": int(now) + REFUSAL_QUIET_SECONDS + 60,
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(PK) OR #at <= :cutoff",
-                ExpressionAttributeNames={"#at": "at"},
-                ExpressionAttributeValues=codec.values({":cutoff": now - REFUSAL_QUIET_SECONDS}),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        return self._put(
+            {
+                "PK": f"USER#{telegram_user_id(telegram_id)}",
+                "SK": "TELEGRAM#REFUSED",
+                "refusedAt": now,
+                "ttl": int(now) + REFUSAL_QUIET_SECONDS + 60,
+            },
+            "attribute_not_exists(PK) OR refusedAt <= :cutoff",
+            cutoff=now - REFUSAL_QUIET_SECONDS,
+        )
 
     def conversation(self, user_id: str, now: float) -> str:
         """The conversation Telegram messages go to now; the first message (or `/new`) creates one."""
@@ -436,22 +431,8 @@ class TelegramLinkStore:
         if isinstance(current, str) and current:
             return current
         fresh = new_id()
-        try:
-            client("dynamodb").put_item(
-                TableName=self.table,
-                Item=codec.dump(
-                    {
-                        "PK": f"USER#{user_id}",
-                        "SK": "TELEGRAM#CONVERSATION",
-                        "conversationId": fresh,
-                        "at": now,
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(PK)",
-            )
-        except ClientError as exc:
-            if not _condition_failed(exc):
-                raise
+        row = {"PK": f"USER#{user_id}", "SK": "TELEGRAM#CONVERSATION", "conversationId": fresh, "at": now}
+        if not self._put(row, "attribute_not_exists(PK)"):
             # Two messages raced to open the first conversation: both go to the winner's.
             return self.conversation(user_id, now)
         return fresh
@@ -459,10 +440,7 @@ class TelegramLinkStore:
     def new_conversation(self, user_id: str, now: float) -> str:
         """`/new`: later Telegram messages go to a fresh conversation."""
         fresh = new_id()
-        client("dynamodb").put_item(
-            TableName=self.table,
-            Item=codec.dump(
-                {"PK": f"USER#{user_id}", "SK": "TELEGRAM#CONVERSATION", "conversationId": fresh, "at": now}
-            ),
+        self._put(
+            {"PK": f"USER#{user_id}", "SK": "TELEGRAM#CONVERSATION", "conversationId": fresh, "at": now}
         )
         return fresh
