@@ -17,7 +17,6 @@ from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
-from serverless_openclaw.telegram import TelegramNotifier, TelegramSettings
 
 
 class Pusher(Protocol):
@@ -38,6 +37,22 @@ class Notifier(Protocol):
     def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
         """Edit each (chat, waiting message) into `text`, or send it; how many were told."""
         ...
+
+
+class TelegramOnDemand:
+    """The Telegram notifier, imported on the first notice: most invocations never send one, and the
+    Bot API client (urllib, Markdown patterns) would add about 5 ms to every cold start."""
+
+    def __init__(self) -> None:
+        self._notifier: Notifier | None = None
+
+    def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
+        """Edit each (chat, waiting message) into `text`, or send it; how many were told."""
+        if self._notifier is None:
+            from serverless_openclaw.telegram import TelegramNotifier, TelegramSettings
+
+            self._notifier = TelegramNotifier(TelegramSettings.from_env())
+        return self._notifier.notify(targets, text)
 
 
 class Launcher(Protocol):
@@ -90,5 +105,5 @@ class ControlPlane:
             settings=SettingsStore(cfg.tables.settings),
             pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
             launcher=EcsLauncher(cfg.launch),
-            telegram=TelegramNotifier(TelegramSettings.from_env()),
+            telegram=TelegramOnDemand(),
         )
