@@ -124,7 +124,7 @@ def main() -> None:
         settings = TelegramSettings.from_env(env)
         bot = TelegramBot.from_plane(plane, settings)
         fake = FakeBotApi()
-        bot.make_client = lambda token, base: fake  # type: ignore[assignment,return-value]
+        bot.bot.make = lambda token, base: fake  # type: ignore[assignment,return-value]
         app.bot = bot
         # The allowlisted user's agent is running, with a live agent connection.
         started = routing.request_start(plane, USER)

@@ -50,6 +50,7 @@ from botocore.exceptions import (  # noqa: E402
     ReadTimeoutError,
 )
 
+from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
 TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
@@ -218,13 +219,7 @@ def _redact(text: str, sensitive: Sequence[str]) -> str:
 def read_parameter(ssm: Any, name: str) -> str | None:
     """A SecureString's value; None when it was never stored."""
     with aws_errors():
-        try:
-            response = ssm.get_parameter(Name=name, WithDecryption=True)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-                return None
-            raise
-    return str(response["Parameter"]["Value"]) or None
+        return read_secure(ssm, name)
 
 
 def store_parameter(ssm: Any, name: str, value: str, description: str) -> None:

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
+from serverless_openclaw.agent_credentials import AGENT_TASK_HEADER, AGENT_TOKEN_HEADER, AGENT_USER_HEADER
 from serverless_openclaw.observability import logger
 
 # The link's handshake carries the agent token as a header, and websockets logs raw headers at DEBUG:
@@ -68,7 +69,7 @@ class AgentLink:
         self._url = url
         self._user_id = user_id
         self._task_arn = task_arn
-        self._headers = {"x-agent-user": user_id, "x-agent-task-arn": task_arn, "x-agent-token": token}
+        self._headers = {AGENT_USER_HEADER: user_id, AGENT_TASK_HEADER: task_arn, AGENT_TOKEN_HEADER: token}
         self._on_nudge = on_nudge
         self._on_abort = on_abort
         self._on_shutdown = on_shutdown

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import secrets
 import signal
@@ -44,6 +43,7 @@ from bridge.secrets import API_KEY_PARAMETERS, model_secrets
 from bridge.state_sync import StateSync, default_roots
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from serverless_openclaw import protocol
+from serverless_openclaw.agent_credentials import hash_agent_token
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.pusher import ConnectionPusher
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Status
@@ -54,7 +54,7 @@ from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
-from serverless_openclaw.telegram import CachedParameter, TelegramClient
+from serverless_openclaw.telegram import BotAccess
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -191,9 +191,9 @@ class Bridge:
         )
         async with self.phases.timed("dial-out"):
             agent_token = secrets.token_urlsafe(32)
-            digest = hashlib.sha256(agent_token.encode()).hexdigest()
+            token_hash = hash_agent_token(agent_token)
             if not await asyncio.to_thread(
-                self.task_state.register_agent_token, cfg.user_id, self.task_arn, digest
+                self.task_state.register_agent_token, cfg.user_id, self.task_arn, token_hash
             ):
                 raise RuntimeError("TaskState no longer names this task")
             self.link = AgentLink(
@@ -270,13 +270,11 @@ class Bridge:
     def _telegram(self) -> TelegramDelivery | None:
         """Telegram delivery when the bot is configured (token in SSM); replies still reach the web if not."""
         parameter = self.cfg.telegram_token_parameter
-        if not parameter:
-            return None
-        token = CachedParameter(parameter).get()
-        if not token:
+        bot = BotAccess(parameter, self.cfg.telegram_api_base).client() if parameter else None
+        if bot is None:
             logger.info("no telegram bot token configured: telegram replies off", parameter=parameter)
             return None
-        return TelegramDelivery(TelegramClient(token, api_base=self.cfg.telegram_api_base))
+        return TelegramDelivery(bot)
 
     def _show_progress(self, text: str) -> None:
         """Edit the user's "waking up" Telegram messages in the background, in order, never delaying boot."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
+from serverless_openclaw.aws.parameters import read_secure
 from serverless_openclaw.observability import logger
 
 API_KEY_PARAMETERS = {
@@ -22,13 +21,8 @@ def model_secrets(ssm: Any, prefix: str, provider: str) -> dict[str, str]:
     if entry is None or not prefix:
         return {}
     parameter, env_name = entry
-    try:
-        resp = ssm.get_parameter(Name=f"{prefix}/{parameter}", WithDecryption=True)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code")
-        if code == "ParameterNotFound":
-            logger.warning("model API key not configured", parameter=f"{prefix}/{parameter}")
-            return {}
-        raise
-    value = str(resp["Parameter"]["Value"])
-    return {env_name: value} if value else {}
+    value = read_secure(ssm, f"{prefix}/{parameter}")
+    if value is None:
+        logger.warning("model API key not configured", parameter=f"{prefix}/{parameter}")
+        return {}
+    return {env_name: value}

@@ -5,13 +5,12 @@ from __future__ import annotations
 import jwt
 import pytest
 
+from serverless_openclaw.agent_credentials import agent_token_matches, hash_agent_token
 from serverless_openclaw.auth import (
     MAX_TOKEN_LENGTH,
     AuthError,
     Claims,
     JwtVerifier,
-    agent_token_matches,
-    hash_agent_token,
 )
 from tests.unit.conftest_auth import (
     USER_SUB,

@@ -262,3 +262,17 @@ def test_a_prefetch_spares_the_first_chunk_its_lookup(aws: dict[str, str]) -> No
         stub.add_response("post_to_connection", {}, {"ConnectionId": "tab-1", "Data": ANY})
         assert pusher.to_user("u1", {"type": "stream_chunk"}) == 1
     assert queries == ["Q"]
+
+
+def test_secure_parameters_are_read_decrypted_and_missing_ones_are_none(aws: dict[str, str]) -> None:
+    from bridge.secrets import model_secrets
+    from serverless_openclaw.aws.parameters import read_secure
+
+    ssm = clients.client("ssm")
+    ssm.put_parameter(Name="/test/secrets/anthropic-api-key", Value="sk-ant-123", Type="SecureString")
+    assert read_secure(ssm, "/test/secrets/anthropic-api-key") == "sk-ant-123"
+    assert read_secure(ssm, "/test/secrets/never-stored") is None
+    # The bridge maps a provider to the variable OpenClaw's config names; a missing key is no key
+    assert model_secrets(ssm, "/test/secrets", "anthropic") == {"ANTHROPIC_API_KEY": "sk-ant-123"}
+    assert model_secrets(ssm, "/test/secrets", "openai") == {}
+    assert model_secrets(ssm, "/test/secrets", "bedrock") == {}

@@ -8,12 +8,16 @@ from typing import Any
 
 import pytest
 
+from local.telegram import TelegramSimulator
 from serverless_openclaw import routing, task_events
-from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.aws.clients import client as aws_client
+from serverless_openclaw.control_plane import ControlPlane, TelegramOnDemand
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Capacity, Status
 from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.telegram import TelegramClient
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
+from tests.local.servers import serve
 from tests.unit.conftest_agents import OTHER, USER, client, queue, running, starting, stopped_event
 
 SPOT = "task_events_spot_interruption.json"
@@ -230,45 +234,46 @@ def test_third_failed_start_gives_up_and_fails_the_messages(
     assert pusher.frames("tab-1", "status")[-1]["status"] == "idle"
 
 
-class RecordingNotifier:
-    def __init__(self) -> None:
-        self.notices: list[tuple[list[tuple[int, int | None]], str]] = []
-
-    def notify(self, targets: Any, text: str) -> int:
-        self.notices.append((list(targets), text))
-        return len(self.notices[-1][0])
-
-
-def test_giving_up_tells_telegram_users_in_their_waiting_message(cp: ControlPlane) -> None:
-    # Given a Telegram message waiting under a "waking up" note, another without one, and a web message
-    notifier = RecordingNotifier()
-    cp.telegram = notifier
-    for text, reply_to in [
-        ("from telegram", {"chatId": 42, "messageId": 7, "placeholderId": 1001}),
-        ("no note", {"chatId": 42, "messageId": 8}),
-        ("from the web", None),
-    ]:
-        cp.intake.accept(
-            IncomingMessage(
-                user_id=USER,
-                text=text,
-                channel="telegram" if reply_to else "web",
-                conversation_id="conv-1",
-                reply_to=reply_to,
-            ),
-            cp.clock(),
+def test_giving_up_tells_telegram_users_in_their_waiting_message(
+    cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a Telegram chat where one message waits under a "waking up" note and another has none yet,
+    # the bot's token in SSM, and a web message beside them
+    token = "7000000001:give-up-test-token"
+    sim = TelegramSimulator(token=token)
+    with serve(sim.app) as server:
+        monkeypatch.setenv("TELEGRAM_API_BASE", server.url)
+        aws_client("ssm").put_parameter(
+            Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
         )
-    task = starting(cp)
+        note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ Waking up your agent…")
+        cp.telegram = TelegramOnDemand()
+        for text, reply_to in [
+            ("from telegram", {"chatId": 42, "messageId": 7, "placeholderId": note}),
+            ("no note", {"chatId": 42, "messageId": 8}),
+            ("from the web", None),
+        ]:
+            cp.intake.accept(
+                IncomingMessage(
+                    user_id=USER,
+                    text=text,
+                    channel="telegram" if reply_to else "web",
+                    conversation_id="conv-1",
+                    reply_to=reply_to,
+                ),
+                cp.clock(),
+            )
+        task = starting(cp)
 
-    # When the starts fail until the control plane gives up
-    for _ in range(3):
-        task_events.on_task_stopped(cp, _detail(FAILED, task))
-        task = cp.task_state.get(USER).task_arn or ""
+        # When the starts fail until the control plane gives up
+        for _ in range(3):
+            task_events.on_task_stopped(cp, _detail(FAILED, task))
+            task = cp.task_state.get(USER).task_arn or ""
 
-    # Then the Telegram chat is told once: the note becomes the bad news, the other message gets a reply
-    [(targets, text)] = notifier.notices
-    assert targets == [(42, 1001), (42, None)]
-    assert "could not be started after 3 attempts" in text and text.startswith("⚠️")
+    # Then the chat shows the bad news twice: in place of the note, and as a message for the other one
+    notices = sim.chat(42)
+    assert len(notices) == 2 and sim.messages[42][0].message_id == note
+    assert all(n.startswith("⚠️") and "could not be started after 3 attempts" in n for n in notices)
 
 
 def test_restart_refused_by_ecs_on_the_last_attempt_gives_up_at_once(

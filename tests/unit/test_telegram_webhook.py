@@ -84,7 +84,7 @@ def app(
     settings = TelegramSettings.from_env({"STACK_NAME": "test", "TELEGRAM_ALLOWED_USER_IDS": str(ALLOWED)})
     bot = TelegramBot.from_plane(cp, settings)
     bot.clock = cp.clock
-    bot.make_client = lambda token, base: telegram  # type: ignore[assignment,return-value]
+    bot.bot.make = lambda token, base: telegram  # type: ignore[assignment,return-value]
     monkeypatch.setattr(module, "bot", bot)
     return module
 

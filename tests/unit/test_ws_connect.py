@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from serverless_openclaw.auth import MAX_TOKEN_LENGTH, JwtVerifier, hash_agent_token
+from serverless_openclaw.agent_credentials import hash_agent_token
+from serverless_openclaw.auth import MAX_TOKEN_LENGTH, JwtVerifier
 from serverless_openclaw.aws import clients
 from serverless_openclaw.connect import ConnectRequest, accept_connection
 from serverless_openclaw.control_plane import ControlPlane

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from serverless_openclaw.auth import hash_agent_token
+from serverless_openclaw.agent_credentials import hash_agent_token
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState
 from serverless_openclaw.store.connections import Connection

@@ -7,8 +7,6 @@ reaches DynamoDB, and it is compared in constant time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,16 +127,3 @@ class JwtVerifier:
 def _optional_str(claims: dict[str, Any], name: str) -> str | None:
     value = claims.get(name)
     return value if isinstance(value, str) else None
-
-
-def hash_agent_token(token: str) -> str:
-    """The sha256 hex digest under which an agent token is stored in TaskState."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def agent_token_matches(token: str | None, expected_hash: str | None) -> bool:
-    """Whether a presented agent token has the stored hash, compared in constant time."""
-    if not token or not expected_hash:
-        return False
-    # Bytes, because compare_digest refuses non-ASCII str (a tampered row must not raise).
-    return hmac.compare_digest(hash_agent_token(token).encode(), expected_hash.encode("utf-8"))

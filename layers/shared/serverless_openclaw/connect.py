@@ -21,15 +21,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from serverless_openclaw.auth import AuthError, JwtVerifier, agent_token_matches
+from serverless_openclaw.agent_credentials import (
+    AGENT_TASK_HEADER,
+    AGENT_TOKEN_HEADER,
+    AGENT_USER_HEADER,
+    agent_token_matches,
+)
+from serverless_openclaw.auth import AuthError, JwtVerifier
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.observability import count, logger
 from serverless_openclaw.store.connections import Connection, Kind
 
-AGENT_USER_HEADER = "x-agent-user"
-AGENT_TASK_HEADER = "x-agent-task-arn"
-AGENT_TOKEN_HEADER = "x-agent-token"
 _AGENT_HEADERS = (AGENT_USER_HEADER, AGENT_TASK_HEADER, AGENT_TOKEN_HEADER)
 
 _MAX_AGENT_VALUE = 2048

@@ -23,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
+from serverless_openclaw.aws.parameters import read_secure
 from serverless_openclaw.config import ConfigError
 from serverless_openclaw.observability import logger
 
@@ -93,33 +94,47 @@ class CachedParameter:
             return self._value
 
     def _read(self) -> str | None:
-        try:
-            resp = client("ssm").get_parameter(Name=self.name, WithDecryption=True)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-                return None
-            raise
-        value = str(resp["Parameter"]["Value"])
-        return value or None
+        return read_secure(client("ssm"), self.name)
+
+
+class BotAccess:
+    """The bot's Bot API client, made on first use from the token in SSM; None while no token is set.
+
+    The webhook, the bridge and the give-up notices all reach the bot this way, so a function that never
+    talks to Telegram never reads the token.
+    """
+
+    def __init__(self, token_parameter: str, api_base: str, *, attempts: int = 4) -> None:
+        self.token_parameter = token_parameter
+        self.api_base = api_base
+        self.attempts = attempts
+        self.make: Callable[[str, str], TelegramClient] = lambda token, base: TelegramClient(
+            token, api_base=base, attempts=self.attempts
+        )
+        self._token = CachedParameter(token_parameter)
+        self._client: TelegramClient | None = None
+
+    def client(self) -> TelegramClient | None:
+        """The client, or None when the token is not configured (asked again next time)."""
+        if self._client is None:
+            token = self._token.get()
+            if token:
+                self._client = self.make(token, self.api_base)
+        return self._client
 
 
 class TelegramNotifier:
-    """One-off notices in users' Telegram chats from functions other than the webhook (a start given up).
-
-    The token is read from SSM on first use only, so functions that never notify never read it.
-    """
+    """One-off notices in users' Telegram chats from functions other than the webhook (a start given up)."""
 
     def __init__(self, settings: TelegramSettings) -> None:
-        self._settings = settings
-        self._token = CachedParameter(settings.token_parameter)
-        self._client: TelegramClient | None = None
+        self._bot = BotAccess(settings.token_parameter, settings.api_base, attempts=2)
 
     def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
         """Edit each (chat, waiting message) into `text`, or send it; failures are logged. How many got it."""
         told = 0
         for chat_id, message_id in targets:
             try:
-                bot = self._bot()
+                bot = self._bot.client()
                 if bot is None:
                     return 0
                 if message_id is not None:
@@ -130,14 +145,6 @@ class TelegramNotifier:
             except (TelegramError, ClientError, OSError) as exc:
                 logger.warning("telegram notice failed", error=str(exc))
         return told
-
-    def _bot(self) -> TelegramClient | None:
-        if self._client is None:
-            token = self._token.get()
-            if not token:
-                return None
-            self._client = TelegramClient(token, api_base=self._settings.api_base, attempts=2)
-        return self._client
 
 
 class TelegramError(Exception):

@@ -19,17 +19,13 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from botocore.exceptions import ClientError
-
 from serverless_openclaw import lifecycle, protocol, routing
-from serverless_openclaw.aws.clients import client
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store import codec
-from serverless_openclaw.store.intake import IDEMPOTENCY_TTL_SECONDS, IncomingMessage
+from serverless_openclaw.store.intake import IncomingMessage
 from serverless_openclaw.store.telegram_links import (
     CODE_LENGTH,
     CODE_TTL_SECONDS,
@@ -37,7 +33,13 @@ from serverless_openclaw.store.telegram_links import (
     TelegramLinkStore,
     telegram_user_id,
 )
-from serverless_openclaw.telegram import CachedParameter, TelegramClient, TelegramError, TelegramSettings
+from serverless_openclaw.telegram import (
+    BotAccess,
+    CachedParameter,
+    TelegramClient,
+    TelegramError,
+    TelegramSettings,
+)
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 256 * 1024
@@ -90,14 +92,9 @@ class TelegramBot:
     cp: ControlPlane
     links: TelegramLinkStore
     settings: TelegramSettings
-    idempotency_table: str
     secret: CachedParameter
-    token: CachedParameter
-    make_client: Callable[[str, str], TelegramClient] = field(
-        default=lambda token, base: TelegramClient(token, api_base=base, attempts=3)
-    )
+    bot: BotAccess
     clock: Callable[[], float] = time.time
-    _client: TelegramClient | None = None
     _secret_refreshed_at: float = -1e18
 
     @classmethod
@@ -107,9 +104,8 @@ class TelegramBot:
             cp=cp,
             links=TelegramLinkStore(cp.cfg.tables.settings),
             settings=settings,
-            idempotency_table=cp.cfg.tables.idempotency,
             secret=CachedParameter(settings.secret_parameter),
-            token=CachedParameter(settings.token_parameter),
+            bot=BotAccess(settings.token_parameter, settings.api_base, attempts=3),
         )
 
     # ------------------------------------------------------------------------------------ request
@@ -307,12 +303,10 @@ class TelegramBot:
 
     def client(self) -> TelegramClient:
         """The Bot API client (the token is read from SSM once per cold start)."""
-        if self._client is None:
-            token = self.token.get()
-            if not token:
-                raise RuntimeError(f"the bot token is not configured ({self.settings.token_parameter})")
-            self._client = self.make_client(token, self.settings.api_base)
-        return self._client
+        bot = self.bot.client()
+        if bot is None:
+            raise RuntimeError(f"the bot token is not configured ({self.settings.token_parameter})")
+        return bot
 
     def _reply(self, account: TelegramAccount, text: str) -> None:
         self.client().send_message(account.chat_id, text)
@@ -326,31 +320,12 @@ class TelegramBot:
             return None
 
     def _first_delivery(self, update: Update) -> bool:
-        try:
-            client("dynamodb").put_item(
-                TableName=self.idempotency_table,
-                Item=codec.dump(
-                    {
-                        "id": delivery_key(update.update_id),
-                        "status": "COMPLETED",
-                        "data": "{}",
-                        "ttl": int(self.clock()) + IDEMPOTENCY_TTL_SECONDS,
-                    }
-                ),
-                ConditionExpression="attribute_not_exists(id)",
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self.cp.intake.claim(delivery_key(update.update_id), self.clock())
 
     def _forget_delivery(self, update: Update) -> None:
         try:
-            client("dynamodb").delete_item(
-                TableName=self.idempotency_table, Key={"id": {"S": delivery_key(update.update_id)}}
-            )
-        except ClientError:
+            self.cp.intake.release(delivery_key(update.update_id))
+        except Exception:
             logger.exception("could not forget a failed telegram update", update_id=update.update_id)
 
 

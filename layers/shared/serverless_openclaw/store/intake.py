@@ -66,22 +66,7 @@ class IntakeStore:
         items: list[dict[str, Any]] = []
         if message.idempotency_key:
             record = {"messageId": message_id, "conversationId": conversation_id}
-            items.append(
-                {
-                    "Put": {
-                        "TableName": self.tables.idempotency,
-                        "Item": codec.dump(
-                            {
-                                "id": message.idempotency_key,
-                                "status": "COMPLETED",
-                                "data": json.dumps(record),
-                                "ttl": int(now) + IDEMPOTENCY_TTL_SECONDS,
-                            }
-                        ),
-                        "ConditionExpression": "attribute_not_exists(id)",
-                    }
-                }
-            )
+            items.append({"Put": self._first_time(message.idempotency_key, record, now)})
         items += [
             conversations.header_update(
                 self.tables.conversations,
@@ -113,6 +98,35 @@ class IntakeStore:
                 return self._previous(message.idempotency_key)
             raise
         return Accepted(message_id=message_id, conversation_id=conversation_id)
+
+    def _first_time(self, key: str, data: dict[str, Any], now: float) -> dict[str, Any]:
+        """The Put of an Idempotency record (Powertools layout) that fails if `key` was seen before."""
+        return {
+            "TableName": self.tables.idempotency,
+            "Item": codec.dump(
+                {
+                    "id": key,
+                    "status": "COMPLETED",
+                    "data": json.dumps(data),
+                    "ttl": int(now) + IDEMPOTENCY_TTL_SECONDS,
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(id)",
+        }
+
+    def claim(self, key: str, now: float) -> bool:
+        """Record `key` as seen (for requests that store no message, like a bot command); False if it was."""
+        try:
+            client("dynamodb").put_item(**self._first_time(key, {}, now))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def release(self, key: str) -> None:
+        """Forget a claimed key whose work failed, so the sender's retry is not taken for a duplicate."""
+        client("dynamodb").delete_item(TableName=self.tables.idempotency, Key={"id": {"S": key}})
 
     def _previous(self, key: str) -> Accepted:
         resp = client("dynamodb").get_item(
