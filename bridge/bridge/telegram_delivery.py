@@ -99,11 +99,6 @@ class TelegramReplyStream:
         self._pump = asyncio.get_running_loop().create_task(self._run_pump())
         self._typing = asyncio.get_running_loop().create_task(self._keep_typing())
 
-    @property
-    def message_ids(self) -> list[int]:
-        """Ids of the Telegram messages that carry this reply."""
-        return list(self._ids)
-
     async def chunk(self, text: str) -> None:
         """Append streamed text; it is shown at the next edit slot."""
         if self._closed or not text:

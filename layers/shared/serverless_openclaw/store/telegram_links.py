@@ -89,7 +89,6 @@ class Redeemed:
     user_id: str | None = None
     refusal: str | None = None
     retry_in_seconds: int = 0
-    replaced_user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,10 +364,7 @@ class TelegramLinkStore:
                 # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
                 return self._failed(account.telegram_user_id, now)
             raise
-        return Redeemed(
-            user_id=user_id,
-            replaced_user_id=previous_user if previous_user and previous_user != user_id else None,
-        )
+        return Redeemed(user_id=user_id)
 
     def _failed(self, telegram_id: int, now: float) -> Redeemed:
         failures = self.record_failure(telegram_id, now)
