@@ -726,9 +726,22 @@ def test_http_api_cors_names_its_origin_without_wildcards() -> None:
 
     # Then none is a wildcard, and the origin parameter cannot be set to one either
     assert not any("*" in value for value in values), values
-    assert cors["AllowOrigins"] == [{"Ref": "WebOrigin"}]
     assert not re.fullmatch(PARAMETERS["WebOrigin"]["AllowedPattern"], "*")
     assert not re.fullmatch(PARAMETERS["WebOrigin"]["AllowedPattern"], "https://*.example.com")
+
+
+def test_http_api_cors_allows_the_stacks_web_chat_unless_an_origin_is_given() -> None:
+    # Given the HTTP API's one allowed origin
+    (origin,) = _properties("HttpApi")["CorsConfiguration"]["AllowOrigins"]
+
+    # When it is evaluated with the default WebOrigin, and with an operator's own
+    default = _evaluate(origin)
+    chosen = _evaluate(origin, {"WebOrigin": "https://chat.example.com"})
+
+    # Then by default it is the CloudFront distribution serving the web chat, otherwise the one given
+    assert default == {"Fn::Sub": "https://${WebDistribution.DomainName}"}
+    assert chosen == "https://chat.example.com"
+    assert re.fullmatch(PARAMETERS["WebOrigin"]["AllowedPattern"], "")
 
 
 def test_user_pool_is_invite_only_unless_self_sign_up_is_enabled() -> None:
