@@ -18,11 +18,14 @@ MYPY_DIRS := $(wildcard layers/shared bridge/bridge local)
 OPENCLAW_VERSION := 2026.9.6
 OPENCLAW_DIR := .cache/openclaw
 PYTEST_ARGS ?= -n auto
+# The web chat's browser libraries (frontend/package-lock.json), and Debian's Chromium for the browser tests.
+FRONTEND_DEPS := frontend/node_modules/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv openclaw dev dev-reset invoke lint format test test-unit build deploy bench clean
+.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-unit build deploy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +51,21 @@ $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed
 
 openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the pinned OpenClaw (cached)
 
-dev: $(VENV)/.installed ## run the whole product on this machine: web chat, APIs, agent (Ctrl-C keeps state)
+$(FRONTEND_DEPS): frontend/package.json frontend/package-lock.json
+	@echo "==> installing the web chat's pinned libraries (npm ci in frontend/)"
+	@command -v npm >/dev/null || { echo "npm is needed for the web chat's libraries (Debian: apt-get install npm)"; exit 2; }
+	@cd frontend && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	@touch $@
+
+frontend: $(FRONTEND_DEPS) $(VENV)/.installed ## build the web chat into frontend/dist (publish_frontend.py builds its own)
+	@$(PY) scripts/build_frontend.py
+
+chromium: ## install Debian's chromium for the browser tests unless one is on PATH
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+		echo "==> installing Debian's chromium for the browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+dev: $(VENV)/.installed $(FRONTEND_DEPS) ## run the whole product on this machine: web chat, APIs, agent (Ctrl-C keeps state)
 	@$(PY) -m local up $(if $(PORT_BASE),--port-base $(PORT_BASE)) $(ARGS)
 
 dev-reset: $(VENV)/.installed ## delete the local state (users, conversations, the agent's files)
@@ -77,7 +94,7 @@ format: $(VENV)/.installed ## apply ruff's formatting and fixes
 
 test: lint test-unit ## everything CI runs: lint, then every test
 
-test-unit: $(VENV)/.installed $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION)
+test-unit: $(VENV)/.installed $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(FRONTEND_DEPS) chromium
 	@echo "==> pytest"
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -92,5 +109,5 @@ bench: $(VENV)/.installed ## print the benchmark figures (never pass/fail on tim
 	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done
 
 clean: ## remove build output and caches (keeps the venvs)
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache frontend/dist
 	find . -name __pycache__ -not -path './.venv*' -prune -exec rm -rf {} +

@@ -10,6 +10,7 @@ real tool calls the OpenClaw gateway offers (write, ls, read), so the agent real
 - "fail with 500"                           → HTTP 500
 - "say N words"                             → N words
 - "write N paragraphs"                      → N numbered paragraphs of about 450 characters each
+- "markdown demo"                           → a heading, a list, a table, a code block and a link
 - anything else                             → an echo explaining that no API key is configured
 
 Run it with `python -m local.offline_model --port 0`; it prints `listening on http://127.0.0.1:PORT`.
@@ -51,6 +52,14 @@ _LIST = re.compile(r"\blist (?:the )?files\b", re.I)
 _SHOW = re.compile(r"\b(?:show|read|cat)(?: me)? (?:the )?(?:file )?(?P<name>[^\s\"'`]+)", re.I)
 _COUNT = re.compile(r"\bslowly count to (?P<n>\d+)\b", re.I)
 _FAIL = re.compile(r"\bfail with 500\b", re.I)
+_MARKDOWN = re.compile(r"\bmarkdown demo\b", re.I)
+MARKDOWN_DEMO: Final = (
+    "## What the chat can show\n\n",
+    "- **bold**, *italic* and `inline code`\n",
+    "- a [link to OpenClaw](https://docs.openclaw.ai)\n\n",
+    "| provider | offline |\n|---|---|\n| this model | yes |\n\n",
+    '```python\nprint("hello from the offline model")\n```\n',
+)
 _SAY = re.compile(r"\bsay (?P<n>\d+) words\b", re.I)
 _PARAGRAPHS = re.compile(r"\bwrite (?P<n>\d+) paragraphs\b", re.I)
 MAX_PARAGRAPHS: Final = 1000
@@ -142,6 +151,8 @@ def _answer(text: str, tools: dict[str, set[str]]) -> Reply:
         n = min(int(match["n"]), MAX_PARAGRAPHS)
         paragraphs = (f"{'' if i == 1 else chr(10) * 2}Paragraph {i}. {_FILLER}" for i in range(1, n + 1))
         return Reply(pieces=(PREFIX.strip() + "\n\n", *paragraphs))
+    if _MARKDOWN.search(text):
+        return Reply(pieces=(PREFIX.strip() + "\n\n", *MARKDOWN_DEMO))
     if match := _SHOW.search(text):
         return Reply(tool_call=_tool_call(tools, "read", path=match["name"]))
     return _text(f"No API key is configured, so this is the offline model. You said: {text}")

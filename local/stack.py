@@ -2,7 +2,7 @@
 
 Reads `template.yaml` and stands in for every AWS service it uses, on loopback:
 
-  web      the web chat (`frontend/`) and its runtime `config.json`
+  web      the web chat (a build of `frontend/`), its runtime `config.json`, Cognito's SRP front
   http     the HTTP API (JWT authorizer, CORS, payload 2.0 events)
   ws       the WebSocket API and its `@connections` management API
   aws      moto's server: DynamoDB, S3, SSM, Cognito, CloudWatch, … (state kept in `.local/`)
@@ -35,14 +35,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from local.apigateway import STAGE, HttpApi, WebSocketApi
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
+from local.cognito import cognito_app
 from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
 from local.events import eventbridge_event
 from local.functions import FunctionError, FunctionHost
@@ -51,11 +47,16 @@ from local.resolve import ACCOUNT, REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
 from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
+from local.web import security_headers, web_app
+from scripts.build_frontend import BuildError
+from scripts.build_frontend import build as build_frontend
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local"
 DEFAULT_PORT_BASE = 8080
 SNAPSHOT_SECONDS = 15.0
+COGNITO_PATH = "/_local/cognito"
+"""Where the web server mounts the SRP-verifying Cognito front (local/cognito.py)."""
 SERVICES = ("web", "http", "ws", "aws", "ecs", "telegram")
 
 
@@ -391,32 +392,27 @@ class LocalStack:
     # ------------------------------------------------------------------------------------ web
 
     def runtime_config(self) -> dict[str, Any]:
-        """`/config.json`: what the web chat needs to find the APIs and log in."""
+        """`/config.json`: how the web chat finds the APIs and signs in (publish_frontend.py writes the same)."""
         return {
             "region": REGION,
             "userPoolId": self.aws.user_pool_id,
             "userPoolClientId": self.aws.client_id,
-            "cognitoEndpoint": self.aws.url,
+            # The SRP-verifying front of moto's Cognito, on the page's own origin.
+            "cognitoEndpoint": f"{self.web_url}{COGNITO_PATH}/",
             "webSocketUrl": f"{self.ws_url}/{STAGE}",
             "httpApiUrl": self.http_url,
             "local": True,
         }
 
-    def _web_app(self) -> Starlette:
-        frontend = REPO / "frontend"
-
-        async def config_json(request: Request) -> Response:
-            return JSONResponse(self.runtime_config(), headers={"cache-control": "no-store"})
-
-        async def placeholder(request: Request) -> Response:
-            return HTMLResponse(_PLACEHOLDER.format(config=json.dumps(self.runtime_config(), indent=2)))
-
-        routes: list[Any] = [Route("/config.json", config_json)]
-        if (frontend / "index.html").exists():
-            routes.append(Mount("/", StaticFiles(directory=frontend, html=True)))
-        else:
-            routes.append(Route("/", placeholder))
-        return Starlette(routes=routes)
+    def _web_app(self) -> Any:
+        try:
+            build = build_frontend(self.state_dir / "web")
+        except BuildError as exc:
+            raise StackError(str(exc)) from None
+        headers = security_headers(self.resolver, ["'self'", self.http_url, self.ws_url])
+        return web_app(
+            build.root, self.runtime_config, headers, mounts={COGNITO_PATH: cognito_app(self.aws.url)}
+        )
 
     # ------------------------------------------------------------------------------------ schedules
 
@@ -568,19 +564,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-_PLACEHOLDER = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>serverless-openclaw (local)</title>
-<style>body{{font:16px/1.5 system-ui,sans-serif;max-width:46rem;margin:3rem auto;padding:0 1rem}}
-pre{{background:#f4f4f4;padding:1rem;overflow:auto}}</style></head>
-<body><h1>serverless-openclaw is running</h1>
-<p>The local stack is up, but <code>frontend/</code> has no <code>index.html</code> yet, so there is no web
-chat to show. Any WebSocket client can talk to the agent meanwhile: log in against the local Cognito,
-then connect to the WebSocket URL with <code>?token=&lt;ID token&gt;</code>.</p>
-<p>Runtime configuration (<a href="/config.json">/config.json</a>):</p>
-<pre>{config}</pre></body></html>
-"""
 
 
 async def run(options: Options, console: Console) -> int:

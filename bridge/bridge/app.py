@@ -132,7 +132,7 @@ class Bridge:
         async with self.phases.timed("secrets"):
             choice, api_keys = await asyncio.to_thread(self._model_choice)
             self.delivery.telegram = await asyncio.to_thread(self._telegram)
-        self._show_progress("⏳ Waking up your agent: restoring your files…")
+        self._show_progress("⏳ Waking up your agent: restoring your files…", "restoring", 15)
         async with self.phases.timed("restore"):
             # OpenClaw's own state first (it needs it to boot); the workspace comes down while it boots
             # and is only needed by the first run.
@@ -161,7 +161,9 @@ class Bridge:
                 # The agent can run shell commands: it gets the task role's credentials only for Bedrock.
                 aws_credentials=choice.provider == "bedrock",
             )
-        self._show_progress("⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…")
+        self._show_progress(
+            "⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…", "gateway", 11
+        )
         async with self.phases.timed("gateway"):
             command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
             self.gateway = GatewayProcess(command, env, cwd=cfg.state_root)
@@ -225,10 +227,10 @@ class Bridge:
         if not running:
             raise RuntimeError("TaskState no longer names this task")
         self.ready = True
-        await self.delivery.notice(cfg.user_id, protocol.status("running"))
         if self._progress is not None:
-            # A progress edit landing after the answer's first edit would hide the answer.
+            # A progress frame or edit landing after "running" or the answer's first edit would hide them.
             await asyncio.gather(self._progress, return_exceptions=True)
+        await self.delivery.notice(cfg.user_id, protocol.status("running"))
         async with self.phases.timed("first-drain"):
             answered = await self.loop.drain()
         logger.info("bridge ready", task_arn=self.task_arn, phases=self.phases.durations, answered=answered)
@@ -276,23 +278,26 @@ class Bridge:
             return None
         return TelegramDelivery(bot)
 
-    def _show_progress(self, text: str) -> None:
-        """Edit the user's "waking up" Telegram messages in the background, in order, never delaying boot."""
+    def _show_progress(self, text: str, phase: str, eta_seconds: int) -> None:
+        """Tell the user's web tabs (a `status` frame) and "waking up" Telegram messages which start-up step
+        is running, in the background and in order, never delaying boot."""
         telegram = self.delivery.telegram
-        if telegram is None:
-            return
         previous = self._progress
+        frame = protocol.status("starting", phase=phase, eta_seconds=eta_seconds)
 
         async def show() -> None:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
+            await self.delivery.notice(self.cfg.user_id, frame)
+            if telegram is None:
+                return
             try:
                 items = await asyncio.to_thread(self.inbox.pending, self.cfg.user_id, self.clock())
                 await telegram.progress(items, text)
             except Exception as exc:  # progress is a courtesy; the answer replaces it anyway
                 logger.info("start progress not shown", error=repr(exc))
 
-        self._progress = asyncio.create_task(show(), name="telegram-progress")
+        self._progress = asyncio.create_task(show(), name="start-progress")
 
     # ------------------------------------------------------------------------------------ run time
 

@@ -302,6 +302,16 @@ def test_say_n_words_replies_with_that_many_words(client: httpx.Client) -> None:
     assert len(text.removeprefix("(offline model) ").split()) == 300
 
 
+def test_markdown_demo_shows_what_the_web_chat_renders(client: httpx.Client) -> None:
+    # Given / When
+    text = answer_text(ask(client, user("markdown demo please")))
+
+    # Then a labelled reply with a heading, a list, a table, a code block and a link
+    assert text.startswith("(offline model)\n\n## ")
+    for part in ("\n- **bold**", "| provider | offline |", "```python\n", "](https://docs.openclaw.ai)"):
+        assert part in text
+
+
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b""])
 def test_bad_bodies_get_400(client: httpx.Client, body: bytes) -> None:
     # Given / When

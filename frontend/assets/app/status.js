@@ -1,0 +1,109 @@
+// The agent's state at a glance (idle / starting / running / stopping), the start-up banner with its
+// phase and a live ETA, and the manual start and stop buttons.
+import { byId } from "./dom.js";
+
+const LABELS = { idle: "Asleep", starting: "Starting", running: "Running", stopping: "Stopping", unknown: "…" };
+const PHASES = {
+  provisioning: "finding a machine",
+  booting: "starting the container",
+  restoring: "restoring your files",
+  gateway: "starting OpenClaw",
+  connecting: "connecting",
+};
+
+export class AgentStatusView {
+  constructor({ api, socket, notify }) {
+    this.api = api;
+    this.socket = socket;
+    this.notify = notify;
+    this.status = "unknown";
+    this.startedAt = null;
+    this.totalSeconds = null;
+    this.el = {
+      pill: byId("agent-status"),
+      start: byId("agent-start"),
+      stop: byId("agent-stop"),
+      banner: byId("starting-banner"),
+      phase: byId("starting-phase"),
+      eta: byId("starting-eta"),
+      progress: byId("starting-progress"),
+    };
+    this.el.start.addEventListener("click", () => this.#request("start"));
+    this.el.stop.addEventListener("click", () => this.#request("stop"));
+    socket.addEventListener("frame", (event) => {
+      const frame = event.detail;
+      if (frame.type === "status") this.show(frame);
+      else if (frame.type === "ack" && frame.status) this.show({ status: frame.status });
+    });
+    socket.addEventListener("state", (event) => {
+      if (event.detail.state === "open") socket.send({ action: "getStatus" });
+    });
+  }
+
+  async load() {
+    try {
+      this.show(await this.api.status());
+    } catch (error) {
+      this.notify(`Could not read the agent's status: ${error.message}`);
+    }
+  }
+
+  /** Apply a `status` frame (or the /api/status body). */
+  show({ status, phase, etaSeconds, lastError }) {
+    const previous = this.status;
+    this.status = LABELS[status] ? status : "unknown";
+    const { pill, start, stop, banner } = this.el;
+    pill.dataset.status = this.status;
+    pill.textContent = `Agent: ${LABELS[this.status]}`;
+    pill.title = lastError ? `Last start failed: ${lastError}` : "";
+    start.hidden = this.status !== "idle";
+    stop.hidden = this.status !== "running" && this.status !== "starting";
+    start.disabled = stop.disabled = false;
+    if (this.status === "starting") {
+      if (previous !== "starting" || this.startedAt === null) this.startedAt = Date.now();
+      if (Number.isFinite(etaSeconds)) {
+        this.deadline = Date.now() + etaSeconds * 1000;
+        this.totalSeconds = Math.max(this.totalSeconds || 0, (this.deadline - this.startedAt) / 1000);
+      }
+      this.el.phase.textContent = PHASES[phase] || phase || "starting";
+      banner.hidden = false;
+      this.#tick();
+      clearInterval(this.timer);
+      this.timer = setInterval(() => this.#tick(), 1000);
+    } else {
+      banner.hidden = true;
+      clearInterval(this.timer);
+      this.startedAt = null;
+      this.totalSeconds = null;
+      this.deadline = null;
+    }
+  }
+
+  #tick() {
+    const { eta, progress } = this.el;
+    if (!this.deadline) {
+      eta.textContent = "";
+      progress.removeAttribute("value");
+      return;
+    }
+    const left = Math.round((this.deadline - Date.now()) / 1000);
+    eta.textContent = left > 0 ? `about ${left} s left` : "almost there…";
+    const total = this.totalSeconds || 1;
+    const done = Math.min(0.97, (Date.now() - this.startedAt) / 1000 / total);
+    progress.value = Math.round(done * 100);
+  }
+
+  async #request(action) {
+    const button = action === "start" ? this.el.start : this.el.stop;
+    button.disabled = true;
+    try {
+      const body = action === "start" ? await this.api.startAgent() : await this.api.stopAgent();
+      if (body?.error) this.notify(body.error);
+      this.show(action === "start" && body?.started ? { status: "starting", phase: "provisioning" } : body || {});
+      this.socket.send({ action: "getStatus" });
+    } catch (error) {
+      this.notify(`Could not ${action} the agent: ${error.message}`);
+      button.disabled = false;
+    }
+  }
+}

@@ -1,0 +1,334 @@
+"""The web chat in a real Chromium against the local stack (real functions, bridge, OpenClaw, offline model).
+
+Each test signs in a user of its own on a shared stack, except the restart test, which owns its stack.
+Screenshots of the main states land in tests/e2e/artifacts/screenshots/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, expect
+
+from tests.e2e.browser.pages import ChatPage
+from tests.e2e.harness import LocalStackProcess
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+Contexts = Callable[..., BrowserContext]
+Screenshot = Callable[[ChatPage, str], Path]
+
+# Chromium reports a refused connection itself (no page code can silence it): expected only while the
+# stack is down in the restart test.
+NETWORK_DOWN = (r"ERR_CONNECTION_REFUSED", r"WebSocket connection to .* failed")
+
+
+def signed_in(
+    contexts: Contexts, stack: LocalStackProcess, user: tuple[str, str], **options: object
+) -> ChatPage:
+    tab = ChatPage.open(contexts(**options), stack.endpoints["webUrl"])
+    tab.sign_in(*user)
+    tab.expect_chat()
+    return tab
+
+
+def stored_messages(stack: LocalStackProcess, user: tuple[str, str]) -> list[dict[str, object]]:
+    """Every message of the user's conversations, as the HTTP API returns them."""
+    token = stack.login(*user)
+    out: list[dict[str, object]] = []
+    for conversation in stack.api("GET", "/api/conversations", token).json()["items"]:
+        path = f"/api/conversations/{conversation['conversationId']}/messages?limit=100"
+        out += stack.api("GET", path, token).json()["items"]
+    return out
+
+
+def test_sign_in_send_stream_reload_and_a_second_tab_sees_the_stream(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given the sign-in page, used with the keyboard only
+    context = contexts()
+    tab = ChatPage.open(context, shared_stack.endpoints["webUrl"])
+    expect(tab.page.get_by_role("heading", name="Sign in to your agent")).to_be_visible()
+    screenshot(tab, "01-sign-in")
+    tab.sign_in_with_keyboard(*new_user)
+    tab.expect_chat()
+    expect(tab.composer).to_be_focused()
+
+    # When the first message wakes the agent
+    tab.send("hello from the browser")
+
+    # Then the start-up shows its phase and an ETA, and the reply streams in
+    banner = tab.page.locator("#starting-banner")
+    expect(banner).to_be_visible(timeout=15_000)
+    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|almost there"))
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Starting")
+    screenshot(tab, "02-starting-banner")
+    tab.wait_reply("You said: hello from the browser")
+    expect(banner).to_be_hidden()
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Running")
+
+    # And a second tab of the same user (signed in through shared storage) watches the next reply stream
+    second = ChatPage.open(context, shared_stack.endpoints["webUrl"])
+    second.expect_chat()
+    expect(second.messages("user")).to_have_count(1)  # it opened the latest conversation
+    tab.send("slowly count to 30")
+    streaming = second.page.locator("#message-list article.message.assistant.streaming")
+    expect(streaming).to_contain_text(re.compile(r"\b3\b"), timeout=60_000)
+    assert "30" not in streaming.inner_text()  # seen mid-stream, not after the end
+    second.wait_reply(re.compile(r"\b29 30\s*$"))
+    tab.wait_reply(re.compile(r"\b29 30\s*$"))
+
+    # When the agent answers in Markdown
+    tab.send("markdown demo")
+    reply = tab.wait_reply("hello from the offline model")
+
+    # Then it is rendered: heading, list, table, link, code block with a copy button
+    expect(reply.get_by_role("heading", name="What the chat can show")).to_be_visible()
+    expect(reply.locator("li strong", has_text="bold")).to_be_visible()
+    expect(reply.locator("table td", has_text="this model")).to_be_visible()
+    link = reply.get_by_role("link", name="link to OpenClaw")
+    expect(link).to_have_attribute("href", "https://docs.openclaw.ai")
+    expect(link).to_have_attribute("rel", re.compile("noopener"))
+    expect(reply.locator("pre code")).to_contain_text('print("hello from the offline model")')
+    expect(reply.get_by_role("button", name="Copy code")).to_be_visible()
+    screenshot(tab, "03-chat-streamed-reply")
+
+    # When the page is reloaded
+    tab.page.reload()
+    tab.expect_chat()
+
+    # Then the whole history is there, in order
+    expect(tab.messages("user")).to_have_text(
+        ["hello from the browser", "slowly count to 30", "markdown demo"]
+    )
+    expect(tab.messages("assistant")).to_have_count(3)
+    expect(tab.messages("assistant").nth(1)).to_contain_text("29 30")
+    assert tab.console_errors == [] and second.console_errors == []
+
+
+def test_stop_aborts_a_running_reply(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
+) -> None:
+    # Given a long, slow reply under way
+    tab = signed_in(contexts, shared_stack, new_user)
+    tab.send("slowly count to 2000")
+    streaming = tab.page.locator("#message-list article.message.assistant.streaming")
+    expect(streaming).to_contain_text(re.compile(r"\b5\b"), timeout=120_000)
+
+    # When the stop button is pressed
+    tab.page.get_by_role("button", name="Stop", exact=True).click()
+
+    # Then the reply ends as stopped, far from its end, and stays so
+    stopped = tab.page.locator("#message-list article.message.assistant.stopped")
+    expect(stopped).to_contain_text("Stopped", timeout=30_000)
+    text = stopped.inner_text()
+    tab.page.wait_for_timeout(1500)
+    assert stopped.inner_text() == text and "2000" not in text
+    expect(tab.page.get_by_role("button", name="Stop", exact=True)).to_be_hidden()
+
+    # And the agent is free for the next message
+    tab.send("say 3 words")
+    tab.wait_reply("word1 word2 word3")
+    assert tab.console_errors == []
+
+
+def test_html_and_script_in_messages_render_as_text(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
+) -> None:
+    # Given a signed-in user
+    tab = signed_in(contexts, shared_stack, new_user)
+    attack = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **bold**"
+
+    # When the message is sent and echoed back by the agent
+    tab.send(attack)
+    reply = tab.wait_reply("You said:")
+
+    # Then both sides show the markup as text; nothing ran and no element was made of it
+    expect(tab.messages("user").last).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(reply).to_contain_text("<img src=x onerror=alert(1)>")
+    expect(reply).to_contain_text("<script>alert(2)</script>")
+    expect(reply.locator("strong", has_text="bold")).to_be_visible()  # Markdown still works
+    assert tab.page.locator("#message-list img, #message-list script").count() == 0
+    tab.page.wait_for_timeout(500)
+    assert tab.dialogs == []
+    assert tab.console_errors == []
+
+    # And after a reload (the history path renders it too)
+    tab.page.reload()
+    tab.expect_chat()
+    expect(tab.messages("assistant").last).to_contain_text("<img src=x onerror=alert(1)>")
+    assert tab.page.locator("#message-list img, #message-list script").count() == 0
+    assert tab.dialogs == []
+
+
+def test_a_wrong_password_shows_an_error_and_opens_no_websocket(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
+) -> None:
+    # Given the sign-in page
+    tab = ChatPage.open(contexts(), shared_stack.endpoints["webUrl"])
+
+    # When the password is wrong
+    tab.sign_in(new_user[0], "not-the-password")
+
+    # Then the page says so, keeps the form, and never opened a WebSocket or stored a token
+    expect(tab.page.get_by_role("alert")).to_have_text("Incorrect username or password.")
+    expect(tab.page.get_by_label("Password", exact=True)).to_be_focused()
+    tab.page.wait_for_timeout(500)
+    assert tab.websockets == []
+    storage = tab.page.evaluate("JSON.stringify(Object.keys(localStorage))")
+    assert "openclaw.auth" not in storage
+    # Cognito answers a wrong password with HTTP 400, which Chromium logs itself.
+    assert tab.errors_except(r"status of 400") == []
+
+    # And the right password then works
+    tab.sign_in(*new_user)
+    tab.expect_chat()
+    assert len(tab.websockets) == 1
+
+
+def test_settings_persist_and_a_telegram_link_code_appears(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given the settings dialog
+    tab = signed_in(contexts, shared_stack, new_user)
+    page = tab.page
+    page.get_by_role("button", name="Settings").click()
+    dialog = page.get_by_role("dialog", name="Settings")
+    expect(dialog).to_be_visible()
+    expect(page.get_by_label("Provider")).to_have_value("offline")
+
+    # When a value the API refuses is saved
+    page.get_by_label("Stop the agent after this many idle minutes").fill("999")
+    page.get_by_role("button", name="Save").click()
+
+    # Then its reason is shown and nothing is stored
+    expect(page.locator("#settings-error")).to_contain_text("Idle timeout must be a whole number of minutes")
+
+    # When valid values are saved
+    page.get_by_label("Provider").select_option("anthropic")
+    page.get_by_label("Model id").fill("claude-sonnet-4-5")
+    page.get_by_label("Stop the agent after this many idle minutes").fill("45")
+    page.get_by_label("Time zone").fill("Europe/Paris")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#settings-saved")).to_contain_text("Saved")
+
+    # And a Telegram link code is asked for
+    expect(page.locator("#telegram-status")).to_contain_text("Not linked")
+    page.get_by_role("button", name="Get a link code").click()
+    expect(page.locator("#telegram-command")).to_have_text(re.compile(r"^/link [A-Z2-9]{8}$"))
+    expect(page.locator("#telegram-expiry")).to_have_text(re.compile(r"^(10:00|9:5\d)$"))
+    screenshot(tab, "04-settings")
+    code = page.locator("#telegram-command").inner_text().split()[1]
+
+    # Then after a reload the settings and the pending code are still there
+    page.keyboard.press("Escape")
+    expect(dialog).to_be_hidden()
+    page.reload()
+    tab.expect_chat()
+    page.get_by_role("button", name="Settings").click()
+    expect(page.get_by_label("Provider")).to_have_value("anthropic")
+    expect(page.get_by_label("Model id")).to_have_value("claude-sonnet-4-5")
+    expect(page.get_by_label("Stop the agent after this many idle minutes")).to_have_value("45")
+    expect(page.get_by_label("Time zone")).to_have_value("Europe/Paris")
+    expect(page.locator("#telegram-command")).to_have_text(f"/link {code}")
+    settings = shared_stack.api("GET", "/api/settings", shared_stack.login(*new_user)).json()
+    assert settings["model"] == "anthropic/claude-sonnet-4-5" and settings["idleTimeoutMinutes"] == 45
+    assert tab.errors_except(r"status of 400") == []  # the refused save
+
+
+def test_it_works_on_a_phone_in_dark_mode(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given a phone-sized screen that prefers dark colours
+    tab = signed_in(
+        contexts,
+        shared_stack,
+        new_user,
+        viewport={"width": 390, "height": 844},
+        color_scheme="dark",
+        is_mobile=True,
+        has_touch=True,
+    )
+    page = tab.page
+
+    # Then nothing overflows sideways, the palette is dark and the composer is usable
+    assert page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert sum(int(c) for c in re.findall(r"\d+", background)[:3]) < 150
+    expect(page.locator("#sidebar")).to_be_hidden()
+
+    # When the conversation list is opened from the menu button with the keyboard
+    page.get_by_role("button", name="Conversations").focus()
+    page.keyboard.press("Enter")
+
+    # Then it slides in with focus on "New conversation", and Escape closes it again
+    expect(page.get_by_role("button", name="+ New conversation")).to_be_focused()
+    screenshot(tab, "05-phone-dark-conversations")
+    page.keyboard.press("Escape")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    assert tab.console_errors == []
+
+
+def _free_port_base(count: int = 6) -> int:
+    """A base port with `count` free ports after it (the restart must come back on the same ports)."""
+    for base in range(20_000, 60_000, 97):
+        sockets = []
+        try:
+            for offset in range(count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", base + offset))
+                sockets.append(sock)
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise AssertionError("no free range of ports")
+
+
+def test_offline_is_shown_and_a_message_typed_offline_is_delivered_once_after_a_restart(
+    tmp_path: Path, contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given a chat on a stack that is about to go away (fixed ports, so it comes back where it was)
+    stack = LocalStackProcess(tmp_path / "state", "--port-base", str(_free_port_base())).start()
+    try:
+        user = (stack.endpoints["username"], stack.endpoints["password"])
+        tab = signed_in(contexts, stack, user)
+        tab.send("hello before the outage")
+        tab.wait_reply("You said: hello before the outage")
+
+        # When the local API stand-ins stop
+        assert stack.stop() == 0
+
+        # Then the page says it is offline and queues what is typed
+        expect(tab.page.locator("#connection")).to_have_text("Offline", timeout=30_000)
+        expect(tab.page.locator("#offline-banner")).to_contain_text("You are offline")
+        tab.send("typed while offline")
+        expect(tab.messages("user").last).to_contain_text("Waiting for the connection")
+        expect(tab.page.locator("#offline-banner")).to_contain_text(
+            "1 message(s) will be sent", timeout=5_000
+        )
+        screenshot(tab, "06-offline")
+
+        # When the stack comes back
+        stack.start()
+
+        # Then the page reconnects by itself and the message is sent and answered
+        tab.expect_chat()
+        tab.wait_reply("You said: typed while offline")
+        expect(tab.messages("user").last).not_to_contain_text("Waiting")
+
+        # And it was stored exactly once (a reload shows it once, and so does the API)
+        tab.page.reload()
+        tab.expect_chat()
+        expect(tab.messages("user")).to_have_text(["hello before the outage", "typed while offline"])
+        texts = [m["content"] for m in stored_messages(stack, user) if m["role"] == "user"]
+        assert texts.count("typed while offline") == 1
+        assert tab.errors_except(*NETWORK_DOWN) == []
+    finally:
+        stack.stop()
