@@ -392,7 +392,7 @@ class LocalStack:
     # ------------------------------------------------------------------------------------ web
 
     def runtime_config(self) -> dict[str, Any]:
-        """`/config.json`: how the web chat finds the APIs and signs in (publish_frontend.py writes the same)."""
+        """`/config.json`: how the page finds the APIs and signs in (publish_frontend.py writes the same)."""
         return {
             "region": REGION,
             "userPoolId": self.aws.user_pool_id,
