@@ -57,10 +57,13 @@ export class SettingsDialog {
   }
 
   #fill(settings) {
+    // No model stored: the agent runs with the stack's default provider and model.
     const [provider, ...model] = String(settings.model || "/").split("/");
+    const providers = settings.supportedProviders || (provider ? [provider] : []);
     replaceChildren(
       this.el.provider,
-      (settings.supportedProviders || [provider]).map((p) => h("option", { value: p, selected: p === provider }, p)),
+      h("option", { value: "", selected: !provider }, "The stack's default"),
+      providers.map((p) => h("option", { value: p, selected: p === provider }, p)),
     );
     this.el.model.value = model.join("/");
     this.el.idle.value = settings.idleTimeoutMinutes ?? "";
@@ -74,11 +77,8 @@ export class SettingsDialog {
 
   async save() {
     const { provider, model, idle, timezone, save, saved } = this.el;
-    const changes = {
-      model: `${provider.value}/${model.value.trim()}`,
-      idleTimeoutMinutes: Number(idle.value),
-      timezone: timezone.value.trim(),
-    };
+    const changes = { idleTimeoutMinutes: Number(idle.value), timezone: timezone.value.trim() };
+    if (provider.value) changes.model = `${provider.value}/${model.value.trim()}`;
     this.#error(null);
     for (const field of [model, idle, timezone]) field.removeAttribute("aria-invalid");
     save.disabled = true;

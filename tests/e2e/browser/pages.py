@@ -76,6 +76,10 @@ class ChatPage:
         """Messages of one side: "user" or "assistant"."""
         return self.page.locator(f"#message-list article.message.{role}")
 
+    def bodies(self, role: str) -> Locator:
+        """The text of each message of one side, without its "You"/"Agent" label."""
+        return self.messages(role).locator(".body")
+
     def last_reply(self) -> Locator:
         return self.messages("assistant").last
 

@@ -102,7 +102,7 @@ def test_sign_in_send_stream_reload_and_a_second_tab_sees_the_stream(
     tab.expect_chat()
 
     # Then the whole history is there, in order
-    expect(tab.messages("user")).to_have_text(
+    expect(tab.bodies("user")).to_have_text(
         ["hello from the browser", "slowly count to 30", "markdown demo"]
     )
     expect(tab.messages("assistant")).to_have_count(3)
@@ -175,7 +175,7 @@ def test_a_wrong_password_shows_an_error_and_opens_no_websocket(
     tab.sign_in(new_user[0], "not-the-password")
 
     # Then the page says so, keeps the form, and never opened a WebSocket or stored a token
-    expect(tab.page.get_by_role("alert")).to_have_text("Incorrect username or password.")
+    expect(tab.page.get_by_role("alert")).to_have_text("Incorrect email or password.")
     expect(tab.page.get_by_label("Password", exact=True)).to_be_focused()
     tab.page.wait_for_timeout(500)
     assert tab.websockets == []
@@ -199,7 +199,8 @@ def test_settings_persist_and_a_telegram_link_code_appears(
     page.get_by_role("button", name="Settings").click()
     dialog = page.get_by_role("dialog", name="Settings")
     expect(dialog).to_be_visible()
-    expect(page.get_by_label("Provider")).to_have_value("offline")
+    expect(page.get_by_label("Provider")).to_have_value("")  # the stack's default
+    expect(page.get_by_label("Time zone")).to_have_value("UTC")
 
     # When a value the API refuses is saved
     page.get_by_label("Stop the agent after this many idle minutes").fill("999")
@@ -326,7 +327,7 @@ def test_offline_is_shown_and_a_message_typed_offline_is_delivered_once_after_a_
         # And it was stored exactly once (a reload shows it once, and so does the API)
         tab.page.reload()
         tab.expect_chat()
-        expect(tab.messages("user")).to_have_text(["hello before the outage", "typed while offline"])
+        expect(tab.bodies("user")).to_have_text(["hello before the outage", "typed while offline"])
         texts = [m["content"] for m in stored_messages(stack, user) if m["role"] == "user"]
         assert texts.count("typed while offline") == 1
         assert tab.errors_except(*NETWORK_DOWN) == []
