@@ -500,7 +500,8 @@ export class ChatView {
   #toggleSidebar(open = !document.body.classList.contains("sidebar-open")) {
     document.body.classList.toggle("sidebar-open", open);
     this.el.sidebarToggle.setAttribute("aria-expanded", String(open));
-    if (open) this.el.newConversation.focus();
+    // preventScroll: the list is still sliding in, and scrolling it into view would shift the page.
+    if (open) this.el.newConversation.focus({ preventScroll: true });
   }
 }
 

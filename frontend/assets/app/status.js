@@ -65,7 +65,9 @@ export class AgentStatusView {
         this.deadline = Date.now() + etaSeconds * 1000;
         this.totalSeconds = Math.max(this.totalSeconds || 0, (this.deadline - this.startedAt) / 1000);
       }
-      this.el.phase.textContent = PHASES[phase] || phase || "starting";
+      // An ack says "starting" without a phase: keep the last phase the server named.
+      if (phase || previous !== "starting") this.phase = phase || "provisioning";
+      this.el.phase.textContent = PHASES[this.phase] || this.phase;
       banner.hidden = false;
       this.#tick();
       clearInterval(this.timer);

@@ -268,6 +268,8 @@ def test_it_works_on_a_phone_in_dark_mode(
 
     # Then it slides in with focus on "New conversation", and Escape closes it again
     expect(page.get_by_role("button", name="+ New conversation")).to_be_focused()
+    page.wait_for_timeout(300)  # the slide-in
+    assert page.evaluate("document.scrollingElement.scrollLeft") == 0
     screenshot(tab, "05-phone-dark-conversations")
     page.keyboard.press("Escape")
     expect(page.locator("#sidebar")).to_be_hidden()
