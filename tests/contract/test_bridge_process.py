@@ -189,6 +189,12 @@ async def test_boot_answer_backup_and_clean_sigterm(
     assert status == 200, health
     _, info = await asyncio.to_thread(bridge.get, "/status")
     assert set(info["startup"]) >= {"metadata", "restore", "config", "gateway", "handshake", "dial-out"}
+    # And the user's tabs were told each start-up step with an ETA, then "running", in that order
+    statuses = [
+        (f["status"], f.get("phase"), f.get("etaSeconds"))
+        for f in bridge.management.received(CLIENT, "status")
+    ]
+    assert statuses == [("starting", "restoring", 15), ("starting", "gateway", 11), ("running", None, None)]
 
     # When the user asks it to create a file (queued, then nudged like ws_message does)
     message = queue(stores, "create file test.md with the text hello from the contract test")
