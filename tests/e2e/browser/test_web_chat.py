@@ -102,9 +102,7 @@ def test_sign_in_send_stream_reload_and_a_second_tab_sees_the_stream(
     tab.expect_chat()
 
     # Then the whole history is there, in order
-    expect(tab.bodies("user")).to_have_text(
-        ["hello from the browser", "slowly count to 30", "markdown demo"]
-    )
+    expect(tab.bodies("user")).to_have_text(["hello from the browser", "slowly count to 30", "markdown demo"])
     expect(tab.messages("assistant")).to_have_count(3)
     expect(tab.messages("assistant").nth(1)).to_contain_text("29 30")
     assert tab.console_errors == [] and second.console_errors == []
