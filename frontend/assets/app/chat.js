@@ -188,6 +188,13 @@ export class ChatView {
       }
     }
     this.#updateHistoryStatus();
+    this.#fillViewport();
+  }
+
+  /** A first page shorter than the screen cannot be scrolled up: load older pages until it can. */
+  #fillViewport() {
+    const s = this.el.scroller;
+    if (this.historyCursor && s.scrollHeight <= s.clientHeight) this.loadOlder();
   }
 
   /** Older messages, when the top of the list comes into view. */
@@ -207,10 +214,12 @@ export class ChatView {
       scroller.scrollTop = scroller.scrollHeight - fromBottom; // keep what the user was reading in place
     } catch (error) {
       this.notify(`Could not load older messages: ${error.message}`);
+      return; // no retry loop: scrolling up again retries
     } finally {
       this.loadingHistory = false;
       this.#updateHistoryStatus();
     }
+    this.#fillViewport();
   }
 
   #updateHistoryStatus() {
@@ -428,11 +437,16 @@ export class ChatView {
     if (!message.el) {
       message.el = h("article.message", { "aria-label": message.role === "user" ? "You" : "Agent" });
     }
+    if (message.status !== "streaming") {
+      // Final states are drawn at once, so heights are right when the scroll position is restored.
+      this.renderQueued.delete(message);
+      this.#paint(message);
+      return;
+    }
     if (this.renderQueued.has(message)) return;
     this.renderQueued.add(message);
     requestAnimationFrame(() => {
-      this.renderQueued.delete(message);
-      this.#paint(message);
+      if (this.renderQueued.delete(message)) this.#paint(message);
     });
   }
 

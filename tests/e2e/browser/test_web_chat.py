@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jwt
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
@@ -333,3 +335,108 @@ def test_offline_is_shown_and_a_message_typed_offline_is_delivered_once_after_a_
         assert tab.errors_except(*NETWORK_DOWN) == []
     finally:
         stack.stop()
+
+
+def _seed_conversation(stack: LocalStackProcess, user_id: str, conversation_id: str, count: int) -> None:
+    """A stored conversation of `count` messages, alternating user and agent, oldest first."""
+    dynamodb, table = stack.client("dynamodb"), stack.table("CONVERSATIONS_TABLE")
+    pk = {"S": f"USER#{user_id}"}
+    now = time.time() - count
+    for i in range(1, count + 1):
+        message_id = f"01J{i:023d}"
+        dynamodb.put_item(
+            TableName=table,
+            Item={
+                "PK": pk,
+                "SK": {"S": f"MSG#{conversation_id}#{message_id}"},
+                "messageId": {"S": message_id},
+                "conversationId": {"S": conversation_id},
+                "role": {"S": "user" if i % 2 else "assistant"},
+                "content": {"S": f"seeded message {i}"},
+                "channel": {"S": "web"},
+                "createdAt": {"N": str(now + i)},
+            },
+        )
+    dynamodb.put_item(
+        TableName=table,
+        Item={
+            "PK": pk,
+            "SK": {"S": f"CONV#{conversation_id}"},
+            "conversationId": {"S": conversation_id},
+            "title": {"S": "A long conversation"},
+            "createdAt": {"N": str(now)},
+            "updatedAt": {"N": str(now + count)},
+        },
+    )
+
+
+def test_history_pages_in_as_the_user_scrolls_up_and_the_agent_starts_and_stops_by_hand(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
+) -> None:
+    # Given a stored conversation of 75 messages (the page loads 30 at a time)
+    token = shared_stack.login(*new_user)
+    user_id = _sub(token)
+    _seed_conversation(shared_stack, user_id, "long-one", 75)
+    tab = signed_in(contexts, shared_stack, new_user)
+
+    # Then the latest page is shown, newest at the bottom
+    expect(tab.bodies("user").or_(tab.bodies("assistant")).last).to_have_text("seeded message 75")
+    expect(tab.page.locator("#message-list article.message")).to_have_count(30)
+
+    # When the user scrolls to the top, twice
+    for shown in (60, 75):
+        tab.page.locator("#messages").evaluate("el => { el.scrollTop = 0; }")
+        expect(tab.page.locator("#message-list article.message")).to_have_count(shown)
+
+    # Then the whole conversation is there in order, and its start is marked
+    texts = tab.page.locator("#message-list article.message .body").all_inner_texts()
+    assert texts == [f"seeded message {i}" for i in range(1, 76)]
+    expect(tab.page.locator("#history-status")).to_have_text("Start of the conversation")
+
+    # When the agent is started by hand
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep")
+    tab.page.get_by_role("button", name="Start agent").click()
+
+    # Then it starts and runs; and "Stop agent" puts it back to sleep
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Running", timeout=120_000)
+    tab.page.get_by_role("button", name="Stop agent").click()
+    expect(tab.page.locator("#agent-status")).to_have_text(re.compile("Stopping|Asleep"))
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep", timeout=120_000)
+    assert tab.console_errors == []
+
+
+def _sub(token: str) -> str:
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+def test_a_forced_password_change_is_asked_for_and_then_signs_in(
+    shared_stack: LocalStackProcess, contexts: Contexts
+) -> None:
+    # Given a user an administrator created with a temporary password
+    username = "temporary@example.com"
+    shared_stack.client("cognito-idp").admin_create_user(
+        UserPoolId=shared_stack.endpoints["userPoolId"],
+        Username=username,
+        TemporaryPassword="Temporary-1!",
+        UserAttributes=[{"Name": "email", "Value": username}, {"Name": "email_verified", "Value": "true"}],
+        MessageAction="SUPPRESS",
+    )
+    tab = ChatPage.open(contexts(), shared_stack.endpoints["webUrl"])
+
+    # When they sign in with it
+    tab.sign_in(username, "Temporary-1!")
+
+    # Then the page asks for a new password, checks the two agree, and then signs in
+    expect(tab.page.get_by_role("heading", name="Choose a new password")).to_be_visible()
+    tab.page.get_by_label("New password", exact=True).fill("Brand-new-pass-1!")
+    tab.page.get_by_label("Repeat the new password").fill("Brand-new-pass-2!")
+    tab.page.get_by_role("button", name="Set password and sign in").click()
+    expect(tab.page.locator("#newpassword-error")).to_have_text("The two passwords differ.")
+    tab.page.get_by_label("Repeat the new password").fill("Brand-new-pass-1!")
+    tab.page.get_by_role("button", name="Set password and sign in").click()
+    tab.expect_chat()
+    assert len(tab.websockets) == 1
+
+    # And the new password is the one that works from now on
+    assert shared_stack.login(username, "Brand-new-pass-1!")
+    assert tab.console_errors == []
