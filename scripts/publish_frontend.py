@@ -21,8 +21,7 @@ import re
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -34,18 +33,8 @@ if _REPO not in sys.path:
     sys.path.insert(0, _REPO)
 
 import boto3  # noqa: E402
-from botocore.exceptions import (  # noqa: E402
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    ReadTimeoutError,
-)
 
+from scripts.aws_errors import Failure, UsageError, aws_errors  # noqa: E402
 from scripts.build_frontend import FRONTEND, NO_CACHE, Build, BuildError, BuiltFile, build  # noqa: E402
 
 STACK_OUTPUTS = (
@@ -67,45 +56,6 @@ INVALIDATED_PATHS = ("/", "/index.html", "/config.json")
 
 _DELETE_BATCH = 1000
 """The most keys one DeleteObjects call accepts."""
-
-_SAFE_BOTOCORE_ERRORS = (
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
-"""botocore errors whose message names only endpoints and settings, never a request's values."""
-
-
-class UsageError(Exception):
-    """The command cannot run as configured: one line for stderr, exit code 2."""
-
-
-class Failure(Exception):
-    """AWS failed: one line for stderr, exit code 1."""
-
-
-@contextmanager
-def aws_errors(hint: str = "") -> Iterator[None]:
-    """Turn boto3's exceptions into one printable line (plus what to do about it)."""
-    suffix = f" ({hint})" if hint else ""
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "Unknown")), str(error.get("Message", ""))
-        if exc.operation_name == "DescribeStacks" and "does not exist" in message:
-            raise UsageError(message) from None
-        raise Failure(f"AWS {exc.operation_name} failed: {code}: {message}{suffix}") from None
-    except NoRegionError:
-        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
-    except _SAFE_BOTOCORE_ERRORS as exc:
-        raise Failure(f"AWS failed: {exc}{suffix}") from None
-    except BotoCoreError as exc:
-        raise Failure(f"AWS failed: {type(exc).__name__}{suffix}") from None
-
 
 # --------------------------------------------------------------------------------------------------------
 # The stack
@@ -185,7 +135,7 @@ class Publisher:
         )
         if self.dry_run:
             return
-        with aws_errors("the page still loads the previous build; run again"):
+        with aws_errors(hint="the page still loads the previous build; run again"):
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, CacheControl=cache_control
             )
@@ -255,7 +205,7 @@ class Publisher:
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete objects, a thousand per request."""
-        with aws_errors("the new build is live; run again to finish the clean-up"):
+        with aws_errors(hint="the new build is live; run again to finish the clean-up"):
             for start in range(0, len(keys), _DELETE_BATCH):
                 batch = keys[start : start + _DELETE_BATCH]
                 result = self.s3.delete_objects(
@@ -272,7 +222,7 @@ class Publisher:
 
 def invalidate(cloudfront: Any, distribution_id: str) -> str:
     """Ask CloudFront to drop its copies of the page and config.json; the invalidation's id."""
-    with aws_errors("the files are published; run again, or invalidate /index.html and /config.json"):
+    with aws_errors(hint="the files are published; run again, or invalidate /index.html and /config.json"):
         created = cloudfront.create_invalidation(
             DistributionId=distribution_id,
             InvalidationBatch={

@@ -21,35 +21,25 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-# Runnable as `python scripts/telegram_webhook.py` from the repository root: the shared package lives in
-# the Lambda layer's directory, not in site-packages.
-_SHARED = str(Path(__file__).resolve().parent.parent / "layers" / "shared")
-if _SHARED not in sys.path:
-    sys.path.insert(0, _SHARED)
+# Runnable as `python scripts/telegram_webhook.py` from anywhere: the shared package lives in the Lambda
+# layer's directory, not in site-packages, and scripts/aws_errors.py beside this file.
+_REPO = Path(__file__).resolve().parent.parent
+for _path in (str(_REPO / "layers" / "shared"), str(_REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 if __name__ == "__main__":
     # The shared package logs JSON lines for CloudWatch; on a terminal this script's own messages say it all.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
 import boto3  # noqa: E402
-from botocore.exceptions import (  # noqa: E402
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    ReadTimeoutError,
-)
 
+from scripts.aws_errors import Failure, UsageError, aws_errors  # noqa: E402
 from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
@@ -65,25 +55,6 @@ ALLOWED_UPDATES = ["message"]
 
 _FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """The local stack's moto server accepts any signature; these only exist so that requests can be signed."""
-
-_SAFE_BOTOCORE_ERRORS = (
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-    EndpointConnectionError,
-    ConnectTimeoutError,
-    ReadTimeoutError,
-)
-"""botocore errors whose message names only endpoints and settings (a validation error may quote a value)."""
-
-
-class UsageError(Exception):
-    """The command cannot run as configured: one line for stderr, exit code 2."""
-
-
-class Failure(Exception):
-    """Telegram or AWS failed: one line for stderr (already free of secrets), exit code 1."""
-
 
 # --------------------------------------------------------------------------------------------------------
 # Where the stack lives
@@ -188,32 +159,6 @@ def local_target(path: Path, region: str | None, api_base_flag: str | None, env:
 # --------------------------------------------------------------------------------------------------------
 # Secrets
 # --------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def aws_errors(*sensitive: str) -> Iterator[None]:
-    """Turn boto3's exceptions into one printable line with the given values blanked out."""
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code, message = str(error.get("Code", "Unknown")), str(error.get("Message", ""))
-        if exc.operation_name == "DescribeStacks" and "does not exist" in message:
-            raise UsageError(_redact(message, sensitive)) from None
-        raise Failure(f"AWS {exc.operation_name} failed: {code}: {_redact(message, sensitive)}") from None
-    except NoRegionError:
-        raise UsageError("no AWS region: pass --region or set AWS_REGION") from None
-    except _SAFE_BOTOCORE_ERRORS as exc:
-        raise Failure(f"AWS failed: {_redact(str(exc), sensitive)}") from None
-    except BotoCoreError as exc:
-        raise Failure(f"AWS failed: {type(exc).__name__}") from None
-
-
-def _redact(text: str, sensitive: Sequence[str]) -> str:
-    for value in sensitive:
-        if value:
-            text = text.replace(value, "***")
-    return text
 
 
 def read_parameter(ssm: Any, name: str) -> str | None:
