@@ -52,10 +52,11 @@ def localise_csp(csp: str, connect_src: list[str]) -> str:
     """Replace `connect-src` and drop the directives that only make sense over TLS."""
     directives = []
     for directive in (d.strip() for d in csp.split(";")):
-        name = directive.split(" ", 1)[0]
-        if not directive or name in _DROPPED_DIRECTIVES:
+        name = directive.split(None, 1)[0] if directive else ""
+        if not directive or name.lower() in _DROPPED_DIRECTIVES:
             continue
-        directives.append(f"connect-src {' '.join(connect_src)}" if name == "connect-src" else directive)
+        replaced = name.lower() == "connect-src"
+        directives.append(f"connect-src {' '.join(connect_src)}" if replaced else directive)
     return "; ".join(directives)
 
 
@@ -100,8 +101,10 @@ def web_app(
         file = (root / path).resolve()
         if root not in file.parents or not file.is_file():
             return PlainTextResponse("Not Found", status_code=404)
+        # Headers from the file actually served (`/assets/%2e%2e/index.html` is the page, not an asset).
+        served = file.relative_to(root).as_posix()
         return FileResponse(
-            file, media_type=content_type(path), headers={"cache-control": cache_control(path)}
+            file, media_type=content_type(served), headers={"cache-control": cache_control(served)}
         )
 
     routes: list[Any] = [Route("/config.json", config_json)]

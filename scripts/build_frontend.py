@@ -96,6 +96,13 @@ def _sources(source: Path) -> dict[str, Path]:
 def build(out: Path, source: Path = FRONTEND) -> Build:
     """Build into `out` (emptied first) and describe what was written."""
     files = _sources(source)
+    page = (source / "index.html").read_text(encoding="utf-8")
+    if '"assets/' not in page:
+        raise BuildError(f'{source / "index.html"} does not reference "assets/…"')
+    if out.resolve() == source.resolve() or out.resolve() in source.resolve().parents:
+        raise BuildError(
+            f"{out} would hold the sources themselves; build somewhere else (e.g. frontend/dist)"
+        )
     digest = hashlib.sha256()
     for name in sorted(files):
         digest.update(name.encode() + b"\0" + files[name].read_bytes() + b"\0")
@@ -109,9 +116,6 @@ def build(out: Path, source: Path = FRONTEND) -> Build:
         shutil.copyfile(path, target)
         url_path = f"{prefix}/{name}"
         built.append(BuiltFile(url_path, target, content_type(url_path), cache_control(url_path)))
-    page = (source / "index.html").read_text(encoding="utf-8")
-    if '"assets/' not in page:
-        raise BuildError(f"{source / 'index.html'} does not reference assets/")
     (out / "index.html").write_text(page.replace('"assets/', f'"{prefix}/'), encoding="utf-8")
     built.append(BuiltFile("index.html", out / "index.html", content_type("index.html"), NO_CACHE))
     return Build(root=out, asset_prefix=prefix, files=tuple(built))

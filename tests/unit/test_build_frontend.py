@@ -306,3 +306,31 @@ def test_the_real_page_and_its_modules_only_reference_files_of_the_build(tmp_pat
             resolved.add(target.relative_to(root).as_posix())
     prefix = result.asset_prefix
     assert {f"{prefix}/vendor/marked.esm.js", f"{prefix}/vendor/purify.es.mjs"} <= resolved
+
+
+def test_a_page_that_does_not_reference_assets_keeps_the_previous_build(source: Path, tmp_path: Path) -> None:
+    # Given a previous build, and a page whose references the build cannot rewrite (single quotes)
+    out = tmp_path / "out"
+    previous = build(out, source=source)
+    page = source / "index.html"
+    page.write_text(page.read_text().replace('"assets/', "'assets/"))
+
+    # When it is built
+    with pytest.raises(BuildError, match="does not reference"):
+        build(out, source=source)
+
+    # Then the previous build is untouched
+    assert files_on_disk(out) == {f.path for f in previous.files}
+
+
+@pytest.mark.parametrize("where", [".", ".."])
+def test_building_over_the_sources_is_refused_and_deletes_nothing(source: Path, where: str) -> None:
+    # Given the sources
+    before = files_on_disk(source)
+
+    # When the output folder is the source folder or one that holds it
+    with pytest.raises(BuildError, match="would hold the sources"):
+        build(source / where, source=source)
+
+    # Then every source file is still there
+    assert files_on_disk(source) == before
