@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
 from local.runtime import runtime
 from tests.e2e.browser.pages import ChatPage
@@ -29,17 +29,17 @@ def chromium_path() -> str:
     return found
 
 
-@pytest.fixture(scope="session")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A headless Chromium for one test.
 
-
-@pytest.fixture(scope="session")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
-    yield browser
-    browser.close()
+    Not session-scoped: while Playwright's sync API is open its event loop counts as running in this
+    thread, and the asyncio e2e tests that xdist may schedule next on the same worker would fail.
+    """
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True)
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="module")
