@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from moto.cognitoidp.models import (
@@ -247,6 +247,9 @@ class _Sessions:
         return item if item is not None and item.expires > self._clock() else None
 
 
+_Pending = TypeVar("_Pending", _PasswordClaim, _NewPassword)
+
+
 def _user_status(user: CognitoIdpUser) -> str:
     return str(getattr(user.status, "value", user.status))
 
@@ -431,15 +434,24 @@ class CognitoFront:
             "InvalidParameterException", f"The local Cognito does not support the {name} challenge."
         )
 
-    def verify_password_claim(self, client_id: str, responses: dict[str, str]) -> Response:
-        """Check the proof of the password in constant time; tokens (or the next challenge) if right."""
-        pending = self.sessions.take(_string(responses, "PASSWORD_CLAIM_SECRET_BLOCK"))
-        if not isinstance(pending, _PasswordClaim) or pending.client_id != client_id:
+    def session_user(
+        self, token: str, kind: type[_Pending], client_id: str, responses: dict[str, str]
+    ) -> tuple[_Pending, CognitoIdpUserPool, CognitoIdpUserPoolClient, CognitoIdpUser]:
+        """Use up a single-use session: what it was issued for, for this client and the user it names only."""
+        pending = self.sessions.take(token)
+        if not isinstance(pending, kind) or pending.client_id != client_id:
             raise CognitoError("NotAuthorizedException", "Invalid session for the user, session is expired.")
         pool, client = self.client(client_id)
         user = self.find_user(pool, _string(responses, "USERNAME"))
         if user is None or user.username != pending.username:
             raise CognitoError("NotAuthorizedException", INCORRECT)
+        return pending, pool, client, user
+
+    def verify_password_claim(self, client_id: str, responses: dict[str, str]) -> Response:
+        """Check the proof of the password in constant time; tokens (or the next challenge) if right."""
+        pending, pool, client, user = self.session_user(
+            _string(responses, "PASSWORD_CLAIM_SECRET_BLOCK"), _PasswordClaim, client_id, responses
+        )
         timestamp = _string(responses, "TIMESTAMP")
         if not is_cognito_timestamp(timestamp):
             raise CognitoError(
@@ -488,13 +500,7 @@ class CognitoFront:
 
     async def set_new_password(self, client_id: str, session: str, responses: dict[str, str]) -> Response:
         """The forced password change, for the user the session was issued to only."""
-        pending = self.sessions.take(session)
-        if not isinstance(pending, _NewPassword) or pending.client_id != client_id:
-            raise CognitoError("NotAuthorizedException", "Invalid session for the user, session is expired.")
-        pool, _ = self.client(client_id)
-        user = self.find_user(pool, _string(responses, "USERNAME"))
-        if user is None or user.username != pending.username:
-            raise CognitoError("NotAuthorizedException", INCORRECT)
+        pending, pool, _, user = self.session_user(session, _NewPassword, client_id, responses)
         new_password = _string(responses, "NEW_PASSWORD")
         return await self.forward(
             "RespondToAuthChallenge",

@@ -7,7 +7,8 @@ AWS's messages, which may quote a request's parameters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from botocore.exceptions import (
@@ -59,6 +60,22 @@ def aws_errors(*sensitive: str, hint: str = "") -> Iterator[None]:
         raise Failure(f"AWS failed: {redact(str(exc), sensitive)}{suffix}") from None
     except BotoCoreError as exc:
         raise Failure(f"AWS failed: {type(exc).__name__}{suffix}") from None
+
+
+def exit_code(run: Callable[[], object]) -> int:
+    """Run a script's work: 0, or 2 (UsageError), 1 (Failure), 130 (Ctrl-C) with the reason on stderr."""
+    try:
+        run()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
 
 
 def redact(text: str, sensitive: Sequence[str]) -> str:

@@ -34,7 +34,7 @@ if _REPO not in sys.path:
 
 import boto3  # noqa: E402
 
-from scripts.aws_errors import Failure, UsageError, aws_errors  # noqa: E402
+from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
 from scripts.build_frontend import FRONTEND, NO_CACHE, Build, BuildError, BuiltFile, build  # noqa: E402
 
 STACK_OUTPUTS = (
@@ -291,18 +291,7 @@ def run(args: argparse.Namespace, out: TextIO) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the script; the process exit code."""
     args = parse_args(argv)
-    try:
-        run(args, sys.stdout)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Failure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+    return exit_code(lambda: run(args, sys.stdout))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ if __name__ == "__main__":
 
 import boto3  # noqa: E402
 
-from scripts.aws_errors import Failure, UsageError, aws_errors  # noqa: E402
+from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
 from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
@@ -376,25 +376,17 @@ def run(args: argparse.Namespace, env: Mapping[str, str], *, interactive: bool) 
 def main(argv: list[str] | None = None) -> int:
     """Run the script; the process exit code."""
     args = parse_args(argv)
-    try:
-        run(args, os.environ, interactive=sys.stdin is not None and sys.stdin.isatty())
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Failure as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except TelegramError as exc:  # descriptions are Telegram's words; URLs (which hold the token) never
-        if exc.status == 401:
-            print(f"error: Telegram refused the token ({exc.description})", file=sys.stderr)
-            return 2
-        status = f"{exc.status} " if exc.status else ""
-        print(f"error: Telegram {exc.method} failed: {status}{exc.description}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    def work() -> None:
+        try:
+            run(args, os.environ, interactive=sys.stdin is not None and sys.stdin.isatty())
+        except TelegramError as exc:  # descriptions are Telegram's words; URLs (which hold the token) never
+            if exc.status == 401:
+                raise UsageError(f"Telegram refused the token ({exc.description})") from None
+            status = f"{exc.status} " if exc.status else ""
+            raise Failure(f"Telegram {exc.method} failed: {status}{exc.description}") from None
+
+    return exit_code(work)
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ class LocalStackProcess:
         return str(next(a["Value"] for a in attributes if a["Name"] == "sub"))
 
     def login(self, username: str | None = None, password: str | None = None) -> str:
-        """An ID token from the local Cognito (USER_PASSWORD_AUTH, as the web chat logs in)."""
+        """An ID token straight from moto (USER_PASSWORD_AUTH; the web chat itself signs in with SRP)."""
         result = self.client("cognito-idp").initiate_auth(
             ClientId=self.endpoints["userPoolClientId"],
             AuthFlow="USER_PASSWORD_AUTH",

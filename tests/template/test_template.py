@@ -458,19 +458,26 @@ def test_bridge_sees_the_same_tables_as_the_functions() -> None:
     assert bridge == functions
 
 
-def test_data_bucket_blocks_public_access() -> None:
-    # Given the data bucket
-    properties = _properties("DataBucket")
+def test_every_bucket_blocks_public_access_and_encrypts() -> None:
+    # Given every bucket of the template (the agent's data and the web chat's files, and any added later)
+    buckets = resources_of_type(TEMPLATE, "AWS::S3::Bucket")
+    assert {"DataBucket", "WebBucket"} <= set(buckets)
 
-    # When its public access settings are read
-    # Then all four blocks are on and ACLs are disabled
-    assert properties["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True,
-        "RestrictPublicBuckets": True,
-    }
-    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    for logical_id, bucket in buckets.items():
+        properties = bucket["Properties"]
+        # Then all four blocks are on, ACLs are disabled and objects are encrypted at rest
+        assert properties["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True,
+            "BlockPublicPolicy": True,
+            "IgnorePublicAcls": True,
+            "RestrictPublicBuckets": True,
+        }, logical_id
+        assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}, (
+            logical_id
+        )
+        assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
+            {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+        ], logical_id
 
 
 def test_data_bucket_keeps_versions_for_the_backup_retention() -> None:

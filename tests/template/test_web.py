@@ -118,21 +118,11 @@ def _rewrite(uris: list[str], tmp_path: Path) -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_web_bucket_is_private_encrypted_and_has_no_website_endpoint() -> None:
-    # Given the web bucket
+def test_web_bucket_serves_no_website_and_grants_nothing_by_acl() -> None:
+    # Given the web bucket (its blocks and encryption: test_every_bucket_blocks_public_access_and_encrypts)
     properties = _properties("WebBucket")
 
-    # Then every public access block is on, ACLs are off, objects are encrypted, and S3 serves no website
-    assert properties["PublicAccessBlockConfiguration"] == {
-        "BlockPublicAcls": True,
-        "BlockPublicPolicy": True,
-        "IgnorePublicAcls": True,
-        "RestrictPublicBuckets": True,
-    }
-    assert properties["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
-    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"] == [
-        {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
-    ]
+    # Then S3 has no public website endpoint for it and no canned ACL: CloudFront is the only way in
     assert "WebsiteConfiguration" not in properties and "AccessControl" not in properties
 
 

@@ -28,6 +28,7 @@ export class ChatView {
     this.historyLoaded = false;
     this.loadingHistory = false;
     this.renderQueued = new Set();
+    this.listing = null; // a conversation listing in flight
     this.el = {
       list: byId("conversation-list"),
       more: byId("conversations-more"),
@@ -381,7 +382,8 @@ export class ChatView {
     if (conversationId !== this.currentId) {
       const conversation = this.conversations.get(conversationId);
       if (!conversation) {
-        this.loadConversations(); // started elsewhere (another tab, Telegram)
+        // Started elsewhere (another tab, Telegram): one listing per burst of frames, not one per chunk.
+        this.listing ??= this.loadConversations().finally(() => (this.listing = null));
       } else if (frame.type !== "stream_chunk") {
         conversation.unread = true;
         conversation.updatedAt = Date.now() / 1000;
@@ -471,7 +473,6 @@ export class ChatView {
       message.status === "streaming" && !message.content ? h("div.typing", { "aria-label": "The agent is writing" }, "…") : null,
       message.error ? h("div.error-note", { role: "note" }, message.error) : null,
     );
-    if (this.#atBottom(80)) this.#scrollToBottom();
   }
 
   /** Put the message elements in order: stored ones by id (ULIDs sort by time), unsent ones last. */

@@ -30,7 +30,7 @@ function fail(text) {
   show("loading");
 }
 
-function showSignIn(auth, { message = null } = {}) {
+function showSignIn(config, auth, { message = null } = {}) {
   show("signin-view");
   const form = byId("signin-form");
   const newPasswordForm = byId("newpassword-form");
@@ -56,8 +56,8 @@ function showSignIn(auth, { message = null } = {}) {
     try {
       const result = await auth.signIn(username.value.trim(), password.value);
       password.value = "";
-      if (result.status === "newPasswordRequired") askNewPassword(auth, result);
-      else startChat(auth);
+      if (result.status === "newPasswordRequired") askNewPassword(config, auth, result);
+      else startChat(config, auth);
     } catch (failure) {
       setError(error, failure instanceof AuthError ? failure.message : "Signing in failed unexpectedly. Please try again.");
       password.select();
@@ -69,7 +69,7 @@ function showSignIn(auth, { message = null } = {}) {
   };
 }
 
-function askNewPassword(auth, challenge) {
+function askNewPassword(config, auth, challenge) {
   byId("signin-form").hidden = true;
   const form = byId("newpassword-form");
   const error = byId("newpassword-error");
@@ -87,7 +87,7 @@ function askNewPassword(auth, challenge) {
     try {
       await challenge.complete(first.value);
       first.value = second.value = "";
-      startChat(auth);
+      startChat(config, auth);
     } catch (failure) {
       setError(error, failure instanceof AuthError ? failure.message : "The password could not be changed.");
     } finally {
@@ -102,14 +102,12 @@ function setError(el, text) {
   el.hidden = !text;
 }
 
-let session = null;
-
-function startChat(auth) {
+function startChat(config, auth) {
   show("chat-view");
   const user = auth.user;
-  const api = new Api({ baseUrl: session.config.httpApiUrl, auth });
+  const api = new Api({ baseUrl: config.httpApiUrl, auth });
   const socket = new ChatSocket({
-    url: session.config.webSocketUrl,
+    url: config.webSocketUrl,
     token: () => auth.idToken(),
     outboxStore: sessionStorage,
     outboxKey: `openclaw.outbox.${user?.sub || "me"}`,
@@ -190,11 +188,10 @@ async function main() {
     userPoolId: config.userPoolId,
     clientId: config.userPoolClientId,
   });
-  session = { config, auth };
   const message = sessionStorage.getItem("openclaw.signin-message");
   sessionStorage.removeItem("openclaw.signin-message");
-  if (auth.signedIn) startChat(auth);
-  else showSignIn(auth, { message });
+  if (auth.signedIn) startChat(config, auth);
+  else showSignIn(config, auth, { message });
 }
 
 main();
