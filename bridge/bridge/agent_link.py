@@ -1,4 +1,4 @@
-"""The agent connection: the bridge dials OUT to the product's WebSocket API (DESIGN §2, decision 1).
+"""The agent connection: the bridge dials OUT to the product's WebSocket API (docs/architecture.md).
 
 The Fargate task has no ingress at all, so this link is how the control plane reaches the bridge: it
 posts `nudge` (new Inbox items), `abort` (stop the running reply) and `shutdown` frames to it. The

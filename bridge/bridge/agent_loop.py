@@ -1,5 +1,5 @@
 """The Inbox loop: claim the oldest queued message with a lease, run it in its OpenClaw session, deliver
-the reply, store it in Conversations, delete the item — until the Inbox is empty (DESIGN §6, step 3).
+the reply, store it in Conversations, delete the item — until the Inbox is empty.
 
 A message is never lost: until it is answered it stays in the Inbox, leased. A crash lets the lease run
 out and the next bridge takes it; a failure releases it for another attempt, and after

@@ -1,4 +1,4 @@
-"""Delivering the agent's replies to the user: streamed, coalesced, to every open client (DESIGN §5).
+"""Delivering the agent's replies to the user: streamed, coalesced, to every open client.
 
 `Delivery` is channel-neutral: the agent loop opens one `ReplyStream` per answered Inbox item, feeds it
 the deltas, then ends or fails it. `WebSocketDelivery` posts to all of the user's browser connections;

@@ -182,7 +182,7 @@ class TelegramReplyStream:
 
 
 class ChannelDelivery:
-    """Web tabs get every reply; a Telegram message's reply also goes to its chat (DESIGN §6, step 3)."""
+    """Web tabs get every reply; a Telegram message's reply also goes to its chat."""
 
     def __init__(self, web: Any, telegram: TelegramDelivery | None = None) -> None:
         self.web = web

@@ -1,4 +1,4 @@
-"""A loopback stand-in for the OpenClaw gateway speaking protocol v4 (reference/openclaw-gateway.md §3).
+"""A loopback stand-in for the OpenClaw gateway speaking protocol v4 (docs/openclaw.md).
 
 It checks the handshake the way the real gateway does (token, client id/mode, protocol range, no Origin
 header; the same error codes and close codes), answers `chat.send` / `chat.abort` / `chat.history`

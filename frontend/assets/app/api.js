@@ -1,4 +1,4 @@
-// The HTTP API (DESIGN §5): every call carries a fresh Cognito ID token; errors become ApiError with the
+// The HTTP API (docs/architecture.md, Protocols): every call carries a fresh Cognito ID token; errors become ApiError with the
 // server's reason (never a raw body), so the UI can say what went wrong.
 
 export class ApiError extends Error {
