@@ -21,11 +21,14 @@ PYTEST_ARGS ?= -n auto
 # The web chat's browser libraries (frontend/package-lock.json), and Debian's Chromium for the browser tests.
 FRONTEND_DEPS := frontend/node_modules/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# What every test tier needs; the fast tiers need only the venv.
+TEST_DEPS := $(VENV)/.installed $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(FRONTEND_DEPS) chromium
+FAST_TIERS := tests/unit tests/template tests/bridge
 
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-unit build deploy bench clean
+.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -92,10 +95,18 @@ format: $(VENV)/.installed ## apply ruff's formatting and fixes
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-test: lint test-unit ## everything CI runs: lint, then every test
+# Lint runs while OpenClaw, the page's libraries and Chromium download (whole lines, as they come), then
+# every tier of tests. `make test-fast` is the inner loop: no OpenClaw, no browser, no npm.
+test: ## everything CI runs: lint, then every test (installing what the tests need meanwhile)
+	@$(MAKE) --no-print-directory --jobs=4 --output-sync=line lint $(TEST_DEPS)
+	@$(MAKE) --no-print-directory test-all
 
-test-unit: $(VENV)/.installed $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(FRONTEND_DEPS) chromium
-	@echo "==> pytest"
+test-fast: $(VENV)/.installed ## unit, template and bridge tests only (no OpenClaw, browser or npm): about a minute
+	@echo "==> pytest $(FAST_TIERS)"
+	@$(PY) -m pytest $(PYTEST_ARGS) $(FAST_TIERS)
+
+test-all: $(TEST_DEPS)
+	@echo "==> pytest (every tier)"
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on PATH)
