@@ -262,49 +262,61 @@ class ChatRun:
         return [e for e in self.agent_events if e.get("stream") == "tool" and e["data"].get("name") == name]
 
 
+class _RunCollector:
+    """One chat.send's events; those arriving before its ack wait until the ack names the run."""
+
+    def __init__(self, session_key: str, request_id: str) -> None:
+        self.session_key = session_key
+        self.request_id = request_id
+        self.run_id: str | None = None
+        self.deltas: list[dict[str, Any]] = []
+        self.agent_events: list[dict[str, Any]] = []
+        self.early: list[dict[str, Any]] = []
+
+    def take(self, frame: dict[str, Any]) -> ChatRun | None:
+        """Account for one frame; the finished run once its terminal event has arrived."""
+        if frame.get("type") == "res" and frame.get("id") == self.request_id:
+            return self._acknowledged(frame)
+        if frame.get("type") != "event" or frame.get("event") not in ("chat", "agent"):
+            return None
+        payload = dict(frame["payload"], _event=frame["event"])
+        if self.run_id is None:
+            self.early.append(payload)
+            return None
+        return self._record(payload)
+
+    def _acknowledged(self, frame: dict[str, Any]) -> ChatRun | None:
+        if not frame.get("ok"):
+            raise AssertionError(f"chat.send refused: {frame.get('error')}")
+        self.run_id = str(frame["payload"]["runId"])
+        pending, self.early = self.early, []
+        for payload in pending:
+            if (done := self._record(payload)) is not None:
+                return done
+        return None
+
+    def _record(self, payload: dict[str, Any]) -> ChatRun | None:
+        if payload.get("sessionKey") != self.session_key or payload.get("runId") != self.run_id:
+            return None
+        if payload["_event"] == "agent":
+            self.agent_events.append(payload)
+        elif payload.get("state") == "delta":
+            self.deltas.append(payload)
+        elif payload.get("state") in ("final", "error", "aborted"):
+            return ChatRun(str(self.run_id), self.deltas, self.agent_events, payload)
+        return None
+
+
 async def chat(ws: ClientConnection, session_key: str, message: str, timeout: float = 180) -> ChatRun:
     """chat.send one message and collect its run's events until final, error or aborted."""
     idempotency_key = str(uuid.uuid4())
     params = {"sessionKey": session_key, "message": message, "idempotencyKey": idempotency_key}
-    request_id = await request(ws, "chat.send", params)
-    run_id: str | None = None
-    deltas: list[dict[str, Any]] = []
-    agent_events: list[dict[str, Any]] = []
-    early: list[dict[str, Any]] = []  # events that may arrive before the ack names the run
-
-    def mine(payload: dict[str, Any]) -> bool:
-        return payload.get("sessionKey") == session_key and payload.get("runId") == run_id
+    collector = _RunCollector(session_key, await request(ws, "chat.send", params))
 
     async def collect() -> ChatRun:
-        nonlocal run_id
-        while True:
-            frame = json.loads(await ws.recv())
-            if frame.get("type") == "res" and frame.get("id") == request_id:
-                if not frame.get("ok"):
-                    raise AssertionError(f"chat.send refused: {frame.get('error')}")
-                run_id = str(frame["payload"]["runId"])
-                pending, early[:] = list(early), []
-                for payload in pending:
-                    if mine(payload) and (done := record(payload)) is not None:
-                        return done
-                continue
-            if frame.get("type") != "event" or frame.get("event") not in ("chat", "agent"):
-                continue
-            payload = dict(frame["payload"], _event=frame["event"])
-            if run_id is None:
-                early.append(payload)
-            elif mine(payload) and (done := record(payload)) is not None:
-                return done
-
-    def record(payload: dict[str, Any]) -> ChatRun | None:
-        if payload["_event"] == "agent":
-            agent_events.append(payload)
-        elif payload.get("state") == "delta":
-            deltas.append(payload)
-        elif payload.get("state") in ("final", "error", "aborted"):
-            assert run_id is not None
-            return ChatRun(run_id, deltas, agent_events, payload)
-        return None
+        while (done := collector.take(json.loads(await ws.recv()))) is None:
+            pass
+        return done
 
     return await asyncio.wait_for(collect(), timeout)
 
