@@ -161,7 +161,9 @@ class GatewayProcess:
             )
             self._proc = proc
             self._started_at = time.monotonic()
-            assert proc.stdout is not None and proc.stderr is not None
+            # Both were asked for as pipes just above: this check only tells the type checker so.
+            if proc.stdout is None or proc.stderr is None:
+                raise RuntimeError("the gateway process has no stdout/stderr pipe to read its log from")
             self._readers = [
                 asyncio.create_task(self._drain(proc.stdout, "stdout", proc.pid), name="gateway-stdout"),
                 asyncio.create_task(self._drain(proc.stderr, "stderr", proc.pid), name="gateway-stderr"),

@@ -1,190 +1,124 @@
-"""Client for the OpenClaw gateway's WebSocket protocol v4 (reference/openclaw-gateway.md §3, §4).
+"""Client for the OpenClaw gateway's WebSocket protocol v4 (docs/openclaw.md, Protocol).
 
-One connection to the gateway on loopback, one reader task, requests matched by id and `chat` events
-routed by session key and run id. The gateway goes away now and then (a crash, our supervisor restarting
-it), so the connection is re-established automatically and an unfinished `chat.send` is sent again with
-the same idempotency key: a live gateway answers `in_flight`/`ok` without running the model twice; a
-restarted one has forgotten the key and runs it afresh (or, observed, steers it into the run its own
-restart recovery started, which the client then follows).
+One connection to the gateway on loopback (opened by `openclaw_handshake`), one reader task that parses
+every frame once (`openclaw_frames`), requests matched by id, and `chat`/`agent` events routed by session
+key to the run waiting on them, whose `RunFollower` (`openclaw_run`) says what each event means. The
+gateway goes away now and then (a crash, our supervisor restarting it), so the connection is
+re-established automatically and an unfinished `chat.send` is sent again with the same idempotency key: a
+live gateway answers `in_flight`/`ok` without running the model twice; a restarted one has forgotten the
+key and runs it afresh (or, observed, steers it into the run its own restart recovery started, which the
+client then follows).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-import re
-import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
+from bridge.openclaw_frames import (
+    DROPPED_EVENTS,
+    TERMINAL_STATES,
+    AgentEvent,
+    ChatEvent,
+    ChatSendAck,
+    Frame,
+    GatewayError,
+    Response,
+    Shutdown,
+    message_text,
+    parse_frame,
+)
+from bridge.openclaw_handshake import (
+    CLIENT_ID,
+    CLIENT_MODE,
+    DISPLAY_NAME,
+    HANDSHAKE_TIMEOUT,
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    RETRYABLE_CLOSE_CODES,
+    SCOPES,
+    Retry,
+    handshake,
+)
+from bridge.openclaw_run import (
+    Delta,
+    Disconnected,
+    Finished,
+    Resend,
+    RunFollower,
+    RunResult,
+    RunState,
+    Status,
+    Tool,
+    reply_from_history,
+)
+from bridge.openclaw_session import MAX_SESSION_KEY_LENGTH, check_session_key, session_key_for
 from serverless_openclaw.observability import logger
 
-PROTOCOL_VERSION = 4
-CLIENT_ID = "gateway-client"
-CLIENT_MODE = "backend"
-DISPLAY_NAME = "serverless-openclaw bridge"
-SCOPES = ("operator.read", "operator.write")
-# The gateway's frames may reach policy.maxPayload (25 MiB); leave headroom for transcripts in chat.history.
-MAX_FRAME_BYTES = 32 * 1024 * 1024
-# The gateway's own pre-auth budget is 15 s; a handshake slower than that will not succeed anyway.
-HANDSHAKE_TIMEOUT = 15.0
+__all__ = [
+    "ABORT_GRACE",
+    "CLIENT_ID",
+    "CLIENT_MODE",
+    "DISPLAY_NAME",
+    "DROPPED_EVENTS",
+    "HANDSHAKE_TIMEOUT",
+    "MAX_FRAME_BYTES",
+    "MAX_SESSION_KEY_LENGTH",
+    "PROTOCOL_VERSION",
+    "RETRYABLE_CLOSE_CODES",
+    "RETRY_FIRST_DELAY",
+    "RETRY_GROWTH",
+    "RETRY_MAX_DELAY",
+    "SCOPES",
+    "TERMINAL_STATES",
+    "GatewayClient",
+    "GatewayError",
+    "GatewayUnavailable",
+    "OnDelta",
+    "OnStatus",
+    "OnTool",
+    "RunResult",
+    "RunState",
+    "message_text",
+    "session_key_for",
+]
+
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 2.0
 RETRY_GROWTH = 1.5
 # Long enough for chat.abort's round trip and the `aborted` event (observed 0.1 s after the ack).
 ABORT_GRACE = 5.0
-# Close codes after which a new connection may succeed: restart, "try again later", going away, drops.
-RETRYABLE_CLOSE_CODES = frozenset({1001, 1006, 1011, 1012, 1013})
-DROPPED_EVENTS = frozenset({"tick", "health", "presence"})
-TERMINAL_STATES = frozenset({"final", "error", "aborted"})
-MAX_SESSION_KEY_LENGTH = 512
 
-RunState = Literal["final", "error", "aborted", "merged"]
 OnDelta = Callable[[str], Awaitable[None]]
 OnStatus = Callable[[str], Awaitable[None]]
 OnTool = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class GatewayError(Exception):
-    """An error answered by the gateway (or a connection failure) with its code and retry hint."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str,
-        *,
-        retryable: bool = False,
-        retry_after: float | None = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.retry_after = retry_after
-        self.details = details or {}
-
-    @classmethod
-    def from_frame(cls, error: Any) -> GatewayError:
-        """Build from a `res` frame's `error` object, preferring the specific `details.code`."""
-        if not isinstance(error, dict):
-            return cls("UNKNOWN", "the gateway answered ok:false without an error")
-        details = error.get("details") if isinstance(error.get("details"), dict) else {}
-        assert isinstance(details, dict)
-        # The top-level code is generic (INVALID_REQUEST); details.code says what really happened.
-        code = str(details.get("code") or error.get("code") or "UNKNOWN")
-        retry_after_ms = error.get("retryAfterMs")
-        return cls(
-            code,
-            str(error.get("message") or code),
-            retryable=bool(error.get("retryable")) or error.get("code") == "UNAVAILABLE",
-            retry_after=retry_after_ms / 1000 if isinstance(retry_after_ms, int | float) else None,
-            details=details,
-        )
 
 
 class GatewayUnavailable(GatewayError):
     """The gateway could not be reached (or kept saying it is starting) within the connect deadline."""
 
 
-@dataclass(frozen=True)
-class RunResult:
-    """How one `chat.send` ended and the full reply text.
-
-    state "merged": the gateway steered the input into another run of the session (reference §3.6);
-    `text` is the reply of that run (which may also answer the other run's input), or "" if unknown.
-    """
-
-    state: RunState
-    text: str
-    run_id: str
-    error_message: str | None = None
-    error_kind: str | None = None
-    stop_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class _Event:
-    name: str
-    payload: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class _Lost:
-    """The connection a run was listening on is gone (its events may have been missed)."""
-
-    generation: int
-
-
-_Item = _Event | _Lost
-
-
 class _ConnectionLost(Exception):
     """A request could not complete because its connection closed."""
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
-
-
 class _RunWatch:
-    """What the reader delivers to one running `run()` call: its session's events and connection losses."""
+    """One running `run()` call: its queue of events, and the follower that makes sense of them.
 
-    def __init__(self, wants_agent_events: bool) -> None:
-        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self.run_id: str | None = None
+    The reader queues the session's events and the loss of each connection.
+    """
+
+    def __init__(self, session_key: str, wants_agent_events: bool) -> None:
+        self.queue: asyncio.Queue[ChatEvent | AgentEvent | Disconnected] = asyncio.Queue()
+        self.follower = RunFollower(session_key)
         self.wants_agent_events = wants_agent_events
-
-
-class _Reply:
-    """The reply text as the deltas build it, and how much of it the stream consumer has been given."""
-
-    def __init__(self) -> None:
-        self.text = ""
-        self.emitted = ""
-        self.resync = False  # events were missed while disconnected: trust the next cumulative snapshot
-
-    def apply(self, payload: dict[str, Any]) -> str:
-        """Apply one `delta` event; return the new text to stream (empty when nothing new)."""
-        piece = payload.get("deltaText")
-        piece = piece if isinstance(piece, str) else ""
-        text = piece if payload.get("replace") else self.text + piece
-        if self.resync:
-            # Deltas sent while we were disconnected are lost; the cumulative snapshot holds them. Only
-            # then is it read: it is the whole reply so far, not worth rebuilding for every delta.
-            snapshot = message_text(payload.get("message"))
-            if snapshot is not None and snapshot.startswith(self.text):
-                text, self.resync = snapshot, False
-        return self._set(text)
-
-    def adopt(self, text: str) -> str:
-        """Start over from another run's text so far; return it to stream."""
-        self.reset()
-        # We may have joined that run late: its next cumulative snapshot fills in what we missed.
-        self.resync = True
-        return self._set(text)
-
-    def reset(self) -> None:
-        self.text = self.emitted = ""
-
-    def _set(self, text: str) -> str:
-        self.text = text
-        if text.startswith(self.emitted):
-            increment, self.emitted = text[len(self.emitted) :], text
-            return increment
-        # A rewrite cannot be streamed as an increment; the final text (stream_end) corrects it.
-        self.emitted = text
-        return ""
 
 
 class _Callbacks:
@@ -196,17 +130,14 @@ class _Callbacks:
         self._on_tool = on_tool
         self._failed: set[str] = set()
 
-    async def delta(self, increment: str) -> None:
-        if increment and self._on_delta is not None:
-            await self._call("on_delta", self._on_delta(increment))
-
-    async def status(self, phase: str) -> None:
-        if self._on_status is not None:
-            await self._call("on_status", self._on_status(phase))
-
-    async def tool(self, payload: dict[str, Any]) -> None:
-        if self._on_tool is not None:
-            await self._call("on_tool", self._on_tool(payload))
+    async def handle(self, step: Delta | Status | Tool) -> None:
+        """Hand one step of the run to the callback that wants it."""
+        if isinstance(step, Delta) and self._on_delta is not None:
+            await self._call("on_delta", self._on_delta(step.text))
+        elif isinstance(step, Status) and self._on_status is not None:
+            await self._call("on_status", self._on_status(step.phase))
+        elif isinstance(step, Tool) and self._on_tool is not None:
+            await self._call("on_tool", self._on_tool(step.payload))
 
     async def _call(self, name: str, call: Awaitable[None]) -> None:
         # A failing consumer (a closed browser tab, a flaky push) must not lose the reply being collected.
@@ -216,73 +147,6 @@ class _Callbacks:
             if name not in self._failed:  # once per run: a broken consumer fails on every delta
                 self._failed.add(name)
                 logger.warning("run callback failed", callback=name, error=type(exc).__name__)
-
-
-def _track(others: dict[str, str], run_id: str, payload: dict[str, Any]) -> None:
-    """Keep the text of another active run of the session, in case our input gets merged into it."""
-    state = payload.get("state")
-    if state in TERMINAL_STATES:
-        others.pop(run_id, None)
-    elif state == "delta":
-        piece = payload.get("deltaText")
-        piece = piece if isinstance(piece, str) else ""
-        # The cumulative snapshot also covers deltas sent before we started listening.
-        snapshot = message_text(payload.get("message"))
-        text = piece if payload.get("replace") else others.get(run_id, "") + piece
-        others[run_id] = snapshot if snapshot is not None else text
-    else:
-        others.setdefault(run_id, "")
-
-
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")
-
-
-def session_key_for(conversation_id: str) -> str:
-    """The canonical OpenClaw session key of one conversation: `agent:main:conversation:{conversation_id}`.
-
-    The key does not name the channel: a conversation begun on Telegram and continued in the web chat is
-    one session, so the agent keeps its context (and a `telegram` segment could make OpenClaw think its
-    own Telegram channel owns the session).
-
-    OpenClaw lower-cases session keys and emits its chat events under the lower-cased key, so the key is
-    lower-case here too. ULIDs are case-insensitive by definition; any other id with capitals gets a short
-    hash of its original spelling, so `Plan` and `plan` stay two sessions.
-    """
-    if not conversation_id or not conversation_id.strip():
-        raise ValueError("conversation_id must not be empty")
-    lowered = conversation_id.lower()
-    if lowered != conversation_id and not _ULID.match(conversation_id):
-        lowered += "-" + hashlib.sha256(conversation_id.encode()).hexdigest()[:8]
-    key = f"agent:main:conversation:{lowered}"
-    _check_session_key(key)
-    return key
-
-
-def _check_session_key(session_key: str) -> None:
-    # Events carry canonical keys only; a bare key would be canonicalised by the gateway and its events
-    # would never match the key we route on.
-    if not session_key.startswith("agent:") or len(session_key.split(":")) < 3:
-        raise ValueError("session key must be canonical: agent:<agentId>:<rest>")
-    if session_key != session_key.lower():
-        raise ValueError("session key must be lower-case (the gateway's events carry the lower-cased key)")
-    if len(session_key) > MAX_SESSION_KEY_LENGTH:
-        raise ValueError(f"session key longer than {MAX_SESSION_KEY_LENGTH} characters")
-
-
-def message_text(message: Any) -> str | None:
-    """The text of a gateway chat message (`content` as a string or a list of `{type:"text", text}`)."""
-    if not isinstance(message, dict):
-        return None
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-    return None
 
 
 class GatewayClient:
@@ -309,7 +173,7 @@ class GatewayClient:
         self._manager: asyncio.Task[None] | None = None
         self._closed = False
         self._fatal: GatewayError | None = None
-        self._pending: dict[str, tuple[int, asyncio.Future[dict[str, Any]]]] = {}
+        self._pending: dict[str, tuple[int, asyncio.Future[Response]]] = {}
         self._watches: dict[str, _RunWatch] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: dict[str, int] = {}
@@ -353,21 +217,27 @@ class GatewayClient:
             self._detach(generation)
             if self._closed:
                 return
-            while True:
-                try:
-                    ws = await self._connect_until(self._connect_deadline)
-                    break
-                except GatewayUnavailable as exc:
-                    # Our own supervisor restarts a dead gateway with backoff, so keep trying; runs and
-                    # requests waiting meanwhile give up at their own deadlines.
-                    logger.warning("gateway still unavailable, retrying", reason=exc.message)
-                except GatewayError as exc:
-                    logger.error("gateway rejected the reconnect", code=exc.code)
-                    self._fatal = exc
-                    self._state_changed.set()
-                    return
+            reconnected = await self._reconnect()
+            if reconnected is None:
+                return
+            ws = reconnected
             self._attach(ws)
             logger.info("gateway reconnected", generation=self._generation)
+
+    async def _reconnect(self) -> ClientConnection | None:
+        """A new connection, however long it takes; None when the gateway refuses the client for good."""
+        while True:
+            try:
+                return await self._connect_until(self._connect_deadline)
+            except GatewayUnavailable as exc:
+                # Our own supervisor restarts a dead gateway with backoff, so keep trying; runs and
+                # requests waiting meanwhile give up at their own deadlines.
+                logger.warning("gateway still unavailable, retrying", reason=exc.message)
+            except GatewayError as exc:
+                logger.error("gateway rejected the reconnect", code=exc.code)
+                self._fatal = exc
+                self._state_changed.set()
+                return None
 
     async def _connect_until(self, budget: float) -> ClientConnection:
         """Handshake attempts with backoff until one succeeds, a fatal error, or the budget is spent."""
@@ -377,10 +247,12 @@ class GatewayClient:
         attempts = 0
         while True:
             attempts += 1
-            remaining = deadline - loop.time()
+            timeout = max(0.05, min(HANDSHAKE_TIMEOUT, deadline - loop.time()))
             try:
-                return await self._connect_once(max(0.05, min(HANDSHAKE_TIMEOUT, remaining)))
-            except _Retry as retry:
+                ws, hello = await handshake(self._url, self._token, self._client_version, timeout)
+                self.hello = hello.payload
+                return ws
+            except Retry as retry:
                 reason = retry.reason
                 delay = retry.delay if retry.delay is not None else backoff
                 backoff = min(RETRY_MAX_DELAY, backoff * RETRY_GROWTH)
@@ -391,98 +263,6 @@ class GatewayClient:
                 )
             logger.debug("gateway not ready, retrying", reason=reason, delay=round(delay, 3))
             await asyncio.sleep(min(delay, remaining))
-
-    async def _connect_once(self, timeout: float) -> ClientConnection:
-        """One connection and handshake; raises _Retry for transient failures, GatewayError if fatal."""
-        ws: ClientConnection | None = None
-        try:
-            async with asyncio.timeout(timeout):
-                # No Origin and no extra headers: any Origin makes the gateway treat us as a browser.
-                # proxy=None: the gateway is on loopback and must never be reached through a proxy.
-                ws = await connect(
-                    self._url,
-                    max_size=MAX_FRAME_BYTES,
-                    compression=None,
-                    proxy=None,
-                    open_timeout=None,
-                )
-                challenge = json.loads(await ws.recv())
-                if not (
-                    isinstance(challenge, dict)
-                    and challenge.get("type") == "event"
-                    and challenge.get("event") == "connect.challenge"
-                ):
-                    raise GatewayError("PROTOCOL_ERROR", "the gateway did not open with connect.challenge")
-                request_id = uuid.uuid4().hex
-                await ws.send(json.dumps(self._connect_frame(request_id)))
-                while True:
-                    frame = json.loads(await ws.recv())
-                    if (
-                        isinstance(frame, dict)
-                        and frame.get("type") == "res"
-                        and frame.get("id") == request_id
-                    ):
-                        break
-        except TimeoutError:
-            await _discard(ws)
-            raise _Retry("handshake timed out") from None
-        except (OSError, InvalidHandshake) as exc:
-            await _discard(ws)
-            raise _Retry(type(exc).__name__) from None
-        except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd is not None else 1006
-            if code in RETRYABLE_CLOSE_CODES:
-                raise _Retry(f"closed with {code}") from None
-            raise GatewayError(
-                "HANDSHAKE_REJECTED", f"the gateway closed the connection with {code}"
-            ) from None
-        except ValueError:
-            await _discard(ws)
-            raise GatewayError("PROTOCOL_ERROR", "the gateway sent a frame that is not JSON") from None
-        except InvalidURI:
-            raise GatewayError("INVALID_URL", "the gateway URL is not a ws:// URL") from None
-        except GatewayError:
-            await _discard(ws)
-            raise
-        if not frame.get("ok"):
-            await _discard(ws)
-            error = GatewayError.from_frame(frame.get("error"))
-            if error.retryable:
-                raise _Retry(error.code, error.retry_after)
-            logger.error("gateway refused the connection", code=error.code)
-            raise error
-        payload = frame.get("payload") if isinstance(frame.get("payload"), dict) else {}
-        assert isinstance(payload, dict)
-        if payload.get("type") != "hello-ok" or payload.get("protocol") != PROTOCOL_VERSION:
-            await _discard(ws)
-            raise GatewayError("PROTOCOL_MISMATCH", "the gateway did not answer hello-ok for protocol 4")
-        self.hello = payload
-        server = payload.get("server") if isinstance(payload.get("server"), dict) else {}
-        assert isinstance(server, dict)
-        logger.info("gateway connected", server_version=server.get("version"), protocol=PROTOCOL_VERSION)
-        return ws
-
-    def _connect_frame(self, request_id: str) -> dict[str, Any]:
-        return {
-            "type": "req",
-            "id": request_id,
-            "method": "connect",
-            "params": {
-                "minProtocol": PROTOCOL_VERSION,
-                "maxProtocol": PROTOCOL_VERSION,
-                "client": {
-                    "id": CLIENT_ID,
-                    "version": self._client_version,
-                    "platform": sys.platform,
-                    "mode": CLIENT_MODE,
-                    "displayName": DISPLAY_NAME,
-                },
-                "role": "operator",
-                "scopes": list(SCOPES),
-                "caps": ["tool-events"],
-                "auth": {"token": self._token},
-            },
-        }
 
     def _attach(self, ws: ClientConnection) -> None:
         self._generation += 1
@@ -502,17 +282,17 @@ class GatewayClient:
                 future.set_exception(_ConnectionLost())
                 self._pending.pop(request_id, None)
         for watch in self._watches.values():
-            watch.queue.put_nowait(_Lost(generation))
+            watch.queue.put_nowait(Disconnected(generation))
 
     async def _read(self, ws: ClientConnection, generation: int) -> None:
         try:
             async for raw in ws:
                 try:
-                    frame = json.loads(raw)
+                    frame = parse_frame(raw)
                 except ValueError:
                     logger.warning("gateway sent a frame that is not JSON")
                     continue
-                if isinstance(frame, dict):
+                if frame is not None:
                     self._dispatch(frame, generation)
         except ConnectionClosed:
             pass
@@ -520,36 +300,34 @@ class GatewayClient:
         if not self._closed:
             logger.warning("gateway connection closed", code=code, reason=ws.close_reason or "")
 
-    def _dispatch(self, frame: dict[str, Any], generation: int) -> None:
-        kind = frame.get("type")
-        if kind == "res":
-            entry = self._pending.pop(str(frame.get("id")), None)
-            if entry is not None and not entry[1].done():
-                entry[1].set_result(frame)
-            return
-        if kind != "event":
-            return
-        name = frame.get("event")
-        payload = frame.get("payload")
-        if name in DROPPED_EVENTS or not isinstance(payload, dict):
-            return
-        if name == "shutdown":
+    def _dispatch(self, frame: Frame, generation: int) -> None:
+        if isinstance(frame, Response):
+            self._answer(frame)
+        elif isinstance(frame, Shutdown):
             # The close (1012) follows; new requests wait for the next connection meanwhile, while
             # events of runs the gateway drains before exiting are still read from this one.
-            logger.info("gateway announced shutdown", restart_expected=payload.get("restartExpectedMs"))
+            logger.info("gateway announced shutdown", restart_expected=frame.restart_expected_ms)
             if generation == self._generation:
                 self._ready = False
-            return
-        if name not in ("chat", "agent"):
-            return
-        session_key = payload.get("sessionKey")
-        watch = self._watches.get(session_key) if isinstance(session_key, str) else None
-        if watch is None or (name == "agent" and not watch.wants_agent_events):
-            return
-        watch.queue.put_nowait(_Event(str(name), payload))
+        elif isinstance(frame, ChatEvent | AgentEvent):
+            self._route(frame)
 
-    async def _wait_ready(self) -> None:
-        """Wait (without a deadline of its own) until a connection is ready; raise if there will be none."""
+    def _answer(self, response: Response) -> None:
+        entry = self._pending.pop(response.id, None)
+        if entry is not None and not entry[1].done():
+            entry[1].set_result(response)
+
+    def _route(self, event: ChatEvent | AgentEvent) -> None:
+        """Queue an event for the run waiting in its session, if any (agent events only if it wants them)."""
+        watch = self._watches.get(event.session_key)
+        if watch is not None and (isinstance(event, ChatEvent) or watch.wants_agent_events):
+            watch.queue.put_nowait(event)
+
+    async def _wait_ready(self) -> tuple[ClientConnection, int]:
+        """The ready connection and its generation, waiting (without a deadline) until there is one.
+
+        Raises when there will be none: the client is closed, or the gateway refused it for good.
+        """
         while True:
             if self._closed:
                 raise GatewayError("CLOSED", "the gateway client is closed")
@@ -557,18 +335,17 @@ class GatewayClient:
                 raise self._fatal
             if self._manager is None:
                 raise RuntimeError("GatewayClient.start() has not been called")
-            if self.connected:
-                return
+            ws = self._ws
+            if self._ready and ws is not None:
+                return ws, self._generation
             self._state_changed.clear()
             await self._state_changed.wait()
 
     async def _call(self, method: str, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         """Send one request on the current connection; its payload, or GatewayError / _ConnectionLost."""
-        await self._wait_ready()
-        ws, generation = self._ws, self._generation
-        assert ws is not None
+        ws, generation = await self._wait_ready()
         request_id = uuid.uuid4().hex
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = (generation, future)
         try:
             await ws.send(json.dumps({"type": "req", "id": request_id, "method": method, "params": params}))
@@ -579,13 +356,12 @@ class GatewayClient:
                 self._ready = False
             raise _ConnectionLost() from None
         try:
-            frame = await future
+            response = await future
         finally:
             self._pending.pop(request_id, None)
-        if not frame.get("ok"):
-            raise GatewayError.from_frame(frame.get("error"))
-        payload = frame.get("payload")
-        return generation, payload if isinstance(payload, dict) else {}
+        if response.error is not None:
+            raise response.error
+        return generation, response.payload
 
     # ----------------------------------------------------------------------------------- requests
 
@@ -603,7 +379,7 @@ class GatewayClient:
 
     async def history(self, session_key: str, limit: int = 20) -> list[dict[str, Any]]:
         """The last `limit` messages of a session (`chat.history`)."""
-        _check_session_key(session_key)
+        check_session_key(session_key)
         payload = await self.request("chat.history", {"sessionKey": session_key, "limit": limit})
         messages = payload.get("messages")
         return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
@@ -613,10 +389,10 @@ class GatewayClient:
         return await self._abort(session_key, run_id, timeout=30)
 
     async def _abort(self, session_key: str, run_id: str | None, *, timeout: float) -> bool:
-        _check_session_key(session_key)
+        check_session_key(session_key)
         watch = self._watches.get(session_key)
         if run_id is None and watch is not None:
-            run_id = watch.run_id
+            run_id = watch.follower.run_id
         params: dict[str, Any] = {"sessionKey": session_key}
         if run_id is not None:
             params["runId"] = run_id
@@ -646,23 +422,22 @@ class GatewayClient:
         TimeoutError (after asking the gateway to abort) when the run has not ended within `timeout`
         (default: the client's run_timeout), GatewayError if the gateway refuses it or the client closes.
         """
-        _check_session_key(session_key)
+        check_session_key(session_key)
         if not idempotency_key:
             raise ValueError("idempotency_key must not be empty")
         lock = self._locks.setdefault(session_key, asyncio.Lock())
         self._lock_users[session_key] = self._lock_users.get(session_key, 0) + 1
         try:
             # The gateway would not queue a second message: by default it steers it into the active run,
-            # which then answers both at once (reference §3.6). Waiting here keeps one reply per message.
+            # which then answers both at once. Waiting here keeps one reply per message.
             async with lock:
                 return await self._run_alone(
                     session_key,
                     message,
                     idempotency_key,
-                    on_delta,
-                    on_status,
-                    on_tool,
-                    self._run_timeout if timeout is None else timeout,
+                    _Callbacks(on_delta, on_status, on_tool),
+                    wants_agent_events=on_tool is not None,
+                    timeout=self._run_timeout if timeout is None else timeout,
                 )
         finally:
             self._lock_users[session_key] -= 1
@@ -675,20 +450,20 @@ class GatewayClient:
         session_key: str,
         message: str,
         idempotency_key: str,
-        on_delta: OnDelta | None,
-        on_status: OnStatus | None,
-        on_tool: OnTool | None,
+        callbacks: _Callbacks,
+        *,
+        wants_agent_events: bool,
         timeout: float,
     ) -> RunResult:
-        watch = _RunWatch(wants_agent_events=on_tool is not None)
+        watch = _RunWatch(session_key, wants_agent_events)
         self._watches[session_key] = watch
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    callbacks = _Callbacks(on_delta, on_status, on_tool)
                     return await self._drive(watch, session_key, message, idempotency_key, callbacks)
             except TimeoutError:
-                logger.warning("run timed out, aborting", session_key=session_key, run_id=watch.run_id)
+                run_id = watch.follower.run_id
+                logger.warning("run timed out, aborting", session_key=session_key, run_id=run_id)
                 await self._abort_after_timeout(watch, session_key)
                 raise
         finally:
@@ -696,37 +471,41 @@ class GatewayClient:
 
     async def _abort_after_timeout(self, watch: _RunWatch, session_key: str) -> None:
         """Ask the gateway to abort and give it a moment to end the run, so the session is free again."""
-        if watch.run_id is None:
+        run_id = watch.follower.run_id
+        if run_id is None:
             return
         try:
             async with asyncio.timeout(ABORT_GRACE):
-                if not await self._abort(session_key, watch.run_id, timeout=ABORT_GRACE):
+                if not await self._abort(session_key, run_id, timeout=ABORT_GRACE):
                     return
                 while True:
                     item = await watch.queue.get()
-                    if (
-                        isinstance(item, _Event)
-                        and item.name == "chat"
-                        and item.payload.get("runId") == watch.run_id
-                        and item.payload.get("state") in TERMINAL_STATES
-                    ):
+                    if isinstance(item, ChatEvent) and item.run_id == run_id and item.terminal:
                         return
         except (GatewayError, TimeoutError) as exc:
             logger.warning("abort after timeout failed", session_key=session_key, error=type(exc).__name__)
 
     async def _drive(
-        self,
-        watch: _RunWatch,
-        session_key: str,
-        message: str,
-        idempotency_key: str,
-        callbacks: _Callbacks,
+        self, watch: _RunWatch, session_key: str, message: str, idempotency_key: str, callbacks: _Callbacks
     ) -> RunResult:
-        reply = _Reply()
+        """Send the message, and again after each lost connection, until its run has ended."""
         params = {"sessionKey": session_key, "message": message, "idempotencyKey": idempotency_key}
         while True:
+            generation, ack = await self._send(params, idempotency_key)
+            watch.follower.accepted(ack, generation)
+            if ack.status == "ok":
+                # It finished while we were away: its events are gone, its reply is in the transcript.
+                return await self._recovered(session_key, ack.run_id, idempotency_key)
+            result = await self._follow(watch, callbacks)
+            if result is not None:
+                return result
+            logger.warning("connection lost mid-run, resending", session_key=session_key)
+
+    async def _send(self, params: dict[str, Any], idempotency_key: str) -> tuple[int, ChatSendAck]:
+        """`chat.send` until the gateway accepts it, through lost connections and retryable refusals."""
+        while True:
             try:
-                generation, ack = await self._call("chat.send", params)
+                generation, payload = await self._call("chat.send", params)
             except _ConnectionLost:
                 continue
             except GatewayError as exc:
@@ -735,123 +514,23 @@ class GatewayClient:
                 logger.info("chat.send refused for now, retrying", code=exc.code)
                 await asyncio.sleep(exc.retry_after or RETRY_FIRST_DELAY)
                 continue
-            run_id = str(ack.get("runId") or idempotency_key)
-            status = ack.get("status")
-            if watch.run_id is not None and status == "started":
-                # A restarted gateway forgot the first attempt and runs the message afresh.
-                logger.warning("run restarted by the gateway", session_key=session_key, run_id=run_id)
-                reply.reset()
-            watch.run_id = run_id
-            if status == "ok":
-                # It finished while we were away: its events are gone, its reply is in the transcript.
-                return await self._recovered(session_key, run_id, idempotency_key)
-            reply.resync = reply.resync or status == "in_flight"
-            result = await self._consume(watch, generation, run_id, reply, callbacks)
-            if result is not None:
-                return result
-            logger.warning("connection lost mid-run, resending", session_key=session_key)
-            reply.resync = True
+            return generation, ChatSendAck.from_payload(payload, idempotency_key)
 
-    async def _consume(
-        self, watch: _RunWatch, generation: int, run_id: str, reply: _Reply, callbacks: _Callbacks
-    ) -> RunResult | None:
-        """Follow a run's events to its end; None when the connection was lost first."""
-        follow: str | None = run_id  # the run whose events make the reply
-        merged = False
-        others: dict[str, str] = {}  # text so far of the session's other active runs, oldest first
+    async def _follow(self, watch: _RunWatch, callbacks: _Callbacks) -> RunResult | None:
+        """Act on the run's events to its end; None when the connection was lost first."""
         while True:
             item = await watch.queue.get()
-            if isinstance(item, _Lost):
-                if self._closed:
-                    raise GatewayError("CLOSED", "the gateway client is closed")
-                if item.generation == generation:
+            if isinstance(item, Disconnected) and self._closed:
+                raise GatewayError("CLOSED", "the gateway client is closed")
+            for step in watch.follower.feed(item):
+                if isinstance(step, Finished):
+                    return step.result
+                if isinstance(step, Resend):
                     return None
-                continue
-            payload = item.payload
-            event_run = payload.get("runId")
-            if not isinstance(event_run, str):
-                continue
-            if item.name == "agent":
-                if event_run == follow and payload.get("stream") in ("tool", "item"):
-                    await callbacks.tool(payload)
-                continue
-            state = payload.get("state")
-            if merged and follow is None and event_run != run_id:
-                follow = event_run
-                await callbacks.delta(reply.adopt(others.pop(event_run, "")))
-            if event_run != follow:
-                _track(others, event_run, payload)
-                continue
-            if state == "status":
-                phase = payload.get("phase")
-                if isinstance(phase, str):
-                    await callbacks.status(phase)
-            elif state == "delta":
-                await callbacks.delta(reply.apply(payload))
-            elif state in TERMINAL_STATES:
-                if not merged and state == "final" and payload.get("message") is None and not reply.text:
-                    # The gateway steered our input into another run of the session (reference §3.6):
-                    # that run's reply answers it, so follow it (the newest active one, or the next).
-                    merged = True
-                    follow = next(reversed(others), None)
-                    if follow is not None:
-                        await callbacks.delta(reply.adopt(others.pop(follow)))
-                    logger.info("input merged into another run", run_id=run_id, into=follow)
-                    continue
-                result = _result(payload, run_id, reply.text)
-                if merged and result.state == "final":
-                    return RunResult("merged", result.text, run_id, stop_reason=result.stop_reason)
-                return result
+                await callbacks.handle(step)
 
     async def _recovered(self, session_key: str, run_id: str, idempotency_key: str) -> RunResult:
         messages = await self.history(session_key, limit=50)
-        text = _reply_after(messages, idempotency_key)
+        text = reply_from_history(messages, idempotency_key)
         logger.info("run reply recovered from history", session_key=session_key, run_id=run_id)
         return RunResult(state="final", text=text or "", run_id=run_id)
-
-
-def _result(payload: dict[str, Any], run_id: str, accumulated: str) -> RunResult:
-    state = payload.get("state")
-    message = payload.get("message")
-    snapshot = message_text(message)
-    stop_reason = payload.get("stopReason") if isinstance(payload.get("stopReason"), str) else None
-    if state == "final" and message is None and not accumulated:
-        # The gateway steered this input into another run of the session, which answers it.
-        return RunResult(state="merged", text="", run_id=run_id, stop_reason=stop_reason)
-    text = snapshot if snapshot is not None else accumulated
-    if state == "error":
-        error_message = payload.get("errorMessage")
-        error_kind = payload.get("errorKind")
-        return RunResult(
-            state="error",
-            text=text,
-            run_id=run_id,
-            error_message=error_message if isinstance(error_message, str) else "the model run failed",
-            error_kind=error_kind if isinstance(error_kind, str) else None,
-            stop_reason=stop_reason,
-        )
-    return RunResult(
-        state="final" if state == "final" else "aborted", text=text, run_id=run_id, stop_reason=stop_reason
-    )
-
-
-def _reply_after(messages: list[dict[str, Any]], idempotency_key: str) -> str | None:
-    """The last assistant text after the user message sent with this key (else the last assistant text)."""
-    start = 0
-    for index, row in enumerate(messages):
-        meta = row.get("__openclaw")
-        # Observed: the user row's key is "<idempotencyKey>:user".
-        row_key = meta.get("idempotencyKey") if isinstance(meta, dict) else None
-        if isinstance(row_key, str) and (
-            row_key == idempotency_key or row_key.startswith(idempotency_key + ":")
-        ):
-            start = index + 1
-    replies = [message_text(row) for row in messages[start:] if row.get("role") == "assistant"]
-    texts = [text for text in replies if text]
-    return texts[-1] if texts else None
-
-
-async def _discard(ws: ClientConnection | None) -> None:
-    if ws is not None:
-        with contextlib.suppress(Exception):
-            await ws.close()

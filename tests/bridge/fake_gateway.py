@@ -3,7 +3,7 @@
 It checks the handshake the way the real gateway does (token, client id/mode, protocol range, no Origin
 header; the same error codes and close codes), answers `chat.send` / `chat.abort` / `chat.history`
 idempotently, broadcasts `chat` events to every connection and records every frame it receives. What a
-run does is chosen by the message text, like the stub model of the reference's harness:
+run does is chosen by the message text, like a scripted stub model:
 
 - anything else: streams "Echo: <message>" word by word, then `final`;
 - a `chat.send` to a session with an active run is "steered" like the real gateway's default: it gets
