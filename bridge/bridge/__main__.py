@@ -7,7 +7,7 @@ from types import FrameType
 
 import uvicorn
 
-from bridge.app import create_app
+from bridge.app import Bridge, create_app
 from bridge.config import BridgeConfig
 from serverless_openclaw.config import ConfigError
 
@@ -29,15 +29,20 @@ def main() -> int:
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: ECS reports the exit code in the STOPPED event
-    app = create_app(cfg)
+    bridge = Bridge.from_config(cfg)
     server = _Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=cfg.http_port, log_config=None, access_log=False, lifespan="on"
+            create_app(bridge),
+            host="127.0.0.1",
+            port=cfg.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
         )
     )
     server.run()
     # A bridge that could not start exits non-zero, so its STOPPED event carries the failure.
-    return 1 if app.state.bridge.failure else 0
+    return 1 if bridge.failure else 0
 
 
 if __name__ == "__main__":

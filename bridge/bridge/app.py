@@ -1,22 +1,28 @@
 """The bridge process: boot in timed phases, serve /health and /status, drain the Inbox, shut down cleanly.
 
-Boot (DESIGN §6, step 2): task ARN → model and secrets → restore from S3 → OpenClaw config → gateway
-→ handshake → dial out → TaskState Running → first drain. Shutdown (SIGTERM, POST /shutdown, a
-`shutdown` frame, or a row that no longer names this task): stop claiming, finish or abort the
-current run within the grace period, stop OpenClaw, final backup, TaskState Idle, exit 0.
+Boot runs one phase after another, each timed and logged: find this task's ARN (metadata), choose the
+model and read its key (secrets), restore OpenClaw's state from S3 (restore), write OpenClaw's config
+(config), start the gateway (gateway), connect to it (handshake), wait for the workspace (workspace),
+dial out to the control plane (dial-out); then TaskState becomes Running and what waited in the Inbox is
+answered (first-drain). Shutdown (SIGTERM, POST /shutdown, a `shutdown` frame, or a row that no longer
+names this task): stop claiming, finish or abort the current run within the grace period, stop OpenClaw,
+final backup, TaskState Idle, exit 0.
+
+`Bridge.from_config` is the one place that wires the production collaborators; tests give `Bridge` fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,7 +31,7 @@ from starlette.routing import Route
 
 from bridge import task_metadata
 from bridge.agent_link import AgentLink
-from bridge.agent_loop import InboxLoop
+from bridge.agent_loop import InboxLoop, Runner
 from bridge.config import DEFAULT_MODELS, BridgeConfig
 from bridge.delivery import WebSocketDelivery
 from bridge.gateway_process import GatewayProcess
@@ -40,7 +46,7 @@ from bridge.openclaw_config import (
     write_config,
 )
 from bridge.secrets import API_KEY_PARAMETERS, model_secrets
-from bridge.state_sync import StateSync, default_roots
+from bridge.state_sync import BackupReport, RestoreReport, StateSync, default_roots
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from serverless_openclaw import protocol
 from serverless_openclaw.agent_credentials import hash_agent_token
@@ -54,7 +60,7 @@ from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
-from serverless_openclaw.telegram import BotAccess
+from serverless_openclaw.telegram import BotAccess, TelegramClient
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -77,30 +83,141 @@ class Phases:
         logger.info("startup phase done", phase=name, seconds=self.durations[name])
 
 
-class Bridge:
-    """One user's agent task."""
+class Gateway(Protocol):
+    """The OpenClaw gateway child process (GatewayProcess), as far as the bridge drives it."""
 
-    def __init__(self, cfg: BridgeConfig, *, clock: Callable[[], float] = time.time) -> None:
+    @property
+    def running(self) -> bool:
+        """Whether the child is alive right now."""
+        ...
+
+    @property
+    def pid(self) -> int | None:
+        """The current child's PID."""
+        ...
+
+    @property
+    def restarts(self) -> int:
+        """How many times the child was restarted after an unexpected exit."""
+        ...
+
+    async def start(self) -> None:
+        """Start the child and its supervisor."""
+        ...
+
+    async def wait_until_listening(self, port: int, timeout: float) -> None:
+        """Return once the child accepts connections on `port`."""
+        ...
+
+    async def stop(self, timeout: float = 15) -> int | None:
+        """Stop the child; its exit status."""
+        ...
+
+
+class GatewayConnection(Runner, Protocol):
+    """The bridge's operator connection to the gateway (GatewayClient): runs, aborts, liveness."""
+
+    @property
+    def connected(self) -> bool:
+        """True while the handshaken connection is open."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and handshake."""
+        ...
+
+    async def close(self) -> None:
+        """Close for good."""
+        ...
+
+
+class Link(Protocol):
+    """The dial-out connection to the control plane (AgentLink)."""
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is open right now."""
+        ...
+
+    async def start(self) -> None:
+        """Start dialing in the background."""
+        ...
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for the link; False if it is not up."""
+        ...
+
+    async def close(self) -> None:
+        """Stop reconnecting and close."""
+        ...
+
+
+class Sync(Protocol):
+    """OpenClaw's files against their copy in S3 (StateSync)."""
+
+    def restore(self, only: Collection[str] | None = None, /) -> RestoreReport:
+        """Bring the roots (all, or those named) down from S3."""
+        ...
+
+    def backup(self) -> BackupReport:
+        """Upload what changed since the last backup."""
+        ...
+
+
+def signal_own_process() -> None:
+    """End this process the way ECS does (SIGTERM): uvicorn then runs the bridge's graceful stop."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Bridge:
+    """One user's agent task: boots OpenClaw, answers the Inbox through it, shuts down cleanly.
+
+    Every collaborator is given; `from_config` wires the production ones. The gateway process, its
+    client and the agent link can only be made during boot, so factories are given for them, called
+    with the arguments of GatewayProcess, GatewayClient and AgentLink. `on_exit` ends the process.
+    """
+
+    def __init__(
+        self,
+        cfg: BridgeConfig,
+        *,
+        task_state: TaskStateStore,
+        inbox: InboxStore,
+        conversations: ConversationStore,
+        settings: SettingsStore,
+        delivery: ChannelDelivery,
+        sync: Sync,
+        metrics: BridgeMetrics,
+        find_task_arn: Callable[[], Awaitable[str]],
+        model_keys: Callable[[str], dict[str, str]],
+        telegram_bot: Callable[[], TelegramClient | None],
+        make_gateway: Callable[..., Gateway],
+        make_gateway_client: Callable[..., GatewayConnection],
+        make_link: Callable[..., Link],
+        on_exit: Callable[[], None],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.cfg = cfg
+        self.task_state = task_state
+        self.inbox = inbox
+        self.conversations = conversations
+        self.settings = settings
+        self.delivery = delivery
+        self.sync = sync
+        self.metrics = metrics
+        self.find_task_arn = find_task_arn
+        self.model_keys = model_keys
+        self.telegram_bot = telegram_bot
+        self.make_gateway = make_gateway
+        self.make_gateway_client = make_gateway_client
+        self.make_link = make_link
+        self.on_exit = on_exit
         self.clock = clock
         self.phases = Phases()
         self.task_arn: str | None = None
-        self.task_state = TaskStateStore(cfg.tables.task_state)
-        self.connections = ConnectionStore(cfg.tables.connections)
-        self.pusher = ConnectionPusher(cfg.websocket_endpoint, self.connections)
-        self.delivery = ChannelDelivery(WebSocketDelivery(self.pusher))
-        self.inbox = InboxStore(cfg.tables.inbox)
-        self.metrics = BridgeMetrics(client("cloudwatch"), cfg.metrics_namespace)
-        self.sync = StateSync(
-            client("s3"),
-            cfg.data_bucket,
-            cfg.user_id,
-            default_roots(cfg.openclaw_home),
-            on_warning=self._warn_user,
-        )
-        self.gateway: GatewayProcess | None = None
-        self.gateway_client: GatewayClient | None = None
-        self.link: AgentLink | None = None
+        self.gateway: Gateway | None = None
+        self.gateway_client: GatewayConnection | None = None
+        self.link: Link | None = None
         self.loop: InboxLoop | None = None
         self.last_backup: dict[str, Any] | None = None
         self.ready = False
@@ -110,8 +227,40 @@ class Bridge:
         self._backup_due: asyncio.Event = asyncio.Event()
         self._backup_lock = asyncio.Lock()
         self._stopped = asyncio.Event()
-        self._on_exit: Callable[[], None] = lambda: None
         self._progress: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: BridgeConfig, *, on_exit: Callable[[], None] = signal_own_process) -> Bridge:
+        """The production wiring: DynamoDB stores, S3 backups, CloudWatch metrics, SSM secrets, the task
+        metadata endpoint, the real OpenClaw gateway and the agent link to the control plane."""
+        pusher = ConnectionPusher(cfg.websocket_endpoint, ConnectionStore(cfg.tables.connections))
+        token_parameter = cfg.telegram_token_parameter
+        return cls(
+            cfg,
+            task_state=TaskStateStore(cfg.tables.task_state),
+            inbox=InboxStore(cfg.tables.inbox),
+            conversations=ConversationStore(cfg.tables.conversations),
+            settings=SettingsStore(cfg.tables.settings),
+            delivery=ChannelDelivery(WebSocketDelivery(pusher)),
+            sync=StateSync(
+                client("s3"),
+                cfg.data_bucket,
+                cfg.user_id,
+                default_roots(cfg.openclaw_home),
+                on_warning=functools.partial(_warn_user, pusher, cfg.user_id),
+            ),
+            metrics=BridgeMetrics(client("cloudwatch"), cfg.metrics_namespace),
+            find_task_arn=functools.partial(task_metadata.task_arn, cfg.metadata_uri),
+            # Called in the secrets phase: the SSM client is only made then.
+            model_keys=lambda provider: model_secrets(client("ssm"), cfg.secrets_prefix, provider),
+            telegram_bot=(
+                BotAccess(token_parameter, cfg.telegram_api_base).client if token_parameter else _no_bot
+            ),
+            make_gateway=GatewayProcess,
+            make_gateway_client=GatewayClient,
+            make_link=AgentLink,
+            on_exit=on_exit,
+        )
 
     # ----------------------------------------------------------------------------------------- boot
 
@@ -123,21 +272,52 @@ class Bridge:
             self.failure = f"{type(exc).__name__}: {exc}"[:300]
             logger.exception("bridge failed to start", phase=self.phases.current)
             await self.stop(f"start failed in {self.phases.current}")
-            self._on_exit()
+            self.on_exit()
 
     async def _boot(self) -> None:
-        cfg = self.cfg
+        """The start-up phases in order; each timed one is logged and later reported as a metric."""
+        task_arn = await self._find_task()
+        choice, api_keys = await self._read_secrets()
+        restoring_workspace = await self._restore_state()
+        token, env = await self._write_config(choice, api_keys)
+        await self._start_gateway(env)
+        runner = await self._connect_gateway(token)
+        await self._finish_workspace(restoring_workspace)
+        loop = self.loop = self._inbox_loop(task_arn, runner)
+        await self._dial_out(task_arn)
+        await self._mark_running(task_arn)
+        answered = await self._first_drain(loop)
+        self._record_startup(answered)
+        self._run_in_background(loop)
+        await self.metrics.flush()
+
+    async def _find_task(self) -> str:
+        """metadata: this task's ARN, which names it in TaskState and in every claim."""
         async with self.phases.timed("metadata"):
-            self.task_arn = await task_metadata.task_arn(cfg.metadata_uri)
+            task_arn = self.task_arn = await self.find_task_arn()
+        return task_arn
+
+    async def _read_secrets(self) -> tuple[ModelChoice, dict[str, str]]:
+        """secrets: the model and its API key; the Telegram bot when one is configured."""
         async with self.phases.timed("secrets"):
             choice, api_keys = await asyncio.to_thread(self._model_choice)
             self.delivery.telegram = await asyncio.to_thread(self._telegram)
+        return choice, api_keys
+
+    async def _restore_state(self) -> asyncio.Task[RestoreReport]:
+        """restore: OpenClaw's own state, which it needs to boot. The workspace is only needed by the first
+        run: its restore is returned still running, and comes down while OpenClaw boots."""
         self._show_progress("⏳ Waking up your agent: restoring your files…", "restoring", 15)
         async with self.phases.timed("restore"):
-            # OpenClaw's own state first (it needs it to boot); the workspace comes down while it boots
-            # and is only needed by the first run.
             await asyncio.to_thread(self.sync.restore, {"state"})
             workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
+        return workspace
+
+    async def _write_config(
+        self, choice: ModelChoice, api_keys: dict[str, str]
+    ) -> tuple[str, dict[str, str]]:
+        """config: openclaw.json, a fresh gateway token and the gateway's environment."""
+        cfg = self.cfg
         async with self.phases.timed("config"):
             token = secrets.token_urlsafe(32)
             home = cfg.openclaw_home
@@ -161,28 +341,45 @@ class Bridge:
                 # The agent can run shell commands: it gets the task role's credentials only for Bedrock.
                 aws_credentials=choice.provider == "bedrock",
             )
+        return token, env
+
+    async def _start_gateway(self, env: Mapping[str, str]) -> None:
+        """gateway: OpenClaw as a supervised child, up once it listens on its port."""
+        cfg = self.cfg
         self._show_progress(
             "⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…", "gateway", 11
         )
         async with self.phases.timed("gateway"):
             command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
-            self.gateway = GatewayProcess(command, env, cwd=cfg.state_root)
-            await self.gateway.start()
-            await self.gateway.wait_until_listening(cfg.gateway_port, timeout=180)
+            gateway = self.gateway = self.make_gateway(command, env, cwd=cfg.state_root)
+            await gateway.start()
+            await gateway.wait_until_listening(cfg.gateway_port, timeout=180)
+
+    async def _connect_gateway(self, token: str) -> GatewayConnection:
+        """handshake: the bridge's operator connection to OpenClaw, which runs every message."""
+        cfg = self.cfg
         async with self.phases.timed("handshake"):
-            self.gateway_client = GatewayClient(
+            connection = self.gateway_client = self.make_gateway_client(
                 f"ws://127.0.0.1:{cfg.gateway_port}", token, run_timeout=cfg.run_timeout
             )
-            await self.gateway_client.start()
+            await connection.start()
+        return connection
+
+    async def _finish_workspace(self, restoring: asyncio.Task[RestoreReport]) -> None:
+        """workspace: wait for the workspace the restore phase left coming down."""
         async with self.phases.timed("workspace"):
-            report = await workspace
+            report = await restoring
             logger.info("workspace restored", files=report.files, bytes=report.bytes, seconds=report.seconds)
-        self.loop = InboxLoop(
+
+    def _inbox_loop(self, task_arn: str, runner: GatewayConnection) -> InboxLoop:
+        """The loop that answers the user's Inbox through OpenClaw, claiming in this task's name."""
+        cfg = self.cfg
+        return InboxLoop(
             user_id=cfg.user_id,
-            claimer=self.task_arn,
+            claimer=task_arn,
             inbox=self.inbox,
-            conversations=ConversationStore(cfg.tables.conversations),
-            runner=self.gateway_client,
+            conversations=self.conversations,
+            runner=runner,
             delivery=self.delivery,
             session_key_for=session_key_for,
             clock=self.clock,
@@ -191,17 +388,21 @@ class Bridge:
             run_timeout=cfg.run_timeout,
             on_answered=self._backup_due.set,
         )
+
+    async def _dial_out(self, task_arn: str) -> None:
+        """dial-out: a fresh agent token's hash into TaskState, then the agent link that presents it."""
+        cfg = self.cfg
         async with self.phases.timed("dial-out"):
             agent_token = secrets.token_urlsafe(32)
             token_hash = hash_agent_token(agent_token)
             if not await asyncio.to_thread(
-                self.task_state.register_agent_token, cfg.user_id, self.task_arn, token_hash
+                self.task_state.register_agent_token, cfg.user_id, task_arn, token_hash
             ):
                 raise RuntimeError("TaskState no longer names this task")
-            self.link = AgentLink(
+            link = self.link = self.make_link(
                 cfg.websocket_url,
                 user_id=cfg.user_id,
-                task_arn=self.task_arn,
+                task_arn=task_arn,
                 token=agent_token,
                 on_nudge=self._nudge,
                 on_abort=self._abort,
@@ -210,15 +411,18 @@ class Bridge:
                 heartbeat_interval=cfg.heartbeat_interval,
                 busy=lambda: bool(self.loop and self.loop.busy),
             )
-            await self.link.start()
-            if not await self.link.wait_connected(30):
+            await link.start()
+            if not await link.wait_connected(30):
                 # Messages still get answered (the loop polls the Inbox); nudges resume on reconnect.
                 logger.warning("agent connection not up yet, continuing")
+
+    async def _mark_running(self, task_arn: str) -> None:
+        """running (not timed): TaskState Running, then the user's web tabs are told."""
         now = self.clock()
         running = await asyncio.to_thread(
             self.task_state.settle_own,
-            cfg.user_id,
-            self.task_arn,
+            self.cfg.user_id,
+            task_arn,
             Status.RUNNING,
             now,
             from_=(Status.STARTING, Status.RUNNING),
@@ -230,24 +434,34 @@ class Bridge:
         if self._progress is not None:
             # A progress frame or edit landing after "running" or the answer's first edit would hide them.
             await asyncio.gather(self._progress, return_exceptions=True)
-        await self.delivery.notice(cfg.user_id, protocol.status("running"))
+        await self.delivery.notice(self.cfg.user_id, protocol.status("running"))
+
+    async def _first_drain(self, loop: InboxLoop) -> int:
+        """first-drain: answer what waited in the Inbox while the task started; how many."""
         async with self.phases.timed("first-drain"):
-            answered = await self.loop.drain()
+            answered = await loop.drain()
+        return answered
+
+    def _record_startup(self, answered: int) -> None:
+        """Log "bridge ready" with every phase's duration, and send them as metrics."""
         logger.info("bridge ready", task_arn=self.task_arn, phases=self.phases.durations, answered=answered)
         for name, seconds in self.phases.durations.items():
             self.metrics.seconds("StartupPhase", seconds, Phase=name)
         self.metrics.seconds("StartupTotal", round(time.monotonic() - self.phases.started, 3))
+
+    def _run_in_background(self, loop: InboxLoop) -> None:
+        """From now on: answer on every nudge, heartbeat between link reconnects, back up after runs."""
         self._tasks += [
-            asyncio.create_task(self.loop.run_forever(), name="inbox"),
+            asyncio.create_task(loop.run_forever(), name="inbox"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(self._backups(), name="backups"),
         ]
-        await self.metrics.flush()
 
     def _model_choice(self) -> tuple[ModelChoice, dict[str, str]]:
+        """The model to run (the user's setting when this task can run it, else the task's) and its key."""
         cfg = self.cfg
         provider, model_id = cfg.model_provider, cfg.model_id
-        chosen = SettingsStore(cfg.tables.settings).get(cfg.user_id, "model")
+        chosen = self.settings.get(cfg.user_id, "model")
         if isinstance(chosen, str) and "/" in chosen:
             wanted, wanted_model = chosen.split("/", 1)
             needs_url = wanted in ENDPOINT_PROVIDERS and not cfg.model_base_url
@@ -255,7 +469,7 @@ class Bridge:
                 provider, model_id = wanted, wanted_model
             else:
                 logger.warning("user's model setting cannot be used here, using the default", setting=chosen)
-        api_keys = model_secrets(client("ssm"), cfg.secrets_prefix, provider)
+        api_keys = self.model_keys(provider)
         key_env = API_KEY_PARAMETERS.get(provider, (None, None))[1]
         choice = ModelChoice(
             provider=provider,
@@ -271,10 +485,12 @@ class Bridge:
 
     def _telegram(self) -> TelegramDelivery | None:
         """Telegram delivery when the bot is configured (token in SSM); replies still reach the web if not."""
-        parameter = self.cfg.telegram_token_parameter
-        bot = BotAccess(parameter, self.cfg.telegram_api_base).client() if parameter else None
+        bot = self.telegram_bot()
         if bot is None:
-            logger.info("no telegram bot token configured: telegram replies off", parameter=parameter)
+            logger.info(
+                "no telegram bot token configured: telegram replies off",
+                parameter=self.cfg.telegram_token_parameter,
+            )
             return None
         return TelegramDelivery(bot)
 
@@ -316,11 +532,11 @@ class Bridge:
 
     async def _shutdown_requested(self, reason: str = "shutdown requested") -> None:
         logger.info("shutdown requested by the control plane", reason=reason)
-        self._on_exit()
+        self.on_exit()
 
     async def _superseded(self) -> None:
         logger.warning("TaskState no longer names this task: shutting down")
-        self._on_exit()
+        self.on_exit()
 
     async def _heartbeat(self) -> None:
         # While the agent link is up its heartbeat frames record liveness (ws_message writes them);
@@ -375,11 +591,6 @@ class Bridge:
         logger.info("backup done", **self.last_backup)
         self.metrics.count("BackupCompleted")
 
-    def _warn_user(self, text: str) -> None:
-        frame = protocol.error("backup_warning", text)
-        with contextlib.suppress(Exception):
-            self.pusher.to_user(self.cfg.user_id, frame)
-
     # ------------------------------------------------------------------------------------ shutdown
 
     async def stop(self, reason: str) -> None:
@@ -390,39 +601,53 @@ class Bridge:
         self.stopping = True
         logger.info("bridge stopping", reason=reason)
         try:
-            if self.loop:
-                self.loop.stop_claiming()
-                clean = await self.loop.finish_or_abort(self.cfg.shutdown_grace)
-                logger.info("current run settled", clean=clean)
-            for task in self._tasks:
-                task.cancel()
-            if self.link:
-                await _quietly(self.link.close())
-            if self.gateway_client:
-                await _quietly(self.gateway_client.close())
-            if self.gateway:
-                # OpenClaw checkpoints its databases on SIGTERM; the backup comes after.
-                await _quietly(self.gateway.stop(timeout=15))
+            await self._settle_current_run()
+            await self._stop_openclaw()
             if self.task_arn and self.phases.durations.get("restore") is not None:
                 await self.backup("shutdown")
             if self.task_arn and self.ready:
-                # A bridge that never became ready leaves the row Starting: its STOPPED event then
-                # counts a failed start and tells the user why (task_events), which is the truth.
-                released = await asyncio.to_thread(
-                    self.task_state.settle_own,
-                    self.cfg.user_id,
-                    self.task_arn,
-                    Status.IDLE,
-                    self.clock(),
-                    from_=(Status.STARTING, Status.RUNNING, Status.STOPPING),
-                    remove=LIVE_TASK_ATTRIBUTES,
-                )
-                logger.info("task state released", released=released)
-                if released:
-                    await _quietly(self.delivery.notice(self.cfg.user_id, protocol.status("idle")))
+                await self._release_task_state(self.task_arn)
             await self.metrics.flush()
         finally:
             self._stopped.set()
+
+    async def _settle_current_run(self) -> None:
+        """Claim nothing more; let the current run finish within the grace period, or abort it."""
+        if self.loop:
+            self.loop.stop_claiming()
+            clean = await self.loop.finish_or_abort(self.cfg.shutdown_grace)
+            logger.info("current run settled", clean=clean)
+
+    async def _stop_openclaw(self) -> None:
+        """End the background work, both connections and the gateway child."""
+        for task in self._tasks:
+            task.cancel()
+        if self.link:
+            await _quietly(self.link.close())
+        if self.gateway_client:
+            await _quietly(self.gateway_client.close())
+        if self.gateway:
+            # OpenClaw checkpoints its databases on SIGTERM; the backup comes after.
+            await _quietly(self.gateway.stop(timeout=15))
+
+    async def _release_task_state(self, task_arn: str) -> None:
+        """TaskState Idle, and the user's web tabs told so.
+
+        Only a bridge that became ready releases: one that never did leaves the row Starting, so its
+        STOPPED event counts a failed start and tells the user why (task_events), which is the truth.
+        """
+        released = await asyncio.to_thread(
+            self.task_state.settle_own,
+            self.cfg.user_id,
+            task_arn,
+            Status.IDLE,
+            self.clock(),
+            from_=(Status.STARTING, Status.RUNNING, Status.STOPPING),
+            remove=LIVE_TASK_ATTRIBUTES,
+        )
+        logger.info("task state released", released=released)
+        if released:
+            await _quietly(self.delivery.notice(self.cfg.user_id, protocol.status("idle")))
 
     # -------------------------------------------------------------------------------------- views
 
@@ -475,15 +700,24 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         logger.exception("shutdown step failed")
 
 
-def create_app(cfg: BridgeConfig, *, exit_process: Callable[[], None] | None = None) -> Starlette:
-    """The ASGI app; its lifespan boots the bridge in the background and stops it on shutdown."""
-    bridge = Bridge(cfg)
-    bridge._on_exit = exit_process or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+def _warn_user(pusher: ConnectionPusher, user_id: str, text: str) -> None:
+    """A backup warning, to the user's web tabs; not telling them is no reason to fail the backup."""
+    frame = protocol.error("backup_warning", text)
+    with contextlib.suppress(Exception):
+        pusher.to_user(user_id, frame)
+
+
+def _no_bot() -> TelegramClient | None:
+    """No Telegram bot token parameter configured: no bot."""
+    return None
+
+
+def create_app(bridge: Bridge) -> Starlette:
+    """The ASGI app around `bridge`: its lifespan boots it in the background and stops it on shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         boot = asyncio.create_task(bridge.start(), name="boot")
-        app.state.bridge = bridge
         try:
             yield
         finally:
@@ -503,7 +737,7 @@ def create_app(cfg: BridgeConfig, *, exit_process: Callable[[], None] | None = N
         host = request.client.host if request.client else ""
         if host not in LOOPBACK:
             return JSONResponse({"error": "forbidden"}, status_code=403)
-        bridge._on_exit()
+        bridge.on_exit()
         return JSONResponse({"status": "stopping"}, status_code=202)
 
     return Starlette(

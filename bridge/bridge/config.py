@@ -62,14 +62,7 @@ class BridgeConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> BridgeConfig:
         """Read the task's environment; ConfigError names the first missing or malformed variable."""
         env = os.environ if env is None else env
-        provider = env.get("MODEL_PROVIDER", "").strip() or "anthropic"
-        if provider not in SUPPORTED_PROVIDERS:
-            raise ConfigError(
-                f"MODEL_PROVIDER must be one of {', '.join(SUPPORTED_PROVIDERS)}, got {provider!r}"
-            )
-        base_url = env.get("MODEL_BASE_URL", "").strip() or None
-        if provider in ENDPOINT_PROVIDERS and not base_url:
-            raise ConfigError(f"MODEL_BASE_URL is required for MODEL_PROVIDER={provider}")
+        provider, base_url = _model_provider(env)
         return cls(
             user_id=require(env, "USER_ID"),
             tables=Tables.from_env(env),
@@ -79,12 +72,11 @@ class BridgeConfig:
             metadata_uri=require(env, "ECS_CONTAINER_METADATA_URI_V4").rstrip("/"),
             secrets_prefix=env.get("SECRETS_PREFIX", "").strip().rstrip("/"),
             model_provider=provider,
-            model_id=env.get("MODEL_ID", "").strip() or None,
+            model_id=_optional(env, "MODEL_ID"),
             model_base_url=base_url,
-            state_root=Path(env.get("STATE_ROOT", "").strip() or "/data"),
-            openclaw_node=env.get("OPENCLAW_NODE", "").strip() or "node",
-            openclaw_entry=env.get("OPENCLAW_ENTRY", "").strip()
-            or "/opt/openclaw/node_modules/openclaw/openclaw.mjs",
+            state_root=Path(_text(env, "STATE_ROOT", "/data")),
+            openclaw_node=_text(env, "OPENCLAW_NODE", "node"),
+            openclaw_entry=_text(env, "OPENCLAW_ENTRY", "/opt/openclaw/node_modules/openclaw/openclaw.mjs"),
             gateway_port=integer(env, "OPENCLAW_PORT", 18789, minimum=1),
             http_port=integer(env, "BRIDGE_PORT", 8080, minimum=0),
             heartbeat_interval=number(env, "HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1),
@@ -96,10 +88,31 @@ class BridgeConfig:
             shutdown_grace=number(env, "SHUTDOWN_GRACE_SECONDS", 80, minimum=0),
             backup_debounce=number(env, "BACKUP_DEBOUNCE_SECONDS", 5, minimum=0),
             backup_interval=number(env, "BACKUP_INTERVAL_SECONDS", 60, minimum=5),
-            metrics_namespace=env.get("POWERTOOLS_METRICS_NAMESPACE", "").strip() or "ServerlessOpenClaw",
+            metrics_namespace=_text(env, "POWERTOOLS_METRICS_NAMESPACE", "ServerlessOpenClaw"),
             # Fargate sets both; Bedrock is called in the task's own region.
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None,
-            telegram_api_base=env.get("TELEGRAM_API_BASE", "").strip() or DEFAULT_API_BASE,
+            telegram_api_base=_text(env, "TELEGRAM_API_BASE", DEFAULT_API_BASE),
             # Read from SSM by the bridge at boot; the token itself is never in any environment.
-            telegram_token_parameter=env.get("TELEGRAM_BOT_TOKEN_PARAMETER", "").strip() or None,
+            telegram_token_parameter=_optional(env, "TELEGRAM_BOT_TOKEN_PARAMETER"),
         )
+
+
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    """A variable's value without surrounding blanks; `default` when it is unset or blank."""
+    return env.get(name, "").strip() or default
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value without surrounding blanks; None when it is unset or blank."""
+    return env.get(name, "").strip() or None
+
+
+def _model_provider(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """MODEL_PROVIDER (default anthropic) and MODEL_BASE_URL, which the endpoint providers require."""
+    provider = _text(env, "MODEL_PROVIDER", "anthropic")
+    if provider not in SUPPORTED_PROVIDERS:
+        raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(SUPPORTED_PROVIDERS)}, got {provider!r}")
+    base_url = _optional(env, "MODEL_BASE_URL")
+    if provider in ENDPOINT_PROVIDERS and not base_url:
+        raise ConfigError(f"MODEL_BASE_URL is required for MODEL_PROVIDER={provider}")
+    return provider, base_url

@@ -1,20 +1,33 @@
-"""The bridge's HTTP surface and its start-up failure path (no OpenClaw needed)."""
+"""The bridge wired with fakes through its start-up phases and its stop, its HTTP surface, and its start-up
+failure path (no OpenClaw needed)."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import Bridge, create_app
 from bridge.config import BridgeConfig
+from bridge.metrics import BridgeMetrics
 from bridge.openclaw_config import build_config
+from bridge.state_sync import BackupReport, RestoreReport
+from bridge.telegram_delivery import ChannelDelivery
 from serverless_openclaw.config import ConfigError
+from serverless_openclaw.lifecycle import Status
+from serverless_openclaw.store.inbox import InboxItem
 from tests.contract.conftest import free_port
+from tests.fakes import Clock
+
+TASK = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/t1"
+PHASES = ["metadata", "secrets", "restore", "config", "gateway", "handshake", "workspace", "dial-out"]
 
 
 def _config(tmp_path: Path, **overrides: str) -> BridgeConfig:
@@ -34,10 +47,256 @@ def _config(tmp_path: Path, **overrides: str) -> BridgeConfig:
     return BridgeConfig.from_env(env)
 
 
+# ------------------------------------------------------------- in-memory stand-ins for every collaborator
+
+
+@dataclass
+class TaskStateRow:
+    """The user's TaskState row, as the bridge moves it."""
+
+    status: Status = Status.STARTING
+    agent_token_hash: str | None = None
+
+    def register_agent_token(self, user_id: str, task_arn: str, token_hash: str) -> bool:
+        self.agent_token_hash = token_hash
+        return True
+
+    def settle_own(self, user_id: str, task_arn: str, to: Status, now: float, **changes: Any) -> bool:
+        self.status = to
+        return True
+
+    def heartbeat(self, user_id: str, task_arn: str, busy: bool, now: float) -> bool:
+        return True
+
+
+@dataclass
+class Inbox:
+    """Queued messages; `complete` removes one for good."""
+
+    queued: list[InboxItem]
+    completed: list[str] = field(default_factory=list)
+
+    def claim_next(self, user_id: str, claimer: str, now: float, lease: int) -> InboxItem | None:
+        return self.queued.pop(0) if self.queued else None
+
+    def complete(self, item: InboxItem, claimer: str) -> bool:
+        self.completed.append(item.message_id)
+        return True
+
+    def pending(self, user_id: str, now: float) -> list[InboxItem]:
+        return list(self.queued)
+
+
+@dataclass
+class Conversations:
+    stored: list[tuple[str, str]] = field(default_factory=list)
+
+    def add_message(
+        self, user_id: str, conversation_id: str, role: str, text: str, *rest: Any, **kw: Any
+    ) -> None:
+        self.stored.append((role, text))
+
+
+@dataclass
+class Settings:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, user_id: str, key: str) -> Any:
+        return self.values.get(key)
+
+
+@dataclass
+class WebTabs:
+    """What the user's web tabs were sent: status frames, and each reply's final text."""
+
+    frames: list[Mapping[str, Any]] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+
+    def open(self, item: InboxItem, message_id: str) -> WebTabs.Stream:
+        return WebTabs.Stream(self)
+
+    async def notice(self, user_id: str, frame: Mapping[str, Any]) -> None:
+        self.frames.append(frame)
+
+    @dataclass
+    class Stream:
+        tabs: WebTabs
+
+        async def chunk(self, text: str) -> None:
+            pass
+
+        async def end(self, full_text: str) -> None:
+            self.tabs.replies.append(full_text)
+
+        async def fail(self, code: str, message: str) -> None:
+            self.tabs.replies.append(f"failed: {code}")
+
+
+@dataclass
+class Bucket:
+    """The user's copy of OpenClaw's files: what was restored, how many backups were taken."""
+
+    restored: list[set[str]] = field(default_factory=list)
+    backups: int = 0
+
+    def restore(self, only: set[str] | None = None) -> RestoreReport:
+        self.restored.append(set(only or ()))
+        return RestoreReport(files=1, bytes=10, seconds=0.0)
+
+    def backup(self) -> BackupReport:
+        self.backups += 1
+        return BackupReport(uploaded=1, deleted=0, unchanged=0, bytes=10, requests=2, seconds=0.0)
+
+
+@dataclass
+class CloudWatch:
+    datapoints: list[dict[str, Any]] = field(default_factory=list)
+
+    def put_metric_data(self, Namespace: str, MetricData: list[dict[str, Any]]) -> None:
+        self.datapoints += MetricData
+
+
+class GatewayChild:
+    """The OpenClaw child process: records how it was started."""
+
+    def __init__(self, command: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> None:
+        self.command, self.env, self.cwd = command, env, cwd
+        self.running = False
+        self.pid = 4242
+        self.restarts = 0
+
+    async def start(self) -> None:
+        self.running = True
+
+    async def wait_until_listening(self, port: int, timeout: float) -> None:
+        assert self.running
+
+    async def stop(self, timeout: float = 15) -> int:
+        self.running = False
+        return 0
+
+
+class GatewayOperator:
+    """The bridge's connection to OpenClaw; every run echoes the message."""
+
+    def __init__(self, url: str, token: str, *, run_timeout: float) -> None:
+        self.connected = False
+
+    async def start(self) -> None:
+        self.connected = True
+
+    async def close(self) -> None:
+        self.connected = False
+
+    async def run(self, session_key: str, message: str, **options: Any) -> Reply:
+        return Reply(state="final", text=f"echo: {message}")
+
+    async def abort(self, session_key: str, run_id: str | None = None) -> bool:
+        return False
+
+
+@dataclass
+class Reply:
+    state: str
+    text: str
+    error_message: str | None = None
+    error_kind: str | None = None
+
+
+class ControlPlaneLink:
+    """The agent link; up as soon as it is started."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.options = options
+        self.connected = False
+
+    async def start(self) -> None:
+        self.connected = True
+
+    async def wait_connected(self, timeout: float) -> bool:
+        return self.connected
+
+    async def close(self) -> None:
+        self.connected = False
+
+
+async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waited_and_stops(
+    tmp_path: Path,
+) -> None:
+    # Given a bridge whose every collaborator is an in-memory fake, and a message waiting in the Inbox
+    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
+    row, tabs, bucket, cloudwatch = TaskStateRow(), WebTabs(), Bucket(), CloudWatch()
+    children: list[GatewayChild] = []
+
+    def start_child(command: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> GatewayChild:
+        children.append(GatewayChild(command, env, cwd=cwd))
+        return children[-1]
+
+    waiting = InboxItem(cfg.user_id, "m1", "hello", "web", "c1", created_at=1.0)
+    inbox, conversations = Inbox([waiting]), Conversations()
+    exits: list[str] = []
+
+    async def find_task_arn() -> str:
+        return TASK
+
+    bridge = Bridge(
+        cfg,
+        task_state=row,
+        inbox=inbox,
+        conversations=conversations,
+        settings=Settings(),
+        delivery=ChannelDelivery(tabs),
+        sync=bucket,
+        metrics=BridgeMetrics(cloudwatch, "Test"),
+        find_task_arn=find_task_arn,
+        model_keys=lambda provider: {"ANTHROPIC_API_KEY": f"key-for-{provider}"},
+        telegram_bot=lambda: None,
+        make_gateway=start_child,
+        make_gateway_client=GatewayOperator,
+        make_link=ControlPlaneLink,
+        on_exit=lambda: exits.append("exit"),
+        clock=Clock(),
+    )
+
+    # When it starts
+    await bridge.start()
+
+    # Then it went through every phase in order and reported each one as a metric
+    assert bridge.failure is None and list(bridge.phases.durations) == [*PHASES, "first-drain"]
+    phases_sent = [
+        {d["Name"]: d["Value"] for d in point["Dimensions"]}.get("Phase", point["MetricName"])
+        for point in cloudwatch.datapoints
+    ]
+    assert phases_sent == [*PHASES, "first-drain", "StartupTotal"]
+    # And OpenClaw's state came down before the workspace, and OpenClaw got the key the secrets phase read
+    assert bucket.restored == [{"state"}, {"workspace"}]
+    [openclaw] = children
+    assert openclaw.env["ANTHROPIC_API_KEY"] == "key-for-anthropic"
+    assert (tmp_path / "home" / ".openclaw" / "openclaw.json").exists()
+    # And the row is Running with the link's token registered, and the tabs were told each step in order
+    assert row.status is Status.RUNNING and row.agent_token_hash
+    assert [(f["status"], f.get("phase")) for f in tabs.frames] == [
+        ("starting", "restoring"),
+        ("starting", "gateway"),
+        ("running", None),
+    ]
+    # And the message that waited was answered, stored and taken off the Inbox; the bridge is healthy
+    assert tabs.replies == ["echo: hello"] and conversations.stored == [("assistant", "echo: hello")]
+    assert inbox.completed == ["m1"] and bridge.health() == (True, "ok")
+    assert bridge.status()["answered"] == 1 and bridge.status()["phase"] == "ready"
+
+    # When it stops
+    await bridge.stop("test over")
+
+    # Then OpenClaw is stopped, the files are backed up, the row is Idle and the tabs are told so
+    assert not openclaw.running and bucket.backups == 1 and row.status is Status.IDLE
+    assert tabs.frames[-1] == {"type": "status", "status": "idle"} and exits == []
+
+
 def test_health_reports_why_it_is_not_healthy_and_shutdown_is_loopback_only(tmp_path: Path) -> None:
     # Given a bridge whose start fails (no metadata endpoint)
     exits: list[str] = []
-    app = create_app(_config(tmp_path), exit_process=lambda: exits.append("exit"))
+    app = create_app(Bridge.from_config(_config(tmp_path), on_exit=lambda: exits.append("exit")))
 
     with TestClient(app) as client:
         # When its boot has given up
@@ -78,14 +337,16 @@ def test_the_model_choice_uses_the_tasks_region_and_names_only_keys_that_exist(
     aws: dict[str, str], tmp_path: Path
 ) -> None:
     # Given a task in eu-west-1 whose provider is Bedrock
-    bedrock = Bridge(_config(tmp_path, MODEL_PROVIDER="bedrock", MODEL_BASE_URL="", AWS_REGION="eu-west-1"))
+    bedrock = Bridge.from_config(
+        _config(tmp_path, MODEL_PROVIDER="bedrock", MODEL_BASE_URL="", AWS_REGION="eu-west-1")
+    )
     choice, keys = bedrock._model_choice()
     written = build_config(choice, port=1, workspace=tmp_path, log_file=tmp_path / "log")
     # Then OpenClaw calls Bedrock in the task's region, not a default one
     assert keys == {} and written["models"]["providers"][choice.provider_id]["region"] == "eu-west-1"
 
     # Given a keyless openai-compatible endpoint (no key stored in SSM)
-    keyless = Bridge(
+    keyless = Bridge.from_config(
         _config(tmp_path, MODEL_PROVIDER="openai-compatible", MODEL_BASE_URL="https://llm.internal/v1")
     )
     choice, keys = keyless._model_choice()
