@@ -20,9 +20,8 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -31,22 +30,25 @@ from starlette.routing import Route
 
 from bridge import task_metadata
 from bridge.agent_link import AgentLink
-from bridge.agent_loop import InboxLoop, Runner
-from bridge.config import DEFAULT_MODELS, BridgeConfig
+from bridge.agent_loop import InboxLoop
+from bridge.backups import Backups
+from bridge.config import BridgeConfig
 from bridge.delivery import WebSocketDelivery
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
+from bridge.model_choice import choose_model
 from bridge.openclaw_client import GatewayClient, session_key_for
 from bridge.openclaw_config import (
-    ENDPOINT_PROVIDERS,
     ModelChoice,
     build_config,
     gateway_command,
     gateway_environment,
     write_config,
 )
-from bridge.secrets import API_KEY_PARAMETERS, model_secrets
-from bridge.state_sync import BackupReport, RestoreReport, StateSync, default_roots
+from bridge.parts import Gateway, GatewayConnection, Link, Sync
+from bridge.secrets import model_secrets
+from bridge.startup import Phases, Progress
+from bridge.state_sync import RestoreReport, StateSync, default_roots
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from serverless_openclaw import protocol
 from serverless_openclaw.agent_credentials import hash_agent_token
@@ -54,7 +56,6 @@ from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.pusher import ConnectionPusher
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Status
 from serverless_openclaw.observability import logger
-from serverless_openclaw.settings import SUPPORTED_PROVIDERS
 from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
@@ -63,105 +64,6 @@ from serverless_openclaw.store.task_state import TaskStateStore
 from serverless_openclaw.telegram import BotAccess, TelegramClient
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-
-
-@dataclass
-class Phases:
-    """How long each start-up phase took (seconds), in order."""
-
-    started: float = field(default_factory=time.monotonic)
-    durations: dict[str, float] = field(default_factory=dict)
-    current: str = "booting"
-
-    @contextlib.asynccontextmanager
-    async def timed(self, name: str) -> AsyncIterator[None]:
-        """Time one phase and log it."""
-        self.current = name
-        t = time.monotonic()
-        yield
-        self.durations[name] = round(time.monotonic() - t, 3)
-        logger.info("startup phase done", phase=name, seconds=self.durations[name])
-
-
-class Gateway(Protocol):
-    """The OpenClaw gateway child process (GatewayProcess), as far as the bridge drives it."""
-
-    @property
-    def running(self) -> bool:
-        """Whether the child is alive right now."""
-        ...
-
-    @property
-    def pid(self) -> int | None:
-        """The current child's PID."""
-        ...
-
-    @property
-    def restarts(self) -> int:
-        """How many times the child was restarted after an unexpected exit."""
-        ...
-
-    async def start(self) -> None:
-        """Start the child and its supervisor."""
-        ...
-
-    async def wait_until_listening(self, port: int, timeout: float) -> None:
-        """Return once the child accepts connections on `port`."""
-        ...
-
-    async def stop(self, timeout: float = 15) -> int | None:
-        """Stop the child; its exit status."""
-        ...
-
-
-class GatewayConnection(Runner, Protocol):
-    """The bridge's operator connection to the gateway (GatewayClient): runs, aborts, liveness."""
-
-    @property
-    def connected(self) -> bool:
-        """True while the handshaken connection is open."""
-        ...
-
-    async def start(self) -> None:
-        """Connect and handshake."""
-        ...
-
-    async def close(self) -> None:
-        """Close for good."""
-        ...
-
-
-class Link(Protocol):
-    """The dial-out connection to the control plane (AgentLink)."""
-
-    @property
-    def connected(self) -> bool:
-        """Whether the link is open right now."""
-        ...
-
-    async def start(self) -> None:
-        """Start dialing in the background."""
-        ...
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for the link; False if it is not up."""
-        ...
-
-    async def close(self) -> None:
-        """Stop reconnecting and close."""
-        ...
-
-
-class Sync(Protocol):
-    """OpenClaw's files against their copy in S3 (StateSync)."""
-
-    def restore(self, only: Collection[str] | None = None, /) -> RestoreReport:
-        """Bring the roots (all, or those named) down from S3."""
-        ...
-
-    def backup(self) -> BackupReport:
-        """Upload what changed since the last backup."""
-        ...
 
 
 def signal_own_process() -> None:
@@ -214,20 +116,20 @@ class Bridge:
         self.on_exit = on_exit
         self.clock = clock
         self.phases = Phases()
+        self.progress = Progress(delivery, inbox, cfg.user_id, clock)
         self.task_arn: str | None = None
         self.gateway: Gateway | None = None
         self.gateway_client: GatewayConnection | None = None
         self.link: Link | None = None
         self.loop: InboxLoop | None = None
-        self.last_backup: dict[str, Any] | None = None
         self.ready = False
         self.stopping = False
         self.failure: str | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._backup_due: asyncio.Event = asyncio.Event()
-        self._backup_lock = asyncio.Lock()
+        self.backups = Backups(
+            sync, metrics, clock=clock, debounce=cfg.backup_debounce, interval=cfg.backup_interval
+        )
         self._stopped = asyncio.Event()
-        self._progress: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, cfg: BridgeConfig, *, on_exit: Callable[[], None] = signal_own_process) -> Bridge:
@@ -307,7 +209,7 @@ class Bridge:
     async def _restore_state(self) -> asyncio.Task[RestoreReport]:
         """restore: OpenClaw's own state, which it needs to boot. The workspace is only needed by the first
         run: its restore is returned still running, and comes down while OpenClaw boots."""
-        self._show_progress("⏳ Waking up your agent: restoring your files…", "restoring", 15)
+        self.progress.show("⏳ Waking up your agent: restoring your files…", "restoring", 15)
         async with self.phases.timed("restore"):
             await asyncio.to_thread(self.sync.restore, {"state"})
             workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
@@ -346,7 +248,7 @@ class Bridge:
     async def _start_gateway(self, env: Mapping[str, str]) -> None:
         """gateway: OpenClaw as a supervised child, up once it listens on its port."""
         cfg = self.cfg
-        self._show_progress(
+        self.progress.show(
             "⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…", "gateway", 11
         )
         async with self.phases.timed("gateway"):
@@ -386,7 +288,7 @@ class Bridge:
             lease_seconds=cfg.claim_lease_seconds,
             max_attempts=cfg.max_message_attempts,
             run_timeout=cfg.run_timeout,
-            on_answered=self._backup_due.set,
+            on_answered=self.backups.due,
         )
 
     async def _dial_out(self, task_arn: str) -> None:
@@ -431,9 +333,8 @@ class Bridge:
         if not running:
             raise RuntimeError("TaskState no longer names this task")
         self.ready = True
-        if self._progress is not None:
-            # A progress frame or edit landing after "running" or the answer's first edit would hide them.
-            await asyncio.gather(self._progress, return_exceptions=True)
+        # A progress frame or edit landing after "running" or the answer's first edit would hide them.
+        await self.progress.settled()
         await self.delivery.notice(self.cfg.user_id, protocol.status("running"))
 
     async def _first_drain(self, loop: InboxLoop) -> int:
@@ -454,34 +355,17 @@ class Bridge:
         self._tasks += [
             asyncio.create_task(loop.run_forever(), name="inbox"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
-            asyncio.create_task(self._backups(), name="backups"),
+            asyncio.create_task(
+                self.backups.run_forever(
+                    busy=lambda: bool(self.loop and self.loop.busy), stopping=lambda: self.stopping
+                ),
+                name="backups",
+            ),
         ]
 
     def _model_choice(self) -> tuple[ModelChoice, dict[str, str]]:
         """The model to run (the user's setting when this task can run it, else the task's) and its key."""
-        cfg = self.cfg
-        provider, model_id = cfg.model_provider, cfg.model_id
-        chosen = self.settings.get(cfg.user_id, "model")
-        if isinstance(chosen, str) and "/" in chosen:
-            wanted, wanted_model = chosen.split("/", 1)
-            needs_url = wanted in ENDPOINT_PROVIDERS and not cfg.model_base_url
-            if wanted in SUPPORTED_PROVIDERS and not needs_url:
-                provider, model_id = wanted, wanted_model
-            else:
-                logger.warning("user's model setting cannot be used here, using the default", setting=chosen)
-        api_keys = self.model_keys(provider)
-        key_env = API_KEY_PARAMETERS.get(provider, (None, None))[1]
-        choice = ModelChoice(
-            provider=provider,
-            model_id=model_id or DEFAULT_MODELS[provider],
-            base_url=cfg.model_base_url if provider in ENDPOINT_PROVIDERS else None,
-            # Only a key that exists is referenced: an unset ${VAR} in openclaw.json is an error there
-            # (a keyless openai-compatible endpoint, such as a local one, needs none).
-            api_key_env=key_env if key_env in api_keys else None,
-            region=cfg.aws_region,
-        )
-        logger.info("model chosen", provider=provider, model=choice.model_id, key_present=bool(api_keys))
-        return choice, api_keys
+        return choose_model(self.cfg, self.settings.get(self.cfg.user_id, "model"), self.model_keys)
 
     def _telegram(self) -> TelegramDelivery | None:
         """Telegram delivery when the bot is configured (token in SSM); replies still reach the web if not."""
@@ -493,27 +377,6 @@ class Bridge:
             )
             return None
         return TelegramDelivery(bot)
-
-    def _show_progress(self, text: str, phase: str, eta_seconds: int) -> None:
-        """Tell the user's web tabs (a `status` frame) and "waking up" Telegram messages which start-up step
-        is running, in the background and in order, never delaying boot."""
-        telegram = self.delivery.telegram
-        previous = self._progress
-        frame = protocol.status("starting", phase=phase, eta_seconds=eta_seconds)
-
-        async def show() -> None:
-            if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
-            await self.delivery.notice(self.cfg.user_id, frame)
-            if telegram is None:
-                return
-            try:
-                items = await asyncio.to_thread(self.inbox.pending, self.cfg.user_id, self.clock())
-                await telegram.progress(items, text)
-            except Exception as exc:  # progress is a courtesy; the answer replaces it anyway
-                logger.info("start progress not shown", error=repr(exc))
-
-        self._progress = asyncio.create_task(show(), name="start-progress")
 
     # ------------------------------------------------------------------------------------ run time
 
@@ -560,36 +423,9 @@ class Bridge:
                 await self._superseded()
                 return
 
-    async def _backups(self) -> None:
-        """Back up soon after each answered run (debounced) and periodically while a run is going."""
-        while not self.stopping:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._backup_due.wait(), self.cfg.backup_interval)
-            if self._backup_due.is_set():
-                self._backup_due.clear()
-                await asyncio.sleep(self.cfg.backup_debounce)
-            elif not (self.loop and self.loop.busy):
-                continue
-            await self.backup("run")
-
     async def backup(self, reason: str) -> None:
         """One incremental backup; failures are logged and retried by the next one."""
-        async with self._backup_lock:
-            try:
-                report = await asyncio.to_thread(self.sync.backup)
-            except Exception:
-                logger.exception("backup failed", reason=reason)
-                return
-        self.last_backup = {
-            "at": self.clock(),
-            "reason": reason,
-            "uploaded": report.uploaded,
-            "deleted": report.deleted,
-            "bytes": report.bytes,
-            "seconds": report.seconds,
-        }
-        logger.info("backup done", **self.last_backup)
-        self.metrics.count("BackupCompleted")
+        await self.backups.backup(reason)
 
     # ------------------------------------------------------------------------------------ shutdown
 
@@ -689,7 +525,7 @@ class Bridge:
             "failed": self.loop.failed if self.loop else 0,
             "gatewayPid": self.gateway.pid if self.gateway else None,
             "gatewayRestarts": self.gateway.restarts if self.gateway else 0,
-            "lastBackup": self.last_backup,
+            "lastBackup": self.backups.last,
         }
 
 
