@@ -254,7 +254,7 @@ async def warm(stack: Stack, ws: ClientConnection, work: Path) -> dict[str, list
     # warm reply when this is taken away is our pipeline. Run in turns, so both see the same load, each
     # after a pause so that neither pays for the other's tail (the bridge stores the reply after it).
     gateway = await start_gateway(work / "gateway", model_url)
-    client, key = GatewayClient(gateway.url, gateway.token), session_key_for("web", uuid.uuid4().hex)
+    client, key = GatewayClient(gateway.url, gateway.token), session_key_for(uuid.uuid4().hex)
     ms: dict[str, list[float]] = {"chunk": [], "ack": [], "openclaw": [], "moto": []}
     try:
         await client.start()
