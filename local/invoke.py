@@ -17,20 +17,18 @@ from local.apigateway import STAGE
 from local.functions import FunctionError, FunctionHost
 from local.resolve import Resolver
 from local.stack import aws_environment, point_apis_at
+from local.state_directory import ENDPOINTS_FILE, running_stack
 from local.template import TemplateError, load_template, resources_of_type
 
 
 def _endpoints(state_dir: Path) -> dict[str, Any]:
-    path = state_dir / "endpoints.json"
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-        os.kill(int(data["pid"]), 0)
-    except (OSError, ValueError, KeyError):
+    endpoints = running_stack(state_dir)
+    if endpoints is None:
         raise SystemExit(
-            f"error: the local stack is not running (no live {path}); start it with `make dev` in another "
-            "terminal, then invoke again"
-        ) from None
-    return data
+            f"error: the local stack is not running (no live {state_dir / ENDPOINTS_FILE}); start it with "
+            "`make dev` in another terminal, then invoke again"
+        )
+    return endpoints
 
 
 def invoke(logical_id: str, event_path: Path, state_dir: Path) -> int:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
-import json
 import logging
 import os
 import re
@@ -45,6 +43,7 @@ from local.functions import FunctionError, FunctionHost
 from local.offline_model import OfflineModelServer, serve
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.state_directory import StateDirectory
 from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
 from local.web import security_headers, web_app
@@ -199,20 +198,9 @@ class LocalStack:
         self.background: list[asyncio.Task[None]] = []
         self.model_server: OfflineModelServer | None = None
         self.stopping = asyncio.Event()
-        self._lock_file: IO[str] | None = None
+        self.state = StateDirectory(self.state_dir)
 
     # ------------------------------------------------------------------------------------ start
-
-    def _acquire_state_lock(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.state_dir / "stack.lock").open("a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StackError(
-                f"another local stack is already running with the state in {self.state_dir}; stop it first "
-                "(Ctrl-C in its terminal)"
-            ) from None
 
     def _ports(self) -> dict[str, int]:
         base = self.options.port_base
@@ -220,7 +208,11 @@ class LocalStack:
 
     async def start(self) -> None:
         """Bring everything up; StackError with a fix when something is in the way."""
-        self._acquire_state_lock()
+        if not self.state.take():
+            raise StackError(
+                f"another local stack is already running with the state in {self.state_dir}; stop it first "
+                "(Ctrl-C in its terminal)"
+            )
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         ports = self._ports()
         for service in ("web", "http", "ws", "ecs", "telegram"):
@@ -310,7 +302,7 @@ class LocalStack:
             await self.ecs.report_lost(task_id, "the local stack was killed while this task ran")
         self._start_schedules()
         self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
-        self._write_endpoints()
+        self.state.write_endpoints(self.endpoints())
         self.say.block(self.banner())
 
     def _runtime(self) -> Runtime:
@@ -488,14 +480,6 @@ class LocalStack:
             env: t.table_name(self.options.stack_name) for env, t in table_definitions(self.template).items()
         }
 
-    def _write_endpoints(self) -> None:
-        path = self.state_dir / "endpoints.json"
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(self.endpoints(), out, indent=2)
-        os.replace(temporary, path)
-
     def banner(self) -> str:
         """The one block a person needs after `make dev`."""
         try:
@@ -546,10 +530,7 @@ class LocalStack:
                 await asyncio.to_thread(self.aws.stop)
             except StateError as exc:
                 self.say(f"error: {exc}")
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / "endpoints.json").unlink()
-        if self._lock_file is not None:
-            self._lock_file.close()
+        self.state.release()
 
 
 class _QuietServer(uvicorn.Server):
