@@ -28,7 +28,6 @@ from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import FunctionDefinition, TemplateError, function_definitions
 
 REPO = Path(__file__).resolve().parent.parent
-LAYER_PATH = REPO / "layers" / "shared"
 
 _environ_lock = threading.Lock()
 
@@ -127,8 +126,6 @@ class FunctionHost:
         source = REPO / definition.code_uri / f"{module_file.replace('.', '/')}.py"
         if not source.exists():
             raise TemplateError(f"{logical_id}: handler {definition.handler} not found at {source}")
-        if str(LAYER_PATH) not in sys.path:
-            sys.path.insert(0, str(LAYER_PATH))
         module_name = f"local_function_{logical_id}"
         spec = importlib.util.spec_from_file_location(module_name, source)
         if spec is None or spec.loader is None:
