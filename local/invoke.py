@@ -18,13 +18,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from local.apigateway import STAGE
 from local.functions import FunctionError, FunctionHost
 from local.impersonation import ConnectionKind, DemoUser, TelegramChat, impersonate
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.stack import aws_environment, point_apis_at
 from local.state_directory import ENDPOINTS_FILE, running_stack
 from local.template import TemplateError, load_template, resources_of_type
+from local.websocket_api import STAGE
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.parameters import read_secure
 from serverless_openclaw.store.connections import ConnectionStore

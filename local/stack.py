@@ -34,12 +34,12 @@ from typing import IO, Any
 
 import uvicorn
 
-from local.apigateway import STAGE, HttpApi, WebSocketApi
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
 from local.cognito import cognito_app
 from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
 from local.events import eventbridge_event
 from local.functions import FunctionError, FunctionHost
+from local.http_api import HttpApi
 from local.offline_model import OfflineModelServer, serve
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
@@ -47,6 +47,7 @@ from local.state_directory import StateDirectory
 from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
 from local.web import security_headers, web_app
+from local.websocket_api import STAGE, WebSocketApi
 from scripts.build_frontend import BuildError
 from scripts.build_frontend import build as build_frontend
 
