@@ -36,8 +36,10 @@ import uvicorn
 
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
 from local.cognito import cognito_app
-from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
+from local.ecs import EcsStandIn
+from local.ecs_task import Task
 from local.events import eventbridge_event
+from local.fargate import image_entrypoint, kill_leftovers
 from local.functions import FunctionError, FunctionHost
 from local.http_api import HttpApi
 from local.offline_model import OfflineModelServer, serve
