@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import Console, Options, StackError, bind, choose_model, run, schedule_seconds
+from local.console import Console
+from local.events import schedule_seconds
+from local.stack import Options, StackError, bind, choose_model, run
 from local.state_directory import StateDirectory, running_stack
 from local.template import TemplateError
 
