@@ -114,8 +114,8 @@ def _websocket_frame(
     )
     return Impersonation(
         event,
-        f"not acting as {user}: {missing}, so this acts as the event's connection "
-        f"{context.get('connectionId')}, which the stack does not know",
+        f"not acting as {user}: {missing}, so this acts as the event's own connection "
+        f"{context.get('connectionId')}",
     )
 
 
@@ -151,59 +151,68 @@ def _telegram_update(event: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _telegram(event: dict[str, Any], user: DemoUser, records: UserRecords) -> Impersonation:
-    headers = event.get("headers")
-    secret = records.webhook_secret()
-    if isinstance(headers, dict) and secret is not None:
-        for name in [n for n in headers if n.lower() == WEBHOOK_SECRET_HEADER]:
-            headers[name] = secret
-    linked = records.linked_telegram(user.user_id)
+    _put_webhook_secret(event, records.webhook_secret())
     update = _telegram_update(event) or {}
-    senders = [
-        part for part in update.values() if isinstance(part, dict) and isinstance(part.get("from"), dict)
-    ]
+    sent = _sent(update)
+    linked = records.linked_telegram(user.user_id)
     if linked is None:
-        said = ", ".join(sorted({str(part["from"].get("id")) for part in senders})) or "nobody"
+        senders = ", ".join(sorted({str(part["from"].get("id")) for part in sent})) or "nobody"
         return Impersonation(
             event,
             f"not acting as {user}: they have linked no Telegram account (the web chat's settings give a "
-            f"code for /link), so this acts as the event's Telegram user {said}",
+            f"code for /link), so this acts as the event's Telegram user {senders}",
         )
-    for part in senders:
+    for part in sent:
         part["from"]["id"] = linked.user_id
-        chat = part.get("chat")
-        if isinstance(chat, dict) and chat.get("type") == "private":
-            chat["id"] = linked.chat_id
+        if (part.get("chat") or {}).get("type") == "private":
+            part["chat"]["id"] = linked.chat_id
     event["body"] = json.dumps(update, ensure_ascii=False)
     return Impersonation(event, f"acting as {user} through their linked Telegram account {linked.user_id}")
 
 
+def _put_webhook_secret(event: dict[str, Any], secret: str | None) -> None:
+    headers = event.get("headers")
+    if isinstance(headers, dict) and secret is not None:
+        for name in [n for n in headers if n.lower() == WEBHOOK_SECRET_HEADER]:
+            headers[name] = secret
+
+
+def _sent(update: dict[str, Any]) -> list[dict[str, Any]]:
+    """The parts of an update that carry a sender (`message`, `edited_message`, `callback_query`, …)."""
+    return [part for part in update.values() if isinstance(part, dict) and isinstance(part.get("from"), dict)]
+
+
 def _task_event(event: dict[str, Any], user: DemoUser, records: UserRecords) -> Impersonation:
-    detail = event["detail"]
-    named = [
-        str(pair.get("value"))
-        for container in (detail.get("overrides") or {}).get("containerOverrides") or []
-        for pair in container.get("environment") or []
-        if pair.get("name") == TASK_USER_VARIABLE and pair.get("value")
-    ]
+    named = _task_users(event["detail"])
     if not named:
         return Impersonation(event, "acting as no one in particular: this task names no user")
-    users = set(named)
-    event["detail"] = _strings(detail, lambda text: user.user_id if text in users else text)
-    old_cluster, new_cluster = str(detail.get("clusterArn") or ""), records.cluster_arn()
-    if old_cluster and old_cluster != new_cluster:
-        # The cluster's name is a segment of every task and container ARN too.
-        old_name, new_name = old_cluster.rsplit("/", 1)[-1], new_cluster.rsplit("/", 1)[-1]
-        event = _strings(
-            event,
-            lambda text: (
-                new_cluster if text == old_cluster else text.replace(f"/{old_name}/", f"/{new_name}/")
-            ),
-        )
+    event = _strings(event, lambda text: user.user_id if text in named else text)
+    event = _on_cluster(event, str(event["detail"].get("clusterArn") or ""), records.cluster_arn())
     task = str(event["detail"].get("taskArn", "")).rsplit("/", 1)[-1]
     return Impersonation(
         event,
         f"acting as {user} as the user of the event's task {task} on the stack's cluster; the task stays "
         "the event's own, so a running agent of theirs is not touched",
+    )
+
+
+def _task_users(detail: dict[str, Any]) -> set[str]:
+    """The users a task's container overrides name."""
+    return {
+        str(pair["value"])
+        for container in (detail.get("overrides") or {}).get("containerOverrides") or []
+        for pair in container.get("environment") or []
+        if pair.get("name") == TASK_USER_VARIABLE and pair.get("value")
+    }
+
+
+def _on_cluster(event: dict[str, Any], old: str, new: str) -> Any:
+    """The event with its cluster `old` replaced by `new`, in every task and container ARN too."""
+    if not old or old == new:
+        return event
+    old_name, new_name = old.rsplit("/", 1)[-1], new.rsplit("/", 1)[-1]
+    return _strings(
+        event, lambda text: new if text == old else text.replace(f"/{old_name}/", f"/{new_name}/")
     )
 
 
