@@ -9,7 +9,6 @@ install   install Node 24 and the pinned OpenClaw from npm (`make openclaw`)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from local.stack import DEFAULT_PORT_BASE, DEFAULT_STATE_DIR, Options, serve_forever
+from local.state_directory import running_stack
 
 
 def _parameter(text: str) -> tuple[str, str]:
@@ -116,18 +116,13 @@ def reset(state_dir: Path) -> int:
     if not state_dir.exists():
         print(f"nothing to reset: {state_dir} does not exist")
         return 0
-    endpoints = state_dir / "endpoints.json"
-    if endpoints.exists():
-        try:
-            pid = int(json.loads(endpoints.read_text())["pid"])
-            os.kill(pid, 0)
-        except (ValueError, KeyError, OSError):
-            pass
-        else:
-            print(
-                f"error: a local stack is running on {state_dir} (pid {pid}); stop it first", file=sys.stderr
-            )
-            return 1
+    running = running_stack(state_dir)
+    if running is not None:
+        print(
+            f"error: a local stack is running on {state_dir} (pid {running['pid']}); stop it first",
+            file=sys.stderr,
+        )
+        return 1
     shutil.rmtree(state_dir)
     print(f"deleted {state_dir}: the next `make dev` starts afresh (new demo password, no history)")
     return 0

@@ -130,39 +130,20 @@ class EmbeddedAws:
         self._create_user_pool(resolver)
 
     def _create_user_pool(self, resolver: Resolver) -> None:
-        cognito = self.client("cognito-idp")
         pools = resolver.resources("AWS::Cognito::UserPool")
         clients = resolver.resources("AWS::Cognito::UserPoolClient")
         if len(pools) != 1 or len(clients) != 1:
             raise StateError("the local stack expects exactly one Cognito user pool and one app client")
         ((pool_logical, pool),) = pools.items()
         ((client_logical, client_spec),) = clients.items()
-        pool_props = resolver.resolve(pool.get("Properties") or {})
-        name = pool_props.get("UserPoolName") or f"{resolver.stack_name}-users"
-        existing = [p for p in cognito.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
-        if existing:
-            self.user_pool_id = existing[0]["Id"]
-        else:
-            self.user_pool_id = cognito.create_user_pool(
-                PoolName=name,
-                UsernameAttributes=pool_props.get("UsernameAttributes") or [],
-                AutoVerifiedAttributes=pool_props.get("AutoVerifiedAttributes") or [],
-                Policies=pool_props.get("Policies") or {},
-                AdminCreateUserConfig=pool_props.get("AdminCreateUserConfig") or {},
-            )["UserPool"]["Id"]
-        client_props = resolver.resolve(
-            {k: v for k, v in (client_spec.get("Properties") or {}).items() if k != "UserPoolId"}
+        cognito = self.client("cognito-idp")
+        self.user_pool_id = _user_pool(cognito, resolver.resolve(pool.get("Properties") or {}), resolver)
+        client_properties = {
+            k: v for k, v in (client_spec.get("Properties") or {}).items() if k != "UserPoolId"
+        }
+        self.client_id = _app_client(
+            cognito, self.user_pool_id, resolver.resolve(client_properties), resolver
         )
-        client_name = client_props.get("ClientName") or f"{resolver.stack_name}-web"
-        found = cognito.list_user_pool_clients(UserPoolId=self.user_pool_id, MaxResults=60)["UserPoolClients"]
-        match = [c for c in found if c["ClientName"] == client_name]
-        if match:
-            self.client_id = match[0]["ClientId"]
-        else:
-            wanted = {k: v for k, v in client_props.items() if k in _CLIENT_SETTINGS}
-            self.client_id = cognito.create_user_pool_client(
-                UserPoolId=self.user_pool_id, ClientName=client_name, **wanted
-            )["UserPoolClient"]["ClientId"]
         resolver.physical_ids[pool_logical] = self.user_pool_id
         resolver.physical_ids[client_logical] = self.client_id
         for user in self.saved_users():
@@ -268,11 +249,11 @@ class EmbeddedAws:
         if not self.snapshot_path.exists():
             return
         try:
-            data = pickle.loads(self.snapshot_path.read_bytes())  # noqa: S301 (our own file, mode 600)
+            data = pickle.loads(self.snapshot_path.read_bytes())  # our own file, mode 600
             if data.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(f"snapshot version {data.get('version')}")
             for service in PERSISTED_SERVICES:
-                loaded = pickle.loads(data["services"][service])  # noqa: S301
+                loaded = pickle.loads(data["services"][service])
                 backend = get_backend(service)  # type: ignore[call-overload]
                 backend.clear()
                 backend.update(loaded)
@@ -289,6 +270,38 @@ class EmbeddedAws:
                 f"{exc}); it was written by another version. `make dev-reset` starts afresh (it deletes "
                 "the local users, conversations and agent files)"
             ) from exc
+
+
+def _user_pool(cognito: Any, properties: dict[str, Any], resolver: Resolver) -> str:
+    """The id of the template's user pool, created unless a pool of its name exists."""
+    name = properties.get("UserPoolName") or f"{resolver.stack_name}-users"
+    existing = [p for p in cognito.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
+    if existing:
+        return str(existing[0]["Id"])
+    return str(
+        cognito.create_user_pool(
+            PoolName=name,
+            UsernameAttributes=properties.get("UsernameAttributes") or [],
+            AutoVerifiedAttributes=properties.get("AutoVerifiedAttributes") or [],
+            Policies=properties.get("Policies") or {},
+            AdminCreateUserConfig=properties.get("AdminCreateUserConfig") or {},
+        )["UserPool"]["Id"]
+    )
+
+
+def _app_client(cognito: Any, pool_id: str, properties: dict[str, Any], resolver: Resolver) -> str:
+    """The id of the template's app client in the pool, created unless a client of its name exists."""
+    name = properties.get("ClientName") or f"{resolver.stack_name}-web"
+    found = cognito.list_user_pool_clients(UserPoolId=pool_id, MaxResults=60)["UserPoolClients"]
+    existing = [c for c in found if c["ClientName"] == name]
+    if existing:
+        return str(existing[0]["ClientId"])
+    wanted = {k: v for k, v in properties.items() if k in _CLIENT_SETTINGS}
+    return str(
+        cognito.create_user_pool_client(UserPoolId=pool_id, ClientName=name, **wanted)["UserPoolClient"][
+            "ClientId"
+        ]
+    )
 
 
 def _versioned_keys(store: Any) -> tuple[Any, ...]:

@@ -1,13 +1,12 @@
-"""The ECS stand-in: RunTask starts the bridge as a process, StopTask stops it, STOPPED events follow.
+"""The ECS stand-in: RunTask starts a task on Fargate (local/fargate.py), StopTask stops it, STOPPED events
+follow.
 
 It speaks ECS's JSON protocol (`X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Action>`) for
-RunTask, StopTask, DescribeTasks and ListTasks, so the launcher's boto3 calls are unchanged. A task is the
-bridge process with the task definition's environment, the RunTask overrides, what the image sets and
-what Fargate adds (`ECS_CONTAINER_METADATA_URI_V4`, served here too). Its storage is a fresh directory,
-deleted when the task stops, like Fargate's ephemeral storage: anything that should outlive a task must
-be in S3. StopTask sends SIGTERM and, after the container's `StopTimeout`, SIGKILL to everything the task
-started. When a task ends, an "ECS Task State Change" event is matched against the template's EventBridge
-rules and delivered to the functions, as EventBridge would.
+RunTask, StopTask, DescribeTasks and ListTasks, so the launcher's boto3 calls are unchanged. A task's
+container gets the task definition's environment, the RunTask overrides, what the image sets and what
+Fargate adds (`ECS_CONTAINER_METADATA_URI_V4`, served here too). When a task ends, an "ECS Task State
+Change" event is matched against the template's EventBridge rules and delivered to the functions, as
+EventBridge would.
 
 `/_local/...` routes (never called by product code) list tasks with their PIDs, make the next starts fail,
 or interrupt a task as Spot would; the end-to-end tests use them.
@@ -16,19 +15,11 @@ or interrupt a task as Spot would; the end-to-end tests use them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import re
 import secrets
-import shutil
-import signal
-import sys
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from local.ecs_task import Task
 from local.events import eventbridge_event, matches
+from local.fargate import Fargate, container_metadata, task_metadata
 from local.functions import FunctionError, FunctionHost
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import TemplateError, resources_of_type
@@ -48,6 +41,9 @@ TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 CLIENT_TOKEN_SECONDS = 3600
 STOPPED_TASK_RETENTION_SECONDS = 3600  # ECS keeps describing stopped tasks for about an hour
+SPOT_CAPACITY_UNAVAILABLE = (
+    "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+)
 
 
 class EcsError(Exception):
@@ -59,119 +55,8 @@ class EcsError(Exception):
         self.message = message
 
 
-def _epoch(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds, 3)
-
-
-@dataclass
-class Task:
-    """One task and, while it runs, its bridge process."""
-
-    task_id: str
-    arn: str
-    cluster_arn: str
-    task_definition_arn: str
-    family: str
-    container_name: str
-    capacity_provider: str
-    started_by: str | None
-    tags: list[dict[str, str]]
-    overrides: dict[str, Any]
-    directory: Path
-    log_path: Path
-    created_at: float
-    started_at: float | None = None
-    stopping_at: float | None = None
-    stopped_at: float | None = None
-    last_status: str = "PROVISIONING"
-    desired_status: str = "RUNNING"
-    stop_code: str | None = None
-    stopped_reason: str | None = None
-    exit_code: int | None = None
-    process: asyncio.subprocess.Process | None = None
-    container_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-    @property
-    def container_arn(self) -> str:
-        """The ARN of the task's one container."""
-        cluster = self.cluster_arn.rsplit("/", 1)[-1]
-        return f"arn:aws:ecs:{REGION}:{ACCOUNT}:container/{cluster}/{self.task_id}/{self.container_id}"
-
-    @property
-    def pid(self) -> int | None:
-        """The bridge's PID while it runs."""
-        return self.process.pid if self.process and self.process.returncode is None else None
-
-    def user_id(self) -> str | None:
-        """USER_ID from the container overrides."""
-        for container in self.overrides.get("containerOverrides") or []:
-            for pair in container.get("environment") or []:
-                if pair.get("name") == "USER_ID":
-                    return str(pair.get("value"))
-        return None
-
-    def describe(self) -> dict[str, Any]:
-        """The task as DescribeTasks shows it."""
-        container: dict[str, Any] = {
-            "containerArn": self.container_arn,
-            "taskArn": self.arn,
-            "name": self.container_name,
-            "lastStatus": self.last_status,
-            "launchType": "FARGATE",
-            "cpu": "0",
-        }
-        if self.exit_code is not None:
-            container["exitCode"] = self.exit_code
-        task: dict[str, Any] = {
-            "taskArn": self.arn,
-            "clusterArn": self.cluster_arn,
-            "taskDefinitionArn": self.task_definition_arn,
-            "group": f"family:{self.family}",
-            "launchType": "FARGATE",
-            "capacityProviderName": self.capacity_provider,
-            "platformVersion": "1.4.0",
-            "platformFamily": "Linux",
-            "availabilityZone": f"{REGION}a",
-            "connectivity": "CONNECTED",
-            "lastStatus": self.last_status,
-            "desiredStatus": self.desired_status,
-            "overrides": self.overrides,
-            "containers": [container],
-            "createdAt": _epoch(self.created_at),
-            "tags": self.tags,
-            "version": 1 + sum(t is not None for t in (self.started_at, self.stopping_at, self.stopped_at)),
-        }
-        if self.started_by:
-            task["startedBy"] = self.started_by
-        for key, value in (
-            ("startedAt", self.started_at),
-            ("stoppingAt", self.stopping_at),
-            ("stoppedAt", self.stopped_at),
-        ):
-            if value is not None:
-                task[key] = _epoch(value)
-        if self.stop_code:
-            task["stopCode"] = self.stop_code
-        if self.stopped_reason:
-            task["stoppedReason"] = self.stopped_reason
-        return task
-
-
-def image_entrypoint(dockerfile: Path) -> list[str]:
-    """The bridge image's ENTRYPOINT (exec form), with `python3` meaning this interpreter."""
-    text = dockerfile.read_text(encoding="utf-8")
-    found = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", text, flags=re.MULTILINE)
-    if not found:
-        raise TemplateError(f"{dockerfile} has no exec-form ENTRYPOINT")
-    command = json.loads(found[-1])
-    if command and re.fullmatch(r"python3?(\.\d+)?", command[0]):
-        command[0] = sys.executable
-    return [str(part) for part in command]
-
-
 class EcsStandIn:
-    """RunTask / StopTask / DescribeTasks / ListTasks, the task metadata endpoint and the task processes."""
+    """RunTask / StopTask / DescribeTasks / ListTasks, and the task metadata endpoint, over Fargate."""
 
     def __init__(
         self,
@@ -189,17 +74,15 @@ class EcsStandIn:
         self.functions = functions
         self.tasks_dir = tasks_dir
         self.logs_dir = logs_dir
-        self.command = command
         self.task_environment = task_environment
         self.broken_environment = broken_environment
-        self.say = say
         self.port = 0
         self.tasks: dict[str, Task] = {}
         self.client_tokens: dict[str, tuple[float, list[str]]] = {}
         self.fail_starts = 0
         self.spot_capacity_failures = 0
         self.events_delivered: list[dict[str, Any]] = []
-        self._watchers: set[asyncio.Task[None]] = set()
+        self.fargate = Fargate(command, on_stopped=self._stopped, say=say)
         clusters = resources_of_type(resolver.template, "AWS::ECS::Cluster")
         definitions = resources_of_type(resolver.template, "AWS::ECS::TaskDefinition")
         if len(clusters) != 1 or len(definitions) != 1:
@@ -280,46 +163,22 @@ class EcsStandIn:
         return self.tasks.get(task_id)
 
     async def run_task(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Start `count` bridge processes (one per task)."""
+        """Start `count` tasks on Fargate; a retry with the same clientToken gets the same tasks."""
         self._check_cluster(body)
-        definition = str(body.get("taskDefinition") or "")
-        if definition not in (self.task_definition_arn, self.family, f"{self.family}:1"):
-            raise EcsError("InvalidParameterException", f"TaskDefinition not found: {definition}")
-        count = int(body.get("count") or 1)
-        if not 1 <= count <= 10:
-            raise EcsError("InvalidParameterException", "count must be between 1 and 10")
-        strategy = body.get("capacityProviderStrategy") or []
-        provider = strategy[0].get("capacityProvider") if strategy else "FARGATE"
-        if provider not in CAPACITY_PROVIDERS:
-            raise EcsError("InvalidParameterException", f"capacity provider {provider} is not associated")
+        provider, count = self._run_request(body)
         token = body.get("clientToken")
         self._expire()
         if token and token in self.client_tokens:
             return {"tasks": [self.tasks[t].describe() for t in self.client_tokens[token][1]], "failures": []}
         if provider == "FARGATE_SPOT" and self.spot_capacity_failures > 0:
             self.spot_capacity_failures -= 1
-            return {
-                "tasks": [],
-                "failures": [
-                    {
-                        "reason": "Capacity is unavailable at this time. Please try again later or in a "
-                        "different availability zone"
-                    }
-                ],
-            }
-        overrides = body.get("overrides") or {}
-        for container in overrides.get("containerOverrides") or []:
-            if container.get("name") != self.container_name:
-                raise EcsError(
-                    "InvalidParameterException",
-                    f"Override for container named {container.get('name')} is not a container in the "
-                    "TaskDefinition.",
-                )
+            return {"tasks": [], "failures": [{"reason": SPOT_CAPACITY_UNAVAILABLE}]}
+        overrides = self._overrides(body)
         started: list[Task] = []
         for _ in range(count):
             task = self._task(
                 secrets.token_hex(16),
-                str(provider),
+                provider,
                 started_by=body.get("startedBy"),
                 tags=list(body.get("tags") or []),
                 overrides=overrides,
@@ -330,6 +189,32 @@ class EcsStandIn:
         if token:
             self.client_tokens[token] = (time.time(), [t.task_id for t in started])
         return {"tasks": [t.describe() for t in started], "failures": []}
+
+    def _run_request(self, body: dict[str, Any]) -> tuple[str, int]:
+        """(capacity provider, count) of a RunTask request; EcsError where ECS would refuse it."""
+        definition = str(body.get("taskDefinition") or "")
+        if definition not in (self.task_definition_arn, self.family, f"{self.family}:1"):
+            raise EcsError("InvalidParameterException", f"TaskDefinition not found: {definition}")
+        count = int(body.get("count") or 1)
+        if not 1 <= count <= 10:
+            raise EcsError("InvalidParameterException", "count must be between 1 and 10")
+        strategy = body.get("capacityProviderStrategy") or []
+        provider = strategy[0].get("capacityProvider") if strategy else "FARGATE"
+        if provider not in CAPACITY_PROVIDERS:
+            raise EcsError("InvalidParameterException", f"capacity provider {provider} is not associated")
+        return str(provider), count
+
+    def _overrides(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The RunTask overrides; EcsError when they name a container the task definition does not have."""
+        overrides: dict[str, Any] = body.get("overrides") or {}
+        for container in overrides.get("containerOverrides") or []:
+            if container.get("name") != self.container_name:
+                raise EcsError(
+                    "InvalidParameterException",
+                    f"Override for container named {container.get('name')} is not a container in the "
+                    "TaskDefinition.",
+                )
+        return overrides
 
     async def stop_task(self, body: dict[str, Any]) -> dict[str, Any]:
         """SIGTERM the task's bridge; SIGKILL everything it started after the stop timeout."""
@@ -388,80 +273,18 @@ class EcsStandIn:
             if task.stopped_at and now - task.stopped_at > STOPPED_TASK_RETENTION_SECONDS:
                 del self.tasks[task_id]
 
-    # ------------------------------------------------------------------------------------ processes
+    # ------------------------------------------------------------------------------------ tasks
 
     async def _launch(self, task: Task) -> None:
-        task.directory.mkdir(parents=True, exist_ok=True)
-        task.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(self.task_environment(task))
+        environment = dict(self.task_environment(task))
         if self.fail_starts > 0:
             self.fail_starts -= 1
-            env.update(self.broken_environment(task))
-        task.last_status = "PENDING"
-        with task.log_path.open("ab") as out:
-            task.process = await asyncio.create_subprocess_exec(
-                *self.command,
-                env=env,
-                cwd=str(task.directory),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-        task.started_at = time.time()
-        task.last_status = "RUNNING"
-        user = task.user_id() or "?"
-        self.say(
-            f"agent task {task.task_id[:8]} started for user {user[:8]} on {task.capacity_provider} "
-            f"(pid {task.pid})"
-        )
-        watcher = asyncio.create_task(self._watch(task))
-        self._watchers.add(watcher)
-        watcher.add_done_callback(self._watchers.discard)
+            environment.update(self.broken_environment(task))
+        await self.fargate.launch(task, environment)
 
     def _request_stop(self, task: Task, stop_code: str, reason: str) -> None:
-        if task.desired_status == "STOPPED":
-            return
-        task.desired_status = "STOPPED"
-        task.stop_code = stop_code
-        task.stopped_reason = reason
-        task.stopping_at = time.time()
-        if task.last_status == "RUNNING":
-            task.last_status = "DEACTIVATING"
-        if task.process and task.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                task.process.send_signal(signal.SIGTERM)
-            killer = asyncio.create_task(self._kill_after(task, self.stop_timeout))
-            self._watchers.add(killer)
-            killer.add_done_callback(self._watchers.discard)
-
-    async def _kill_after(self, task: Task, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(task.ended.wait(), timeout=seconds)
-            return
-        log.warning("task %s ignored SIGTERM for %s s; killing it", task.task_id, seconds)
-        if task.process and task.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                task.process.kill()
-
-    async def _watch(self, task: Task) -> None:
-        assert task.process is not None
-        returncode = await task.process.wait()
-        # The container is gone: so is everything it started (OpenClaw runs in its own process group).
-        kill_leftovers(task.directory, task.process.pid)
-        task.exit_code = returncode if returncode >= 0 else 128 - returncode
-        now = time.time()
-        if task.desired_status != "STOPPED":
-            task.stop_code = "EssentialContainerExited"
-            task.stopped_reason = "Essential container in task exited"
-            task.stopping_at = now
-        task.desired_status = "STOPPED"
-        task.last_status = "STOPPED"
-        task.stopped_at = now
-        task.ended.set()
-        shutil.rmtree(task.directory, ignore_errors=True)
-        self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
-        await self._emit(self._state_change_event(task))
+        if task.request_stop(stop_code, reason, time.time()):
+            self.fargate.stop(task, self.stop_timeout)
 
     def _task(
         self,
@@ -496,7 +319,7 @@ class EcsStandIn:
         task.stop_code, task.stopped_reason, task.exit_code = "EssentialContainerExited", reason, 137
         task.ended.set()
         self.tasks[task_id] = task
-        await self._emit(self._state_change_event(task))
+        await self._stopped(task)
 
     # ------------------------------------------------------------------------------------ events
 
@@ -508,6 +331,9 @@ class EcsStandIn:
                     pattern = self.resolver.resolve((event.get("Properties") or {}).get("Pattern") or {})
                     rules.append((logical_id, pattern))
         return rules
+
+    async def _stopped(self, task: Task) -> None:
+        await self._emit(self._state_change_event(task))
 
     def _state_change_event(self, task: Task) -> dict[str, Any]:
         detail = task.describe()
@@ -538,37 +364,13 @@ class EcsStandIn:
         task = self.tasks.get(request.path_params["task_id"])
         if task is None:
             return JSONResponse({"message": "task not found"}, status_code=404)
-        described = task.describe()
-        return JSONResponse(
-            {
-                "Cluster": task.cluster_arn,
-                "TaskARN": task.arn,
-                "Family": task.family,
-                "Revision": "1",
-                "DesiredStatus": task.desired_status,
-                "KnownStatus": task.last_status,
-                "LaunchType": "FARGATE",
-                "AvailabilityZone": described["availabilityZone"],
-                "Containers": [self._container(task)],
-            }
-        )
+        return JSONResponse(task_metadata(task))
 
     async def _container_metadata(self, request: Request) -> Response:
         task = self.tasks.get(request.path_params["task_id"])
         if task is None:
             return JSONResponse({"message": "task not found"}, status_code=404)
-        return JSONResponse(self._container(task))
-
-    def _container(self, task: Task) -> dict[str, Any]:
-        return {
-            "DockerId": task.container_id.replace("-", ""),
-            "Name": task.container_name,
-            "Image": "serverless-openclaw-bridge:local",
-            "DesiredStatus": task.desired_status,
-            "KnownStatus": task.last_status,
-            "Type": "NORMAL",
-            "ContainerARN": task.container_arn,
-        }
+        return JSONResponse(container_metadata(task))
 
     # ------------------------------------------------------------------------------------ local control
 
@@ -632,8 +434,7 @@ class EcsStandIn:
             self._request_stop(task, "UserInitiated", reason)
         if tasks:
             await asyncio.gather(*(t.ended.wait() for t in tasks))
-        if self._watchers:
-            await asyncio.gather(*list(self._watchers), return_exceptions=True)
+        await self.fargate.settled()
 
 
 def _ecs_error(exc: EcsError) -> Response:
@@ -642,26 +443,3 @@ def _ecs_error(exc: EcsError) -> Response:
         status_code=400,
         media_type="application/x-amz-json-1.1",
     )
-
-
-def kill_leftovers(task_directory: Path, pid: int | None = None) -> None:
-    """SIGKILL every process still working in a task's directory (Linux /proc), and the task's group."""
-    own = os.getuid()
-    directory = str(task_directory.resolve())
-    proc = Path("/proc")
-    if proc.is_dir():
-        for entry in proc.iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                if entry.stat().st_uid != own:
-                    continue
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if cwd == directory or cwd.startswith(directory + os.sep):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(entry.name), signal.SIGKILL)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)

@@ -22,15 +22,17 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import FunctionDefinition, TemplateError, function_definitions
 
 REPO = Path(__file__).resolve().parent.parent
-LAYER_PATH = REPO / "layers" / "shared"
 
 _environ_lock = threading.Lock()
+
+Handler = Callable[[dict[str, Any], Any], Any]
+"""A Lambda handler: (event, context) → result."""
 
 
 class FunctionError(Exception):
@@ -68,7 +70,7 @@ class LocalFunction:
     definition: FunctionDefinition
     environment: dict[str, str]
     name: str
-    handler: Callable[[dict[str, Any], Any], Any] | None = None
+    handler: Handler | None = None
 
     @property
     def logical_id(self) -> str:
@@ -117,18 +119,19 @@ class FunctionHost:
             raise TemplateError(f"no function {logical_id!r} in the template (functions: {known})")
         return self.functions[logical_id]
 
-    def load(self, logical_id: str) -> LocalFunction:
-        """Import the function's handler module (its cold start) with its environment."""
+    def load(self, logical_id: str) -> Handler:
+        """The function's handler; the first call imports its module (its cold start) in its environment."""
         fn = self.get(logical_id)
-        if fn.handler is not None:
-            return fn
-        definition = fn.definition
+        if fn.handler is None:
+            fn.handler = self._import(fn)
+        return fn.handler
+
+    def _import(self, fn: LocalFunction) -> Handler:
+        logical_id, definition = fn.logical_id, fn.definition
         module_file, _, attribute = definition.handler.rpartition(".")
         source = REPO / definition.code_uri / f"{module_file.replace('.', '/')}.py"
         if not source.exists():
             raise TemplateError(f"{logical_id}: handler {definition.handler} not found at {source}")
-        if str(LAYER_PATH) not in sys.path:
-            sys.path.insert(0, str(LAYER_PATH))
         module_name = f"local_function_{logical_id}"
         spec = importlib.util.spec_from_file_location(module_name, source)
         if spec is None or spec.loader is None:
@@ -140,8 +143,7 @@ class FunctionHost:
         handler = getattr(module, attribute, None)
         if not callable(handler):
             raise TemplateError(f"{logical_id}: {source} has no callable {attribute}")
-        fn.handler = handler
-        return fn
+        return cast(Handler, handler)
 
     def load_all(self) -> None:
         """Import every function up front, so a broken one fails the start, not the first request."""
@@ -150,8 +152,8 @@ class FunctionHost:
 
     def invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         """Run the handler (blocking) and return its result; FunctionError if it raised."""
-        fn = self.load(logical_id)
-        assert fn.handler is not None
+        handler = self.load(logical_id)
+        fn = self.functions[logical_id]
         with self._lock:
             # Created once the lock is held: time spent queueing is not the function's time.
             context = LambdaContext(
@@ -163,7 +165,7 @@ class FunctionHost:
                 _deadline=time.monotonic() + fn.definition.timeout,
             )
             try:
-                return fn.handler(event, context)
+                return handler(event, context)
             except Exception as exc:
                 traceback.print_exc()
                 raise FunctionError(logical_id, f"{type(exc).__name__}: {exc}") from exc

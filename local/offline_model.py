@@ -308,7 +308,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: OfflineModelServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: Any) -> None:  # `format`: the base class's name
         """Keep quiet: request lines would only clutter test and local-stack output."""
 
     def do_GET(self) -> None:

@@ -5,7 +5,7 @@ the two APIs, ...); everything else follows CloudFormation's rules: `Ref` to a p
 (default or override, checked against AllowedValues/AllowedPattern), `Fn::Sub` substitutes `${X}` and
 `${X.Attr}`, conditions are evaluated, `AWS::NoValue` drops the key. Finally every URL on an API's
 `execute-api` host is pointed at the loopback port serving that API, so product code needs no local
-branch (DESIGN §2, decision 5).
+branch: it runs locally exactly as deployed, with only the endpoints it is given changed.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,33 +172,46 @@ class Resolver:
             return value
         if len(value) == 1:
             ((key, args),) = value.items()
-            if key == "Ref":
-                return self._ref(args)
-            if key == "Fn::GetAtt":
-                resource, attr = args if isinstance(args, list) else str(args).split(".", 1)
-                return self.attribute(resource, attr)
-            if key == "Fn::Sub":
-                return self._sub(args)
-            if key == "Fn::Join":
-                separator, items = args
-                return str(separator).join(str(v) for v in self._resolve(items))
-            if key == "Fn::Select":
-                index, items = args
-                return self._resolve(items)[int(self._resolve(index))]
-            if key == "Fn::Split":
-                separator, text = args
-                return str(self._resolve(text)).split(separator)
-            if key == "Fn::If":
-                name, when_true, when_false = args
-                return self._resolve(when_true if self.condition(name) else when_false)
-            if key == "Fn::GetAZs":
-                return [f"{REGION}a", f"{REGION}b"]
-            if key == "Fn::ToJsonString":
-                return json.dumps(self._resolve(args), separators=(",", ":"))
-            if key.startswith("Fn::"):
-                raise TemplateError(f"the local stack cannot evaluate {key}")
+            if key == "Ref" or key.startswith("Fn::"):
+                return self._intrinsic(key, args)
         out = {k: self._resolve(v) for k, v in value.items()}
         return {k: v for k, v in out.items() if v is not _NO_VALUE}
+
+    def _intrinsic(self, key: str, args: Any) -> Any:
+        evaluate: dict[str, Callable[[Any], Any]] = {
+            "Ref": self._ref,
+            "Fn::GetAtt": self._get_att,
+            "Fn::Sub": self._sub,
+            "Fn::Join": self._join,
+            "Fn::Select": self._select,
+            "Fn::Split": self._split,
+            "Fn::If": self._if,
+            "Fn::GetAZs": lambda _: [f"{REGION}a", f"{REGION}b"],
+            "Fn::ToJsonString": lambda args: json.dumps(self._resolve(args), separators=(",", ":")),
+        }
+        if key not in evaluate:
+            raise TemplateError(f"the local stack cannot evaluate {key}")
+        return evaluate[key](args)
+
+    def _get_att(self, args: Any) -> str:
+        resource, attr = args if isinstance(args, list) else str(args).split(".", 1)
+        return self.attribute(resource, attr)
+
+    def _join(self, args: Any) -> str:
+        separator, items = args
+        return str(separator).join(str(v) for v in self._resolve(items))
+
+    def _select(self, args: Any) -> Any:
+        index, items = args
+        return self._resolve(items)[int(self._resolve(index))]
+
+    def _split(self, args: Any) -> list[str]:
+        separator, text = args
+        return str(self._resolve(text)).split(separator)
+
+    def _if(self, args: Any) -> Any:
+        name, when_true, when_false = args
+        return self._resolve(when_true if self.condition(name) else when_false)
 
     def _ref(self, name: str) -> Any:
         pseudo = {

@@ -21,6 +21,8 @@ from local.template import load_template
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache" / "openclaw"
 NODE_MAJOR = 24
+INSTALL_SIZE_MB = 840
+"""What Node and the pinned OpenClaw take on disk once installed (`du -sh .cache/openclaw`)."""
 
 
 class RuntimeInstallError(Exception):
@@ -100,9 +102,10 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: Callable[[str], None] = p
     for stale in root.glob(".installed-*"):
         stale.unlink()
     (root / "package.json").write_text(json.dumps({"name": "openclaw-runtime", "private": True}) + "\n")
+    say(f"==> installing Node {NODE_MAJOR} and OpenClaw {rt.version} (about {INSTALL_SIZE_MB} MB, once)")
     steps = [
         (f"Node {NODE_MAJOR} ({node_package()}@{NODE_MAJOR})", [f"{node_package()}@{NODE_MAJOR}"]),
-        (f"openclaw@{rt.version} (about 650 MB, once)", [f"openclaw@{rt.version}"]),
+        (f"openclaw@{rt.version}", [f"openclaw@{rt.version}"]),
     ]
     for number, (what, packages) in enumerate(steps, start=1):
         say(f"==> [{number}/{len(steps)}] installing {what} into {root}")
@@ -126,7 +129,8 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: Callable[[str], None] = p
             f"OpenClaw was installed but does not run: {check.stderr.strip()[-300:]}; "
             f"delete {root} and try again"
         )
-    say(f"==> OpenClaw {check.stdout.strip()} ready")
+    # `--version` names the product itself: "OpenClaw 2026.9.6 (eb377ac)".
+    say(f"==> {check.stdout.strip()} ready")
     rt.marker.touch()
     return rt
 

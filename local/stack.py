@@ -17,11 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
-import json
-import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -30,24 +26,28 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import uvicorn
 
-from local.apigateway import STAGE, HttpApi, WebSocketApi
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
 from local.cognito import cognito_app
-from local.ecs import EcsStandIn, Task, image_entrypoint, kill_leftovers
-from local.events import eventbridge_event
-from local.functions import FunctionError, FunctionHost
+from local.console import Console, banner, configure_logging
+from local.ecs import EcsStandIn
+from local.ecs_task import Task
+from local.events import Schedules
+from local.fargate import image_entrypoint, kill_leftovers
+from local.functions import FunctionHost
+from local.http_api import HttpApi
 from local.offline_model import OfflineModelServer, serve
-from local.resolve import ACCOUNT, REGION, Resolver
+from local.resolve import REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.state_directory import StateDirectory
 from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
 from local.web import security_headers, web_app
+from local.websocket_api import STAGE, WebSocketApi
 from scripts.build_frontend import BuildError
 from scripts.build_frontend import build as build_frontend
 
@@ -110,24 +110,6 @@ def choose_model(options: Options, environ: dict[str, str]) -> ModelSetup:
     )
 
 
-class Console:
-    """What the person running `make dev` sees: short timestamped lines on the real stdout."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-
-    def __call__(self, text: str) -> None:
-        stamp = datetime.now().strftime("%H:%M:%S")
-        for line in text.splitlines() or [""]:
-            self.stream.write(f"{stamp}  {line}\n")
-        self.stream.flush()
-
-    def block(self, text: str) -> None:
-        """Print a block as is (the banner)."""
-        self.stream.write(text + "\n")
-        self.stream.flush()
-
-
 def point_apis_at(resolver: Resolver, websocket_base: str, http_api_base: str) -> None:
     """Make every execute-api URL of the template's APIs resolve to the loopback servers standing in."""
     for logical_id in resources_of_type(resolver.template, "AWS::ApiGatewayV2::Api"):
@@ -176,15 +158,6 @@ def bind(port: int, service: str) -> socket.socket:
     return sock
 
 
-def schedule_seconds(expression: str) -> float:
-    """Seconds between runs of an EventBridge `rate(...)` schedule."""
-    found = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
-    if not found:
-        raise TemplateError(f"the local stack runs rate() schedules only, not {expression!r}")
-    unit = found.group(2).rstrip("s")
-    return int(found.group(1)) * {"minute": 60, "hour": 3600, "day": 86400}[unit]
-
-
 class LocalStack:
     """Everything `python -m local up` runs, started and stopped in order."""
 
@@ -199,20 +172,9 @@ class LocalStack:
         self.background: list[asyncio.Task[None]] = []
         self.model_server: OfflineModelServer | None = None
         self.stopping = asyncio.Event()
-        self._lock_file: IO[str] | None = None
+        self.state = StateDirectory(self.state_dir)
 
     # ------------------------------------------------------------------------------------ start
-
-    def _acquire_state_lock(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = (self.state_dir / "stack.lock").open("a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise StackError(
-                f"another local stack is already running with the state in {self.state_dir}; stop it first "
-                "(Ctrl-C in its terminal)"
-            ) from None
 
     def _ports(self) -> dict[str, int]:
         base = self.options.port_base
@@ -220,21 +182,13 @@ class LocalStack:
 
     async def start(self) -> None:
         """Bring everything up; StackError with a fix when something is in the way."""
-        self._acquire_state_lock()
+        if not self.state.take():
+            raise StackError(
+                f"another local stack is already running with the state in {self.state_dir}; stop it first "
+                "(Ctrl-C in its terminal)"
+            )
         self.logs_dir.mkdir(parents=True, exist_ok=True)
-        ports = self._ports()
-        for service in ("web", "http", "ws", "ecs", "telegram"):
-            self.sockets[service] = bind(ports[service], service)
-        probe = bind(ports["aws"], "aws")
-        aws_port = probe.getsockname()[1]
-        probe.close()
-        port = {name: sock.getsockname()[1] for name, sock in self.sockets.items()}
-        self.web_url = f"http://127.0.0.1:{port['web']}"
-        self.http_url = f"http://127.0.0.1:{port['http']}"
-        self.ws_http = f"http://127.0.0.1:{port['ws']}"
-        self.ws_url = f"ws://127.0.0.1:{port['ws']}"
-        self.telegram_url = f"http://127.0.0.1:{port['telegram']}"
-
+        aws_port = self._listen()
         self.runtime = await asyncio.to_thread(self._runtime)
         self.model = choose_model(self.options, dict(os.environ))
         parameters = {
@@ -245,9 +199,62 @@ class LocalStack:
             **self.options.parameters,
         }
         self.resolver = Resolver(self.template, self.options.stack_name, parameter_overrides=parameters)
+        webhook_secret = await self._start_aws(aws_port)
 
+        point_apis_at(self.resolver, self.ws_http, self.http_url)
+        self.extra_env = aws_environment(self.aws.url, self.ecs_url, self.aws.user_pool_id, self.state_dir)
+        os.environ.update(self.extra_env)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            os.environ.pop(name, None)
+
+        self.say("loading the functions of template.yaml …")
+        self.functions = FunctionHost(self.resolver, self.extra_env)
+        await asyncio.to_thread(self.functions.load_all)
+        lost = self._stand_in_for_the_apis_and_ecs()
+        await self._serve_all()
+        # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
+        self.telegram.register_webhook(
+            f"{self.http_url}/telegram", webhook_secret, allowed_updates=["message"]
+        )
+        for task_id in lost:
+            # ECS would have reported these tasks' end; task_events settles their users' rows.
+            await self.ecs.report_lost(task_id, "the local stack was killed while this task ran")
+        schedules = Schedules(
+            self.functions,
+            self.options.stack_name,
+            every=self.options.schedule_every,
+            on_failure=lambda exc: self.say(
+                f"{exc.logical_id} failed: {exc.reason} (traceback in {self.logs_dir / 'stack.log'})"
+            ),
+        )
+        self.background.extend(schedules.start())
+        self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
+        endpoints = self.endpoints()
+        self.state.write_endpoints(endpoints)
+        self.say.block(banner(endpoints, self.model.description, self.state_dir))
+
+    def _listen(self) -> int:
+        """Listen on every service's port (the stack's URLs follow); the port moto will take."""
+        ports = self._ports()
+        for service in ("web", "http", "ws", "ecs", "telegram"):
+            self.sockets[service] = bind(ports[service], service)
+        probe = bind(ports["aws"], "aws")
+        aws_port = int(probe.getsockname()[1])
+        probe.close()
+        port = {name: sock.getsockname()[1] for name, sock in self.sockets.items()}
+        self.web_url = f"http://127.0.0.1:{port['web']}"
+        self.http_url = f"http://127.0.0.1:{port['http']}"
+        self.ws_http = f"http://127.0.0.1:{port['ws']}"
+        self.ws_url = f"ws://127.0.0.1:{port['ws']}"
+        self.ecs_url = f"http://127.0.0.1:{port['ecs']}"
+        self.telegram_url = f"http://127.0.0.1:{port['telegram']}"
+        return aws_port
+
+    async def _start_aws(self, port: int) -> str:
+        """moto with the template's resources, the demo user and the secrets (a fresh Telegram bot's
+        among them, where scripts/telegram_webhook.py puts them); the bot's webhook secret."""
         self.say("starting the AWS stand-ins (moto) …")
-        self.aws = EmbeddedAws(self.state_dir, aws_port)
+        self.aws = EmbeddedAws(self.state_dir, port)
         await asyncio.to_thread(self.aws.start)
         await asyncio.to_thread(self.aws.create_resources, self.resolver, self.template)
         self.user: User = await asyncio.to_thread(self.aws.ensure_user, DEMO_USERNAME)
@@ -258,24 +265,16 @@ class LocalStack:
             )
         if self.model.provider == "offline":
             self.model_server, _ = serve(0)
-        # A fresh bot per run: its token and webhook secret go where scripts/telegram_webhook.py puts them.
         self.telegram = TelegramSimulator(
             token=f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(30)}"
         )
         webhook_secret = secrets.token_urlsafe(32)
         await asyncio.to_thread(self.aws.put_secret, f"{prefix}/telegram-bot-token", self.telegram.token)
         await asyncio.to_thread(self.aws.put_secret, f"{prefix}/telegram-webhook-secret", webhook_secret)
+        return webhook_secret
 
-        point_apis_at(self.resolver, self.ws_http, self.http_url)
-        ecs_url = f"http://127.0.0.1:{self.sockets['ecs'].getsockname()[1]}"
-        self.extra_env = aws_environment(self.aws.url, ecs_url, self.aws.user_pool_id, self.state_dir)
-        os.environ.update(self.extra_env)
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            os.environ.pop(name, None)
-
-        self.say("loading the functions of template.yaml …")
-        self.functions = FunctionHost(self.resolver, self.extra_env)
-        await asyncio.to_thread(self.functions.load_all)
+    def _stand_in_for_the_apis_and_ecs(self) -> list[str]:
+        """The two APIs and ECS, over the loaded functions; the ids of tasks a killed stack left behind."""
         ws_api = next(iter(resources_of_type(self.template, "AWS::ApiGatewayV2::Api")))
         http_api = next(iter(resources_of_type(self.template, "AWS::Serverless::HttpApi")))
         self.websocket_api = WebSocketApi(self.resolver, self.functions, ws_api)
@@ -290,9 +289,10 @@ class LocalStack:
             broken_environment=lambda task: {"DATA_BUCKET": f"{self.aws.bucket}-missing"},
             say=self.say,
         )
-        self.ecs.port = port["ecs"]
-        lost = self._reap_stale_tasks()
+        self.ecs.port = self.sockets["ecs"].getsockname()[1]
+        return self._reap_stale_tasks()
 
+    async def _serve_all(self) -> None:
         self._serve("web", self._web_app())
         self._serve("http", self.http_api.app)
         self._serve("ws", self.websocket_api.app)
@@ -301,17 +301,6 @@ class LocalStack:
         for server in self.servers:
             while not server.started:
                 await asyncio.sleep(0.02)
-        # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
-        self.telegram.register_webhook(
-            f"{self.http_url}/telegram", webhook_secret, allowed_updates=["message"]
-        )
-        for task_id in lost:
-            # ECS would have reported these tasks' end; task_events settles their users' rows.
-            await self.ecs.report_lost(task_id, "the local stack was killed while this task ran")
-        self._start_schedules()
-        self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
-        self._write_endpoints()
-        self.say.block(self.banner())
 
     def _runtime(self) -> Runtime:
         root = self.options.runtime_dir
@@ -414,39 +403,6 @@ class LocalStack:
             build.root, self.runtime_config, headers, mounts={COGNITO_PATH: cognito_app(self.aws.url)}
         )
 
-    # ------------------------------------------------------------------------------------ schedules
-
-    def _start_schedules(self) -> None:
-        for logical_id, fn in self.functions.functions.items():
-            for event_id, event in fn.definition.events.items():
-                if event.get("Type") != "Schedule":
-                    continue
-                properties = event.get("Properties") or {}
-                if properties.get("Enabled") is False:
-                    continue
-                every = self.options.schedule_every or schedule_seconds(str(properties.get("Schedule")))
-                self.background.append(
-                    asyncio.create_task(
-                        self._schedule(logical_id, event_id, every), name=f"schedule-{logical_id}"
-                    )
-                )
-
-    async def _schedule(self, logical_id: str, event_id: str, every: float) -> None:
-        rule = f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{self.options.stack_name}-{logical_id}{event_id}"
-        while True:
-            await asyncio.sleep(every)
-            await self.run_schedule(logical_id, rule)
-
-    async def run_schedule(self, logical_id: str, rule: str | None = None) -> Any:
-        """Invoke a scheduled function now with a "Scheduled Event"."""
-        rule = rule or f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{logical_id}"
-        event = eventbridge_event("Scheduled Event", "aws.events", [rule], {})
-        try:
-            return await self.functions.ainvoke(logical_id, event)
-        except FunctionError as exc:
-            self.say(f"{logical_id} failed: {exc.reason} (traceback in {self.logs_dir / 'stack.log'})")
-            return None
-
     async def _snapshots(self) -> None:
         while True:
             await asyncio.sleep(SNAPSHOT_SECONDS)
@@ -488,39 +444,6 @@ class LocalStack:
             env: t.table_name(self.options.stack_name) for env, t in table_definitions(self.template).items()
         }
 
-    def _write_endpoints(self) -> None:
-        path = self.state_dir / "endpoints.json"
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(self.endpoints(), out, indent=2)
-        os.replace(temporary, path)
-
-    def banner(self) -> str:
-        """The one block a person needs after `make dev`."""
-        try:
-            state = self.state_dir.relative_to(Path.cwd())
-        except ValueError:
-            state = self.state_dir
-        lines = [
-            "",
-            "  serverless-openclaw is running on this machine (no AWS account involved)",
-            "",
-            f"  web chat   {self.web_url}",
-            f"  login      {self.user.username}   password: {self.user.password}",
-            f"  model      {self.model.description}",
-            "",
-            f"  WebSocket API  {self.ws_url}/{STAGE}      HTTP API  {self.http_url}",
-            f"  AWS (moto)     {self.aws.url}       ECS       {self.ecs.url}",
-            f"  Telegram       {self.telegram_url}  (a stand-in Telegram: write to the bot as any user)",
-            f"  state {state}/  ·  logs {state}/logs/  ·  endpoints {state}/endpoints.json",
-            "",
-            "  Ctrl-C stops the agents (after their final backup) and keeps everything for next time;",
-            "  `make dev-reset` wipes it.",
-            "",
-        ]
-        return "\n".join(lines)
-
     # ------------------------------------------------------------------------------------ stop
 
     async def stop(self) -> None:
@@ -546,10 +469,7 @@ class LocalStack:
                 await asyncio.to_thread(self.aws.stop)
             except StateError as exc:
                 self.say(f"error: {exc}")
-        with contextlib.suppress(FileNotFoundError):
-            (self.state_dir / "endpoints.json").unlink()
-        if self._lock_file is not None:
-            self._lock_file.close()
+        self.state.release()
 
 
 class _QuietServer(uvicorn.Server):
@@ -603,23 +523,6 @@ async def run(options: Options, console: Console) -> int:
         await stack.stop()
         loop.remove_signal_handler(signal.SIGINT)
         console("stopped; the state is kept in " + str(options.state_dir))
-
-
-def configure_logging(logs_dir: Path) -> IO[str]:
-    """Send everything that is not the console (functions' logs, tracebacks, moto) to a log file."""
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    stream = (logs_dir / "stack.log").open("a", buffering=1, encoding="utf-8")
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    logging.getLogger("botocore").setLevel(logging.WARNING)
-    # uvicorn logs every WebSocket upgrade with its query string, which carries the user's ID token.
-    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    return stream
 
 
 def serve_forever(options: Options) -> int:

@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 import pytest
 
-from local.ecs import EcsStandIn, Task
+from local.ecs import EcsStandIn
+from local.ecs_task import Task
 from local.events import matches
 from local.resolve import Resolver
 from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve

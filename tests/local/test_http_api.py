@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from local.apigateway import HttpApi
+from local.http_api import HttpApi
 from local.resolve import Resolver
 from tests.local.servers import FakeFunctions
 from tests.unit.conftest_auth import (

@@ -116,3 +116,63 @@ def test_the_pinned_version_is_the_templates_default() -> None:
     assert openclaw_version(template) == "2026.1.2"
     with pytest.raises(RuntimeInstallError, match="OpenClawVersion"):
         openclaw_version({"Parameters": {}})
+
+
+FAKE_NPM = """#!/bin/sh
+# `npm install … PACKAGE@VERSION…` as far as the installer can tell: the package's files appear.
+for arg in "$@"; do
+  case "$arg" in
+    node-*)
+      bin="node_modules/${arg%@*}/bin"
+      mkdir -p "$bin"
+      printf '#!/bin/sh\\necho "OpenClaw %s (abc1234)"\\n' "$OPENCLAW_VERSION" > "$bin/node"
+      chmod +x "$bin/node";;
+    openclaw@*)
+      mkdir -p node_modules/openclaw
+      touch node_modules/openclaw/openclaw.mjs;;
+  esac
+done
+"""
+
+
+def test_an_install_announces_its_size_and_names_the_version_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an npm that installs whatever it is asked for, and an OpenClaw whose --version names itself
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "npm").write_text(FAKE_NPM)
+    (bin_dir / "npm").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("OPENCLAW_VERSION", openclaw_version())
+    said: list[str] = []
+
+    # When the runtime is installed
+    installed = ensure_runtime(tmp_path / "openclaw", say=said.append)
+
+    # Then the person is told the download's size up front, and the version it ended with, named once
+    assert installed.installed
+    assert f"about {runtime.INSTALL_SIZE_MB} MB" in said[0]
+    assert said[-1] == f"==> OpenClaw {openclaw_version()} (abc1234) ready"
+
+
+def test_the_announced_install_size_is_what_the_installed_runtime_takes() -> None:
+    # Given the pinned runtime as `make openclaw` installed it
+    installed = runtime.runtime()
+    if not installed.installed:
+        pytest.fail("the pinned OpenClaw runtime is missing: run `make openclaw` first", pytrace=False)
+
+    # When its size on disk is measured as `du` does (each file once, allocated blocks)
+    seen: set[tuple[int, int]] = set()
+    used = 0
+    for path in installed.root.resolve().rglob("*"):
+        info = path.lstat()
+        if (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            used += info.st_blocks * 512
+    measured_mb = used / 2**20
+
+    # Then the size the installer and the README announce is within a tenth of it
+    assert abs(runtime.INSTALL_SIZE_MB - measured_mb) <= measured_mb / 10, f"measured {measured_mb:.0f} MB"
+    readme = (runtime.REPO / "README.md").read_text(encoding="utf-8")
+    assert f"about {runtime.INSTALL_SIZE_MB} MB, once" in readme

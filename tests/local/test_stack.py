@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import json
+import os
 import socket
+from pathlib import Path
 
 import pytest
 
-from local.stack import Options, StackError, bind, choose_model, schedule_seconds
+from local.console import Console
+from local.events import schedule_seconds
+from local.stack import Options, StackError, bind, choose_model, run
+from local.state_directory import StateDirectory, running_stack
 from local.template import TemplateError
 
 
@@ -108,3 +116,41 @@ def test_binding_a_free_port_listens_on_loopback_only() -> None:
         assert port > 0
     finally:
         sock.close()
+
+
+def test_a_stack_refused_for_a_state_dir_in_use_leaves_the_running_stacks_files_alone(tmp_path: Path) -> None:
+    # Given a state directory a running stack holds, with its endpoints.json written
+    running = StateDirectory(tmp_path / ".local")
+    assert running.take()
+    running.write_endpoints({"pid": os.getpid(), "webUrl": "http://127.0.0.1:8080"})
+    published = running.endpoints_path.read_text()
+    console = io.StringIO()
+
+    # When a second `make dev` starts on the same state directory
+    try:
+        code = asyncio.run(run(Options(state_dir=running.path, port_base=0), Console(console)))
+
+        # Then it is refused, saying why, and the running stack is still found through its endpoints.json
+        assert code == 1
+        assert "already running" in console.getvalue()
+        assert running.endpoints_path.read_text() == published
+        assert running_stack(running.path) == json.loads(published)
+    finally:
+        running.release()
+
+
+def test_a_stack_that_stops_withdraws_its_endpoints_and_frees_the_state_dir(tmp_path: Path) -> None:
+    # Given a stack holding its state directory, endpoints published
+    first = StateDirectory(tmp_path / ".local")
+    assert first.take()
+    first.write_endpoints({"pid": os.getpid()})
+
+    # When it stops
+    first.release()
+
+    # Then nothing is found running there, and the next stack can take the directory
+    assert not first.endpoints_path.exists()
+    assert running_stack(first.path) is None
+    second = StateDirectory(first.path)
+    assert second.take()
+    second.release()

@@ -14,10 +14,10 @@ from starlette.websockets import WebSocketDisconnect
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-import local.apigateway
-from local.apigateway import MAX_FRAME_BYTES, WebSocketApi, route_functions
+import local.websocket_api
 from local.resolve import Resolver
 from local.template import TemplateError
+from local.websocket_api import MAX_FRAME_BYTES, WebSocketApi, route_functions
 from tests.local.servers import FakeFunctions, eventually, serve
 
 SIGNED = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/execute-api/aws4_request"}
@@ -289,7 +289,7 @@ def test_a_connection_id_containing_a_slash_can_be_managed(
     client: TestClient, functions: FakeFunctions, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a connection whose base64 id contains "/" and "+" (about one in three do)
-    monkeypatch.setattr(local.apigateway, "_new_id", lambda: "Ab/cD+eF9gH=")
+    monkeypatch.setattr(local.websocket_api, "new_id", lambda: "Ab/cD+eF9gH=")
 
     with client.websocket_connect("/prod") as ws:
         assert connection_id(functions) == "Ab/cD+eF9gH="
@@ -308,7 +308,7 @@ def test_the_management_api_works_with_boto3_over_a_real_socket(
     functions: FakeFunctions, api: WebSocketApi, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the API on a loopback port, a client connected over a real WebSocket, with a "/" in its id
-    monkeypatch.setattr(local.apigateway, "_new_id", lambda: "Xy/Z+1234ab=")
+    monkeypatch.setattr(local.websocket_api, "new_id", lambda: "Xy/Z+1234ab=")
     with serve(api.app) as server, ws_connect(f"ws://127.0.0.1:{server.port}/prod?token=t") as socket:
         management = boto3.client(
             "apigatewaymanagementapi",

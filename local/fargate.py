@@ -1,0 +1,170 @@
+"""What Fargate does for the ECS stand-in: run each task's container as a process, stop it, clean up.
+
+A task's container is the bridge image's entrypoint, run in a session of its own (OpenClaw, its child,
+goes with it) with a fresh working directory as its storage, deleted when the task stops, like Fargate's
+ephemeral storage: anything that should outlive a task must be in S3. A stop sends SIGTERM and, after the
+container's `StopTimeout`, SIGKILL to everything the task started. The task metadata endpoint
+(`ECS_CONTAINER_METADATA_URI_V4`) is what the container reads about itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from local.ecs_task import Task
+from local.template import TemplateError
+
+log = logging.getLogger("local.fargate")
+
+
+def image_entrypoint(dockerfile: Path) -> list[str]:
+    """The bridge image's ENTRYPOINT (exec form), with `python3` meaning this interpreter."""
+    text = dockerfile.read_text(encoding="utf-8")
+    found = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", text, flags=re.MULTILINE)
+    if not found:
+        raise TemplateError(f"{dockerfile} has no exec-form ENTRYPOINT")
+    command = json.loads(found[-1])
+    if command and re.fullmatch(r"python3?(\.\d+)?", command[0]):
+        command[0] = sys.executable
+    return [str(part) for part in command]
+
+
+class Fargate:
+    """Runs tasks' containers as processes, stops them, and reports each end once the process is gone."""
+
+    def __init__(
+        self,
+        command: list[str],
+        *,
+        on_stopped: Callable[[Task], Awaitable[None]],
+        say: Callable[[str], None],
+    ) -> None:
+        self.command = command
+        self.on_stopped = on_stopped
+        self.say = say
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    async def launch(self, task: Task, environment: Mapping[str, str]) -> None:
+        """Start the task's container process; the task is RUNNING once it is."""
+        task.directory.mkdir(parents=True, exist_ok=True)
+        task.log_path.parent.mkdir(parents=True, exist_ok=True)
+        task.last_status = "PENDING"
+        with task.log_path.open("ab") as out:
+            process = await asyncio.create_subprocess_exec(
+                *self.command,
+                env=dict(environment),
+                cwd=str(task.directory),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        task.process = process
+        task.started_at = time.time()
+        task.last_status = "RUNNING"
+        user = task.user_id() or "?"
+        self.say(
+            f"agent task {task.task_id[:8]} started for user {user[:8]} on {task.capacity_provider} "
+            f"(pid {task.pid})"
+        )
+        self._follow(self._watch(task, process))
+
+    def stop(self, task: Task, timeout: float) -> None:
+        """SIGTERM the task's process; SIGKILL it if it is still there after `timeout` seconds."""
+        process = task.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        self._follow(self._kill_after(task, process, timeout))
+
+    async def settled(self) -> None:
+        """Wait until every stopped process has been reported and every pending kill is done."""
+        if self._watchers:
+            await asyncio.gather(*list(self._watchers), return_exceptions=True)
+
+    def _follow(self, work: Awaitable[None]) -> None:
+        watcher = asyncio.ensure_future(work)
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    async def _kill_after(self, task: Task, process: asyncio.subprocess.Process, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(task.ended.wait(), timeout=seconds)
+            return
+        log.warning("task %s ignored SIGTERM for %s s; killing it", task.task_id, seconds)
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+
+    async def _watch(self, task: Task, process: asyncio.subprocess.Process) -> None:
+        returncode = await process.wait()
+        # The container is gone: so is everything it started (OpenClaw runs in its own process group).
+        kill_leftovers(task.directory, process.pid)
+        task.exited(returncode, time.time())
+        shutil.rmtree(task.directory, ignore_errors=True)
+        self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
+        await self.on_stopped(task)
+
+
+def kill_leftovers(task_directory: Path, pid: int | None = None) -> None:
+    """SIGKILL every process still working in a task's directory (Linux /proc), and the task's group."""
+    own = os.getuid()
+    directory = str(task_directory.resolve())
+    proc = Path("/proc")
+    if proc.is_dir():
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if entry.stat().st_uid != own:
+                    continue
+                cwd = os.readlink(entry / "cwd")
+            except OSError:
+                continue
+            if cwd == directory or cwd.startswith(directory + os.sep):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def task_metadata(task: Task) -> dict[str, Any]:
+    """`GET {ECS_CONTAINER_METADATA_URI_V4}/task`: the task the container runs in."""
+    return {
+        "Cluster": task.cluster_arn,
+        "TaskARN": task.arn,
+        "Family": task.family,
+        "Revision": "1",
+        "DesiredStatus": task.desired_status,
+        "KnownStatus": task.last_status,
+        "LaunchType": "FARGATE",
+        "AvailabilityZone": task.describe()["availabilityZone"],
+        "Containers": [container_metadata(task)],
+    }
+
+
+def container_metadata(task: Task) -> dict[str, Any]:
+    """`GET {ECS_CONTAINER_METADATA_URI_V4}`: the container itself."""
+    return {
+        "DockerId": task.container_id.replace("-", ""),
+        "Name": task.container_name,
+        "Image": "serverless-openclaw-bridge:local",
+        "DesiredStatus": task.desired_status,
+        "KnownStatus": task.last_status,
+        "Type": "NORMAL",
+        "ContainerARN": task.container_arn,
+    }
