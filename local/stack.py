@@ -520,9 +520,11 @@ async def run(options: Options, console: Console) -> int:
             loop.remove_signal_handler(signum)
         # A second Ctrl-C while stopping would lose the final backups: say so instead of dying.
         loop.add_signal_handler(signal.SIGINT, lambda: console("still stopping (final backups) …"))
+        held_the_state = stack.state.owned
         await stack.stop()
         loop.remove_signal_handler(signal.SIGINT)
-        console("stopped; the state is kept in " + str(options.state_dir))
+        if held_the_state:  # a stack refused for a directory in use has nothing of its own to report
+            console("stopped; the state is kept in " + str(options.state_dir))
 
 
 def serve_forever(options: Options) -> int:

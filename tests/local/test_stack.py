@@ -133,6 +133,8 @@ def test_a_stack_refused_for_a_state_dir_in_use_leaves_the_running_stacks_files_
         # Then it is refused, saying why, and the running stack is still found through its endpoints.json
         assert code == 1
         assert "already running" in console.getvalue()
+        # And it does not claim to have stopped anything or kept a state that is not its own
+        assert "stopped" not in console.getvalue() and "state is kept" not in console.getvalue()
         assert running.endpoints_path.read_text() == published
         assert running_stack(running.path) == json.loads(published)
     finally:
