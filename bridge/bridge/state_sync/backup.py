@@ -131,8 +131,8 @@ def settle(
 ) -> Settlement:
     """The manifest after these outcomes: no request, no disk access.
 
-    An unchanged file keeps its entry; a known file with no local file is kept if its root
-    is not here (not synced, or its folder is missing), restore has not put it on disk, or the limits left
+    An unchanged file keeps its entry. A known file with no local file is kept if its root is not here
+    (not synced here, or its folder is missing), if restore has not put it on disk, or if the limits left
     it out; otherwise it is gone.
     """
     settled = Settlement(unchanged=len(plan.local) - len(plan.changed))
