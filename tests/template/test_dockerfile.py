@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from local.template import load_template
@@ -36,6 +37,23 @@ def test_node_is_new_enough_for_openclaw() -> None:
 def test_every_copied_path_exists() -> None:
     for source in re.findall(r"^COPY (?!--from)(\S+) ", DOCKERFILE, re.MULTILINE):
         assert (ROOT / source).exists(), f"COPY {source}: missing"
+
+
+def test_every_bridge_module_is_in_the_image_and_byte_compiled() -> None:
+    # Given the bridge's modules, subpackages included (state_sync is one)
+    package = ROOT / "bridge" / "bridge"
+    modules = [f"/app/bridge/{path.relative_to(package).as_posix()}" for path in package.rglob("*.py")]
+    assert "/app/bridge/state_sync/backup.py" in modules
+    # Then the build context and the image take the package folder whole
+    assert "!bridge/bridge/" in (ROOT / ".dockerignore").read_text().splitlines()
+    assert re.search(r"^COPY bridge/bridge /app/bridge$", DOCKERFILE, re.MULTILINE)
+    # And compileall walks /app to any depth, its exclusion skipping none of them
+    line = re.search(r"python3 -m compileall (.+)$", DOCKERFILE, re.MULTILINE)
+    assert line
+    args = shlex.split(line.group(1))
+    assert "/app" in args and "-l" not in args
+    excluded = args[args.index("-x") + 1] if "-x" in args else None
+    assert not excluded or not [m for m in modules if re.search(excluded, m)]
 
 
 def test_runs_as_the_task_definitions_non_root_user_with_exec_form_entrypoint() -> None:
