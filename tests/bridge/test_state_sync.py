@@ -352,6 +352,23 @@ def test_symlinks_in_the_tree_are_not_followed(s3: Any, tmp_path: Path) -> None:
     assert keys(s3) == {"manifest.json", "workspace/a.md"}
 
 
+def test_a_file_whose_name_is_not_utf8_is_skipped_with_a_readable_warning(s3: Any, tmp_path: Path) -> None:
+    # Given a file whose name is not valid UTF-8 (S3 keys must be), beside an ordinary one
+    home = tmp_path / "home"
+    workspace = home / ".openclaw" / "workspace"
+    write(workspace / "ok.md", "fine")
+    write(Path(os.fsdecode(bytes(workspace) + b"/caf\xe9.md")), "latin-1 name")
+
+    # When it is backed up
+    report = sync_for(s3, home).backup()
+
+    # Then the ordinary file is backed up and the other is named in a warning that says why, in text that
+    # can be logged and sent to the user as it is
+    assert keys(s3) == {"workspace/ok.md", "manifest.json"}
+    assert report.warnings == ["'workspace/caf\ufffd.md' was not backed up: its name is not valid UTF-8."]
+    report.warnings[0].encode("utf-8")
+
+
 def test_files_over_the_per_file_limit_are_skipped_with_one_warning(s3: Any, tmp_path: Path) -> None:
     # Given a per-file limit of 1,000 bytes and a 2,000-byte file
     home = tmp_path / "home"
@@ -516,6 +533,35 @@ def test_entries_that_escape_the_root_are_refused_and_nothing_is_written_outside
     created = {p for p in set(tmp_path.rglob("*")) - before if p.is_file()}
     assert created == {home / ".openclaw" / "workspace" / "ok.md"}
     assert not Path("/etc/passwd").read_bytes().startswith(b"pwned")
+
+
+def test_entries_with_impossible_times_are_refused_and_the_rest_is_restored(s3: Any, tmp_path: Path) -> None:
+    # Given a hand-edited manifest whose times cannot be a file's (infinite, or past what the OS can store)
+    home = tmp_path / "home"
+    put_manifest(
+        s3,
+        {
+            "workspace/inf.md": b"x",
+            "workspace/huge.md": b"x",
+            "workspace/ns.md": b"x",
+            "workspace/ok.md": b"ok",
+        },
+        {
+            "workspace/inf.md": {"mtime": float("inf")},
+            "workspace/huge.md": {"mtime": 1e300},
+            "workspace/ns.md": {"mtimeNs": 2**70},
+        },
+    )
+
+    # When the task restores
+    report = sync_for(s3, home).restore()
+
+    # Then those entries are refused, not a failed restore, and the honest file is there
+    assert report.files == 1
+    assert sorted(report.skipped) == [
+        f"'workspace/{name}.md': refused (bad mtime)" for name in ("huge", "inf", "ns")
+    ]
+    assert (home / ".openclaw" / "workspace" / "ok.md").read_bytes() == b"ok"
 
 
 def test_a_symlinked_folder_or_file_in_the_restore_target_is_refused(s3: Any, tmp_path: Path) -> None:

@@ -110,8 +110,10 @@ def apply_limits(
 
 
 def display(key: str) -> str:
-    """A key as the user's warnings quote it."""
-    return f"'{key}'"
+    """A key as the user's warnings quote it; bytes of a name that are not UTF-8 show as U+FFFD, so the
+    warning can always be logged and sent."""
+    readable = key.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return f"'{readable}'"
 
 
 def human(size: int) -> str:
@@ -129,8 +131,10 @@ def _refusal(rel: str, object_key: str) -> str | None:
         check_relative(rel)
         if len(object_key.encode()) > MAX_KEY_BYTES:
             raise ValueError("its path is too long")
-    except (ValueError, UnicodeEncodeError) as exc:
-        reason: str = exc.args[0] if isinstance(exc, ValueError) else "its name is not valid UTF-8"
+    except UnicodeEncodeError:  # a ValueError too, whose message would only say "utf-8"
+        return "its name is not valid UTF-8"
+    except ValueError as exc:
+        reason: str = exc.args[0]
         return reason
     return None
 

@@ -20,6 +20,11 @@ class ManifestError(Exception):
     """The manifest in S3 exists but cannot be read as one; nothing is restored over the local state."""
 
 
+_MAX_NS = 2**63
+"""Nanosecond times are 64-bit signed for os.utime; anything outside cannot be put on a file."""
+_MAX_SECONDS = _MAX_NS / 1e9
+
+
 @dataclass(frozen=True)
 class Entry:
     """One file as the manifest records it."""
@@ -93,11 +98,14 @@ def serialise_manifest(files: dict[str, Entry], created_at: float) -> bytes:
 def _mtime_ns(item: dict[str, Any]) -> int:
     """The exact `mtimeNs`, or else the float `mtime` (manifests written by hand may only have that)."""
     mtime_ns, mtime = item.get("mtimeNs"), item.get("mtime")
-    if _is_int(mtime_ns):
-        return mtime_ns
-    if not isinstance(mtime, int | float) or isinstance(mtime, bool):
+    if not _is_int(mtime_ns):
+        if not isinstance(mtime, int | float) or isinstance(mtime, bool) or not abs(mtime) < _MAX_SECONDS:
+            raise ValueError("bad mtime")  # also NaN and infinities
+        mtime_ns = int(mtime * 1e9)
+    if not -_MAX_NS < mtime_ns < _MAX_NS:
+        # A time the file system cannot store would fail the restore of the whole root, not this entry.
         raise ValueError("bad mtime")
-    return int(mtime * 1e9)
+    return mtime_ns
 
 
 def _is_sha256(value: Any) -> TypeGuard[str]:
