@@ -33,7 +33,8 @@ import boto3  # noqa: E402
 import websockets  # noqa: E402
 from websockets.asyncio.client import ClientConnection  # noqa: E402
 
-from bridge.openclaw_client import GatewayClient, session_key_for  # noqa: E402
+from bridge.openclaw_client import GatewayClient  # noqa: E402
+from bridge.openclaw_session import session_key_for  # noqa: E402
 from tests.contract.conftest import require_runtime, start_gateway  # noqa: E402
 
 COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "3"))

@@ -37,7 +37,7 @@ from bridge.delivery import WebSocketDelivery
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.model_choice import choose_model
-from bridge.openclaw_client import GatewayClient, session_key_for
+from bridge.openclaw_client import GatewayClient
 from bridge.openclaw_config import (
     ModelChoice,
     build_config,
@@ -45,6 +45,7 @@ from bridge.openclaw_config import (
     gateway_environment,
     write_config,
 )
+from bridge.openclaw_session import session_key_for
 from bridge.parts import Gateway, GatewayConnection, Link, Sync
 from bridge.secrets import model_secrets
 from bridge.startup import Phases, Progress

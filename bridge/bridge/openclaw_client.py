@@ -23,8 +23,6 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from bridge.openclaw_frames import (
-    DROPPED_EVENTS,
-    TERMINAL_STATES,
     AgentEvent,
     ChatEvent,
     ChatSendAck,
@@ -32,18 +30,10 @@ from bridge.openclaw_frames import (
     GatewayError,
     Response,
     Shutdown,
-    message_text,
     parse_frame,
 )
 from bridge.openclaw_handshake import (
-    CLIENT_ID,
-    CLIENT_MODE,
-    DISPLAY_NAME,
     HANDSHAKE_TIMEOUT,
-    MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
-    RETRYABLE_CLOSE_CODES,
-    SCOPES,
     Retry,
     handshake,
 )
@@ -54,41 +44,12 @@ from bridge.openclaw_run import (
     Resend,
     RunFollower,
     RunResult,
-    RunState,
     Status,
     Tool,
     reply_from_history,
 )
-from bridge.openclaw_session import MAX_SESSION_KEY_LENGTH, check_session_key, session_key_for
+from bridge.openclaw_session import check_session_key
 from serverless_openclaw.observability import logger
-
-__all__ = [
-    "ABORT_GRACE",
-    "CLIENT_ID",
-    "CLIENT_MODE",
-    "DISPLAY_NAME",
-    "DROPPED_EVENTS",
-    "HANDSHAKE_TIMEOUT",
-    "MAX_FRAME_BYTES",
-    "MAX_SESSION_KEY_LENGTH",
-    "PROTOCOL_VERSION",
-    "RETRYABLE_CLOSE_CODES",
-    "RETRY_FIRST_DELAY",
-    "RETRY_GROWTH",
-    "RETRY_MAX_DELAY",
-    "SCOPES",
-    "TERMINAL_STATES",
-    "GatewayClient",
-    "GatewayError",
-    "GatewayUnavailable",
-    "OnDelta",
-    "OnStatus",
-    "OnTool",
-    "RunResult",
-    "RunState",
-    "message_text",
-    "session_key_for",
-]
 
 RETRY_FIRST_DELAY = 0.5
 RETRY_MAX_DELAY = 2.0

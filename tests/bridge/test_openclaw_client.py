@@ -9,13 +9,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.openclaw_client import (
-    GatewayClient,
-    GatewayError,
-    GatewayUnavailable,
-    RunResult,
-    session_key_for,
-)
+from bridge.openclaw_client import GatewayClient, GatewayUnavailable
+from bridge.openclaw_frames import GatewayError
+from bridge.openclaw_run import RunResult
+from bridge.openclaw_session import session_key_for
 from tests.bridge.fake_gateway import PROVIDER_ERROR, FakeGateway
 
 ALICE = "agent:main:web:conv-alice"

@@ -18,7 +18,7 @@ import pytest
 from ulid import ULID
 from websockets.asyncio.client import ClientConnection
 
-from bridge.openclaw_client import session_key_for
+from bridge.openclaw_session import session_key_for
 from local.offline_model import OfflineModelServer
 from tests.contract.conftest import (
     FatalHandshake,

@@ -9,7 +9,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bridge.openclaw_client import GatewayClient, message_text
+from bridge.openclaw_client import GatewayClient
+from bridge.openclaw_frames import message_text
 from bridge.state_sync import StateSync, default_roots
 from local.offline_model import OfflineModelServer
 from tests.contract.conftest import start_gateway
