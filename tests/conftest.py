@@ -48,6 +48,7 @@ for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL") or n == 
     del os.environ[_name]
 os.environ.update(TEST_ENV)
 
+import botocore.session  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
 
@@ -62,6 +63,27 @@ from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
 from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, RecordingPusher  # noqa: E402
+
+
+def _one_loader_per_data_path() -> None:
+    """Every boto3 session of the test process shares one botocore loader.
+
+    A new session parses the service models from JSON again (about 90 ms for its first client), and moto
+    replaces boto3's default session at every mock while scripts under test build sessions of their own.
+    The models never change during a run, so one loader (with its cache of parsed files) serves them all.
+    """
+    make_loader = botocore.session.create_loader
+    loaders: dict[str | None, object] = {}
+
+    def shared(search_path_string: str | None = None) -> object:
+        if search_path_string not in loaders:
+            loaders[search_path_string] = make_loader(search_path_string)
+        return loaders[search_path_string]
+
+    botocore.session.create_loader = shared  # type: ignore[assignment]
+
+
+_one_loader_per_data_path()
 
 pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
 
