@@ -39,6 +39,9 @@ TEST_ENV = {
     "COGNITO_USER_POOL_ID": "us-east-1_TestPool",
     "COGNITO_CLIENT_ID": "test-client-id",
     "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool",
+    "TELEGRAM_API_BASE": "https://api.telegram.org",
+    "TELEGRAM_BOT_TOKEN_PARAMETER": "/test/secrets/telegram-bot-token",
+    "TELEGRAM_WEBHOOK_SECRET_PARAMETER": "/test/secrets/telegram-webhook-secret",
 }
 # Function modules build their configuration at import time, so the environment is set before any import.
 # No endpoint override and no profile: boto3 can only reach moto, with the fake credentials above.
@@ -58,6 +61,7 @@ from serverless_openclaw.store.inbox import InboxStore  # noqa: E402
 from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
+from serverless_openclaw.store.telegram_links import TelegramLinkStore  # noqa: E402
 from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, RecordingPusher  # noqa: E402
 
 pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
@@ -103,6 +107,7 @@ def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlan
         connections=connections,
         conversations=ConversationStore(cfg.tables.conversations),
         settings=SettingsStore(cfg.tables.settings),
+        telegram_links=TelegramLinkStore(cfg.tables.settings),
         pusher=RecordingPusher(connections),
         launcher=launcher,
         clock=clock,

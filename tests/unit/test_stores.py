@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.messages import IncomingMessage
 from serverless_openclaw.store import codec
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.intake import IncomingMessage
 from tests.fakes import Clock
 
 USER = "user-a"

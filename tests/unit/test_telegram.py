@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -234,21 +235,22 @@ def test_an_unreachable_bot_api_is_reported_after_retries() -> None:
 def test_the_notifier_edits_waiting_notes_sends_the_rest_and_survives_failures(aws: dict[str, str]) -> None:
     from local.telegram import TelegramSimulator
     from serverless_openclaw.aws.clients import client as aws_client
+    from serverless_openclaw.config import TelegramConfig
     from serverless_openclaw.control_plane import TelegramOnDemand
     from tests.local.servers import serve
 
     token = "7000000001:notifier-test-token"
     sim = TelegramSimulator(token=token)
-    with serve(sim.app) as server, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TELEGRAM_API_BASE", server.url)
+    with serve(sim.app) as server:
+        config = TelegramConfig.from_env({**os.environ, "TELEGRAM_API_BASE": server.url})
         # Without a token in SSM nobody can be told (and nothing fails)
-        assert TelegramOnDemand().notify([(42, None)], "hello") == 0
+        assert TelegramOnDemand(config).notify([(42, None)], "hello") == 0
 
         aws_client("ssm").put_parameter(
             Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
         )
         note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ waking up")
-        told = TelegramOnDemand().notify([(42, note), (43, None), (44, 99_999)], "⚠️ gave up")
+        told = TelegramOnDemand(config).notify([(42, note), (43, None), (44, 99_999)], "⚠️ gave up")
 
     # The note became the notice, the chat without one got a message, the vanished note was skipped
     assert told == 2

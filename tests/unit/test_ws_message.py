@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from serverless_openclaw import routing
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.protocol import MAX_MESSAGE_BYTES
-from serverless_openclaw.store.connections import Connection
 from tests.conftest import load_event
 from tests.fakes import FakeLauncher
 

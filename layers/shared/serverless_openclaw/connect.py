@@ -28,10 +28,10 @@ from serverless_openclaw.agent_credentials import (
     agent_token_matches,
 )
 from serverless_openclaw.auth import AuthError, JwtVerifier
+from serverless_openclaw.connections import Connection, Kind
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.connections import Connection, Kind
 
 _AGENT_HEADERS = (AGENT_USER_HEADER, AGENT_TASK_HEADER, AGENT_TOKEN_HEADER)
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serverless_openclaw import lifecycle, protocol
-from serverless_openclaw.aws.ecs import StartError
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, MessageAction, Status, TaskState
+from serverless_openclaw.messages import Accepted, IncomingMessage
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.intake import Accepted, IncomingMessage
+from serverless_openclaw.tasks import StartError
 
 # A new start forgets the previous task (busy is set, not removed: one expression may not do both).
 _CLEARED_ON_START = (*(a for a in lifecycle.LIVE_TASK_ATTRIBUTES if a != "busy"), "capacity", "lastError")

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from serverless_openclaw import lifecycle, protocol, routing
-from serverless_openclaw.aws.ecs import USER_TAG
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.observability import count, logger
+from serverless_openclaw.tasks import USER_TAG
 
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -242,10 +242,20 @@ class TaskStateStore:
 
     def scan(self) -> Iterator[TaskState]:
         """Every row (one per user: small by design)."""
-        return map(from_item, self.scan_items())
+        return map(from_item, self._scan_items())
 
-    def scan_items(self) -> Iterator[dict[str, Any]]:
-        """Every row as stored, unconverted: for sweeps that must survive one malformed row."""
+    def scan_states(self, malformed: Callable[[Mapping[str, Any]], None]) -> Iterator[TaskState]:
+        """Every row that parses; one that does not is handed to `malformed` (while its error is being
+        handled, so it can be logged with its traceback) and skipped: a sweep survives one bad row."""
+        for item in self._scan_items():
+            try:
+                state = from_item(item)
+            except (KeyError, ValueError, TypeError):
+                malformed(item)
+                continue
+            yield state
+
+    def _scan_items(self) -> Iterator[dict[str, Any]]:
         paginator = client("dynamodb").get_paginator("scan")
         for page in paginator.paginate(TableName=self.table, ConsistentRead=True):
             for raw in page.get("Items", []):
