@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 
 FAILED_RETENTION_SECONDS = 14 * 24 * 3600
 """Failed items stay visible for two weeks, then expire."""
@@ -58,10 +59,6 @@ def _from_item(item: Mapping[str, Any]) -> InboxItem:
 
 def _key(user_id: str, message_id: str) -> dict[str, Any]:
     return {"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"MSG#{message_id}"}}
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 class InboxStore:
@@ -112,7 +109,7 @@ class InboxStore:
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
-                if _conditional_failed(exc):
+                if condition_failed(exc):
                     continue  # another bridge took it, or it was answered meanwhile
                 raise
             return _from_item(codec.load(resp["Attributes"]) or {})
@@ -129,7 +126,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":claimed": "claimed", ":me": claimer, **vals}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -154,7 +151,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":me": claimer}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -174,7 +171,7 @@ class InboxStore:
                 ),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -194,7 +191,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":v": value, ":queued": "queued"}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True

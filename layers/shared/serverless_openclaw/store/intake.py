@@ -16,6 +16,7 @@ from serverless_openclaw.aws.clients import client
 from serverless_openclaw.config import Tables
 from serverless_openclaw.messages import Accepted, InboxItem, IncomingMessage
 from serverless_openclaw.store import codec, conversations, inbox
+from serverless_openclaw.store.conditions import condition_failed
 from serverless_openclaw.store.ids import new_id
 
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
@@ -72,7 +73,8 @@ class IntakeStore:
         try:
             client("dynamodb").transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if message.idempotency_key and _first_condition_failed(exc):
+            # Only the Idempotency record (the first item) has a condition: failing it means "seen before".
+            if message.idempotency_key and condition_failed(exc, item=0):
                 return self._previous(message.idempotency_key)
             raise
         return Accepted(message_id=message_id, conversation_id=conversation_id)
@@ -97,7 +99,7 @@ class IntakeStore:
         try:
             client("dynamodb").put_item(**self._first_time(key, {}, now))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -117,10 +119,3 @@ class IntakeStore:
             conversation_id=str(data.get("conversationId", "")),
             duplicate=True,
         )
-
-
-def _first_condition_failed(exc: ClientError) -> bool:
-    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"

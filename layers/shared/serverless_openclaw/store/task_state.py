@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 
 _ATTRS = {
     "status",
@@ -69,10 +70,6 @@ def _update(
     return expression, {f"#{k}": k for k in (*set_, *remove)}, {f":{k}": v for k, v in kept.items()}
 
 
-def _conditional_failed(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
-
-
 class TaskStateStore:
     """Reads and conditional writes of the TaskState table."""
 
@@ -127,7 +124,7 @@ class TaskStateStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return None
             raise
         return from_item(codec.load(resp["Attributes"]) or {})
@@ -145,7 +142,7 @@ class TaskStateStore:
                 ExpressionAttributeValues=codec.values(vals),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True

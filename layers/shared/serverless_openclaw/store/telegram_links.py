@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 from serverless_openclaw.store.ids import new_id
 from serverless_openclaw.telegram_links import (
     CODE_ALPHABET,
@@ -44,16 +45,6 @@ def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"PK": {"S": pk}, "SK": {"S": sk}}
 
 
-def _condition_failed(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons") or []
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
-    return False
-
-
 class TelegramLinkStore:
     """Links, codes and the bot's per-user memory, in the Settings table."""
 
@@ -72,7 +63,7 @@ class TelegramLinkStore:
         try:
             client("dynamodb").put_item(TableName=self.table, Item=codec.dump(item), **extra)
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -163,7 +154,7 @@ class TelegramLinkStore:
             try:
                 client("dynamodb").transact_write_items(TransactItems=items)
             except ClientError as exc:
-                if _condition_failed(exc):
+                if condition_failed(exc):
                     continue
                 raise
             return LinkCode(code=code, expires_at=expires_at)
@@ -197,7 +188,7 @@ class TelegramLinkStore:
             )
             return int((codec.load(resp["Attributes"]) or {}).get("failures", 1))
         except ClientError as exc:
-            if not _condition_failed(exc):
+            if not condition_failed(exc):
                 raise
         window = {"failures": 1, "windowStart": now, "ttl": int(now) + LINK_FAILURE_WINDOW_SECONDS + 60}
         self._put({"PK": pk, "SK": sk, **window})
@@ -299,7 +290,7 @@ class TelegramLinkStore:
         try:
             client("dynamodb").transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
                 return self._failed(account.telegram_user_id, now)
             raise
@@ -339,7 +330,7 @@ class TelegramLinkStore:
                 ]
             )
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return None  # changed meanwhile (unlinked or relinked elsewhere): nothing of ours to remove
             raise
         return link
