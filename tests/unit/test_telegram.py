@@ -232,6 +232,22 @@ def test_an_unreachable_bot_api_is_reported_after_retries() -> None:
     assert slept == [0.5]
 
 
+def test_a_client_allowed_no_attempt_refuses_to_call_instead_of_failing_obscurely() -> None:
+    # Given a client configured with zero attempts, and a transport that records any call
+    calls: list[str] = []
+
+    def transport(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        calls.append(url)
+        return 200, b'{"ok": true, "result": true}'
+
+    telegram = TelegramClient(TOKEN, attempts=0, transport=transport)
+
+    # When it is asked to call, Then it says why it cannot, and nothing was sent
+    with pytest.raises(ValueError, match="attempts must be at least 1, got 0"):
+        telegram.send_chat_action(42)
+    assert calls == []
+
+
 def test_the_notifier_edits_waiting_notes_sends_the_rest_and_survives_failures(aws: dict[str, str]) -> None:
     from local.telegram import TelegramSimulator
     from serverless_openclaw.aws.clients import client as aws_client

@@ -140,7 +140,8 @@ def _urllib_transport(url: str, body: bytes, timeout: float) -> tuple[int, bytes
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https or local base)
+        # The URL is the configured API base (https, or the local stack's simulator), never user input.
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read() or b"")
@@ -176,19 +177,27 @@ class TelegramClient:
                 if error is None:
                     return json.loads(raw)["result"]
                 last = error
-                if status == 429 and error.retry_after is not None:
-                    if error.retry_after > _MAX_RETRY_AFTER:
-                        raise error
-                    logger.info("telegram rate limit, waiting", method=method, retry_after=error.retry_after)
-                    self.sleep(error.retry_after)
+                if self._waited_out(error):
                     continue
                 if status < 500:
                     raise error
             if attempt < self.attempts:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
-        assert last is not None
+        if last is None:
+            raise ValueError(f"{method} was not attempted: attempts must be at least 1, got {self.attempts}")
         logger.warning("telegram call failed", method=method, status=last.status, error=last.description)
         raise last
+
+    def _waited_out(self, error: TelegramError) -> bool:
+        """After a rate limit, wait as long as Telegram asks (True); False for other errors; the error
+        itself when the wait is longer than is worth holding a reply for."""
+        if error.status != 429 or error.retry_after is None:
+            return False
+        if error.retry_after > _MAX_RETRY_AFTER:
+            raise error
+        logger.info("telegram rate limit, waiting", method=error.method, retry_after=error.retry_after)
+        self.sleep(error.retry_after)
+        return True
 
     # ------------------------------------------------------------------------------------ methods
 

@@ -204,11 +204,32 @@ class TelegramLinkStore:
         if failures >= MAX_LINK_FAILURES:
             return Redeemed(refusal="rate_limited", retry_in_seconds=max(1, int(window_end - now + 0.999)))
         code = normalise_code(code_text)
-        row = self._get(f"LINKCODE#{code}", "LINKCODE") if code else None
+        user_id = self._code_owner(code, now) if code is not None else None
+        if code is None or user_id is None:
+            return self._failed(account.telegram_user_id, now)
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=self._link_writes(code, user_id, account, now)
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
+                return self._failed(account.telegram_user_id, now)
+            raise
+        return Redeemed(user_id=user_id)
+
+    def _code_owner(self, code: str, now: float) -> str | None:
+        """The web user an unused code was issued to; None when it is unknown or expired."""
+        row = self._get(f"LINKCODE#{code}", "LINKCODE")
         user_id = row.get("userId") if row else None
         if not row or not isinstance(user_id, str) or float(row.get("expiresAt", 0)) <= now:
-            return self._failed(account.telegram_user_id, now)
-        assert code is not None
+            return None
+        return user_id
+
+    def _link_writes(
+        self, code: str, user_id: str, account: TelegramAccount, now: float
+    ) -> list[dict[str, Any]]:
+        """One transaction: consume the code, link both ways, and undo the links this one replaces."""
         tg_user = telegram_user_id(account.telegram_user_id)
         previous_user = self.linked_user(account.telegram_user_id)
         previous_link = self.link_of(user_id)
@@ -287,14 +308,7 @@ class TelegramLinkStore:
                     }
                 }
             )
-        try:
-            client("dynamodb").transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if condition_failed(exc):
-                # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
-                return self._failed(account.telegram_user_id, now)
-            raise
-        return Redeemed(user_id=user_id)
+        return items
 
     def _failed(self, telegram_id: int, now: float) -> Redeemed:
         failures = self.record_failure(telegram_id, now)
