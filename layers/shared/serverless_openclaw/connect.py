@@ -1,6 +1,6 @@
 """Opening WebSocket connections: `$connect` decides who is let in (disconnect.py forgets them).
 
-Two kinds of connection reach the same WebSocket API (DESIGN §2, decision 1):
+Two kinds of connection reach the same WebSocket API (docs/architecture.md, Decisions):
 
 - a **client** (browser) presents a Cognito ID token as `?token=…`; its `sub` becomes the user id;
 - an **agent** (the bridge in the user's Fargate task, which dials out because the task has no

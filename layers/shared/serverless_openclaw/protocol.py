@@ -1,4 +1,7 @@
-"""Message shapes of the browser ↔ WebSocket API protocol and of the control plane ↔ bridge (DESIGN §5)."""
+"""Message shapes of the browser ↔ WebSocket API protocol and of the control plane ↔ bridge.
+
+The frames are described in docs/architecture.md, Protocols.
+"""
 
 from __future__ import annotations
 

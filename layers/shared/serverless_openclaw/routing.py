@@ -1,4 +1,5 @@
-"""What happens to a user message and to explicit start/stop requests (DESIGN §6, step 1).
+"""What happens to a user message and to explicit start/stop requests: the first step of a message's
+lifecycle, up to the agent being nudged or started (docs/architecture.md, Lifecycle of a message).
 
 The message is stored first (store/intake.py); only then is the agent nudged, waited for or started.
 Whatever fails after that point, the message stays queued for the next task: it is never lost.

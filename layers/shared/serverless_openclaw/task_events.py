@@ -1,6 +1,7 @@
 """ECS "Task State Change" STOPPED events: release the user's lease at once, count failed starts, retry.
 
-The event is the fast path (DESIGN §2.3, §6.5); the watchdog is the safety net for events that never come.
+The event is the fast path: ECS reports a stopped task within seconds, so the user's row is settled at once
+and queued messages get a new agent. The watchdog is the safety net for events that never come.
 Only the TaskState row that still references the stopped task is touched: an event for a task the row has
 already let go of (superseded, reset by the watchdog) changes nothing.
 """

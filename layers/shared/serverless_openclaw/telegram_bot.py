@@ -6,7 +6,7 @@ until it sees a 2xx, so every update is deduplicated on its `update_id` in the I
 redelivery never produces a second answer. A failure before anything was decided returns 500, so
 Telegram's redelivery is the retry.
 
-Text from a linked (or allowlisted) Telegram user goes through the same routing as the web (DESIGN §6):
+Text from a linked (or allowlisted) Telegram user goes through the same routing as the web (routing.py):
 stored in Conversations and the Inbox first, then the agent is nudged or started. A stranger gets one
 polite refusal that explains how to link, and nothing starts.
 """
