@@ -61,7 +61,6 @@ from serverless_openclaw.store.inbox import InboxStore  # noqa: E402
 from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
-from serverless_openclaw.store.telegram_links import TelegramLinkStore  # noqa: E402
 from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, RecordingPusher  # noqa: E402
 
 pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
@@ -107,7 +106,6 @@ def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlan
         connections=connections,
         conversations=ConversationStore(cfg.tables.conversations),
         settings=SettingsStore(cfg.tables.settings),
-        telegram_links=TelegramLinkStore(cfg.tables.settings),
         pusher=RecordingPusher(connections),
         launcher=launcher,
         clock=clock,

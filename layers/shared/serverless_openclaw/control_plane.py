@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from serverless_openclaw.aws.ecs import EcsLauncher
 from serverless_openclaw.aws.pusher import ConnectionPusher
@@ -17,8 +18,10 @@ from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
-from serverless_openclaw.store.telegram_links import TelegramLinkStore
 from serverless_openclaw.tasks import Launched
+
+if TYPE_CHECKING:
+    from serverless_openclaw.store.telegram_links import TelegramLinkStore
 
 
 class Pusher(Protocol):
@@ -90,11 +93,21 @@ class ControlPlane:
     connections: ConnectionStore
     conversations: ConversationStore
     settings: SettingsStore
-    telegram_links: TelegramLinkStore
     pusher: Pusher
     launcher: Launcher
     clock: Callable[[], float] = field(default=time.time)
     telegram: Notifier | None = None
+
+    @functools.cached_property
+    def telegram_links(self) -> TelegramLinkStore:
+        """Telegram links, link codes and the bot's memory, in the Settings table.
+
+        Built on first use: only the webhook and `/api/telegram` need it, and its import (the link rules
+        and their types) would otherwise be paid on every function's cold start.
+        """
+        from serverless_openclaw.store.telegram_links import TelegramLinkStore
+
+        return TelegramLinkStore(self.cfg.tables.settings)
 
     @classmethod
     def from_config(cls, cfg: ControlPlaneConfig) -> ControlPlane:
@@ -108,7 +121,6 @@ class ControlPlane:
             connections=connections,
             conversations=ConversationStore(cfg.tables.conversations),
             settings=SettingsStore(cfg.tables.settings),
-            telegram_links=TelegramLinkStore(cfg.tables.settings),
             pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
             launcher=EcsLauncher(cfg.launch),
             telegram=TelegramOnDemand(cfg.telegram),
