@@ -173,7 +173,7 @@ def test_short_and_empty_texts() -> None:
 class _BotApiHandler(BaseHTTPRequestHandler):
     server: _BotApi
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         self.server.seen.append((self.path, body))
         if self.server.rate_limit_first and len(self.server.seen) == 1:
@@ -187,7 +187,7 @@ class _BotApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
