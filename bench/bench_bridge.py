@@ -30,9 +30,11 @@ from bridge.openclaw_config import write_config  # noqa: E402
 from bridge.state_sync import StateSync, default_roots  # noqa: E402
 from local.offline_model import serve  # noqa: E402
 from serverless_openclaw.config import Tables  # noqa: E402
+from serverless_openclaw.connections import Connection  # noqa: E402
 from serverless_openclaw.lifecycle import Status  # noqa: E402
-from serverless_openclaw.store.connections import Connection, ConnectionStore  # noqa: E402
-from serverless_openclaw.store.intake import IncomingMessage, IntakeStore  # noqa: E402
+from serverless_openclaw.messages import IncomingMessage  # noqa: E402
+from serverless_openclaw.store.connections import ConnectionStore  # noqa: E402
+from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
 from tests.contract.conftest import gateway_command, require_runtime, start_gateway, wait_for_hello  # noqa: E402
 from tests.contract.harness import (  # noqa: E402

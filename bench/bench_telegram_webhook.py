@@ -26,6 +26,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ from local.template import create_tables, load_template  # noqa: E402
 from serverless_openclaw import routing  # noqa: E402
 from serverless_openclaw.aws import clients  # noqa: E402
 from serverless_openclaw.lifecycle import Status  # noqa: E402
-from serverless_openclaw.telegram import TelegramSettings  # noqa: E402
 from serverless_openclaw.telegram_bot import TelegramBot  # noqa: E402
 from tests.fakes import FakeLambdaContext, FakeLauncher  # noqa: E402
 
@@ -120,9 +120,9 @@ def main() -> None:
         app: Any = importlib.import_module("functions.telegram_webhook.app")
         plane = app.plane
         plane.launcher = FakeLauncher()  # ECS is not in the warm path; a running agent is
-        env = {"STACK_NAME": "test", "TELEGRAM_ALLOWED_USER_IDS": str(ALLOWED)}
-        settings = TelegramSettings.from_env(env)
-        bot = TelegramBot.from_plane(plane, settings)
+        allowlisted = replace(plane.cfg.telegram, allowed_user_ids=frozenset({ALLOWED}))
+        plane.cfg = replace(plane.cfg, telegram=allowlisted)
+        bot = TelegramBot.from_plane(plane)
         fake = FakeBotApi()
         bot.bot.make = lambda token, base: fake  # type: ignore[assignment,return-value]
         app.bot = bot

@@ -32,8 +32,8 @@ from bench.moto_probe import calls, counting, in_moto, percentile  # noqa: E402
 from local.template import create_tables, load_template  # noqa: E402
 from serverless_openclaw import routing  # noqa: E402
 from serverless_openclaw.aws import clients  # noqa: E402
+from serverless_openclaw.connections import Connection  # noqa: E402
 from serverless_openclaw.lifecycle import Status  # noqa: E402
-from serverless_openclaw.store.connections import Connection  # noqa: E402
 from tests.fakes import FakeLambdaContext, FakeLauncher  # noqa: E402
 
 MESSAGES = int(os.environ.get("BENCH_MESSAGES", "300"))

@@ -41,6 +41,9 @@ TEST_ENV = {
     "COGNITO_USER_POOL_ID": "us-east-1_TestPool",
     "COGNITO_CLIENT_ID": "test-client-id",
     "COGNITO_ISSUER": "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_TestPool",
+    "TELEGRAM_API_BASE": "https://api.telegram.org",
+    "TELEGRAM_BOT_TOKEN_PARAMETER": "/test/secrets/telegram-bot-token",
+    "TELEGRAM_WEBHOOK_SECRET_PARAMETER": "/test/secrets/telegram-webhook-secret",
 }
 # Function modules build their configuration at import time, so the environment is set before any import.
 # No endpoint override and no profile: boto3 can only reach moto, with the fake credentials above.

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from serverless_openclaw.aws.ecs import Launched, StartError
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.store.connections import ConnectionStore
+from serverless_openclaw.tasks import Launched, StartError
 
 
 @dataclass

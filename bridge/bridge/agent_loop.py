@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.delivery import Delivery, ReplyStream, readable_error
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.ids import new_id
-from serverless_openclaw.store.inbox import InboxItem, InboxStore
+from serverless_openclaw.store.inbox import InboxStore
 
 
 class RunOutcome(Protocol):

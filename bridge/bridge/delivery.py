@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from serverless_openclaw import protocol
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
-from serverless_openclaw.store.inbox import InboxItem
 
 MAX_FRAME_CHARS = 16_000
 """Longest text put in one pushed frame: even at 6 JSON bytes a character (escaped control characters)

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from bridge.delivery import ReplyStream
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
-from serverless_openclaw.store.inbox import InboxItem
 from serverless_openclaw.telegram import TelegramClient, TelegramError, split_message
 
 TYPING_SECONDS = 4.5

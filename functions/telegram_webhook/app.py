@@ -11,12 +11,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from serverless_openclaw.config import ControlPlaneConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import logger, metrics
-from serverless_openclaw.telegram import TelegramSettings
 from serverless_openclaw.telegram_bot import TelegramBot
 
 config = ControlPlaneConfig.from_env()
 plane = ControlPlane.from_config(config)
-bot = TelegramBot.from_plane(plane, TelegramSettings.from_env())
+bot = TelegramBot.from_plane(plane)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

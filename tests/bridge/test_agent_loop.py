@@ -9,8 +9,7 @@ from typing import Any
 
 from bridge.agent_loop import InboxLoop
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.store.inbox import InboxItem
-from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.messages import InboxItem, IncomingMessage
 from tests.fakes import Clock
 
 USER = "user-a"

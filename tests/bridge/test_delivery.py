@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from bridge.delivery import MAX_FRAME_CHARS, WebSocketDelivery, readable_error
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.inbox import InboxItem
+from serverless_openclaw.messages import InboxItem
 from tests.fakes import RecordingPusher
 
 USER = "alice"

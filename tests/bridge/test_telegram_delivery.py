@@ -16,7 +16,7 @@ import pytest
 from bridge.delivery import ReplyStream
 from bridge.telegram_delivery import ChannelDelivery, TeeStream, TelegramDelivery
 from local.telegram import TelegramSimulator
-from serverless_openclaw.store.inbox import InboxItem
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.telegram import TelegramClient
 from tests.local.servers import serve
 

@@ -24,11 +24,13 @@ import pytest_asyncio
 from local.offline_model import OfflineModelServer
 from serverless_openclaw.aws import clients
 from serverless_openclaw.config import Tables
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.lifecycle import Status
-from serverless_openclaw.store.connections import Connection, ConnectionStore
+from serverless_openclaw.messages import IncomingMessage
+from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
-from serverless_openclaw.store.intake import IncomingMessage, IntakeStore
+from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.task_state import TaskStateStore
 from tests.contract.harness import (
     AgentSocket,

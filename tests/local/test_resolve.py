@@ -9,6 +9,7 @@ import pytest
 from local.functions import FunctionHost
 from local.resolve import Resolver, api_id
 from local.template import TemplateError
+from serverless_openclaw.config import AuthConfig, ControlPlaneConfig
 
 WS_HTTP = "http://127.0.0.1:48201"
 WS_URL = "ws://127.0.0.1:48201"
@@ -401,3 +402,18 @@ def test_every_url_of_a_localised_api_points_at_its_loopback_server() -> None:
     assert resolved["https"] == "http://127.0.0.1:9001/prod"
     assert resolved["wss"] == ["ws://127.0.0.1:9001/prod"]
     assert resolved["other"] == f"https://{api_id('OtherApi')}.execute-api.us-east-1.amazonaws.com/prod"
+
+
+def test_every_function_gets_the_configuration_it_reads_at_start_up(real_template: dict[str, Any]) -> None:
+    # Given every function's environment as the local stack builds it from the template
+    functions = FunctionHost(localised(real_template), {}).functions
+
+    # When each reads its configuration, as its module does at start-up
+    configs = {name: ControlPlaneConfig.from_env(fn.environment) for name, fn in functions.items()}
+
+    # Then none is missing a variable, and each knows where the bot's token and webhook secret live
+    assert set(configs) >= {"WsMessageFunction", "TelegramWebhookFunction", "WatchdogFunction"}
+    for config in configs.values():
+        assert config.telegram.token_parameter == "/local/secrets/telegram-bot-token"
+        assert config.telegram.secret_parameter == "/local/secrets/telegram-webhook-secret"
+    assert AuthConfig.from_env(functions["WsConnectFunction"].environment).client_id

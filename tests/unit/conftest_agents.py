@@ -6,10 +6,10 @@ import copy
 from typing import Any
 
 from serverless_openclaw import routing
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.messages import IncomingMessage
 from tests.conftest import load_event
 
 USER = "4c8d2e1a-7b3f-4e9a-a1d2-5f6e7c8b9a01"

@@ -9,11 +9,13 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from serverless_openclaw.aws import clients
-from serverless_openclaw.aws.ecs import EcsLauncher, StartError
+from serverless_openclaw.aws.ecs import EcsLauncher
 from serverless_openclaw.aws.pusher import ConnectionPusher
 from serverless_openclaw.config import LaunchConfig
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.lifecycle import Capacity
-from serverless_openclaw.store.connections import Connection, ConnectionStore
+from serverless_openclaw.store.connections import ConnectionStore
+from serverless_openclaw.tasks import StartError
 
 CFG = LaunchConfig(
     cluster="test-cluster",

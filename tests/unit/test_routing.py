@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from serverless_openclaw import routing
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.messages import IncomingMessage
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
 
 USER = "user-a"

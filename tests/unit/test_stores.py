@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.conversations import InvalidCursor
 from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.messages import IncomingMessage
 from serverless_openclaw.store import codec
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.intake import IncomingMessage
 from tests.fakes import Clock
 
 USER = "user-a"
@@ -214,13 +215,13 @@ def test_cursor_of_another_user_or_forged_is_refused(cp: ControlPlane) -> None:
         cp.conversations.add_message("victim", "conv-1", "user", f"secret {n}", "web", n)
     victim_cursor = cp.conversations.messages("victim", "conv-1", limit=1).next_cursor
     assert victim_cursor
-    with pytest.raises(codec.InvalidCursor):
+    with pytest.raises(InvalidCursor):
         cp.conversations.messages(USER, "conv-1", cursor=victim_cursor)
-    with pytest.raises(codec.InvalidCursor):
+    with pytest.raises(InvalidCursor):
         cp.conversations.messages(USER, "conv-1", cursor="not-a-cursor!!")
     forged = codec.encode_cursor(codec.dump({"PK": f"USER#{USER}", "SK": "CONV#x"}))
     assert forged
-    with pytest.raises(codec.InvalidCursor):
+    with pytest.raises(InvalidCursor):
         cp.conversations.messages(USER, "conv-1", cursor=forged)
 
 

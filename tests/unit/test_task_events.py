@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -13,7 +14,7 @@ from serverless_openclaw import routing, task_events
 from serverless_openclaw.aws.clients import client as aws_client
 from serverless_openclaw.control_plane import ControlPlane, TelegramOnDemand
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Capacity, Status
-from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.messages import IncomingMessage
 from serverless_openclaw.telegram import TelegramClient
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
@@ -234,20 +235,17 @@ def test_third_failed_start_gives_up_and_fails_the_messages(
     assert pusher.frames("tab-1", "status")[-1]["status"] == "idle"
 
 
-def test_giving_up_tells_telegram_users_in_their_waiting_message(
-    cp: ControlPlane, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_giving_up_tells_telegram_users_in_their_waiting_message(cp: ControlPlane) -> None:
     # Given a Telegram chat where one message waits under a "waking up" note and another has none yet,
     # the bot's token in SSM, and a web message beside them
     token = "7000000001:give-up-test-token"
     sim = TelegramSimulator(token=token)
     with serve(sim.app) as server:
-        monkeypatch.setenv("TELEGRAM_API_BASE", server.url)
         aws_client("ssm").put_parameter(
             Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
         )
         note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ Waking up your agent…")
-        cp.telegram = TelegramOnDemand()
+        cp.telegram = TelegramOnDemand(replace(cp.cfg.telegram, api_base=server.url))
         for text, reply_to in [
             ("from telegram", {"chatId": 42, "messageId": 7, "placeholderId": note}),
             ("no note", {"chatId": 42, "messageId": 8}),

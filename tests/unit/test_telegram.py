@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -172,7 +173,7 @@ def test_short_and_empty_texts() -> None:
 class _BotApiHandler(BaseHTTPRequestHandler):
     server: _BotApi
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
         self.server.seen.append((self.path, body))
         if self.server.rate_limit_first and len(self.server.seen) == 1:
@@ -186,7 +187,7 @@ class _BotApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -231,24 +232,41 @@ def test_an_unreachable_bot_api_is_reported_after_retries() -> None:
     assert slept == [0.5]
 
 
+def test_a_client_allowed_no_attempt_refuses_to_call_instead_of_failing_obscurely() -> None:
+    # Given a client configured with zero attempts, and a transport that records any call
+    calls: list[str] = []
+
+    def transport(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        calls.append(url)
+        return 200, b'{"ok": true, "result": true}'
+
+    telegram = TelegramClient(TOKEN, attempts=0, transport=transport)
+
+    # When it is asked to call, Then it says why it cannot, and nothing was sent
+    with pytest.raises(ValueError, match="attempts must be at least 1, got 0"):
+        telegram.send_chat_action(42)
+    assert calls == []
+
+
 def test_the_notifier_edits_waiting_notes_sends_the_rest_and_survives_failures(aws: dict[str, str]) -> None:
     from local.telegram import TelegramSimulator
     from serverless_openclaw.aws.clients import client as aws_client
+    from serverless_openclaw.config import TelegramConfig
     from serverless_openclaw.control_plane import TelegramOnDemand
     from tests.local.servers import serve
 
     token = "7000000001:notifier-test-token"
     sim = TelegramSimulator(token=token)
-    with serve(sim.app) as server, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TELEGRAM_API_BASE", server.url)
+    with serve(sim.app) as server:
+        config = TelegramConfig.from_env({**os.environ, "TELEGRAM_API_BASE": server.url})
         # Without a token in SSM nobody can be told (and nothing fails)
-        assert TelegramOnDemand().notify([(42, None)], "hello") == 0
+        assert TelegramOnDemand(config).notify([(42, None)], "hello") == 0
 
         aws_client("ssm").put_parameter(
             Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
         )
         note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ waking up")
-        told = TelegramOnDemand().notify([(42, note), (43, None), (44, 99_999)], "⚠️ gave up")
+        told = TelegramOnDemand(config).notify([(42, note), (43, None), (44, 99_999)], "⚠️ gave up")
 
     # The note became the notice, the chat without one got a message, the vanished note was skipped
     assert told == 2

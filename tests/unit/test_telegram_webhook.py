@@ -11,6 +11,7 @@ import copy
 import importlib
 import itertools
 import json
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -21,15 +22,15 @@ from serverless_openclaw.aws.clients import client
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.store import codec
-from serverless_openclaw.store.telegram_links import (
+from serverless_openclaw.store.telegram_links import TelegramLinkStore
+from serverless_openclaw.telegram import CachedParameter
+from serverless_openclaw.telegram_bot import TelegramBot, parse_command
+from serverless_openclaw.telegram_links import (
     CODE_TTL_SECONDS,
     LINK_FAILURE_WINDOW_SECONDS,
     MAX_LINK_FAILURES,
     REFUSAL_QUIET_SECONDS,
-    TelegramLinkStore,
 )
-from serverless_openclaw.telegram import CachedParameter, TelegramSettings
-from serverless_openclaw.telegram_bot import TelegramBot, parse_command
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
 from tests.unit.test_http_api import ALICE, BOB, Api
@@ -81,8 +82,8 @@ def app(
     cp: ControlPlane, secrets_in_ssm: None, telegram: RecordingBot, monkeypatch: pytest.MonkeyPatch
 ) -> ModuleType:
     module = importlib.import_module("functions.telegram_webhook.app")
-    settings = TelegramSettings.from_env({"STACK_NAME": "test", "TELEGRAM_ALLOWED_USER_IDS": str(ALLOWED)})
-    bot = TelegramBot.from_plane(cp, settings)
+    cp.cfg = replace(cp.cfg, telegram=replace(cp.cfg.telegram, allowed_user_ids=frozenset({ALLOWED})))
+    bot = TelegramBot.from_plane(cp)
     bot.clock = cp.clock
     bot.bot.make = lambda token, base: telegram  # type: ignore[assignment,return-value]
     monkeypatch.setattr(module, "bot", bot)

@@ -13,7 +13,7 @@ from serverless_openclaw import routing, task_events, watchdog
 from serverless_openclaw.aws.clients import client as aws_client
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
-from serverless_openclaw.store.intake import IncomingMessage
+from serverless_openclaw.messages import IncomingMessage
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
 from tests.unit.conftest_agents import OTHER, USER, client, queue, running, starting, stopped_event

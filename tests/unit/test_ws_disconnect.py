@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from serverless_openclaw.agent_credentials import hash_agent_token
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState
-from serverless_openclaw.store.connections import Connection
 from tests.conftest import load_event
 
 USER = "0c8e7a52-3f21-4a7e-9d5b-2f6f1e9b7c44"

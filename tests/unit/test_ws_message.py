@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from serverless_openclaw import routing
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.protocol import MAX_MESSAGE_BYTES
-from serverless_openclaw.store.connections import Connection
 from tests.conftest import load_event
 from tests.fakes import FakeLauncher
 
@@ -115,6 +115,19 @@ def test_malformed_frames_get_an_error_and_write_nothing(
     assert reply["type"] == "error" and reply["code"] == code and reply["error"]
     assert _nothing_written(cp)
     assert launcher.launched == []
+
+
+def test_one_refusal_names_every_bad_field_of_a_message(
+    app: ModuleType, cp: ControlPlane, lambda_context: Any
+) -> None:
+    # When a message arrives with no text, a client id with a space and a conversation id with a slash
+    body = json.dumps({"action": "sendMessage", "clientMessageId": "has space", "conversationId": "a/b"})
+    reply = _call(app, lambda_context, body)
+
+    # Then one error names all three, and nothing is stored
+    assert reply["code"] == "bad_request"
+    assert reply["error"] == "Invalid or missing field(s): clientMessageId, conversationId, message."
+    assert _nothing_written(cp)
 
 
 def test_oversized_message_and_frame_are_refused(

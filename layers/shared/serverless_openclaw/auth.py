@@ -72,25 +72,29 @@ class JwtVerifier:
 
     def verify_id_token(self, token: str) -> Claims:
         """The claims of a valid Cognito ID token for our app client; AuthError for anything else."""
-        if not isinstance(token, str) or not token:
-            raise AuthError("missing token")
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise AuthError("token too large")
+        _check_header(token)
+        claims = self._decode(token, self._signing_key(token))
+        # An access token of the same pool is signed by the same key: only `token_use` tells them apart.
+        if claims.get("token_use") != "id":
+            raise AuthError("not an id token")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub.strip():
+            raise AuthError("invalid subject")
+        return Claims(
+            sub=sub, email=_optional_str(claims, "email"), username=_optional_str(claims, "cognito:username")
+        )
+
+    def _signing_key(self, token: str) -> jwt.PyJWK:
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
-        # Checked before the key lookup so junk never triggers a JWKS fetch.
-        if header.get("alg") not in _ALGORITHMS:
-            raise AuthError("algorithm not allowed")
-        if not isinstance(header.get("kid"), str):
-            raise AuthError("token has no key id")
-        try:
-            key = self.jwks_client.get_signing_key_from_jwt(token)
+            return self.jwks_client.get_signing_key_from_jwt(token)
         except jwt.PyJWKClientConnectionError:
             raise AuthError("signing keys unavailable") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("unknown signing key") from None
+
+    def _decode(self, token: str, key: jwt.PyJWK) -> dict[str, Any]:
+        """The verified claims (signature, issuer, audience, expiry, required claims); AuthError naming
+        the first check that failed."""
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -113,15 +117,23 @@ class JwtVerifier:
             raise AuthError("bad signature") from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise AuthError("invalid token") from None
-        # An access token of the same pool is signed by the same key: only `token_use` tells them apart.
-        if claims.get("token_use") != "id":
-            raise AuthError("not an id token")
-        sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip():
-            raise AuthError("invalid subject")
-        return Claims(
-            sub=sub, email=_optional_str(claims, "email"), username=_optional_str(claims, "cognito:username")
-        )
+        return claims
+
+
+def _check_header(token: str) -> None:
+    """Refuse what is plainly not one of our tokens before any key lookup, so junk never fetches the JWKS."""
+    if not isinstance(token, str) or not token:
+        raise AuthError("missing token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise AuthError("token too large")
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise AuthError("malformed token") from None
+    if header.get("alg") not in _ALGORITHMS:
+        raise AuthError("algorithm not allowed")
+    if not isinstance(header.get("kid"), str):
+        raise AuthError("token has no key id")
 
 
 def _optional_str(claims: dict[str, Any], name: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ def number(env: Mapping[str, str], name: str, default: float, *, minimum: float 
 
 @dataclass(frozen=True, slots=True)
 class Tables:
-    """Names of the six DynamoDB tables (DESIGN §4)."""
+    """Names of the six DynamoDB tables (docs/architecture.md, Data model)."""
 
     task_state: str
     connections: str
@@ -132,13 +133,50 @@ class AuthConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramConfig:
+    """Which Bot API to call, where the bot's secrets live (SSM names), and who may use the agent unlinked."""
+
+    token_parameter: str
+    secret_parameter: str
+    api_base: str
+    allowed_user_ids: frozenset[int] = frozenset()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TelegramConfig:
+        """Read TELEGRAM_BOT_TOKEN_PARAMETER, TELEGRAM_WEBHOOK_SECRET_PARAMETER, TELEGRAM_API_BASE and the
+        optional TELEGRAM_ALLOWED_USER_IDS (only the webhook's environment has it)."""
+        return cls(
+            token_parameter=require(env, "TELEGRAM_BOT_TOKEN_PARAMETER"),
+            secret_parameter=require(env, "TELEGRAM_WEBHOOK_SECRET_PARAMETER"),
+            api_base=require(env, "TELEGRAM_API_BASE"),
+            allowed_user_ids=parse_allowlist(env.get("TELEGRAM_ALLOWED_USER_IDS", "")),
+        )
+
+
+def parse_allowlist(raw: str) -> frozenset[int]:
+    """Telegram user ids from a comma- or space-separated list; ConfigError naming a bad entry."""
+    if not raw.strip():
+        return frozenset()  # every function but the webhook: no pattern compiled on their cold start
+    ids: set[int] = set()
+    for entry in re.split(r"[,\s]+", raw.strip()):
+        if not entry:
+            continue
+        if not re.fullmatch(r"[0-9]{1,20}", entry):
+            raise ConfigError(f"TELEGRAM_ALLOWED_USER_IDS: {entry!r} is not a numeric Telegram user id")
+        ids.add(int(entry))
+    return frozenset(ids)
+
+
+@dataclass(frozen=True, slots=True)
 class ControlPlaneConfig:
-    """Everything a control-plane function needs except auth: tables, timings, ECS and the WS endpoint."""
+    """Everything a control-plane function needs except auth: tables, timings, ECS, the WS endpoint and
+    the Telegram bot (every function may tell a Telegram user that their agent could not start)."""
 
     tables: Tables
     lifecycle: LifecycleConfig
     launch: LaunchConfig
     websocket_endpoint: str
+    telegram: TelegramConfig
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ControlPlaneConfig:
@@ -149,4 +187,5 @@ class ControlPlaneConfig:
             lifecycle=LifecycleConfig.from_env(env),
             launch=LaunchConfig.from_env(env),
             websocket_endpoint=require(env, "WEBSOCKET_MANAGEMENT_ENDPOINT").rstrip("/"),
+            telegram=TelegramConfig.from_env(env),
         )

@@ -1,6 +1,6 @@
 """Opening WebSocket connections: `$connect` decides who is let in (disconnect.py forgets them).
 
-Two kinds of connection reach the same WebSocket API (DESIGN §2, decision 1):
+Two kinds of connection reach the same WebSocket API (docs/architecture.md, Decisions):
 
 - a **client** (browser) presents a Cognito ID token as `?token=…`; its `sub` becomes the user id;
 - an **agent** (the bridge in the user's Fargate task, which dials out because the task has no
@@ -28,10 +28,10 @@ from serverless_openclaw.agent_credentials import (
     agent_token_matches,
 )
 from serverless_openclaw.auth import AuthError, JwtVerifier
+from serverless_openclaw.connections import Connection, Kind
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.connections import Connection, Kind
 
 _AGENT_HEADERS = (AGENT_USER_HEADER, AGENT_TASK_HEADER, AGENT_TOKEN_HEADER)
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from serverless_openclaw.aws.ecs import EcsLauncher, Launched
+from serverless_openclaw.aws.ecs import EcsLauncher
 from serverless_openclaw.aws.pusher import ConnectionPusher
-from serverless_openclaw.config import ControlPlaneConfig
+from serverless_openclaw.config import ControlPlaneConfig, TelegramConfig
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.store.conversations import ConversationStore
@@ -17,6 +18,10 @@ from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
+from serverless_openclaw.tasks import Launched
+
+if TYPE_CHECKING:
+    from serverless_openclaw.store.telegram_links import TelegramLinkStore
 
 
 class Pusher(Protocol):
@@ -41,17 +46,19 @@ class Notifier(Protocol):
 
 class TelegramOnDemand:
     """The Telegram notifier, imported on the first notice: most invocations never send one, and the
-    Bot API client (urllib, Markdown patterns) would add about 5 ms to every cold start."""
+    Bot API client (urllib, Markdown patterns) would add about 5 ms to every cold start. Its configuration
+    is read at start-up with the rest, so a missing variable fails there and not at the first notice."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: TelegramConfig) -> None:
+        self.config = config
         self._notifier: Notifier | None = None
 
     def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
         """Edit each (chat, waiting message) into `text`, or send it; how many were told."""
         if self._notifier is None:
-            from serverless_openclaw.telegram import TelegramNotifier, TelegramSettings
+            from serverless_openclaw.telegram import TelegramNotifier
 
-            self._notifier = TelegramNotifier(TelegramSettings.from_env())
+            self._notifier = TelegramNotifier(self.config)
         return self._notifier.notify(targets, text)
 
 
@@ -77,7 +84,7 @@ class Launcher(Protocol):
 
 @dataclass
 class ControlPlane:
-    """Stores, launcher, pusher, configuration and clock."""
+    """Stores, launcher, pusher, configuration and clock; domain modules reach every adapter through it."""
 
     cfg: ControlPlaneConfig
     task_state: TaskStateStore
@@ -90,6 +97,17 @@ class ControlPlane:
     launcher: Launcher
     clock: Callable[[], float] = field(default=time.time)
     telegram: Notifier | None = None
+
+    @functools.cached_property
+    def telegram_links(self) -> TelegramLinkStore:
+        """Telegram links, link codes and the bot's memory, in the Settings table.
+
+        Built on first use: only the webhook and `/api/telegram` need it, and its import (the link rules
+        and their types) would otherwise be paid on every function's cold start.
+        """
+        from serverless_openclaw.store.telegram_links import TelegramLinkStore
+
+        return TelegramLinkStore(self.cfg.tables.settings)
 
     @classmethod
     def from_config(cls, cfg: ControlPlaneConfig) -> ControlPlane:
@@ -105,5 +123,5 @@ class ControlPlane:
             settings=SettingsStore(cfg.tables.settings),
             pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
             launcher=EcsLauncher(cfg.launch),
-            telegram=TelegramOnDemand(),
+            telegram=TelegramOnDemand(cfg.telegram),
         )

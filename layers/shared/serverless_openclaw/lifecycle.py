@@ -1,4 +1,5 @@
-"""The rules of the agent task lifecycle as pure functions over TaskState (DESIGN §2.3, §6).
+"""The rules of the agent task lifecycle as pure functions over TaskState (docs/architecture.md, Lifecycle
+of a message).
 
 TaskState is a lease, not a flag: every status change is a conditional write on `version` (see
 store/task_state.py); liveness is decided by heartbeat age, never by guesses.

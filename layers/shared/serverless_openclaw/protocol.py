@@ -1,4 +1,7 @@
-"""Message shapes of the browser ↔ WebSocket API protocol and of the control plane ↔ bridge (DESIGN §5)."""
+"""Message shapes of the browser ↔ WebSocket API protocol and of the control plane ↔ bridge.
+
+The frames are described in docs/architecture.md, Protocols.
+"""
 
 from __future__ import annotations
 
@@ -108,18 +111,33 @@ def parse_frame(body: str | None) -> Frame:
 
 def _send_message(data: dict[str, Any]) -> SendMessage:
     problems: list[str] = []
-    text = data.get("message")
-    if not isinstance(text, str):
-        problems.append("message")
-    client_message_id = data.get("clientMessageId")
-    if not is_identifier(client_message_id):
-        problems.append("clientMessageId")
+    text = _required_text(data, "message", problems)
+    client_message_id = _required_identifier(data, "clientMessageId", problems)
     conversation_id = _optional_identifier(data, "conversationId", problems)
     if problems:
         raise _invalid(problems)
-    assert isinstance(text, str) and isinstance(client_message_id, str)
     check_message_text(text)
     return SendMessage(message=text, client_message_id=client_message_id, conversation_id=conversation_id)
+
+
+# Each field reader returns the field's value, or records its name in `problems` (and returns a
+# placeholder) so that one refusal can name every bad field at once.
+
+
+def _required_text(data: dict[str, Any], name: str, problems: list[str]) -> str:
+    value = data.get(name)
+    if isinstance(value, str):
+        return value
+    problems.append(name)
+    return ""
+
+
+def _required_identifier(data: dict[str, Any], name: str, problems: list[str]) -> str:
+    value = data.get(name)
+    if isinstance(value, str) and is_identifier(value):
+        return value
+    problems.append(name)
+    return ""
 
 
 def _optional_identifier(data: dict[str, Any], name: str, problems: list[str]) -> str | None:

@@ -1,4 +1,5 @@
-"""What happens to a user message and to explicit start/stop requests (DESIGN §6, step 1).
+"""What happens to a user message and to explicit start/stop requests: the first step of a message's
+lifecycle, up to the agent being nudged or started (docs/architecture.md, Lifecycle of a message).
 
 The message is stored first (store/intake.py); only then is the agent nudged, waited for or started.
 Whatever fails after that point, the message stays queued for the next task: it is never lost.
@@ -9,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serverless_openclaw import lifecycle, protocol
-from serverless_openclaw.aws.ecs import StartError
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, MessageAction, Status, TaskState
+from serverless_openclaw.messages import Accepted, IncomingMessage
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.intake import Accepted, IncomingMessage
+from serverless_openclaw.tasks import StartError
 
 # A new start forgets the previous task (busy is set, not removed: one expression may not do both).
 _CLEARED_ON_START = (*(a for a in lifecycle.LIVE_TASK_ATTRIBUTES if a != "busy"), "capacity", "lastError")

@@ -1,4 +1,4 @@
-"""User settings: what may be set and how each value is validated (DESIGN §4, Settings)."""
+"""User settings: what may be set and how each value is validated (stored in the Settings table)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """ECS "Task State Change" STOPPED events: release the user's lease at once, count failed starts, retry.
 
-The event is the fast path (DESIGN §2.3, §6.5); the watchdog is the safety net for events that never come.
+The event is the fast path: ECS reports a stopped task within seconds, so the user's row is settled at once
+and queued messages get a new agent. The watchdog is the safety net for events that never come.
 Only the TaskState row that still references the stopped task is touched: an event for a task the row has
 already let go of (superseded, reset by the watchdog) changes nothing.
 """
@@ -12,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from serverless_openclaw import lifecycle, protocol, routing
-from serverless_openclaw.aws.ecs import USER_TAG
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.observability import count, logger
+from serverless_openclaw.tasks import USER_TAG
 
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.parameters import read_secure
-from serverless_openclaw.config import ConfigError
+from serverless_openclaw.config import TelegramConfig
 from serverless_openclaw.observability import logger
 
 DEFAULT_API_BASE = "https://api.telegram.org"
@@ -33,44 +32,6 @@ MAX_MESSAGE_CHARS = 4096
 
 _MAX_RETRY_AFTER = 60.0
 """Longer waits are not worth holding a reply (or a Lambda) for: the call fails and says so."""
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramSettings:
-    """Where the bot's secrets live, which Bot API to call, and who may use the agent without a link."""
-
-    token_parameter: str
-    secret_parameter: str
-    api_base: str = DEFAULT_API_BASE
-    allowed_user_ids: frozenset[int] = frozenset()
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> TelegramSettings:
-        """TELEGRAM_BOT_TOKEN_PARAMETER, TELEGRAM_WEBHOOK_SECRET_PARAMETER (SSM names, derived from
-        SECRETS_PREFIX when unset), TELEGRAM_API_BASE and TELEGRAM_ALLOWED_USER_IDS (comma-separated)."""
-        env = os.environ if env is None else env
-        prefix = env.get("SECRETS_PREFIX", "").strip().rstrip("/")
-        prefix = prefix or f"/{env.get('STACK_NAME', 'local')}/secrets"
-        return cls(
-            token_parameter=env.get("TELEGRAM_BOT_TOKEN_PARAMETER", "").strip()
-            or f"{prefix}/telegram-bot-token",
-            secret_parameter=env.get("TELEGRAM_WEBHOOK_SECRET_PARAMETER", "").strip()
-            or f"{prefix}/telegram-webhook-secret",
-            api_base=env.get("TELEGRAM_API_BASE", "").strip() or DEFAULT_API_BASE,
-            allowed_user_ids=parse_allowlist(env.get("TELEGRAM_ALLOWED_USER_IDS", "")),
-        )
-
-
-def parse_allowlist(raw: str) -> frozenset[int]:
-    """Telegram user ids from a comma- or space-separated list; ConfigError naming a bad entry."""
-    ids: set[int] = set()
-    for entry in re.split(r"[,\s]+", raw.strip()):
-        if not entry:
-            continue
-        if not re.fullmatch(r"[0-9]{1,20}", entry):
-            raise ConfigError(f"TELEGRAM_ALLOWED_USER_IDS: {entry!r} is not a numeric Telegram user id")
-        ids.add(int(entry))
-    return frozenset(ids)
 
 
 @dataclass
@@ -126,8 +87,8 @@ class BotAccess:
 class TelegramNotifier:
     """One-off notices in users' Telegram chats from functions other than the webhook (a start given up)."""
 
-    def __init__(self, settings: TelegramSettings) -> None:
-        self._bot = BotAccess(settings.token_parameter, settings.api_base, attempts=2)
+    def __init__(self, config: TelegramConfig) -> None:
+        self._bot = BotAccess(config.token_parameter, config.api_base, attempts=2)
 
     def notify(self, targets: Iterable[tuple[int, int | None]], text: str) -> int:
         """Edit each (chat, waiting message) into `text`, or send it; failures are logged. How many got it."""
@@ -179,7 +140,8 @@ def _urllib_transport(url: str, body: bytes, timeout: float) -> tuple[int, bytes
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (https or local base)
+        # The URL is the configured API base (https, or the local stack's simulator), never user input.
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), bytes(exc.read() or b"")
@@ -215,19 +177,27 @@ class TelegramClient:
                 if error is None:
                     return json.loads(raw)["result"]
                 last = error
-                if status == 429 and error.retry_after is not None:
-                    if error.retry_after > _MAX_RETRY_AFTER:
-                        raise error
-                    logger.info("telegram rate limit, waiting", method=method, retry_after=error.retry_after)
-                    self.sleep(error.retry_after)
+                if self._waited_out(error):
                     continue
                 if status < 500:
                     raise error
             if attempt < self.attempts:
                 self.sleep(self.backoff * 2 ** (attempt - 1))
-        assert last is not None
+        if last is None:
+            raise ValueError(f"{method} was not attempted: attempts must be at least 1, got {self.attempts}")
         logger.warning("telegram call failed", method=method, status=last.status, error=last.description)
         raise last
+
+    def _waited_out(self, error: TelegramError) -> bool:
+        """After a rate limit, wait as long as Telegram asks (True); False for other errors; the error
+        itself when the wait is longer than is worth holding a reply for."""
+        if error.status != 429 or error.retry_after is None:
+            return False
+        if error.retry_after > _MAX_RETRY_AFTER:
+            raise error
+        logger.info("telegram rate limit, waiting", method=error.method, retry_after=error.retry_after)
+        self.sleep(error.retry_after)
+        return True
 
     # ------------------------------------------------------------------------------------ methods
 

@@ -6,7 +6,7 @@ until it sees a 2xx, so every update is deduplicated on its `update_id` in the I
 redelivery never produces a second answer. A failure before anything was decided returns 500, so
 Telegram's redelivery is the retry.
 
-Text from a linked (or allowlisted) Telegram user goes through the same routing as the web (DESIGN §6):
+Text from a linked (or allowlisted) Telegram user goes through the same routing as the web (routing.py):
 stored in Conversations and the Inbox first, then the agent is nudged or started. A stranger gets one
 polite refusal that explains how to link, and nothing starts.
 """
@@ -23,22 +23,16 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw.config import TelegramConfig
 from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.messages import IncomingMessage
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.intake import IncomingMessage
-from serverless_openclaw.store.telegram_links import (
+from serverless_openclaw.telegram import BotAccess, CachedParameter, TelegramClient, TelegramError
+from serverless_openclaw.telegram_links import (
     CODE_LENGTH,
     CODE_TTL_SECONDS,
     TelegramAccount,
-    TelegramLinkStore,
     telegram_user_id,
-)
-from serverless_openclaw.telegram import (
-    BotAccess,
-    CachedParameter,
-    TelegramClient,
-    TelegramError,
-    TelegramSettings,
 )
 
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
@@ -87,25 +81,25 @@ class Update:
 
 @dataclass
 class TelegramBot:
-    """Everything the webhook needs: the control plane, the link store, the bot's secrets and its client."""
+    """Everything the webhook needs: the control plane (with the link store), the bot's configuration,
+    its webhook secret and its client."""
 
     cp: ControlPlane
-    links: TelegramLinkStore
-    settings: TelegramSettings
+    config: TelegramConfig
     secret: CachedParameter
     bot: BotAccess
     clock: Callable[[], float] = time.time
     _secret_refreshed_at: float = -1e18
 
     @classmethod
-    def from_plane(cls, cp: ControlPlane, settings: TelegramSettings) -> TelegramBot:
-        """Production wiring: the Settings table for links, SSM for the bot's secrets."""
+    def from_plane(cls, cp: ControlPlane) -> TelegramBot:
+        """Production wiring: the bot configured with the control plane, its secrets read from SSM."""
+        config = cp.cfg.telegram
         return cls(
             cp=cp,
-            links=TelegramLinkStore(cp.cfg.tables.settings),
-            settings=settings,
-            secret=CachedParameter(settings.secret_parameter),
-            bot=BotAccess(settings.token_parameter, settings.api_base, attempts=3),
+            config=config,
+            secret=CachedParameter(config.secret_parameter),
+            bot=BotAccess(config.token_parameter, config.api_base, attempts=3),
         )
 
     # ------------------------------------------------------------------------------------ request
@@ -131,7 +125,7 @@ class TelegramBot:
         given = _header(headers, SECRET_HEADER)
         expected = self.secret.get()
         if expected is None:
-            logger.error("webhook secret not configured", parameter=self.settings.secret_parameter)
+            logger.error("webhook secret not configured", parameter=self.config.secret_parameter)
             raise WebhookError(403, "forbidden")
         if given is not None and _same(given, expected):
             return
@@ -170,7 +164,7 @@ class TelegramBot:
             self._refuse(account)
             return
         now = self.clock()
-        conversation_id = self.links.conversation(user_id, now)
+        conversation_id = self.cp.telegram_links.conversation(user_id, now)
         message = IncomingMessage(
             user_id=user_id,
             text=update.text,
@@ -224,7 +218,7 @@ class TelegramBot:
         user_id = self.user_for(account.telegram_user_id)
         if user_id is None:
             # Asking for help is always answered; the quiet period still starts, so what follows is not.
-            due = self.links.should_refuse(account.telegram_user_id, self.clock())
+            due = self.cp.telegram_links.should_refuse(account.telegram_user_id, self.clock())
             if due or command in ("start", "help"):
                 self._reply(account, HOW_TO_LINK)
             return
@@ -236,7 +230,7 @@ class TelegramBot:
             aborted = routing.abort_reply(self.cp, user_id, None)
             self._reply(account, "Stopping the reply." if aborted else "Nothing is being written right now.")
         elif command == "new":
-            self.links.new_conversation(user_id, self.clock())
+            self.cp.telegram_links.new_conversation(user_id, self.clock())
             self._reply(account, "New conversation started. Your next message begins it.")
         elif command == "unlink":
             self._reply(account, self._unlink(account, user_id))
@@ -244,7 +238,7 @@ class TelegramBot:
     def _link(self, account: TelegramAccount, argument: str) -> str:
         if not argument.strip():
             return "Send the code from the web chat's settings like this: /link ABCD2345"
-        result = self.links.redeem(argument, account, self.clock())
+        result = self.cp.telegram_links.redeem(argument, account, self.clock())
         if result.refusal == "rate_limited":
             count("TelegramLinkRateLimited")
             minutes = max(1, (result.retry_in_seconds + 59) // 60)
@@ -259,7 +253,7 @@ class TelegramBot:
     def _unlink(self, account: TelegramAccount, user_id: str) -> str:
         if user_id == telegram_user_id(account.telegram_user_id):
             return "This Telegram account is not linked to a web account."
-        self.links.unlink(user_id)
+        self.cp.telegram_links.unlink(user_id)
         count("TelegramUnlinked")
         return "Unlinked. Link again any time with a code from the web chat's settings."
 
@@ -286,7 +280,7 @@ class TelegramBot:
 
     def _refuse(self, account: TelegramAccount) -> None:
         count("TelegramStranger")
-        if self.links.should_refuse(account.telegram_user_id, self.clock()):
+        if self.cp.telegram_links.should_refuse(account.telegram_user_id, self.clock()):
             logger.info("telegram stranger refused", telegram_user=account.telegram_user_id)
             self._reply(account, HOW_TO_LINK)
 
@@ -294,10 +288,10 @@ class TelegramBot:
 
     def user_for(self, telegram_id: int) -> str | None:
         """Whose agent a Telegram user talks to: the linked web user, their own (allowlisted), or nobody."""
-        linked = self.links.linked_user(telegram_id)
+        linked = self.cp.telegram_links.linked_user(telegram_id)
         if linked:
             return linked
-        if telegram_id in self.settings.allowed_user_ids:
+        if telegram_id in self.config.allowed_user_ids:
             return telegram_user_id(telegram_id)
         return None
 
@@ -305,7 +299,7 @@ class TelegramBot:
         """The Bot API client (the token is read from SSM once per cold start)."""
         bot = self.bot.client()
         if bot is None:
-            raise RuntimeError(f"the bot token is not configured ({self.settings.token_parameter})")
+            raise RuntimeError(f"the bot token is not configured ({self.config.token_parameter})")
         return bot
 
     def _reply(self, account: TelegramAccount, text: str) -> None:

@@ -7,14 +7,15 @@ never the end of the sweep.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from serverless_openclaw import lifecycle, routing
 from serverless_openclaw import settings as user_settings
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState, Verdict
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.task_state import from_item
 from serverless_openclaw.task_events import serve_queued, task_user_id
 
 _METRICS = {
@@ -74,17 +75,15 @@ def _record(actions: list[Action], action: Action) -> None:
 
 def _read_rows(cp: ControlPlane) -> list[TaskState] | None:
     """Every TaskState row that parses; None when the table could not be read at all."""
-    rows: list[TaskState] = []
     try:
-        for item in cp.task_state.scan_items():
-            try:
-                rows.append(from_item(item))
-            except (KeyError, ValueError, TypeError):
-                logger.exception("malformed TaskState row skipped", pk=str(item.get("PK", "")))
+        return list(cp.task_state.scan_states(_skip_malformed))
     except Exception:
         logger.exception("watchdog could not read TaskState")
         return None
-    return rows
+
+
+def _skip_malformed(item: Mapping[str, Any]) -> None:
+    logger.exception("malformed TaskState row skipped", pk=str(item.get("PK", "")))
 
 
 def _idle_timeout(cp: ControlPlane, state: TaskState) -> int:

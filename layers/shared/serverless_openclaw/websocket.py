@@ -10,10 +10,10 @@ from collections import OrderedDict
 from typing import Any
 
 from serverless_openclaw import protocol, routing
+from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.messages import IncomingMessage
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.store.connections import Connection
-from serverless_openclaw.store.intake import IncomingMessage
 
 
 class ConnectionCache:

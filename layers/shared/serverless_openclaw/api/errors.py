@@ -12,9 +12,9 @@ from typing import Any
 from aws_lambda_powertools.event_handler import content_types
 from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, Response
 
+from serverless_openclaw.conversations import InvalidCursor
 from serverless_openclaw.observability import logger
 from serverless_openclaw.settings import InvalidSettings
-from serverless_openclaw.store.codec import InvalidCursor
 
 
 class ApiError(Exception):

@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 from serverless_openclaw import protocol
 from serverless_openclaw.api.errors import BadRequest, PayloadTooLarge, Unauthorized
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.store.codec import InvalidCursor
+from serverless_openclaw.conversations import InvalidCursor
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body accepted (413 above)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -12,26 +11,9 @@ from serverless_openclaw.aws.clients import client
 from serverless_openclaw.config import LaunchConfig
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.observability import logger
+from serverless_openclaw.tasks import USER_TAG, Launched, StartError
 
 STARTED_BY = "serverless-openclaw"
-USER_TAG = "serverless-openclaw:user"
-
-
-class StartError(RuntimeError):
-    """RunTask did not start a task; `reason` is readable and safe to show the stack's owner."""
-
-    def __init__(self, reason: str, *, capacity: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.capacity = capacity
-
-
-@dataclass(frozen=True, slots=True)
-class Launched:
-    """A task ECS accepted."""
-
-    task_arn: str
-    capacity: Capacity
 
 
 def _is_capacity_problem(text: str) -> bool:

@@ -10,6 +10,8 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from serverless_openclaw.conversations import InvalidCursor
+
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -81,10 +83,3 @@ def decode_cursor(cursor: str, *, pk: str, sk_prefix: str) -> dict[str, Any]:
     ):
         raise InvalidCursor()
     return dump(plain)
-
-
-class InvalidCursor(ValueError):
-    """A pagination cursor that was not issued for this listing."""
-
-    def __init__(self) -> None:
-        super().__init__("invalid cursor")

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from serverless_openclaw.aws.clients import client
+from serverless_openclaw.connections import Connection, Kind
 from serverless_openclaw.store import codec
 
 CONNECTION_TTL_SECONDS = 3 * 3600
 """API Gateway closes WebSocket connections after 2 hours; rows outlive them a little, then expire."""
-
-Kind = Literal["client", "agent"]
-
-
-@dataclass(frozen=True, slots=True)
-class Connection:
-    """One open WebSocket connection."""
-
-    connection_id: str
-    user_id: str
-    kind: Kind
-    connected_at: float
-    task_arn: str | None = None
 
 
 def _key(connection_id: str) -> dict[str, Any]:

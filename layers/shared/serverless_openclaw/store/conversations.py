@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from serverless_openclaw.aws.clients import client
+from serverless_openclaw.conversations import Page
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.ids import new_id
 
 TITLE_LENGTH = 80
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a listing, newest first, and the cursor of the next page (None at the end)."""
-
-    items: list[dict[str, Any]]
-    next_cursor: str | None
 
 
 def title_from(text: str) -> str:

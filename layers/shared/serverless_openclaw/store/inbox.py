@@ -7,52 +7,17 @@ with the user told). A claim whose lease ran out counts as queued again, so a cr
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any
 
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 
 FAILED_RETENTION_SECONDS = 14 * 24 * 3600
 """Failed items stay visible for two weeks, then expire."""
-
-
-@dataclass(frozen=True, slots=True)
-class InboxItem:
-    """One queued user message."""
-
-    user_id: str
-    message_id: str
-    text: str
-    channel: str
-    conversation_id: str
-    created_at: float
-    client_message_id: str | None = None
-    reply_to: Mapping[str, Any] = field(default_factory=dict)
-    status: str = "queued"
-    claimed_by: str | None = None
-    claim_expires_at: float | None = None
-    attempts: int = 0
-    last_error: str | None = None
-
-    def telegram_target(self) -> tuple[int, int | None] | None:
-        """(chat id, "waking up" message id) of a Telegram message; None for the web or without a chat."""
-        chat, waiting = self.reply_to.get("chatId"), self.reply_to.get("placeholderId")
-        if self.channel != "telegram" or not _is_int(chat):
-            return None
-        return chat, waiting if _is_int(waiting) else None
-
-    def available(self, now: float) -> bool:
-        """Queued, or claimed by a bridge whose lease has run out."""
-        if self.status == "queued":
-            return True
-        return self.status == "claimed" and (self.claim_expires_at or 0) <= now
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def new_item(item: InboxItem) -> dict[str, Any]:
@@ -94,10 +59,6 @@ def _from_item(item: Mapping[str, Any]) -> InboxItem:
 
 def _key(user_id: str, message_id: str) -> dict[str, Any]:
     return {"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"MSG#{message_id}"}}
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 class InboxStore:
@@ -148,7 +109,7 @@ class InboxStore:
                     ReturnValues="ALL_NEW",
                 )
             except ClientError as exc:
-                if _conditional_failed(exc):
+                if condition_failed(exc):
                     continue  # another bridge took it, or it was answered meanwhile
                 raise
             return _from_item(codec.load(resp["Attributes"]) or {})
@@ -165,7 +126,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":claimed": "claimed", ":me": claimer, **vals}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -190,7 +151,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":me": claimer}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -210,7 +171,7 @@ class InboxStore:
                 ),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -230,7 +191,7 @@ class InboxStore:
                 ExpressionAttributeValues=codec.values({":v": value, ":queued": "queued"}),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True

@@ -8,39 +8,18 @@ retried request can never find "already seen" for a message that was not queued.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.config import Tables
+from serverless_openclaw.messages import Accepted, InboxItem, IncomingMessage
 from serverless_openclaw.store import codec, conversations, inbox
+from serverless_openclaw.store.conditions import condition_failed
 from serverless_openclaw.store.ids import new_id
 
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
-
-
-@dataclass(frozen=True, slots=True)
-class IncomingMessage:
-    """A validated user message from any channel."""
-
-    user_id: str
-    text: str
-    channel: str
-    conversation_id: str | None = None
-    idempotency_key: str | None = None
-    client_message_id: str | None = None
-    reply_to: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """Where the message was stored; `duplicate` when it had been accepted before."""
-
-    message_id: str
-    conversation_id: str
-    duplicate: bool = False
 
 
 class IntakeStore:
@@ -53,7 +32,7 @@ class IntakeStore:
         """Store the message in Conversations and the Inbox (once per idempotency key)."""
         message_id = new_id()
         conversation_id = message.conversation_id or new_id()
-        queued = inbox.InboxItem(
+        queued = InboxItem(
             user_id=message.user_id,
             message_id=message_id,
             text=message.text,
@@ -94,7 +73,8 @@ class IntakeStore:
         try:
             client("dynamodb").transact_write_items(TransactItems=items)
         except ClientError as exc:
-            if message.idempotency_key and _first_condition_failed(exc):
+            # Only the Idempotency record (the first item) has a condition: failing it means "seen before".
+            if message.idempotency_key and condition_failed(exc, item=0):
                 return self._previous(message.idempotency_key)
             raise
         return Accepted(message_id=message_id, conversation_id=conversation_id)
@@ -119,7 +99,7 @@ class IntakeStore:
         try:
             client("dynamodb").put_item(**self._first_time(key, {}, now))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -139,10 +119,3 @@ class IntakeStore:
             conversation_id=str(data.get("conversationId", "")),
             duplicate=True,
         )
-
-
-def _first_condition_failed(exc: ClientError) -> bool:
-    if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-        return False
-    reasons = exc.response.get("CancellationReasons") or []
-    return bool(reasons) and reasons[0].get("Code") == "ConditionalCheckFailed"

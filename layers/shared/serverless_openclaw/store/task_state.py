@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 
 _ATTRS = {
     "status",
@@ -69,10 +70,6 @@ def _update(
     return expression, {f"#{k}": k for k in (*set_, *remove)}, {f":{k}": v for k, v in kept.items()}
 
 
-def _conditional_failed(exc: ClientError) -> bool:
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
-
-
 class TaskStateStore:
     """Reads and conditional writes of the TaskState table."""
 
@@ -127,7 +124,7 @@ class TaskStateStore:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return None
             raise
         return from_item(codec.load(resp["Attributes"]) or {})
@@ -145,7 +142,7 @@ class TaskStateStore:
                 ExpressionAttributeValues=codec.values(vals),
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -242,10 +239,20 @@ class TaskStateStore:
 
     def scan(self) -> Iterator[TaskState]:
         """Every row (one per user: small by design)."""
-        return map(from_item, self.scan_items())
+        return map(from_item, self._scan_items())
 
-    def scan_items(self) -> Iterator[dict[str, Any]]:
-        """Every row as stored, unconverted: for sweeps that must survive one malformed row."""
+    def scan_states(self, malformed: Callable[[Mapping[str, Any]], None]) -> Iterator[TaskState]:
+        """Every row that parses; one that does not is handed to `malformed` (while its error is being
+        handled, so it can be logged with its traceback) and skipped: a sweep survives one bad row."""
+        for item in self._scan_items():
+            try:
+                state = from_item(item)
+            except (KeyError, ValueError, TypeError):
+                malformed(item)
+                continue
+            yield state
+
+    def _scan_items(self) -> Iterator[dict[str, Any]]:
         paginator = client("dynamodb").get_paginator("scan")
         for page in paginator.paginate(TableName=self.table, ConsistentRead=True):
             for raw in page.get("Items", []):

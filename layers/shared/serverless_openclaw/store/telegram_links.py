@@ -16,103 +16,33 @@ Every expiring row also carries `ttl`, but TTL deletion is lazy: expiry is alway
 
 from __future__ import annotations
 
-import re
 import secrets
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.conditions import condition_failed
 from serverless_openclaw.store.ids import new_id
-
-CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
-"""No 0/O, 1/I/L or U: a code read aloud or off a phone cannot be mistyped into another valid one."""
-CODE_LENGTH = 8
-CODE_TTL_SECONDS = 600
-MAX_LINK_FAILURES = 5
-"""Wrong codes a Telegram user may try per window; then `/link` is refused until the window ends."""
-LINK_FAILURE_WINDOW_SECONDS = 900
-REFUSAL_QUIET_SECONDS = 3600
-"""A stranger is told how to link once per hour at most; the bot is not a free message cannon."""
-
-_CODE_INPUT = re.compile(r"[\s-]+")
-
-
-def telegram_user_id(telegram_id: int) -> str:
-    """The user id of a Telegram user who has no web account (allowlisted): `telegram:{id}`."""
-    return f"telegram:{telegram_id}"
-
-
-def normalise_code(raw: str) -> str | None:
-    """The code as issued (upper case, no spaces or dashes), or None when it cannot be one of ours."""
-    code = _CODE_INPUT.sub("", raw).upper()
-    if len(code) != CODE_LENGTH or any(ch not in CODE_ALPHABET for ch in code):
-        return None
-    return code
-
-
-@dataclass(frozen=True, slots=True)
-class LinkCode:
-    """A one-time code a web user gives to the bot as `/link CODE`."""
-
-    code: str
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramLink:
-    """A web user's linked Telegram account."""
-
-    user_id: str
-    telegram_user_id: int
-    chat_id: int
-    username: str | None
-    first_name: str | None
-    linked_at: float
-
-    def public(self) -> dict[str, Any]:
-        """What the web user sees about their link."""
-        return {
-            "telegramUserId": self.telegram_user_id,
-            "username": self.username,
-            "firstName": self.first_name,
-            "linkedAt": self.linked_at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Redeemed:
-    """Outcome of `/link CODE`: `user_id` on success, else `refusal` ("invalid", "rate_limited")."""
-
-    user_id: str | None = None
-    refusal: str | None = None
-    retry_in_seconds: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramAccount:
-    """Who is writing to the bot."""
-
-    telegram_user_id: int
-    chat_id: int
-    username: str | None = None
-    first_name: str | None = None
+from serverless_openclaw.telegram_links import (
+    CODE_ALPHABET,
+    CODE_LENGTH,
+    CODE_TTL_SECONDS,
+    LINK_FAILURE_WINDOW_SECONDS,
+    MAX_LINK_FAILURES,
+    REFUSAL_QUIET_SECONDS,
+    LinkCode,
+    Redeemed,
+    TelegramAccount,
+    TelegramLink,
+    normalise_code,
+    telegram_user_id,
+)
 
 
 def _key(pk: str, sk: str) -> dict[str, Any]:
     return {"PK": {"S": pk}, "SK": {"S": sk}}
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    code = exc.response.get("Error", {}).get("Code")
-    if code == "ConditionalCheckFailedException":
-        return True
-    if code == "TransactionCanceledException":
-        reasons = exc.response.get("CancellationReasons") or []
-        return any(r.get("Code") == "ConditionalCheckFailed" for r in reasons)
-    return False
 
 
 class TelegramLinkStore:
@@ -133,7 +63,7 @@ class TelegramLinkStore:
         try:
             client("dynamodb").put_item(TableName=self.table, Item=codec.dump(item), **extra)
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return False
             raise
         return True
@@ -224,7 +154,7 @@ class TelegramLinkStore:
             try:
                 client("dynamodb").transact_write_items(TransactItems=items)
             except ClientError as exc:
-                if _condition_failed(exc):
+                if condition_failed(exc):
                     continue
                 raise
             return LinkCode(code=code, expires_at=expires_at)
@@ -258,7 +188,7 @@ class TelegramLinkStore:
             )
             return int((codec.load(resp["Attributes"]) or {}).get("failures", 1))
         except ClientError as exc:
-            if not _condition_failed(exc):
+            if not condition_failed(exc):
                 raise
         window = {"failures": 1, "windowStart": now, "ttl": int(now) + LINK_FAILURE_WINDOW_SECONDS + 60}
         self._put({"PK": pk, "SK": sk, **window})
@@ -274,11 +204,32 @@ class TelegramLinkStore:
         if failures >= MAX_LINK_FAILURES:
             return Redeemed(refusal="rate_limited", retry_in_seconds=max(1, int(window_end - now + 0.999)))
         code = normalise_code(code_text)
-        row = self._get(f"LINKCODE#{code}", "LINKCODE") if code else None
+        user_id = self._code_owner(code, now) if code is not None else None
+        if code is None or user_id is None:
+            return self._failed(account.telegram_user_id, now)
+        try:
+            client("dynamodb").transact_write_items(
+                TransactItems=self._link_writes(code, user_id, account, now)
+            )
+        except ClientError as exc:
+            if condition_failed(exc):
+                # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
+                return self._failed(account.telegram_user_id, now)
+            raise
+        return Redeemed(user_id=user_id)
+
+    def _code_owner(self, code: str, now: float) -> str | None:
+        """The web user an unused code was issued to; None when it is unknown or expired."""
+        row = self._get(f"LINKCODE#{code}", "LINKCODE")
         user_id = row.get("userId") if row else None
         if not row or not isinstance(user_id, str) or float(row.get("expiresAt", 0)) <= now:
-            return self._failed(account.telegram_user_id, now)
-        assert code is not None
+            return None
+        return user_id
+
+    def _link_writes(
+        self, code: str, user_id: str, account: TelegramAccount, now: float
+    ) -> list[dict[str, Any]]:
+        """One transaction: consume the code, link both ways, and undo the links this one replaces."""
         tg_user = telegram_user_id(account.telegram_user_id)
         previous_user = self.linked_user(account.telegram_user_id)
         previous_link = self.link_of(user_id)
@@ -357,14 +308,7 @@ class TelegramLinkStore:
                     }
                 }
             )
-        try:
-            client("dynamodb").transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            if _condition_failed(exc):
-                # Redeemed (or replaced) by someone else in the meantime: this attempt used a dead code.
-                return self._failed(account.telegram_user_id, now)
-            raise
-        return Redeemed(user_id=user_id)
+        return items
 
     def _failed(self, telegram_id: int, now: float) -> Redeemed:
         failures = self.record_failure(telegram_id, now)
@@ -400,7 +344,7 @@ class TelegramLinkStore:
                 ]
             )
         except ClientError as exc:
-            if _condition_failed(exc):
+            if condition_failed(exc):
                 return None  # changed meanwhile (unlinked or relinked elsewhere): nothing of ours to remove
             raise
         return link
