@@ -12,7 +12,7 @@ SAM_CLI_VERSION := 1.170.0
 PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
 	[ -x "$$p" ] && "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
-MYPY_DIRS := $(wildcard layers/shared bridge/bridge local)
+MYPY_DIRS := layers/shared bridge/bridge local functions scripts bench
 # The real OpenClaw gateway and a Node >= 24.16 runtime, both from npm, cached in a git-ignored folder
 # by `python -m local install` (it reads the version from template.yaml; tests check they agree).
 OPENCLAW_VERSION := 2026.9.6

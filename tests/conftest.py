@@ -83,7 +83,7 @@ def _one_loader_per_data_path() -> None:
             loaders[search_path_string] = make_loader(search_path_string)
         return loaders[search_path_string]
 
-    botocore.session.create_loader = shared  # type: ignore[assignment]
+    botocore.session.create_loader = shared
 
 
 _one_loader_per_data_path()

@@ -137,7 +137,6 @@ class Bridge:
         """The production wiring: DynamoDB stores, S3 backups, CloudWatch metrics, SSM secrets, the task
         metadata endpoint, the real OpenClaw gateway and the agent link to the control plane."""
         pusher = ConnectionPusher(cfg.websocket_endpoint, ConnectionStore(cfg.tables.connections))
-        token_parameter = cfg.telegram_token_parameter
         return cls(
             cfg,
             task_state=TaskStateStore(cfg.tables.task_state),
@@ -156,9 +155,7 @@ class Bridge:
             find_task_arn=functools.partial(task_metadata.task_arn, cfg.metadata_uri),
             # Called in the secrets phase: the SSM client is only made then.
             model_keys=lambda provider: model_secrets(client("ssm"), cfg.secrets_prefix, provider),
-            telegram_bot=(
-                BotAccess(token_parameter, cfg.telegram_api_base).client if token_parameter else _no_bot
-            ),
+            telegram_bot=(BotAccess(cfg.telegram_token_parameter, cfg.telegram_api_base).client),
             make_gateway=GatewayProcess,
             make_gateway_client=GatewayClient,
             make_link=AgentLink,
@@ -542,11 +539,6 @@ def _warn_user(pusher: ConnectionPusher, user_id: str, text: str) -> None:
     frame = protocol.error("backup_warning", text)
     with contextlib.suppress(Exception):
         pusher.to_user(user_id, frame)
-
-
-def _no_bot() -> TelegramClient | None:
-    """No Telegram bot token parameter configured: no bot."""
-    return None
 
 
 def create_app(bridge: Bridge) -> Starlette:

@@ -10,7 +10,6 @@ from pathlib import Path
 from bridge.openclaw_config import ENDPOINT_PROVIDERS
 from serverless_openclaw.config import ConfigError, Tables, integer, number, require
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS
-from serverless_openclaw.telegram import DEFAULT_API_BASE
 
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-4-5",
@@ -49,9 +48,9 @@ class BridgeConfig:
     backup_debounce: float
     backup_interval: float
     metrics_namespace: str
+    telegram_api_base: str
+    telegram_token_parameter: str
     aws_region: str | None = None
-    telegram_api_base: str = DEFAULT_API_BASE
-    telegram_token_parameter: str | None = None
 
     @property
     def openclaw_home(self) -> Path:
@@ -91,9 +90,10 @@ class BridgeConfig:
             metrics_namespace=_text(env, "POWERTOOLS_METRICS_NAMESPACE", "ServerlessOpenClaw"),
             # Fargate sets both; Bedrock is called in the task's own region.
             aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None,
-            telegram_api_base=_text(env, "TELEGRAM_API_BASE", DEFAULT_API_BASE),
-            # Read from SSM by the bridge at boot; the token itself is never in any environment.
-            telegram_token_parameter=_optional(env, "TELEGRAM_BOT_TOKEN_PARAMETER"),
+            # The task definition always names the Bot API and the token's parameter (the token itself is
+            # read from SSM at boot and never in any environment); replies stay web-only while it is unset.
+            telegram_api_base=require(env, "TELEGRAM_API_BASE"),
+            telegram_token_parameter=require(env, "TELEGRAM_BOT_TOKEN_PARAMETER"),
         )
 
 

@@ -22,7 +22,7 @@ from bridge.state_sync import BackupReport, RestoreReport
 from bridge.telegram_delivery import ChannelDelivery
 from serverless_openclaw.config import ConfigError
 from serverless_openclaw.lifecycle import Status
-from serverless_openclaw.store.inbox import InboxItem
+from serverless_openclaw.messages import InboxItem
 from tests.contract.conftest import free_port
 from tests.fakes import Clock
 
@@ -42,6 +42,9 @@ def _config(tmp_path: Path, **overrides: str) -> BridgeConfig:
         "MODEL_PROVIDER": "offline",
         "MODEL_BASE_URL": "http://127.0.0.1:9/v1",
         "STATE_ROOT": str(tmp_path),
+        # Nothing is stored under the token's parameter: replies stay web-only.
+        "TELEGRAM_API_BASE": "http://127.0.0.1:9",
+        "TELEGRAM_BOT_TOKEN_PARAMETER": "/test/secrets/telegram-bot-token",
         **overrides,
     }
     return BridgeConfig.from_env(env)
@@ -324,6 +327,8 @@ def test_health_reports_why_it_is_not_healthy_and_shutdown_is_loopback_only(tmp_
         ({"MODEL_BASE_URL": ""}, "MODEL_BASE_URL"),
         ({"RUN_TIMEOUT_SECONDS": "30"}, "RUN_TIMEOUT_SECONDS"),
         ({"OPENCLAW_PORT": "x"}, "OPENCLAW_PORT"),
+        ({"TELEGRAM_API_BASE": ""}, "TELEGRAM_API_BASE"),
+        ({"TELEGRAM_BOT_TOKEN_PARAMETER": " "}, "TELEGRAM_BOT_TOKEN_PARAMETER"),
     ],
 )
 def test_configuration_fails_fast_naming_the_variable(

@@ -67,7 +67,7 @@ class MotoServer:
 class _ManagementHandler(BaseHTTPRequestHandler):
     server: ManagementServer
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:
         connection_id = self.path.rsplit("/@connections/", 1)[-1]
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if connection_id in self.server.gone:
@@ -146,7 +146,7 @@ class AgentSocket:
 class _MetadataHandler(BaseHTTPRequestHandler):
     server: MetadataServer
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = json.dumps({"TaskARN": self.server.task_arn, "Family": "contract-bridge"}).encode()
         self.send_response(200 if self.path.endswith("/task") else 404)
         self.send_header("Content-Type", "application/json")
@@ -208,6 +208,9 @@ def bridge_environment(
             "WEBSOCKET_MANAGEMENT_ENDPOINT": management_endpoint,
             "ECS_CONTAINER_METADATA_URI_V4": metadata_uri,
             "SECRETS_PREFIX": "/contract/secrets",
+            # No bot token is stored under this parameter, so this Bot API is never called: web-only replies.
+            "TELEGRAM_API_BASE": "http://127.0.0.1:9",
+            "TELEGRAM_BOT_TOKEN_PARAMETER": "/contract/secrets/telegram-bot-token",
             "MODEL_PROVIDER": "offline",
             "MODEL_BASE_URL": model_url,
             "STATE_ROOT": str(state_root),
