@@ -42,7 +42,7 @@ WARM_MESSAGES = int(os.environ.get("BENCH_WARM_MESSAGES", "20"))
 PROMPT = "say 5 words"
 OPENCLAW_PHASES = ("gateway", "handshake")
 SETTLE_SECONDS = 0.5
-_FAKE_CREDENTIALS = {"aws_access_key_id": "x", "aws_secret_access_key": "x"}
+_FAKE_KEY = "x"  # moto accepts any signature
 Frames = dict[str, float]  # frame type (a status frame: its status) → first arrival, time.time()
 
 
@@ -118,7 +118,12 @@ class Stack:
         if not (state / "endpoints.json").exists():
             raise RuntimeError("the stack did not start: " + (self.work / "stack.out").read_text()[-2000:])
         self.ep = json.loads((state / "endpoints.json").read_text())
-        cognito = boto3.client("cognito-idp", endpoint_url=self.ep["cognitoEndpoint"], **_FAKE_CREDENTIALS)
+        cognito = boto3.client(
+            "cognito-idp",
+            endpoint_url=self.ep["cognitoEndpoint"],
+            aws_access_key_id=_FAKE_KEY,
+            aws_secret_access_key=_FAKE_KEY,
+        )
         auth = {"USERNAME": self.ep["username"], "PASSWORD": self.ep["password"]}
         answer = cognito.initiate_auth(
             ClientId=self.ep["userPoolClientId"], AuthFlow="USER_PASSWORD_AUTH", AuthParameters=auth
@@ -270,7 +275,12 @@ async def warm(stack: Stack, ws: ClientConnection, work: Path) -> dict[str, list
     finally:
         await client.close()
         await gateway.stop()
-    dynamodb = boto3.client("dynamodb", endpoint_url=stack.ep["awsEndpoint"], **_FAKE_CREDENTIALS)
+    dynamodb = boto3.client(
+        "dynamodb",
+        endpoint_url=stack.ep["awsEndpoint"],
+        aws_access_key_id=_FAKE_KEY,
+        aws_secret_access_key=_FAKE_KEY,
+    )
     table, item = stack.ep["tables"]["TASK_STATE_TABLE"], {"PK": {"S": f"USER#{stack.ep['userId']}"}}
     for _ in range(WARM_MESSAGES):
         t = time.time()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared"), str(ROOT / "bridge")]
@@ -38,12 +38,15 @@ from moto import mock_aws  # noqa: E402
 
 from bridge.state_sync import StateSync, SyncRoot  # noqa: E402
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 FILES = int(os.environ.get("BENCH_FILES", "1000"))
 TOTAL_MB = int(os.environ.get("BENCH_MB", "50"))
 BIG_FILES = int(os.environ.get("BENCH_BACKUP_FILES", "5000"))
 
 
-def _s3(rtt_ms: float, counter: list[int]) -> Any:
+def _s3(rtt_ms: float, counter: list[int]) -> S3Client:
     client = boto3.client("s3", region_name="us-east-1", config=Config(max_pool_connections=32))
 
     def delay(**_: Any) -> None:
@@ -63,12 +66,12 @@ def _make_tree(root: Path, files: int, total_bytes: int) -> None:
         path.write_bytes(os.urandom(size))
 
 
-def _naive_upload(s3: Any, root: Path, prefix: str) -> None:
+def _naive_upload(s3: S3Client, root: Path, prefix: str) -> None:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         s3.put_object(Bucket="data", Key=f"{prefix}/{path.relative_to(root)}", Body=path.read_bytes())
 
 
-def _naive_restore(s3: Any, target: Path, prefix: str) -> None:
+def _naive_restore(s3: S3Client, target: Path, prefix: str) -> None:
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket="data", Prefix=prefix + "/"):
         for obj in page.get("Contents", []):

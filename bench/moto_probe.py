@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
+from unittest import mock
 
 import botocore.client
 from moto.core.botocore_stubber import BotocoreStubber
@@ -17,7 +18,8 @@ calls: Counter[str] = Counter()
 in_moto = [0.0]
 """Seconds spent in moto's emulation since the caller last reset it."""
 
-_original = botocore.client.BaseClient._make_api_call
+# Every API call goes through this private method; botocore-stubs declare no private members.
+_original = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]
 _emulate = BotocoreStubber.process_request
 
 
@@ -41,11 +43,8 @@ BotocoreStubber.process_request = _timed_emulation  # type: ignore[method-assign
 def counting() -> Iterator[Counter[str]]:
     """Count every boto3 call made inside the block (the counter starts empty)."""
     calls.clear()
-    botocore.client.BaseClient._make_api_call = _counting
-    try:
+    with mock.patch.object(botocore.client.BaseClient, "_make_api_call", _counting):
         yield calls
-    finally:
-        botocore.client.BaseClient._make_api_call = _original
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from moto.backends import get_backend
@@ -29,6 +29,13 @@ from moto.server import ThreadedMotoServer
 
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import create_tables
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from mypy_boto3_cognito_idp import CognitoIdentityProviderClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_ssm import SSMClient
 
 # Must be set before moto builds a pool: ids then depend on the pool's name and settings only.
 os.environ["MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY"] = "HASH"
@@ -80,7 +87,15 @@ class EmbeddedAws:
         """moto's base URL (every AWS_ENDPOINT_URL points here except ECS and API Gateway)."""
         return f"http://127.0.0.1:{self.port}"
 
-    def client(self, service: str) -> Any:
+    @overload
+    def client(self, service: Literal["cognito-idp"]) -> CognitoIdentityProviderClient: ...
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["s3"]) -> S3Client: ...
+    @overload
+    def client(self, service: Literal["ssm"]) -> SSMClient: ...
+    def client(self, service: Literal["cognito-idp", "dynamodb", "s3", "ssm"]) -> BaseClient:
         """A boto3 client for this moto."""
         return boto3.client(
             service,
@@ -272,24 +287,28 @@ class EmbeddedAws:
             ) from exc
 
 
-def _user_pool(cognito: Any, properties: dict[str, Any], resolver: Resolver) -> str:
+def _user_pool(cognito: CognitoIdentityProviderClient, properties: dict[str, Any], resolver: Resolver) -> str:
     """The id of the template's user pool, created unless a pool of its name exists."""
     name = properties.get("UserPoolName") or f"{resolver.stack_name}-users"
     existing = [p for p in cognito.list_user_pools(MaxResults=60)["UserPools"] if p["Name"] == name]
     if existing:
         return str(existing[0]["Id"])
+    # Conditionals rather than `or {}`: mypy types a `{}` as the request's TypedDict only in a conditional.
+    policies, admin_create_user = properties.get("Policies"), properties.get("AdminCreateUserConfig")
     return str(
         cognito.create_user_pool(
             PoolName=name,
             UsernameAttributes=properties.get("UsernameAttributes") or [],
             AutoVerifiedAttributes=properties.get("AutoVerifiedAttributes") or [],
-            Policies=properties.get("Policies") or {},
-            AdminCreateUserConfig=properties.get("AdminCreateUserConfig") or {},
+            Policies=policies if policies else {},
+            AdminCreateUserConfig=admin_create_user if admin_create_user else {},
         )["UserPool"]["Id"]
     )
 
 
-def _app_client(cognito: Any, pool_id: str, properties: dict[str, Any], resolver: Resolver) -> str:
+def _app_client(
+    cognito: CognitoIdentityProviderClient, pool_id: str, properties: dict[str, Any], resolver: Resolver
+) -> str:
     """The id of the template's app client in the pool, created unless a client of its name exists."""
     name = properties.get("ClientName") or f"{resolver.stack_name}-web"
     found = cognito.list_user_pool_clients(UserPoolId=pool_id, MaxResults=60)["UserPoolClients"]

@@ -9,9 +9,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "template.yaml"
 
@@ -189,7 +192,7 @@ def table_definitions(template: dict[str, Any]) -> dict[str, TableDefinition]:
 
 
 def create_tables(
-    dynamodb_client: Any, template: dict[str, Any], prefix: str, *, exist_ok: bool = False
+    dynamodb_client: DynamoDBClient, template: dict[str, Any], prefix: str, *, exist_ok: bool = False
 ) -> dict[str, str]:
     """Create every table of the template (on-demand, with its indexes and TTL); return {env var: name}.
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 # Runnable as `python scripts/publish_frontend.py` from anywhere: the build lives beside this file.
 _REPO = str(Path(__file__).resolve().parent.parent)
@@ -36,6 +36,11 @@ import boto3  # noqa: E402
 
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
 from scripts.build_frontend import FRONTEND, NO_CACHE, Build, BuildError, BuiltFile, build  # noqa: E402
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_cloudfront import CloudFrontClient
+    from mypy_boto3_s3 import S3Client
 
 STACK_OUTPUTS = (
     "WebBucketName",
@@ -75,7 +80,7 @@ class StackOutputs:
     websocket_url: str
 
 
-def read_outputs(cloudformation: Any, stack: str) -> StackOutputs:
+def read_outputs(cloudformation: CloudFormationClient, stack: str) -> StackOutputs:
     """The stack's outputs this script needs; UsageError naming every one that is missing."""
     with aws_errors():
         described = cloudformation.describe_stacks(StackName=stack)
@@ -122,7 +127,7 @@ class AssetFolder:
 class Publisher:
     """Writes one build into the web bucket, in an order that never serves a page without its assets."""
 
-    s3: Any
+    s3: S3Client
     bucket: str
     out: TextIO
     dry_run: bool = False
@@ -220,7 +225,7 @@ class Publisher:
                     )
 
 
-def invalidate(cloudfront: Any, distribution_id: str) -> str:
+def invalidate(cloudfront: CloudFrontClient, distribution_id: str) -> str:
     """Ask CloudFront to drop its copies of the page and config.json; the invalidation's id."""
     with aws_errors(hint="the files are published; run again, or invalidate /index.html and /config.json"):
         created = cloudfront.create_invalidation(

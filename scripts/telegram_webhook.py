@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypedDict
 
 # Runnable as `python scripts/telegram_webhook.py` from anywhere: the shared package lives in the Lambda
 # layer's directory, not in site-packages, and scripts/aws_errors.py beside this file.
@@ -43,6 +43,10 @@ from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noq
 from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
+if TYPE_CHECKING:
+    from mypy_boto3_cloudformation import CloudFormationClient
+    from mypy_boto3_ssm import SSMClient
+
 TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
 """Loosely what @BotFather hands out: the bot's numeric id, a colon, a long URL-safe string."""
 
@@ -53,7 +57,15 @@ WEBHOOK_OUTPUT = "TelegramWebhookUrl"
 ALLOWED_UPDATES = ["message"]
 """The only kind of update the webhook handles; Telegram does not even send the others."""
 
-_FAKE_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+class _Credentials(TypedDict, total=False):
+    """The keys a boto3 session signs its requests with, as its keyword arguments."""
+
+    aws_access_key_id: str
+    aws_secret_access_key: str
+
+
+_FAKE_CREDENTIALS: _Credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """The local stack's moto server accepts any signature; these only exist so that requests can be signed."""
 
 # --------------------------------------------------------------------------------------------------------
@@ -67,7 +79,7 @@ class Target:
 
     stack: str
     api_base: str
-    ssm: Any
+    ssm: SSMClient
     webhook_url: Callable[[], str]
     """Read on demand: only registering and --status need it (and, for a deployed stack, CloudFormation)."""
 
@@ -106,7 +118,7 @@ def deployed_target(stack: str, region: str | None, api_base: str) -> Target:
     )
 
 
-def stack_webhook_url(cloudformation: Any, stack: str) -> str:
+def stack_webhook_url(cloudformation: CloudFormationClient, stack: str) -> str:
     """The stack's TelegramWebhookUrl output."""
     with aws_errors():
         described = cloudformation.describe_stacks(StackName=stack)
@@ -140,7 +152,7 @@ def local_target(path: Path, region: str | None, api_base_flag: str | None, env:
         raise UsageError(f"{path} has no {', '.join(missing)}: is the local stack up to date?")
     region = region or str(endpoints.get("region") or "us-east-1")
     has_credentials = env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE")
-    credentials: dict[str, str] = {} if has_credentials else _FAKE_CREDENTIALS
+    credentials: _Credentials = {} if has_credentials else _FAKE_CREDENTIALS
     session = boto3.session.Session(region_name=region, **credentials)
     try:
         with aws_errors():
@@ -161,13 +173,13 @@ def local_target(path: Path, region: str | None, api_base_flag: str | None, env:
 # --------------------------------------------------------------------------------------------------------
 
 
-def read_parameter(ssm: Any, name: str) -> str | None:
+def read_parameter(ssm: SSMClient, name: str) -> str | None:
     """A SecureString's value; None when it was never stored."""
     with aws_errors():
         return read_secure(ssm, name)
 
 
-def store_parameter(ssm: Any, name: str, value: str, description: str) -> None:
+def store_parameter(ssm: SSMClient, name: str, value: str, description: str) -> None:
     """Write a SecureString (a new version when it exists)."""
     with aws_errors(value):
         ssm.put_parameter(

@@ -52,6 +52,7 @@ for _name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL") or n == 
 os.environ.update(TEST_ENV)
 
 import botocore.session  # noqa: E402
+from botocore.loaders import Loader  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
 
@@ -76,9 +77,9 @@ def _one_loader_per_data_path() -> None:
     The models never change during a run, so one loader (with its cache of parsed files) serves them all.
     """
     make_loader = botocore.session.create_loader
-    loaders: dict[str | None, object] = {}
+    loaders: dict[str | None, Loader] = {}
 
-    def shared(search_path_string: str | None = None) -> object:
+    def shared(search_path_string: str | None = None) -> Loader:
         if search_path_string not in loaders:
             loaders[search_path_string] = make_loader(search_path_string)
         return loaders[search_path_string]
@@ -119,11 +120,11 @@ def fresh_aws(pristine: tuple[dict[str, str], bytes]) -> Iterator[dict[str, str]
         dynamodb.clear()
         dynamodb.update(pickle.loads(blob))
         # Clients are remade for every backend; the session (and its parsed service models) is kept.
-        clients.client.cache_clear()
+        clients.forget_clients()
         try:
             yield dict(names)
         finally:
-            clients.client.cache_clear()
+            clients.forget_clients()
 
 
 @pytest.fixture

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from serverless_openclaw.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_cloudwatch import CloudWatchClient
+    from mypy_boto3_cloudwatch.literals import StandardUnitType
+    from mypy_boto3_cloudwatch.type_defs import DimensionTypeDef, MetricDatumTypeDef
 
 
 class BridgeMetrics:
     """Buffers datapoints and sends them in batches; a failure is logged, never raised."""
 
     def __init__(
-        self, cloudwatch: Any, namespace: str, *, service: str = "serverless-openclaw-bridge"
+        self, cloudwatch: CloudWatchClient, namespace: str, *, service: str = "serverless-openclaw-bridge"
     ) -> None:
         self.cloudwatch = cloudwatch
         self.namespace = namespace
         self.service = service
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[MetricDatumTypeDef] = []
 
     def count(self, name: str, value: float = 1) -> None:
         """One business event (MessageAnswered, BackupCompleted, …)."""
@@ -28,12 +33,14 @@ class BridgeMetrics:
         """A duration, e.g. StartupPhase with Phase=restore."""
         self._add(name, value, "Seconds", dimensions)
 
-    def _add(self, name: str, value: float, unit: str, dimensions: dict[str, str]) -> None:
-        dims = [{"Name": "service", "Value": self.service}] + [
-            {"Name": k, "Value": v} for k, v in sorted(dimensions.items())
+    def _add(self, name: str, value: float, unit: StandardUnitType, dimensions: dict[str, str]) -> None:
+        dims: list[DimensionTypeDef] = [
+            {"Name": k, "Value": v} for k, v in [("service", self.service), *sorted(dimensions.items())]
         ]
+        # An aware datetime, as the API model types it (botocore also takes epoch seconds: the same instant).
+        now = datetime.now(UTC)
         self._pending.append(
-            {"MetricName": name, "Value": value, "Unit": unit, "Dimensions": dims, "Timestamp": time.time()}
+            {"MetricName": name, "Value": value, "Unit": unit, "Dimensions": dims, "Timestamp": now}
         )
 
     async def flush(self) -> None:

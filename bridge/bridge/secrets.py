@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from serverless_openclaw.aws.parameters import read_secure
 from serverless_openclaw.observability import logger
+
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
 API_KEY_PARAMETERS = {
     "anthropic": ("anthropic-api-key", "ANTHROPIC_API_KEY"),
@@ -15,7 +18,7 @@ API_KEY_PARAMETERS = {
 """provider → (parameter name under SECRETS_PREFIX, environment variable OpenClaw's config refers to)."""
 
 
-def model_secrets(ssm: Any, prefix: str, provider: str) -> dict[str, str]:
+def model_secrets(ssm: SSMClient, prefix: str, provider: str) -> dict[str, str]:
     """The API key the provider needs, as {ENV_NAME: value}; empty for Bedrock (task role) and offline."""
     entry = API_KEY_PARAMETERS.get(provider)
     if entry is None or not prefix:

@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 import websockets
@@ -26,6 +26,11 @@ from serverless_openclaw.config import Tables
 from serverless_openclaw.lifecycle import Capacity, Status
 from serverless_openclaw.store.task_state import TaskStateStore
 from tests.contract.conftest import ENTRY, NODE, REPO, free_port
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
 
 TABLE_PREFIX = "contract"
 
@@ -53,7 +58,11 @@ class MotoServer:
         """Stop it."""
         self.server.stop()
 
-    def client(self, service: str) -> Any:
+    @overload
+    def client(self, service: Literal["dynamodb"]) -> DynamoDBClient: ...
+    @overload
+    def client(self, service: Literal["s3"]) -> S3Client: ...
+    def client(self, service: Literal["dynamodb", "s3"]) -> BaseClient:
         """A boto3 client talking to this server."""
         return boto3.client(
             service,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 from local.template import load_template
@@ -65,3 +69,27 @@ def test_runs_as_the_task_definitions_non_root_user_with_exec_form_entrypoint() 
     # The health checks (image and task definition) run a module that exists
     assert "bridge.healthcheck" in DOCKERFILE and "bridge.healthcheck" in container["HealthCheck"]["Command"]
     assert (ROOT / "bridge" / "bridge" / "healthcheck.py").exists()
+
+
+def test_the_bridge_imports_no_type_stubs() -> None:
+    # Given every module of the bridge imported in a fresh interpreter, as the image's Python would
+    package = ROOT / "bridge" / "bridge"
+    modules = sorted(
+        "bridge." + ".".join(path.relative_to(package).with_suffix("").parts)
+        for path in package.rglob("*.py")
+        if path.name != "__init__.py"
+    )
+    probe = f"import importlib, json, sys\nfor m in {modules!r}: importlib.import_module(m)\n"
+    probe += "print(json.dumps(sorted(sys.modules)))"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "bridge"), str(ROOT / "layers" / "shared")]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    )
+    loaded = json.loads(out.stdout.splitlines()[-1])
+
+    # Then no boto3 type stub came with them: they are a dev dependency, not in bridge/requirements.txt
+    assert "bridge.app" in loaded and "bridge.state_sync.store" in loaded
+    assert [m for m in loaded if m.startswith("mypy_boto3_")] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -26,14 +27,31 @@ def _layer_requirements() -> set[str]:
     return names
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _runtime_imports(nodes: Iterable[ast.AST]) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement Python can run: those under `if TYPE_CHECKING:` are read by mypy only."""
+    for node in nodes:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and _is_type_checking(node.test):
+            yield from _runtime_imports(node.orelse)
+        else:
+            yield from _runtime_imports(ast.iter_child_nodes(node))
+
+
 def _imported_top_levels() -> dict[str, Path]:
     found: dict[str, Path] = {}
     files = [*ROOT.glob("layers/shared/serverless_openclaw/**/*.py"), *ROOT.glob("functions/*/app.py")]
     for path in files:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_imports([ast.parse(path.read_text(), str(path))]):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            elif node.level == 0 and node.module:
                 names = [node.module]
             else:
                 continue

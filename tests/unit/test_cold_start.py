@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -23,7 +24,8 @@ NEEDED_AT_START = {"telegram_webhook": {"serverless_openclaw.telegram"}}
 """The webhook talks to the Bot API on every update, so its client is part of its start."""
 
 
-def loaded_modules(function: str) -> set[str]:
+@functools.cache
+def loaded_modules(function: str) -> frozenset[str]:
     """The modules a fresh interpreter holds after importing the function, as Lambda does at init."""
     env = {
         **os.environ,
@@ -34,7 +36,7 @@ def loaded_modules(function: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", probe], env=env, cwd=ROOT, check=True, capture_output=True, text=True
     )
-    return set(json.loads(out.stdout.splitlines()[-1]))
+    return frozenset(json.loads(out.stdout.splitlines()[-1]))
 
 
 @pytest.mark.parametrize("function", FUNCTIONS)
@@ -46,4 +48,16 @@ def test_a_cold_start_leaves_rarely_needed_telegram_code_unimported(function: st
     expected_absent = set(RARE) - NEEDED_AT_START.get(function, set())
     assert modules & expected_absent == set(), [RARE[m] for m in modules & expected_absent]
     # (and the probe did import the function: its control plane is there)
+    assert "serverless_openclaw.control_plane" in modules
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_a_cold_start_imports_no_type_stubs(function: str) -> None:
+    # Given a function started as Lambda starts it (the stubs are installed here, as on a developer's machine)
+    modules = loaded_modules(function)
+
+    # When its modules are listed, Then none is a boto3 type stub: they exist for mypy (`if TYPE_CHECKING:`),
+    # are not in the layer, and would cost every cold start. (boto3-stubs and botocore-stubs hold only .pyi
+    # files in folders Python cannot import; the service stubs, mypy_boto3_*, are importable.)
+    assert sorted(m for m in modules if m.startswith("mypy_boto3_")) == []
     assert "serverless_openclaw.control_plane" in modules

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from bridge.state_sync.databases import SIDE_FILES, is_database
 from bridge.state_sync.inventory import NO_FILE, Signature
@@ -25,6 +25,9 @@ from bridge.state_sync.paths import Refused, clear_target, open_dirs
 from bridge.state_sync.roots import Roots, SyncRoot, root_of
 from bridge.state_sync.store import AWS_ERRORS, CHUNK, BackupStore, aws_error
 from serverless_openclaw.observability import logger
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
 
 
 @dataclass(frozen=True)
@@ -207,7 +210,7 @@ def _download(store: BackupStore, key: str, entry: Entry, dir_fd: int, name: str
     return (info.st_size, info.st_mtime_ns, NO_FILE, NO_FILE)
 
 
-def _receive(body: Any, out: IO[bytes], entry: Entry) -> None:
+def _receive(body: StreamingBody, out: IO[bytes], entry: Entry) -> None:
     """Copy an S3 body into `out`, raising _Corrupt unless it is exactly the entry's bytes."""
     digest, received = hashlib.sha256(), 0
     try:

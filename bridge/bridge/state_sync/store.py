@@ -8,11 +8,16 @@ and the manifest names the exact version of each file.
 from __future__ import annotations
 
 import time
-from typing import IO, Any, NamedTuple
+from typing import IO, TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from bridge.state_sync.manifest import Entry, parse_manifest, serialise_manifest
+
+if TYPE_CHECKING:
+    from botocore.response import StreamingBody
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectRequestTypeDef
 
 CHUNK = 1024 * 1024
 """How much of a body or a file is read at a time."""
@@ -35,7 +40,7 @@ class Deletion(NamedTuple):
 class BackupStore:
     """One user's objects and manifest in the data bucket, addressed by manifest key."""
 
-    def __init__(self, s3_client: Any, bucket: str, user_id: str) -> None:
+    def __init__(self, s3_client: S3Client, bucket: str, user_id: str) -> None:
         if not user_id or "/" in user_id or "\x00" in user_id or user_id in (".", ".."):
             raise ValueError("user id cannot be used in an S3 key")
         self._s3 = s3_client
@@ -66,9 +71,9 @@ class BackupStore:
             ContentType="application/json",
         )
 
-    def get(self, key: str, version_id: str | None) -> Any:
+    def get(self, key: str, version_id: str | None) -> StreamingBody:
         """The streaming body of one version of a file (the latest if the entry has no version id)."""
-        request: dict[str, Any] = {"Bucket": self._bucket, "Key": self.prefix + key}
+        request: GetObjectRequestTypeDef = {"Bucket": self._bucket, "Key": self.prefix + key}
         if version_id is not None and version_id != "null":
             request["VersionId"] = version_id
         return self._s3.get_object(**request)["Body"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bridge.state_sync.backup import BackupReport, Settlement, commit, plan_backup, upload
 from bridge.state_sync.inventory import SyncLimits, scan
@@ -20,6 +20,9 @@ from bridge.state_sync.roots import Roots, SyncRoot
 from bridge.state_sync.store import BackupStore
 from serverless_openclaw.observability import logger
 
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
 _DEFAULT_LIMITS = SyncLimits()
 
 
@@ -28,7 +31,7 @@ class StateSync:
 
     def __init__(
         self,
-        s3_client: Any,
+        s3_client: S3Client,
         bucket: str,
         user_id: str,
         roots: Sequence[SyncRoot],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -77,7 +77,7 @@ class Launcher(Protocol):
         """ARNs of our family's live tasks."""
         ...
 
-    def describe(self, task_arns: list[str]) -> list[dict[str, Any]]:
+    def describe(self, task_arns: list[str]) -> Sequence[Mapping[str, Any]]:
         """ECS's view of tasks."""
         ...
 

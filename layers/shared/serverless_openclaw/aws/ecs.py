@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -12,6 +12,9 @@ from serverless_openclaw.config import LaunchConfig
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.observability import logger
 from serverless_openclaw.tasks import USER_TAG, Launched, StartError
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecs.type_defs import RunTaskRequestTypeDef, TaskTypeDef
 
 STARTED_BY = "serverless-openclaw"
 
@@ -42,7 +45,7 @@ class EcsLauncher:
     def _run(self, user_id: str, attempt_token: str, capacity: Capacity) -> Launched:
         # clientToken makes a retried invocation (same user, same TaskState version) start one task, not two.
         token = hashlib.sha256(f"{user_id}|{attempt_token}|{capacity.value}".encode()).hexdigest()[:64]
-        params: dict[str, Any] = {
+        params: RunTaskRequestTypeDef = {
             "cluster": self.cfg.cluster,
             "taskDefinition": self.cfg.task_definition,
             "count": 1,
@@ -114,9 +117,9 @@ class EcsLauncher:
                 arns.extend(page.get("taskArns", []))
         return arns
 
-    def describe(self, task_arns: list[str]) -> list[dict[str, Any]]:
+    def describe(self, task_arns: list[str]) -> list[TaskTypeDef]:
         """ECS's view of some tasks (startedAt, tags, lastStatus, …)."""
-        found: list[dict[str, Any]] = []
+        found: list[TaskTypeDef] = []
         for start in range(0, len(task_arns), 100):
             resp = client("ecs").describe_tasks(
                 cluster=self.cfg.cluster, tasks=task_arns[start : start + 100], include=["TAGS"]

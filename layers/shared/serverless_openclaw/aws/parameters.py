@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
+if TYPE_CHECKING:
+    from mypy_boto3_ssm import SSMClient
 
-def read_secure(ssm: Any, name: str) -> str | None:
+
+def read_secure(ssm: SSMClient, name: str) -> str | None:
     """A SecureString's decrypted value; None when it was never stored (or is empty)."""
     try:
         response = ssm.get_parameter(Name=name, WithDecryption=True)

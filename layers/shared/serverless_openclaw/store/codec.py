@@ -6,11 +6,14 @@ import base64
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from serverless_openclaw.conversations import InvalidCursor
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -36,30 +39,29 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
-def dump(item: Mapping[str, Any]) -> dict[str, Any]:
+def dump(item: Mapping[str, Any]) -> dict[str, AttributeValueTypeDef]:
     """Python dict → DynamoDB item; None values are left out."""
     return {k: _serializer.serialize(_to_dynamo(v)) for k, v in item.items() if v is not None}
 
 
-def value(v: Any) -> dict[str, Any]:
+def value(v: Any) -> AttributeValueTypeDef:
     """One Python value → a DynamoDB attribute value."""
-    result: dict[str, Any] = _serializer.serialize(_to_dynamo(v))
-    return result
+    return _serializer.serialize(_to_dynamo(v))
 
 
-def values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+def values(mapping: Mapping[str, Any]) -> dict[str, AttributeValueTypeDef]:
     """ExpressionAttributeValues from a plain dict."""
     return {k: value(v) for k, v in mapping.items()}
 
 
-def load(item: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def load(item: Mapping[str, AttributeValueTypeDef] | None) -> dict[str, Any] | None:
     """DynamoDB item → Python dict with ints and floats instead of Decimals."""
     if item is None:
         return None
     return {k: _from_dynamo(_deserializer.deserialize(v)) for k, v in item.items()}
 
 
-def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
+def encode_cursor(key: Mapping[str, AttributeValueTypeDef] | None) -> str | None:
     """LastEvaluatedKey → an opaque URL-safe cursor."""
     if not key:
         return None
@@ -67,7 +69,7 @@ def encode_cursor(key: Mapping[str, Any] | None) -> str | None:
     return base64.urlsafe_b64encode(json.dumps(plain, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, *, pk: str, sk_prefix: str) -> dict[str, Any]:
+def decode_cursor(cursor: str, *, pk: str, sk_prefix: str) -> dict[str, AttributeValueTypeDef]:
     """Opaque cursor → ExclusiveStartKey, refused unless it stays inside the caller's partition and prefix."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.connections import Connection, Kind
 from serverless_openclaw.store import codec
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
 CONNECTION_TTL_SECONDS = 3 * 3600
 """API Gateway closes WebSocket connections after 2 hours; rows outlive them a little, then expire."""
 
 
-def _key(connection_id: str) -> dict[str, Any]:
+def _key(connection_id: str) -> dict[str, AttributeValueTypeDef]:
     return {"PK": {"S": f"CONN#{connection_id}"}}
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.conversations import Page
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.ids import new_id
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        QueryInputTypeDef,
+        TransactWriteItemTypeDef,
+        WriteRequestUnionTypeDef,
+    )
 
 TITLE_LENGTH = 80
 
@@ -19,7 +27,9 @@ def title_from(text: str) -> str:
     return first_line if len(first_line) <= TITLE_LENGTH else first_line[: TITLE_LENGTH - 1] + "…"
 
 
-def header_update(table: str, user_id: str, conversation_id: str, title: str, now: float) -> dict[str, Any]:
+def header_update(
+    table: str, user_id: str, conversation_id: str, title: str, now: float
+) -> TransactWriteItemTypeDef:
     """Create-or-touch the conversation header (a TransactWriteItems `Update`)."""
     return {
         "Update": {
@@ -43,7 +53,7 @@ def message_item(
     channel: str,
     now: float,
     extra: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, AttributeValueTypeDef]:
     """The DynamoDB item of one stored message."""
     return codec.dump(
         {
@@ -72,7 +82,7 @@ class ConversationStore:
 
     def _page(self, user_id: str, prefix: str, limit: int, cursor: str | None) -> Page:
         pk = f"USER#{user_id}"
-        params: dict[str, Any] = {
+        params: QueryInputTypeDef = {
             "TableName": self.table,
             "KeyConditionExpression": "PK = :pk AND begins_with(SK, :prefix)",
             "ExpressionAttributeValues": codec.values({":pk": pk, ":prefix": prefix}),
@@ -138,7 +148,7 @@ class ConversationStore:
         if self.get(user_id, conversation_id) is None:
             return False
         pk = f"USER#{user_id}"
-        keys: list[dict[str, Any]] = []
+        keys: list[dict[str, AttributeValueTypeDef]] = []
         paginator = client("dynamodb").get_paginator("query")
         for page in paginator.paginate(
             TableName=self.table,
@@ -150,7 +160,9 @@ class ConversationStore:
         # Messages first, header last: an interrupted delete leaves a listable conversation to retry.
         keys.append({"PK": {"S": pk}, "SK": {"S": f"CONV#{conversation_id}"}})
         for start in range(0, len(keys), 25):
-            requests = {self.table: [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]}
+            requests: Mapping[str, Sequence[WriteRequestUnionTypeDef]] = {
+                self.table: [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+            }
             while requests:
                 resp = client("dynamodb").batch_write_item(RequestItems=requests)
                 requests = resp.get("UnprocessedItems") or {}

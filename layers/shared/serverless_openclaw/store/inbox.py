@@ -7,7 +7,7 @@ with the user told). A claim whose lease ran out counts as queued again, so a cr
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -16,11 +16,14 @@ from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+
 FAILED_RETENTION_SECONDS = 14 * 24 * 3600
 """Failed items stay visible for two weeks, then expire."""
 
 
-def new_item(item: InboxItem) -> dict[str, Any]:
+def new_item(item: InboxItem) -> dict[str, AttributeValueTypeDef]:
     """The DynamoDB item for a freshly queued message (used inside transactions)."""
     return codec.dump(
         {
@@ -57,7 +60,7 @@ def _from_item(item: Mapping[str, Any]) -> InboxItem:
     )
 
 
-def _key(user_id: str, message_id: str) -> dict[str, Any]:
+def _key(user_id: str, message_id: str) -> dict[str, AttributeValueTypeDef]:
     return {"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"MSG#{message_id}"}}
 
 

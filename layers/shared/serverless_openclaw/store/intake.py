@@ -8,7 +8,7 @@ retried request can never find "already seen" for a message that was not queued.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -18,6 +18,9 @@ from serverless_openclaw.messages import Accepted, InboxItem, IncomingMessage
 from serverless_openclaw.store import codec, conversations, inbox
 from serverless_openclaw.store.conditions import condition_failed
 from serverless_openclaw.store.ids import new_id
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import PutTypeDef, TransactWriteItemTypeDef
 
 IDEMPOTENCY_TTL_SECONDS = 7 * 24 * 3600
 
@@ -42,7 +45,7 @@ class IntakeStore:
             client_message_id=message.client_message_id,
             reply_to=message.reply_to or {},
         )
-        items: list[dict[str, Any]] = []
+        items: list[TransactWriteItemTypeDef] = []
         if message.idempotency_key:
             record = {"messageId": message_id, "conversationId": conversation_id}
             items.append({"Put": self._first_time(message.idempotency_key, record, now)})
@@ -79,7 +82,7 @@ class IntakeStore:
             raise
         return Accepted(message_id=message_id, conversation_id=conversation_id)
 
-    def _first_time(self, key: str, data: dict[str, Any], now: float) -> dict[str, Any]:
+    def _first_time(self, key: str, data: dict[str, Any], now: float) -> PutTypeDef:
         """The Put of an Idempotency record (Powertools layout) that fails if `key` was seen before."""
         return {
             "TableName": self.tables.idempotency,

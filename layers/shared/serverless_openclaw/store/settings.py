@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.store import codec
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
 
 HISTORY_RETENTION_SECONDS = 365 * 24 * 3600
 
@@ -45,7 +48,7 @@ class SettingsStore:
         if not changes:
             return
         pk = f"USER#{user_id}"
-        items: list[dict[str, Any]] = []
+        items: list[TransactWriteItemTypeDef] = []
         for key, val in changes.items():
             items.append(
                 {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -11,6 +11,9 @@ from serverless_openclaw.aws.clients import client
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
 
 _ATTRS = {
     "status",
@@ -29,7 +32,7 @@ _ATTRS = {
 }
 
 
-def user_key(user_id: str) -> dict[str, Any]:
+def user_key(user_id: str) -> dict[str, AttributeValueTypeDef]:
     """The TaskState key of a user."""
     return {"PK": {"S": f"USER#{user_id}"}}
 

@@ -17,7 +17,7 @@ Every expiring row also carries `ttl`, but TTL deletion is lazy: expiry is alway
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
@@ -40,8 +40,15 @@ from serverless_openclaw.telegram_links import (
     telegram_user_id,
 )
 
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import (
+        AttributeValueTypeDef,
+        PutItemInputTypeDef,
+        TransactWriteItemTypeDef,
+    )
 
-def _key(pk: str, sk: str) -> dict[str, Any]:
+
+def _key(pk: str, sk: str) -> dict[str, AttributeValueTypeDef]:
     return {"PK": {"S": pk}, "SK": {"S": sk}}
 
 
@@ -55,13 +62,13 @@ class TelegramLinkStore:
 
     def _put(self, item: dict[str, Any], condition: str | None = None, **values: Any) -> bool:
         """Put a row (if `condition` holds, with `:name` values); False when the condition failed."""
-        extra: dict[str, Any] = {}
+        request: PutItemInputTypeDef = {"TableName": self.table, "Item": codec.dump(item)}
         if condition:
-            extra["ConditionExpression"] = condition
+            request["ConditionExpression"] = condition
         if values:
-            extra["ExpressionAttributeValues"] = codec.values({f":{k}": v for k, v in values.items()})
+            request["ExpressionAttributeValues"] = codec.values({f":{k}": v for k, v in values.items()})
         try:
-            client("dynamodb").put_item(TableName=self.table, Item=codec.dump(item), **extra)
+            client("dynamodb").put_item(**request)
         except ClientError as exc:
             if condition_failed(exc):
                 return False
@@ -107,7 +114,7 @@ class TelegramLinkStore:
         expires_at = now + CODE_TTL_SECONDS
         for _ in range(3):
             code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-            items: list[dict[str, Any]] = [
+            items: list[TransactWriteItemTypeDef] = [
                 {
                     "Put": {
                         "TableName": self.table,
@@ -228,12 +235,12 @@ class TelegramLinkStore:
 
     def _link_writes(
         self, code: str, user_id: str, account: TelegramAccount, now: float
-    ) -> list[dict[str, Any]]:
+    ) -> list[TransactWriteItemTypeDef]:
         """One transaction: consume the code, link both ways, and undo the links this one replaces."""
         tg_user = telegram_user_id(account.telegram_user_id)
         previous_user = self.linked_user(account.telegram_user_id)
         previous_link = self.link_of(user_id)
-        items: list[dict[str, Any]] = [
+        items: list[TransactWriteItemTypeDef] = [
             {
                 # Single use: only one redemption can delete the row; a second finds it gone.
                 "Delete": {
