@@ -89,6 +89,16 @@ def _one_loader_per_data_path() -> None:
 
 _one_loader_per_data_path()
 
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """`pytest -n …` with xdist's default distribution uses tests/scheduling.py (long tests first)."""
+    if config.getoption("dist") != "load":
+        return None
+    from tests.scheduling import LongTestsFirst
+
+    return LongTestsFirst(config, log)
+
+
 pytest_plugins = ["tests.unit.conftest_auth"]  # its signing-key fixtures serve auth and ws_connect tests
 
 

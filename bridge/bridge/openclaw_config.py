@@ -1,6 +1,6 @@
 """The OpenClaw gateway's openclaw.json and environment: headless, loopback-only, secrets by reference.
 
-Every switch below was checked against the pinned gateway (see reference/openclaw-gateway.md §2.2 and §5):
+Every switch below was checked against the pinned gateway (docs/openclaw.md, Configuration, says why each):
 it refuses unknown keys, so a typo here fails the boot instead of being silently ignored.
 """
 
@@ -57,7 +57,7 @@ _AWS_CREDENTIALS: Final[frozenset[str]] = frozenset(
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
     }
 )
-# Headless switches that only exist as environment variables (reference §1.4).
+# Headless switches that only exist as environment variables (docs/openclaw.md, Configuration).
 _HEADLESS_ENV: Final[dict[str, str]] = {
     "OPENCLAW_DISABLE_BONJOUR": "1",  # no mDNS advertising on the task's network
     "OPENCLAW_NO_RESPAWN": "1",  # never hand off to a detached child: our supervisor keeps the PID
@@ -232,7 +232,7 @@ def gateway_environment(
         {
             "HOME": str(home),
             "OPENCLAW_HOME": str(home),
-            # A read-only SQLite helper writes under $XDG_CACHE_HOME/openclaw (reference §1.4).
+            # A read-only SQLite helper writes under $XDG_CACHE_HOME/openclaw, not under OPENCLAW_HOME.
             "XDG_CACHE_HOME": str(cache_dir),
             GATEWAY_TOKEN_ENV: token,
         }

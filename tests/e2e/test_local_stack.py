@@ -284,7 +284,14 @@ async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(sta
         # Given a running agent whose state reached a periodic snapshot
         await tab.reply_to(await tab.send_message("say 3 words"))
     [task] = stack.running_tasks()
-    await asyncio.sleep(16)
+    answered = time.time()
+    snapshot = stack.state_dir / "aws-state.pickle"
+    await until(
+        lambda: snapshot.exists() and snapshot.stat().st_mtime > answered + 0.5,
+        30,
+        "a periodic snapshot taken after the answer",
+        stack,
+    )
 
     # When the stack itself is killed outright (its agent keeps running, orphaned)
     assert stack.process is not None
