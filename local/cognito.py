@@ -385,18 +385,7 @@ class CognitoFront:
             raise CognitoError(
                 "NotAuthorizedException", f"Unable to verify secret hash for client {client_id}"
             )
-        user = self.find_user(pool, username)
-        if user is None:
-            if client.extended_config.get("PreventUserExistenceErrors") == "ENABLED":
-                raise CognitoError("NotAuthorizedException", INCORRECT)
-            raise CognitoError("UserNotFoundException", "User does not exist.")
-        if not user.enabled:
-            raise CognitoError("NotAuthorizedException", "User is disabled.")
-        status = _user_status(user)
-        if status == UserStatus.UNCONFIRMED.value:
-            raise CognitoError("UserNotConfirmedException", "User is not confirmed.")
-        if status == UserStatus.RESET_REQUIRED.value:
-            raise CognitoError("PasswordResetRequiredException", "Password reset required for the user")
+        user = self._user_signing_in(pool, client, username)
         pool_name = pool.id.split("_", 1)[1]
         # Without a password nothing can sign in: a random one makes every signature wrong.
         password = user.password if user.password is not None else secrets.token_urlsafe(32)
@@ -420,6 +409,24 @@ class CognitoFront:
                 },
             }
         )
+
+    def _user_signing_in(
+        self, pool: CognitoIdpUserPool, client: CognitoIdpUserPoolClient, username: str
+    ) -> CognitoIdpUser:
+        """The user named, if they may sign in; Cognito's error (unknown, disabled, unconfirmed…) if not."""
+        user = self.find_user(pool, username)
+        if user is None:
+            if client.extended_config.get("PreventUserExistenceErrors") == "ENABLED":
+                raise CognitoError("NotAuthorizedException", INCORRECT)
+            raise CognitoError("UserNotFoundException", "User does not exist.")
+        if not user.enabled:
+            raise CognitoError("NotAuthorizedException", "User is disabled.")
+        status = _user_status(user)
+        if status == UserStatus.UNCONFIRMED.value:
+            raise CognitoError("UserNotConfirmedException", "User is not confirmed.")
+        if status == UserStatus.RESET_REQUIRED.value:
+            raise CognitoError("PasswordResetRequiredException", "Password reset required for the user")
+        return user
 
     async def respond_to_auth_challenge(self, payload: dict[str, Any]) -> Response:
         """PASSWORD_VERIFIER is checked here; NEW_PASSWORD_REQUIRED goes on to moto."""

@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -114,21 +114,29 @@ def clean_user_text(text: str) -> str:
 
 def decide(body: dict[str, Any]) -> Reply:
     """The reply to one chat-completions request body."""
-    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-    # The gateway appends an internal-context user message; the person never wrote it.
-    visible = [m for m in messages if _INTERNAL_MARKER not in user_text(m.get("content"))]
-    if visible and visible[-1].get("role") == "tool":
+    visible = _visible_messages(body)
+    last_role = visible[-1].get("role") if visible else None
+    if last_role == "tool":
         return _after_tool(visible)
-    if visible and visible[-1].get("role") == "assistant":
+    if last_role == "assistant":
         # Asked to continue its own turn: never repeat a tool call, that could loop forever.
         return _text("That is all.")
-    last_user = next((m for m in reversed(visible) if m.get("role") == "user"), None)
-    text = clean_user_text(user_text(last_user.get("content"))) if last_user else ""
-    tools = _offered_tools(body)
     try:
-        return _answer(text, tools)
+        return _answer(_last_user_text(visible), _offered_tools(body))
     except UnavailableTool as missing:
         return _text(f"I would use the {missing} tool for that, but the request did not offer it.")
+
+
+def _visible_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's messages, without the internal-context user message the gateway appends."""
+    messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    return [m for m in messages if _INTERNAL_MARKER not in user_text(m.get("content"))]
+
+
+def _last_user_text(visible: Sequence[dict[str, Any]]) -> str:
+    """What the person typed last ("" when they wrote nothing)."""
+    last_user = next((m for m in reversed(visible) if m.get("role") == "user"), None)
+    return clean_user_text(user_text(last_user.get("content"))) if last_user else ""
 
 
 def _answer(text: str, tools: dict[str, set[str]]) -> Reply:
@@ -139,23 +147,26 @@ def _answer(text: str, tools: dict[str, set[str]]) -> Reply:
     if _LIST.search(text):
         return Reply(tool_call=_tool_call(tools, "ls", path="."))
     if match := _COUNT.search(text):
-        n = min(int(match["n"]), MAX_COUNT)
-        numbers = tuple(f"{'' if i == 1 else ' '}{i}" for i in range(1, n + 1))
+        numbers = _series(match["n"], MAX_COUNT, str, " ")
         return Reply(pieces=(PREFIX, *numbers), interval=COUNT_INTERVAL_SECONDS)
     if _FAIL.search(text):
         return Reply(http_status=500)
     if match := _SAY.search(text):
-        n = min(int(match["n"]), MAX_WORDS)
-        return Reply(pieces=(PREFIX, *(f"{'' if i == 1 else ' '}word{i}" for i in range(1, n + 1))))
+        return Reply(pieces=(PREFIX, *_series(match["n"], MAX_WORDS, lambda i: f"word{i}", " ")))
     if match := _PARAGRAPHS.search(text):
-        n = min(int(match["n"]), MAX_PARAGRAPHS)
-        paragraphs = (f"{'' if i == 1 else chr(10) * 2}Paragraph {i}. {_FILLER}" for i in range(1, n + 1))
+        paragraphs = _series(match["n"], MAX_PARAGRAPHS, lambda i: f"Paragraph {i}. {_FILLER}", "\n\n")
         return Reply(pieces=(PREFIX.strip() + "\n\n", *paragraphs))
     if _MARKDOWN.search(text):
         return Reply(pieces=(PREFIX.strip() + "\n\n", *MARKDOWN_DEMO))
     if match := _SHOW.search(text):
         return Reply(tool_call=_tool_call(tools, "read", path=match["name"]))
     return _text(f"No API key is configured, so this is the offline model. You said: {text}")
+
+
+def _series(asked: str, limit: int, item: Callable[[int], str], separator: str) -> tuple[str, ...]:
+    """Items 1…N (N as asked, at most `limit`), each after the first preceded by `separator`."""
+    n = min(int(asked), limit)
+    return tuple(f"{'' if i == 1 else separator}{item(i)}" for i in range(1, n + 1))
 
 
 def _after_tool(visible: Sequence[dict[str, Any]]) -> Reply:

@@ -27,6 +27,21 @@ _NO_VALUE = object()
 _SUB_VARIABLE = re.compile(r"\$\{([^}]*)\}")
 
 
+_HASHED_ID_PREFIXES = {"AWS::EC2::Subnet": "subnet-", "AWS::EC2::SecurityGroup": "sg-"}
+"""Resource types whose id is a prefix and 17 hex digits, as EC2's are."""
+
+
+def _checked_override(name: str, value: str, spec: dict[str, Any]) -> str:
+    """An override's value, refused as CloudFormation would when outside AllowedValues/AllowedPattern."""
+    allowed = spec.get("AllowedValues")
+    if allowed is not None and value not in [str(v) for v in allowed]:
+        raise TemplateError(f"parameter {name}={value!r} is not one of {', '.join(map(str, allowed))}")
+    pattern = spec.get("AllowedPattern")
+    if pattern and not re.fullmatch(pattern, value):
+        raise TemplateError(f"parameter {name}={value!r} does not match {pattern}")
+    return value
+
+
 def api_id(logical_id: str) -> str:
     """A stable, API Gateway shaped id (10 lower-case alphanumerics) for an API resource."""
     digest = hashlib.sha256(logical_id.encode()).hexdigest()
@@ -59,57 +74,42 @@ class Resolver:
         values: dict[str, str] = {}
         for name, spec in declared.items():
             if name in self.parameter_overrides:
-                value = str(self.parameter_overrides[name])
+                values[name] = _checked_override(name, str(self.parameter_overrides[name]), spec)
             elif "Default" in spec:
-                value = str(spec["Default"])
+                values[name] = str(spec["Default"])
             else:
                 # Parameters without a default (the image URI) mean nothing locally: the bridge runs as
                 # a process. An empty value keeps them visibly unset.
-                value = ""
-            allowed = spec.get("AllowedValues")
-            if (
-                allowed is not None
-                and value not in [str(v) for v in allowed]
-                and name in self.parameter_overrides
-            ):
-                raise TemplateError(
-                    f"parameter {name}={value!r} is not one of {', '.join(map(str, allowed))}"
-                )
-            pattern = spec.get("AllowedPattern")
-            if pattern and name in self.parameter_overrides and not re.fullmatch(pattern, value):
-                raise TemplateError(f"parameter {name}={value!r} does not match {pattern}")
-            values[name] = value
+                values[name] = ""
         return values
 
     # ------------------------------------------------------------------------------------ physical ids
 
     def physical_id(self, logical_id: str) -> str:
         """What `Ref` returns for a resource."""
-        if logical_id in self.physical_ids:
-            return self.physical_ids[logical_id]
-        resource = self.template["Resources"].get(logical_id)
-        if not isinstance(resource, dict):
-            raise TemplateError(f"Ref to unknown resource {logical_id}")
+        if logical_id not in self.physical_ids:
+            resource = self.template["Resources"].get(logical_id)
+            if not isinstance(resource, dict):
+                raise TemplateError(f"Ref to unknown resource {logical_id}")
+            self.physical_ids[logical_id] = self._new_physical_id(logical_id, resource)
+        return self.physical_ids[logical_id]
+
+    def _new_physical_id(self, logical_id: str, resource: dict[str, Any]) -> str:
         kind = resource.get("Type", "")
         properties = resource.get("Properties") or {}
         if kind == "AWS::DynamoDB::Table":
-            value = f"{self.stack_name}-{logical_id.removesuffix('Table')}"
-        elif kind == "AWS::S3::Bucket":
-            value = str(self.resolve(properties["BucketName"])) if "BucketName" in properties else ""
-            value = value or f"{self.stack_name}-{logical_id}".lower()
-        elif kind in ("AWS::ApiGatewayV2::Api", "AWS::Serverless::HttpApi", "AWS::Serverless::Api"):
-            value = api_id(logical_id)
-        elif kind == "AWS::ECS::TaskDefinition":
+            return f"{self.stack_name}-{logical_id.removesuffix('Table')}"
+        if kind == "AWS::S3::Bucket":
+            name = str(self.resolve(properties["BucketName"])) if "BucketName" in properties else ""
+            return name or f"{self.stack_name}-{logical_id}".lower()
+        if kind in ("AWS::ApiGatewayV2::Api", "AWS::Serverless::HttpApi", "AWS::Serverless::Api"):
+            return api_id(logical_id)
+        if kind == "AWS::ECS::TaskDefinition":
             family = self.resolve(properties.get("Family")) or f"{self.stack_name}-{logical_id}"
-            value = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
-        elif kind == "AWS::EC2::Subnet":
-            value = "subnet-" + hashlib.sha256(logical_id.encode()).hexdigest()[:17]
-        elif kind == "AWS::EC2::SecurityGroup":
-            value = "sg-" + hashlib.sha256(logical_id.encode()).hexdigest()[:17]
-        else:
-            value = f"{self.stack_name}-{logical_id}"
-        self.physical_ids[logical_id] = value
-        return value
+            return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"
+        if kind in _HASHED_ID_PREFIXES:
+            return _HASHED_ID_PREFIXES[kind] + hashlib.sha256(logical_id.encode()).hexdigest()[:17]
+        return f"{self.stack_name}-{logical_id}"
 
     def attribute(self, logical_id: str, name: str) -> str:
         """What `Fn::GetAtt` returns."""

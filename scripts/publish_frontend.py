@@ -198,15 +198,18 @@ class Publisher:
         stale = sorted(name for name in others if name != previous)
         if previous is not None:
             print(f"keeping the previous build's {previous}/ for tabs that are still open", file=self.out)
-        if not stale:
-            return []
+        if stale:
+            self._delete_builds(stale, others)
+        return stale
+
+    def _delete_builds(self, names: list[str], folders: dict[str, AssetFolder]) -> None:
+        """Delete these builds' folders (in a dry run, only say so)."""
         print(
-            f"{'would delete' if self.dry_run else 'deleting'} older builds: {', '.join(stale)}",
+            f"{'would delete' if self.dry_run else 'deleting'} older builds: {', '.join(names)}",
             file=self.out,
         )
         if not self.dry_run:
-            self.delete([key for name in stale for key in others[name].keys])
-        return stale
+            self.delete([key for name in names for key in folders[name].keys])
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete objects, a thousand per request."""

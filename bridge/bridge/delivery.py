@@ -269,6 +269,50 @@ _HTTP_STATUS = re.compile(r"HTTP \d{3}")
 _MAX_DETAIL = 120
 
 
+_ERROR_CODES: tuple[tuple[str, Callable[[str, str, str], object]], ...] = (
+    ("aborted", lambda state, message, kind: state == "aborted"),
+    ("empty_reply", lambda state, message, kind: state in ("final", "final_empty", "empty")),
+    (
+        "context_too_long",
+        lambda state, message, kind: kind == "context_length" or _CONTEXT_TOO_LONG.search(message),
+    ),
+    ("refused", lambda state, message, kind: kind == "refusal"),
+    ("provider_rejected", lambda state, message, kind: _PROVIDER_REJECTED.search(message)),
+    (
+        "provider_failed",
+        lambda state, message, kind: (
+            kind == "rate_limit"
+            or _TRANSIENT_PROVIDER.search(message)
+            or _OPENCLAW_FAILURE_DETAIL.search(message)
+        ),
+    ),
+    ("timeout", lambda state, message, kind: "timeout" in (state, kind)),
+)
+"""(code, test of (result state, message, kind)): the first code whose test passes; else `agent_error`."""
+
+_ERROR_TEXTS = {
+    "aborted": "Stopped.",
+    "empty_reply": "The agent finished without a reply.",
+    "context_too_long": (
+        "This conversation has grown too long for the model; start a new conversation and try again."
+    ),
+    "refused": "The model declined to answer this message.",
+    "provider_rejected": (
+        "The model provider refused the request ({detail}); "
+        "check the provider's API key, billing and model settings."
+    ),
+    "provider_failed": (
+        "The model provider is failing right now ({detail}); your message was not lost — "
+        "try again in a minute."
+    ),
+    "timeout": (
+        "The agent took too long to answer and was stopped; your message was not lost — "
+        "try again in a minute."
+    ),
+    "agent_error": "The agent could not answer ({detail}); your message was not lost — try again.",
+}
+
+
 def readable_error(result_state: str, error_message: str | None, error_kind: str | None) -> tuple[str, str]:
     """Map how an OpenClaw run ended (`chat` state, `errorMessage`, `errorKind`) to (code, text for the user).
 
@@ -277,44 +321,19 @@ def readable_error(result_state: str, error_message: str | None, error_kind: str
     """
     message = (error_message or "").strip()
     kind = (error_kind or "").strip().lower()
-    if result_state == "aborted":
-        return "aborted", "Stopped."
-    if result_state in ("final", "final_empty", "empty"):
-        return "empty_reply", "The agent finished without a reply."
-    if kind == "context_length" or _CONTEXT_TOO_LONG.search(message):
-        return (
-            "context_too_long",
-            "This conversation has grown too long for the model; start a new conversation and try again.",
-        )
-    if kind == "refusal":
-        return "refused", "The model declined to answer this message."
+    code = _error_code(result_state, message, kind)
     detail = _failure_detail(message)
-    if _PROVIDER_REJECTED.search(message):
-        return (
-            "provider_rejected",
-            f"The model provider refused the request ({detail or 'rejected'}); "
-            "check the provider's API key, billing and model settings.",
-        )
-    if (
-        kind == "rate_limit"
-        or _TRANSIENT_PROVIDER.search(message)
-        or _OPENCLAW_FAILURE_DETAIL.search(message)
-    ):
-        reason = detail or ("rate limited" if kind == "rate_limit" else "temporary failure")
-        return (
-            "provider_failed",
-            f"The model provider is failing right now ({reason}); your message was not lost — "
-            "try again in a minute.",
-        )
-    if result_state == "timeout" or kind == "timeout":
-        return (
-            "timeout",
-            "The agent took too long to answer and was stopped; your message was not lost — "
-            "try again in a minute.",
-        )
-    if detail:
-        return "agent_error", f"The agent could not answer ({detail}); your message was not lost — try again."
-    return "agent_error", "The agent could not answer this message; your message was not lost — try again."
+    if code == "provider_rejected":
+        detail = detail or "rejected"
+    elif code == "provider_failed":
+        detail = detail or ("rate limited" if kind == "rate_limit" else "temporary failure")
+    elif code == "agent_error" and not detail:
+        return code, "The agent could not answer this message; your message was not lost — try again."
+    return code, _ERROR_TEXTS[code].format(detail=detail)
+
+
+def _error_code(result_state: str, message: str, kind: str) -> str:
+    return next((code for code, test in _ERROR_CODES if test(result_state, message, kind)), "agent_error")
 
 
 def _failure_detail(message: str) -> str:

@@ -417,6 +417,87 @@ def test_readable_error_explains_what_happened(
     assert expected in text
 
 
+@pytest.mark.parametrize(
+    ("state", "message", "kind", "code", "text"),
+    [
+        ("empty", None, None, "empty_reply", "The agent finished without a reply."),
+        (
+            "error",
+            "(billing)",
+            None,
+            "provider_rejected",
+            "The model provider refused the request (rejected); "
+            "check the provider's API key, billing and model settings.",
+        ),
+        (
+            "error",
+            "(overloaded)",
+            None,
+            "provider_failed",
+            "The model provider is failing right now (temporary failure); "
+            "your message was not lost — try again in a minute.",
+        ),
+        (
+            "error",
+            "gateway request failed (socket hang up)",
+            None,
+            "provider_failed",
+            "The model provider is failing right now (socket hang up); "
+            "your message was not lost — try again in a minute.",
+        ),
+        (
+            "timeout",
+            "  ",
+            " TIMEOUT ",
+            "timeout",
+            "The agent took too long to answer and was stopped; your message was not lost — "
+            "try again in a minute.",
+        ),
+        (
+            "timeout",
+            "rate limited",
+            None,
+            "provider_failed",
+            "The model provider is failing right now (rate limited); "
+            "your message was not lost — try again in a minute.",
+        ),
+        (
+            "error",
+            "Something broke",
+            "context_length",
+            "context_too_long",
+            "This conversation has grown too long for the model; start a new conversation and try again.",
+        ),
+        (
+            "error",
+            "Something broke. Details follow",
+            "Refusal",
+            "refused",
+            "The model declined to answer this message.",
+        ),
+        (
+            "error",
+            "Something broke. Details follow",
+            None,
+            "agent_error",
+            "The agent could not answer (Something broke); your message was not lost — try again.",
+        ),
+        (
+            "error",
+            "",
+            None,
+            "agent_error",
+            "The agent could not answer this message; your message was not lost — try again.",
+        ),
+    ],
+)
+def test_readable_error_says_exactly_this(
+    state: str, message: str | None, kind: str | None, code: str, text: str
+) -> None:
+    # Given how a run ended / When it is put in words / Then the user reads exactly this
+    assert readable_error(state, message, kind) == (code, text)
+
+
 def test_readable_error_clips_long_unknown_messages() -> None:
     # Given an unexpected, very long error text
     code, text = readable_error("error", "boom " * 500, None)

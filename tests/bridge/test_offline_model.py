@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from local.offline_model import OfflineModelServer, serve
+from local.offline_model import MAX_COUNT, PREFIX, OfflineModelServer, decide, serve
 
 REPO = Path(__file__).resolve().parents[2]
 STAMP = "[Sun 2026-11-22 05:12 UTC] "
@@ -310,6 +310,91 @@ def test_markdown_demo_shows_what_the_web_chat_renders(client: httpx.Client) -> 
     assert text.startswith("(offline model)\n\n## ")
     for part in ("\n- **bold**", "| provider | offline |", "```python\n", "](https://docs.openclaw.ai)"):
         assert part in text
+
+
+def test_write_n_paragraphs_replies_with_that_many_numbered_paragraphs() -> None:
+    # Given / When
+    reply = decide(request(user("write 3 paragraphs")))
+
+    # Then a labelled reply, one paragraph per piece, separated by blank lines
+    assert reply.pieces[0] == "(offline model)\n\n"
+    assert [piece[:14] for piece in reply.pieces[1:]] == [
+        "Paragraph 1. T",
+        "\n\nParagraph 2.",
+        "\n\nParagraph 3.",
+    ]
+    assert all(400 < len(piece.strip()) < 500 for piece in reply.pieces[1:])
+
+
+def test_counts_and_words_are_capped_and_zero_is_nothing() -> None:
+    # Given / When a count beyond the cap, and zero words
+    counted = decide(request(user(f"slowly count to {MAX_COUNT * 2}")))
+    nothing = decide(request(user("say 0 words")))
+
+    # Then the count stops at the cap, paced; zero words is the label alone
+    assert counted.pieces[-1] == f" {MAX_COUNT}" and len(counted.pieces) == MAX_COUNT + 1
+    assert counted.interval > 0
+    assert nothing.pieces == (PREFIX,) and nothing.interval == 0
+
+
+def test_the_request_listed_first_in_the_module_docstring_wins() -> None:
+    # Given / When messages that match two requests each
+    create = decide(request(user("create file list.md with the text list the files"))).tool_call
+    listing = decide(request(user("list the files, then show notes.md"))).tool_call
+    demo = decide(request(user("markdown demo, then read notes.md")))
+    failure = decide(request(user("fail with 500, then say 3 words")))
+
+    # Then the one listed first is answered
+    assert create is not None and create.name == "write"
+    assert create.arguments == {"path": "list.md", "content": "list the files"}
+    assert listing is not None and (listing.name, listing.arguments) == ("ls", {"path": "."})
+    assert demo.tool_call is None and demo.text.startswith("(offline model)\n\n## ")
+    assert failure.http_status == 500 and failure.pieces == ()
+
+
+def test_a_tool_the_request_did_not_offer_is_named_for_every_intent() -> None:
+    # Given a request that offers no tools at all
+    # When listing or reading is asked for
+    # Then each reply names the tool it would have used
+    assert decide(request(user("list the files"), tools=[])).text.endswith(
+        "use the ls tool for that, but the request did not offer it."
+    )
+    assert "the read tool" in decide(request(user("cat notes.md"), tools=[])).text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"messages": None},
+        {"messages": ["hello", 5, {"role": "system", "content": "You are a personal assistant."}]},
+        {"messages": [{"role": "user", "content": INTERNAL}]},
+    ],
+)
+def test_a_request_without_anything_the_person_wrote_is_echoed_empty(body: dict[str, Any]) -> None:
+    # Given / When / Then
+    assert (
+        decide(body).text
+        == "(offline model) No API key is configured, so this is the offline model. You said: "
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "arguments", "result", "expected"),
+    [
+        ("write", {"path": "a.md"}, "Error: EACCES", "Could not create a.md: Error: EACCES"),
+        ("ls", {"path": "."}, "", "The workspace is empty."),
+        ("exec", {"command": "date"}, "Sun Nov 22", "The tool finished: Sun Nov 22"),
+    ],
+)
+def test_after_a_tool_it_reports_what_the_tool_did(
+    name: str, arguments: dict[str, Any], result: str, expected: str
+) -> None:
+    # Given / When
+    reply = decide(request(*after_tool(name, arguments, result, "do it")))
+
+    # Then
+    assert reply.text == f"(offline model) {expected}"
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2]", b""])

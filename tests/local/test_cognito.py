@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import hmac
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -87,6 +88,58 @@ def test_unconfirmed_disabled_and_reset_users_are_told_why(stand: Stand) -> None
     assert error_of(refused)[1] == "User is disabled."
     with pytest.raises(front.exceptions.PasswordResetRequiredException):
         stand.srp(reset, PASSWORD).authenticate_user()
+
+
+def test_the_app_clients_settings_decide_who_may_start_srp(stand: Stand) -> None:
+    # Given a confirmed user and app clients without SRP, with only the legacy SRP flag, and with a secret
+    email = stand.new_user()
+    admin = stand.aws.client("cognito-idp")
+
+    def new_client(**settings: Any) -> dict[str, Any]:
+        created: dict[str, Any] = admin.create_user_pool_client(
+            UserPoolId=stand.pool_id, ClientName=uuid.uuid4().hex[:12], **settings
+        )["UserPoolClient"]
+        return created
+
+    no_srp = new_client(ExplicitAuthFlows=["ALLOW_USER_PASSWORD_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])
+    legacy = new_client(ExplicitAuthFlows=["USER_SRP_AUTH"], PreventUserExistenceErrors="LEGACY")
+    secret = new_client(GenerateSecret=True, PreventUserExistenceErrors="ENABLED")
+
+    def start(client: dict[str, Any], username: str, **extra: str) -> tuple[int, dict[str, Any]]:
+        parameters = {"USERNAME": username, "SRP_A": "5", **extra}
+        body = {"ClientId": client["ClientId"], "AuthFlow": "USER_SRP_AUTH", "AuthParameters": parameters}
+        reply = stand.call("InitiateAuth", body)
+        return reply.status_code, reply.json()
+
+    def secret_hash(username: str) -> str:
+        message = (username + secret["ClientId"]).encode()
+        return base64.b64encode(
+            hmac.new(secret["ClientSecret"].encode(), message, "sha256").digest()
+        ).decode()
+
+    # When each starts SRP, Then the front answers as Cognito does
+    assert start(no_srp, email) == (
+        400,
+        {"__type": "InvalidParameterException", "message": "USER_SRP_AUTH is not enabled for this client."},
+    )
+    assert start(legacy, email)[1]["ChallengeName"] == "PASSWORD_VERIFIER"
+    assert start(legacy, "nobody@example.com") == (
+        400,
+        {"__type": "UserNotFoundException", "message": "User does not exist."},
+    )
+    assert start(secret, email, SECRET_HASH="forged") == (
+        400,
+        {
+            "__type": "NotAuthorizedException",
+            "message": f"Unable to verify secret hash for client {secret['ClientId']}",
+        },
+    )
+    assert start(secret, email)[1]["__type"] == "NotAuthorizedException"
+    assert start(secret, email, SECRET_HASH=secret_hash(email))[1]["ChallengeName"] == "PASSWORD_VERIFIER"
+    assert start(secret, "nobody@example.com", SECRET_HASH=secret_hash("nobody@example.com")) == (
+        400,
+        {"__type": "NotAuthorizedException", "message": "Incorrect username or password."},
+    )
 
 
 def test_a_forced_password_change_signs_in_and_retires_the_old_password(stand: Stand) -> None:

@@ -374,6 +374,70 @@ def test_overrides_are_checked_against_allowed_values_and_patterns() -> None:
     ) == ("web-files")
 
 
+def test_parameters_take_the_override_then_the_default_and_only_overrides_are_checked() -> None:
+    # Given parameters with numeric values and defaults outside their own constraints
+    template = {
+        "Parameters": {
+            "Days": {"Type": "Number", "Default": 14, "AllowedValues": [7, 14, 30]},
+            "Odd": {"Type": "String", "Default": "x", "AllowedValues": ["a", "b"]},
+            "Loose": {"Type": "String", "Default": "UPPER", "AllowedPattern": "^[a-z]*$"},
+            "Free": {"Type": "String", "AllowedPattern": ""},
+        },
+        "Resources": {},
+    }
+
+    # When resolvers are built with and without overrides
+    defaults = Resolver(template, "demo").parameters
+    overridden = Resolver(template, "demo", parameter_overrides={"Days": "7", "Free": "Anything at all"})
+
+    # Then values are strings, defaults are taken as written, and overrides are checked
+    assert defaults == {"Days": "14", "Odd": "x", "Loose": "UPPER", "Free": ""}
+    assert overridden.parameters == {"Days": "7", "Odd": "x", "Loose": "UPPER", "Free": "Anything at all"}
+    with pytest.raises(TemplateError, match=r"parameter Days='8' is not one of 7, 14, 30"):
+        Resolver(template, "demo", parameter_overrides={"Days": "8"})
+    with pytest.raises(TemplateError, match=r"parameter Loose='UP' does not match \^\[a-z\]\*\$"):
+        Resolver(template, "demo", parameter_overrides={"Loose": "UP"})
+    with pytest.raises(TemplateError, match=r"unknown template parameter\(s\): A, B$"):
+        Resolver(template, "demo", parameter_overrides={"B": "1", "A": "2"})
+
+
+def test_each_kind_of_resource_gets_the_physical_id_cloudformation_would_give() -> None:
+    # Given one resource of every kind the local stack names specially
+    template = small_template()
+    template["Resources"].update(
+        {
+            "Unnamed": {"Type": "AWS::S3::Bucket"},
+            "BlankName": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": {"Ref": "Image"}}},
+            "HttpApi": {"Type": "AWS::Serverless::HttpApi"},
+            "RestApi": {"Type": "AWS::Serverless::Api"},
+            "Family": {
+                "Type": "AWS::ECS::TaskDefinition",
+                "Properties": {"Family": {"Fn::Sub": "${Name}-agent"}},
+            },
+            "Anonymous": {"Type": "AWS::ECS::TaskDefinition"},
+            "SubnetA": {"Type": "AWS::EC2::Subnet"},
+            "Firewall": {"Type": "AWS::EC2::SecurityGroup"},
+            "Shared": {"Type": "AWS::SQS::Queue"},
+        }
+    )
+    resolver = Resolver(template, "Demo", physical_ids={"Shared": "given-elsewhere"})
+
+    # When each is referenced
+    ids = {name: resolver.physical_id(name) for name in template["Resources"]}
+
+    # Then each follows its service's naming, and an id known already is kept
+    assert ids["Unnamed"] == "demo-unnamed" and ids["BlankName"] == "demo-blankname"
+    assert ids["HttpApi"] == api_id("HttpApi") and ids["RestApi"] == api_id("RestApi")
+    assert ids["Family"] == "arn:aws:ecs:us-east-1:123456789012:task-definition/app-agent:1"
+    assert ids["Anonymous"] == "arn:aws:ecs:us-east-1:123456789012:task-definition/Demo-Anonymous:1"
+    assert ids["SubnetA"].startswith("subnet-") and len(ids["SubnetA"]) == len("subnet-") + 17
+    assert ids["Firewall"].startswith("sg-") and len(ids["Firewall"]) == len("sg-") + 17
+    assert int(ids["SubnetA"][7:], 16) >= 0 and ids["SubnetA"][7:] != ids["Firewall"][3:]
+    assert ids["Shared"] == "given-elsewhere" and ids["Queue"] == "Demo-Queue"
+    assert ids["ItemsTable"] == "Demo-Items" and ids["Bucket"] == "app-files"
+    assert resolver.physical_ids == ids
+
+
 def test_an_intrinsic_the_local_stack_cannot_evaluate_is_named() -> None:
     # Given a function the local stack does not implement
     # When it is resolved

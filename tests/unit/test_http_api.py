@@ -385,6 +385,31 @@ def test_invalid_settings_are_400_with_reasons_and_write_nothing(
     assert current["timezone"] == "UTC" and current["idleTimeoutMinutes"] == 15
 
 
+def test_each_refused_setting_says_what_is_allowed(api: Api) -> None:
+    # Given / When Alice submits one bad value of every kind
+    change = {
+        "idleTimeoutMinutes": 3.5,
+        "model": "openai/gpt 5",
+        "timezone": 7,
+        "colour": "blue",
+    }
+    status, body = api.call("PUT", "/api/settings", body=change)
+
+    # Then each field says what it accepts
+    assert status == 400 and body["fields"] == {
+        "idleTimeoutMinutes": "must be a whole number of minutes from 5 to 240",
+        "model": "model id has characters that are not allowed",
+        "timezone": "must be an IANA time zone such as Europe/Paris",
+        "colour": "is not a setting",
+    }
+    for model, problem in [
+        ("claude", "must be '<provider>/<model id>', e.g. anthropic/claude-sonnet-4-5"),
+        ("cats/foo", "provider must be one of anthropic, openai, bedrock, openai-compatible, offline"),
+    ]:
+        assert api.call("PUT", "/api/settings", body={"model": model})[1]["fields"] == {"model": problem}
+    assert api.call("PUT", "/api/settings", body={})[1]["fields"] == {"settings": "nothing to change"}
+
+
 def test_settings_body_base64_encoded_is_accepted(api: Api) -> None:
     # Given API Gateway delivered the JSON body base64-encoded
     event: dict[str, Any] = load_event("http_api_put_settings.json")

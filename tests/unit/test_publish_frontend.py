@@ -285,6 +285,48 @@ def test_older_builds_are_deleted_but_the_one_open_tabs_may_use_is_kept(
     assert first not in out  # it was deleted by the third publish, not now
 
 
+def test_each_publish_says_which_builds_it_keeps_and_deletes(
+    deployed: Deployed, frontend: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given / When the first build is published, then a second and a third
+    outs: list[str] = []
+    served: list[str] = []
+    for version in (1, 2, 3):
+        write_frontend(frontend, app=f"export const version = {version};\n")
+        code, out, _ = run(capsys, "--stack", STACK)
+        assert code == 0
+        outs.append(out)
+        served.append(live_folder())
+    first, second, _ = served
+
+    # Then the first has nothing to keep or delete, the second keeps the first, the third deletes it
+    assert "keeping" not in outs[0] and "deleting" not in outs[0]
+    assert f"keeping the previous build's {first}/ for tabs that are still open" in outs[1]
+    assert "deleting" not in outs[1]
+    assert f"keeping the previous build's {second}/ for tabs that are still open" in outs[2]
+    assert f"deleting older builds: {first}\n" in outs[2]
+
+
+def test_a_dry_run_names_the_builds_it_would_delete(
+    deployed: Deployed, frontend: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given two builds published in turn
+    for version in (1, 2):
+        write_frontend(frontend, app=f"export const version = {version};\n")
+        assert run(capsys, "--stack", STACK)[0] == 0
+    before = objects()
+    first = sorted(asset_folders() - {live_folder()})[0]
+
+    # When a third is published with --dry-run
+    write_frontend(frontend, app="export const version = 3;\n")
+    code, out, _ = run(capsys, "--stack", STACK, "--dry-run")
+
+    # Then it names the build it would delete, and deletes nothing
+    assert code == 0
+    assert f"would delete older builds: {first}\n" in out
+    assert objects() == before
+
+
 def test_dry_run_changes_nothing(
     deployed: Deployed, frontend: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -386,6 +386,42 @@ def test_stop_reasons_are_readable(name: str, expected: str) -> None:
     assert text == expected
 
 
+@pytest.mark.parametrize(
+    ("detail", "expected"),
+    [
+        ({"stopCode": "TerminationNotice"}, "AWS reclaimed the Spot capacity it ran on"),
+        (
+            {"stoppedReason": "Spot capacity  not\navailable"},
+            "AWS reclaimed the Spot capacity it ran on (Spot capacity not available)",
+        ),
+        ({"stopCode": "UserInitiated", "stoppedReason": "no capacity"}, "it was stopped (no capacity)"),
+        ({"stopCode": "UserInitiated"}, "it was stopped"),
+        ({"stopCode": "TaskFailedToStart"}, "the task failed to start"),
+        ({"stopCode": "EssentialContainerExited"}, "the agent exited"),
+        ({"containers": [{"name": "bridge", "exitCode": 0}]}, "the agent exited with code 0"),
+        (
+            {"containers": [{"name": "sidecar", "exitCode": 3}, {"name": "bridge", "exitCode": 137}]},
+            "the agent exited with code 137",
+        ),
+        ({"containers": [{"name": "sidecar", "exitCode": 3}]}, "the agent exited with code 3"),
+        ({"containers": ["bridge", {"name": "bridge", "exitCode": True}]}, "ECS stopped it"),
+        (
+            {"stopCode": "ServiceSchedulerInitiated", "containers": [{"name": "bridge", "exitCode": 2}]},
+            "ECS stopped it (ServiceSchedulerInitiated)",
+        ),
+        ({"stopCode": "ServiceSchedulerInitiated", "stoppedReason": "Scaling down"}, "Scaling down"),
+        ({"stoppedReason": "x" * 400}, "x" * 300),
+        ({}, "ECS stopped it"),
+    ],
+)
+def test_every_kind_of_stop_has_its_own_words(detail: dict[str, Any], expected: str) -> None:
+    # Given / When a stop ECS describes this way is put in words
+    text = task_events.stop_reason({"lastStatus": "STOPPED", **detail})
+
+    # Then the user reads what happened, in ECS's own words where it gave some
+    assert text == expected
+
+
 def test_stop_reason_of_a_failed_pull_names_the_error() -> None:
     # Given / When
     text = task_events.stop_reason(_detail(FAILED, "arn:task"))

@@ -92,6 +92,47 @@ def test_a_very_long_rate_limit_is_not_waited_out() -> None:
     assert failed.value.retry_after == 600 and slept == []
 
 
+@pytest.mark.parametrize(
+    ("status", "raw", "expected"),
+    [
+        (200, b"<html>oops</html>", (502, "no description", None)),
+        (200, b"", (502, "no description", None)),
+        (200, b"[1, 2]", (502, "bad body", None)),
+        (200, b'{"ok": true}', (502, "no description", None)),
+        (200, b'{"ok": false, "result": 1, "description": "odd"}', (502, "odd", None)),
+        (
+            403,
+            b'{"ok": false, "description": "Forbidden: bot was blocked by the user"}',
+            (403, "Forbidden: bot was blocked by the user", None),
+        ),
+        (400, json.dumps({"ok": False, "description": "x" * 400}).encode(), (400, "x" * 300, None)),
+        (
+            429,
+            b'{"ok": false, "description": "slow down", "parameters": {"retry_after": "3"}}',
+            (429, "slow down", None),
+        ),
+        (429, b'{"ok": false, "description": "slow down", "parameters": 3}', (429, "slow down", None)),
+        (429, b'{"ok": false, "parameters": {"retry_after": 1.5}}', (429, "no description", 1.5)),
+        (503, b"\xff\xfe", (503, "no description", None)),
+    ],
+)
+def test_what_a_failed_call_reports_whatever_telegram_answered(
+    status: int, raw: bytes, expected: tuple[int, str, float | None]
+) -> None:
+    # Given a Bot API answering one call like this, and a client that tries once
+    def answer(url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        return status, raw
+
+    telegram = TelegramClient(TOKEN, transport=answer, sleep=lambda _: None, attempts=1)
+
+    # When a message is sent
+    with pytest.raises(TelegramError) as failed:
+        telegram.send_message(42, "hello")
+
+    # Then the error says what Telegram said, and how long it asked to wait
+    assert (failed.value.status, failed.value.description, failed.value.retry_after) == expected
+
+
 def test_markup_telegram_refuses_falls_back_to_plain_text() -> None:
     # Given Telegram that cannot parse the HTML it is sent
     api = ScriptedBotApi(

@@ -177,26 +177,40 @@ def test_without_a_configured_secret_every_update_is_refused(
     assert nothing_written(aws)
 
 
+def _message(message_id: Any = 1, sender: Any = None, chat: Any = None, **fields: Any) -> str:
+    """A raw update carrying one message; each part can be replaced by something malformed."""
+    sender = {"id": ALLOWED} if sender is None else sender
+    chat = {"id": ALLOWED, "type": "private"} if chat is None else chat
+    message = {"message_id": message_id, "from": sender, "chat": chat, "text": "x", **fields}
+    return json.dumps({"update_id": 1, "message": message})
+
+
 @pytest.mark.parametrize(
-    ("raw", "status"),
+    ("raw", "status", "reason"),
     [
-        ("not json", 400),
-        ("[]", 400),
-        ('{"message": {}}', 400),
-        ('{"update_id": "12"}', 400),
-        ('{"update_id": true}', 400),
+        ("not json", 400, "invalid json"),
+        ("", 400, "not an update"),
+        ("[]", 400, "not an update"),
+        ('{"message": {}}', 400, "not an update"),
+        ('{"update_id": "12"}', 400, "not an update"),
+        ('{"update_id": true}', 400, "not an update"),
+        ('{"update_id": -1}', 400, "not an update"),
         (
             '{"update_id": 1, "message": {"message_id": 1, "text": "x", '
             '"chat": {"id": "1", "type": "private"}, "from": {"id": 1}}}',
             400,
+            "not an update",
         ),
-        ("x" * (256 * 1024 + 1), 413),
+        (_message(sender={"id": "1"}), 400, "not an update"),
+        (_message(message_id=None), 400, "not an update"),
+        (_message(message_id=True, text="   "), 400, "not an update"),
+        ("x" * (256 * 1024 + 1), 413, "too large"),
     ],
 )
 def test_garbage_with_the_right_secret_is_refused_and_writes_nothing(
-    tg: Telegram, aws: dict[str, str], raw: str, status: int
+    tg: Telegram, aws: dict[str, str], raw: str, status: int, reason: str
 ) -> None:
-    assert tg.post(None, raw=raw)[0] == status
+    assert tg.post(None, raw=raw) == (status, {"error": reason})
     assert nothing_written(aws)
 
 
@@ -241,6 +255,10 @@ def test_garbage_with_the_right_secret_is_refused_and_writes_nothing(
                 "text": "   ",
             },
         },
+        json.loads(_message(text=5)),
+        json.loads(_message(chat="private")),
+        json.loads(_message(sender=[ALLOWED])),
+        json.loads(_message(text="x" * (protocol.MAX_MESSAGE_BYTES + 1))),
     ],
 )
 def test_other_updates_are_acknowledged_and_ignored(

@@ -14,6 +14,7 @@ from serverless_openclaw.aws.clients import client as aws_client
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
 from serverless_openclaw.messages import IncomingMessage
+from serverless_openclaw.tasks import USER_TAG
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
 from tests.unit.conftest_agents import OTHER, USER, client, queue, running, starting, stopped_event
@@ -324,6 +325,38 @@ def test_task_of_a_start_in_flight_is_not_taken_for_an_orphan(
     assert actions == [] and launcher.stopped == []
 
 
+@dataclass
+class _TaggedLauncher(FakeLauncher):
+    """ECS whose DescribeTasks names the user each task runs for, as the real tasks' tags do."""
+
+    owners: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, task_arns: list[str]) -> list[dict[str, Any]]:
+        return [
+            {**task, "tags": [{"key": USER_TAG, "value": self.owners[task["taskArn"]]}]}
+            for task in super().describe(task_arns)
+        ]
+
+
+def test_only_the_starting_users_task_is_spared_while_their_start_is_in_flight(cp: ControlPlane) -> None:
+    # Given a start in flight for one user, its task just launched, and a stray task of another user
+    launcher = _TaggedLauncher()
+    cp.launcher = launcher
+    state = cp.task_state.touch_activity(USER, cp.clock())
+    assert cp.task_state.transition(state, Status.STARTING, cp.clock(), set_={"startedAt": cp.clock()})
+    just_launched = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/1aunch1ng000000000000000000000"
+    stray = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0rphan0000000000000000000000000"
+    launcher.live.update({just_launched, stray})
+    launcher.owners.update({just_launched: USER, stray: OTHER})
+
+    # When the watchdog runs in that instant
+    actions = watchdog.sweep(cp)
+
+    # Then the stray task is stopped as an orphan and the new one survives
+    assert actions == [watchdog.Action(None, stray, "orphan_stopped", "orphan")]
+    assert launcher.stopped == [(stray, "orphan")]
+
+
 # --- Queued messages -------------------------------------------------------------------------------
 
 
@@ -441,6 +474,69 @@ def test_one_broken_row_does_not_stop_the_sweep(cp: ControlPlane, clock: Clock) 
     assert launcher.stopped == [(other_task, "idle timeout")]
     assert cp.task_state.get(OTHER).status is Status.STOPPING
     assert cp.task_state.get(USER).status is Status.STOPPING
+
+
+def test_an_orphan_ecs_will_not_stop_does_not_spare_the_others(cp: ControlPlane) -> None:
+    # Given two tasks no row references, and ECS failing to stop the first
+    launcher = _BrokenStopLauncher()
+    cp.launcher = launcher
+    stuck = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0rphan0000000000000000000000001"
+    orphan = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0rphan0000000000000000000000002"
+    launcher.live.update({stuck, orphan})
+    launcher.broken.add(stuck)
+
+    # When the watchdog runs
+    actions = watchdog.sweep(cp)
+
+    # Then the second is stopped, and only that is reported
+    assert actions == [watchdog.Action(None, orphan, "orphan_stopped", "orphan")]
+    assert launcher.live == {stuck}
+
+
+def test_an_unlistable_ecs_skips_the_orphan_check_but_not_the_queued_messages(
+    cp: ControlPlane, launcher: FakeLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a queued message, a stray task, and ECS failing to list the running tasks
+    queue(cp, "hello")
+    stray = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0rphan0000000000000000000000000"
+    launcher.live.add(stray)
+
+    def unlistable() -> list[str]:
+        raise ConnectionError("ECS endpoint unreachable")
+
+    monkeypatch.setattr(launcher, "running_tasks", unlistable)
+
+    # When the watchdog runs
+    actions = watchdog.sweep(cp)
+
+    # Then no task is stopped, and the queued message still starts an agent
+    assert _kinds(actions) == [(USER, "start_queued")]
+    assert launcher.stopped == [] and stray in launcher.live
+
+
+def test_rows_unreadable_on_the_second_look_stop_no_orphan(
+    cp: ControlPlane, launcher: FakeLauncher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a stray task, and TaskState that can be read once but not a second time
+    stray = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0rphan0000000000000000000000000"
+    launcher.live.add(stray)
+    real_scan = cp.task_state.scan_states
+    scans: list[int] = []
+
+    def flaky_scan(malformed: Any) -> Any:
+        scans.append(1)
+        if len(scans) > 1:
+            raise ConnectionError("DynamoDB endpoint unreachable")
+        return real_scan(malformed)
+
+    monkeypatch.setattr(cp.task_state, "scan_states", flaky_scan)
+
+    # When the watchdog runs
+    actions = watchdog.sweep(cp)
+
+    # Then nothing is judged an orphan without rows to judge it by
+    assert actions == [] and launcher.stopped == []
+    assert len(scans) == 2
 
 
 def test_failing_start_for_one_user_does_not_block_another(cp: ControlPlane, launcher: FakeLauncher) -> None:

@@ -469,3 +469,39 @@ def test_sample_agent_event_parses_to_its_credentials() -> None:
     assert (request.agent_user, request.agent_task_arn) == (AGENT_USER, TASK_ARN)
     assert request.agent_token == "REPLACE_WITH_AGENT_TOKEN"
     assert request.client_token is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "multi", "found", "ambiguous"),
+    [
+        ({"X-Agent-Token": "a"}, None, {"x-agent-token": "a"}, False),
+        (None, {"X-Agent-Token": ["a"]}, {"x-agent-token": "a"}, False),
+        ({"x-agent-token": "a"}, {"x-agent-token": ["a"]}, {"x-agent-token": "a"}, False),
+        ({"x-agent-token": "a"}, {"X-Agent-Token": ["b"]}, {}, True),
+        (None, {"x-agent-token": ["a", "b"], "x-agent-user": ["u"]}, {"x-agent-user": "u"}, True),
+        ({"x-agent-token": 5, "x-agent-user": "u"}, {"x-agent-task-arn": "t"}, {"x-agent-user": "u"}, False),
+        (None, {"x-agent-token": [5, "a", None]}, {"x-agent-token": "a"}, False),
+        ({"host": "h", 7: "x"}, {"accept": ["*/*"]}, {}, False),
+        ("x-agent-token: a", ["x-agent-token"], {}, False),
+    ],
+)
+def test_agent_headers_are_read_from_both_header_maps_and_conflicts_are_flagged(
+    headers: Any, multi: Any, found: dict[str, str], ambiguous: bool
+) -> None:
+    # Given a $connect event whose header maps are as API Gateway sends them, or malformed
+    event = {"requestContext": {"connectionId": "c1="}, "headers": headers, "multiValueHeaders": multi}
+
+    # When it is read
+    request = ConnectRequest.from_event(event)
+
+    # Then only string values of the agent headers count, and two different values for one are a conflict
+    assert {
+        name: value
+        for name, value in (
+            ("x-agent-user", request.agent_user),
+            ("x-agent-task-arn", request.agent_task_arn),
+            ("x-agent-token", request.agent_token),
+        )
+        if value is not None
+    } == found
+    assert request.ambiguous_headers is ambiguous

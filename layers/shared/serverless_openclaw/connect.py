@@ -17,7 +17,7 @@ logged with a short reason (never a token) and counted as ConnectRefused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,19 +80,21 @@ class ConnectRequest:
 def _agent_headers(event: Mapping[str, Any]) -> tuple[dict[str, str], bool]:
     """The agent headers by lower-case name, and whether any of them came with conflicting values."""
     seen: dict[str, set[str]] = {}
-    single = event.get("headers")
-    if isinstance(single, Mapping):
-        for name, value in single.items():
-            if isinstance(name, str) and name.lower() in _AGENT_HEADERS and isinstance(value, str):
-                seen.setdefault(name.lower(), set()).add(value)
-    multi = event.get("multiValueHeaders")
-    if isinstance(multi, Mapping):
-        for name, values in multi.items():
-            if isinstance(name, str) and name.lower() in _AGENT_HEADERS and isinstance(values, list):
-                seen.setdefault(name.lower(), set()).update(v for v in values if isinstance(v, str))
+    for name, values in _header_values(event):
+        if isinstance(name, str) and name.lower() in _AGENT_HEADERS and isinstance(values, list):
+            seen.setdefault(name.lower(), set()).update(v for v in values if isinstance(v, str))
     # Two different values for one credential header is never a genuine bridge: refuse rather than pick.
     ambiguous = any(len(values) > 1 for values in seen.values())
     return {name: next(iter(values)) for name, values in seen.items() if len(values) == 1}, ambiguous
+
+
+def _header_values(event: Mapping[str, Any]) -> Iterator[tuple[Any, Any]]:
+    """(name, list of values) of every header in the event's `headers` and `multiValueHeaders`, unchecked."""
+    single, multi = event.get("headers"), event.get("multiValueHeaders")
+    if isinstance(single, Mapping):
+        yield from ((name, [value]) for name, value in single.items())
+    if isinstance(multi, Mapping):
+        yield from multi.items()
 
 
 def accept_connection(cp: ControlPlane, verifier: JwtVerifier, request: ConnectRequest) -> bool:

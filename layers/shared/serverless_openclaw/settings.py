@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -33,30 +33,24 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     problems: dict[str, str] = {}
     clean: dict[str, Any] = {}
     for key, val in changes.items():
-        if key == "idleTimeoutMinutes":
-            low, high = IDLE_TIMEOUT_RANGE
-            if isinstance(val, bool) or not isinstance(val, int) or not low <= val <= high:
-                problems[key] = f"must be a whole number of minutes from {low} to {high}"
-            else:
-                clean[key] = val
-        elif key == "model":
-            problem = _model_problem(val)
-            if problem:
-                problems[key] = problem
-            else:
-                clean[key] = val
-        elif key == "timezone":
-            if not isinstance(val, str) or not _is_timezone(val):
-                problems[key] = "must be an IANA time zone such as Europe/Paris"
-            else:
-                clean[key] = val
+        check = _CHECKS.get(key)
+        problem = check(val) if check else "is not a setting"
+        if problem:
+            problems[key] = problem
         else:
-            problems[key] = "is not a setting"
+            clean[key] = val
     if problems:
         raise InvalidSettings(problems)
     if not clean:
         raise InvalidSettings({"settings": "nothing to change"})
     return clean
+
+
+def _idle_timeout_problem(val: Any) -> str | None:
+    low, high = IDLE_TIMEOUT_RANGE
+    if isinstance(val, bool) or not isinstance(val, int) or not low <= val <= high:
+        return f"must be a whole number of minutes from {low} to {high}"
+    return None
 
 
 def _model_problem(val: Any) -> str | None:
@@ -68,6 +62,20 @@ def _model_problem(val: Any) -> str | None:
     if not _MODEL_ID.match(model_id):
         return "model id has characters that are not allowed"
     return None
+
+
+def _timezone_problem(val: Any) -> str | None:
+    if not isinstance(val, str) or not _is_timezone(val):
+        return "must be an IANA time zone such as Europe/Paris"
+    return None
+
+
+_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "idleTimeoutMinutes": _idle_timeout_problem,
+    "model": _model_problem,
+    "timezone": _timezone_problem,
+}
+"""Every setting a user may change, and what is wrong with a value for it (None: nothing)."""
 
 
 @functools.cache

@@ -20,6 +20,7 @@ from serverless_openclaw.tasks import USER_TAG
 
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3
+_SPOT_STOP_CODES = ("SpotInterruption", "TerminationNotice")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,7 @@ def task_user_id(task: Mapping[str, Any]) -> str | None:
 
 def is_spot_interruption(detail: Mapping[str, Any]) -> bool:
     """ECS took the task back (Spot interruption) or had no capacity for it."""
-    if detail.get("stopCode") in ("SpotInterruption", "TerminationNotice"):
+    if detail.get("stopCode") in _SPOT_STOP_CODES:
         return True
     reason = str(detail.get("stoppedReason") or "").lower()
     return "spot" in reason or "capacity" in reason
@@ -79,22 +80,26 @@ def stop_reason(detail: Mapping[str, Any], container_name: str = "bridge") -> st
     """A readable sentence fragment explaining why ECS stopped a task."""
     code = detail.get("stopCode") or ""
     said = " ".join(str(detail.get("stoppedReason") or "").split())[:_REASON_LENGTH]
-    exit_code = _exit_code(detail, container_name)
-    if code in ("SpotInterruption", "TerminationNotice") or (is_spot_interruption(detail) and not code):
-        text = "AWS reclaimed the Spot capacity it ran on"
-        return f"{text} ({said})" if said else text
-    if code == "TaskFailedToStart":
-        return f"the task failed to start ({said})" if said else "the task failed to start"
-    if code == "EssentialContainerExited" or (exit_code is not None and not code):
-        text = "the agent exited"
-        if exit_code is not None:
-            text += f" with code {exit_code}"
-        return f"{text} ({said})" if said else text
-    if code == "UserInitiated":
-        return f"it was stopped ({said})" if said else "it was stopped"
+    what = _what_stopped_it(detail, code, _exit_code(detail, container_name))
+    if what is not None:
+        return f"{what} ({said})" if said else what
+    # A stop we have no words for: ECS's own, else its stop code.
     if said:
         return said
     return f"ECS stopped it ({code})" if code else "ECS stopped it"
+
+
+def _what_stopped_it(detail: Mapping[str, Any], code: str, exit_code: int | None) -> str | None:
+    """Our words for the stops we recognise; None for any other."""
+    if code in _SPOT_STOP_CODES or (is_spot_interruption(detail) and not code):
+        return "AWS reclaimed the Spot capacity it ran on"
+    if code == "TaskFailedToStart":
+        return "the task failed to start"
+    if code == "EssentialContainerExited" or (exit_code is not None and not code):
+        return "the agent exited" if exit_code is None else f"the agent exited with code {exit_code}"
+    if code == "UserInitiated":
+        return "it was stopped"
+    return None
 
 
 def _exit_code(detail: Mapping[str, Any], container_name: str) -> int | None:

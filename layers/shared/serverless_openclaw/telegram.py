@@ -254,20 +254,24 @@ class TelegramClient:
 
 
 def _error(method: str, status: int, raw: bytes) -> TelegramError | None:
+    """None for a successful answer; else the error, in Telegram's words where it gave any."""
     try:
         data = json.loads(raw) if raw else {}
     except ValueError:
         data = {}
     if 200 <= status < 300 and isinstance(data, dict) and data.get("ok") is True and "result" in data:
         return None
-    description = str(data.get("description") or "no description") if isinstance(data, dict) else "bad body"
-    parameters = data.get("parameters") if isinstance(data, dict) else None
+    description, retry_after = _failure(data) if isinstance(data, dict) else ("bad body", None)
+    return TelegramError(method, status if status >= 300 else 502, description[:300], retry_after=retry_after)
+
+
+def _failure(data: dict[str, Any]) -> tuple[str, float | None]:
+    """Telegram's description of a failure, and how long it asks us to wait (None: no wait)."""
+    parameters = data.get("parameters")
     retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
-    return TelegramError(
-        method,
-        status if status >= 300 else 502,
-        description[:300],
-        retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+    return (
+        str(data.get("description") or "no description"),
+        float(retry_after) if isinstance(retry_after, int | float) else None,
     )
 
 

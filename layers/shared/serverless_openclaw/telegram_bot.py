@@ -330,25 +330,17 @@ def delivery_key(update_id: int) -> str:
 
 def parse_update(body: bytes) -> Update | None:
     """The update's private text message; None for updates the bot ignores; WebhookError for garbage."""
-    if len(body) > MAX_UPDATE_BYTES:
-        raise WebhookError(413, "too large")
-    try:
-        data = json.loads(body) if body else None
-    except ValueError:
-        raise WebhookError(400, "invalid json") from None
-    if not isinstance(data, dict):
-        raise WebhookError(400, "not an update")
+    data = _json_object(body)
     update_id = data.get("update_id")
-    if isinstance(update_id, bool) or not isinstance(update_id, int) or update_id < 0:
+    if not _is_int(update_id) or update_id < 0:
         raise WebhookError(400, "not an update")
     message = data.get("message")
     if not isinstance(message, dict):
         return None  # edited messages, callbacks, channel posts …: acknowledged and ignored
-    text, chat, sender = message.get("text"), message.get("chat"), message.get("from")
-    if not isinstance(text, str) or not isinstance(chat, dict) or not isinstance(sender, dict):
-        return None  # photos, stickers, service messages
-    if chat.get("type") != "private" or sender.get("is_bot"):
-        return None  # the agent is private: no groups, no other bots
+    parts = _private_text(message)
+    if parts is None:
+        return None
+    text, chat, sender = parts
     chat_id, sender_id, message_id = chat.get("id"), sender.get("id"), message.get("message_id")
     if not (_is_int(chat_id) and _is_int(sender_id) and _is_int(message_id)):
         raise WebhookError(400, "not an update")
@@ -366,6 +358,28 @@ def parse_update(body: bytes) -> Update | None:
         message_id=message_id,
         text=text,
     )
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if len(body) > MAX_UPDATE_BYTES:
+        raise WebhookError(413, "too large")
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        raise WebhookError(400, "invalid json") from None
+    if not isinstance(data, dict):
+        raise WebhookError(400, "not an update")
+    return data
+
+
+def _private_text(message: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]] | None:
+    """(text, chat, sender) of a person's text in a private chat; None for any other message."""
+    text, chat, sender = message.get("text"), message.get("chat"), message.get("from")
+    if not isinstance(text, str) or not isinstance(chat, dict) or not isinstance(sender, dict):
+        return None  # photos, stickers, service messages
+    if chat.get("type") != "private" or sender.get("is_bot"):
+        return None  # the agent is private: no groups, no other bots
+    return text, chat, sender
 
 
 def parse_command(text: str) -> tuple[str | None, str]:

@@ -133,32 +133,43 @@ def _lost_race(state: TaskState, verdict: Verdict) -> tuple[Action, str | None] 
 def _stop_orphans(cp: ControlPlane, already_stopped: set[str], actions: list[Action]) -> None:
     """Stop live tasks of our family that no TaskState row references."""
     try:
-        # Listed before the rows are re-read: a task launched after this list is not judged at all.
-        live = cp.launcher.running_tasks()
-        rows = _read_rows(cp)
-        if rows is None:
-            return
-        referenced = {s.task_arn for s in rows if s.task_arn}
-        candidates = [arn for arn in live if arn not in referenced and arn not in already_stopped]
-        # A start between RunTask and recording its ARN looks like an orphan: spare that user's tasks.
-        launching = {s.user_id for s in rows if s.status is Status.STARTING and not s.task_arn}
-        if candidates and launching:
-            spared = {
-                str(task.get("taskArn"))
-                for task in cp.launcher.describe(candidates)
-                if task_user_id(task) in launching or task_user_id(task) is None
-            }
-            candidates = [arn for arn in candidates if arn not in spared]
+        orphans = _find_orphans(cp, already_stopped)
     except Exception:
         logger.exception("watchdog orphan check failed")
         return
-    for arn in candidates:
+    for arn in orphans:
         try:
             cp.launcher.stop(arn, "orphan")
         except Exception:
             logger.exception("orphan stop failed", task_arn=arn)
             continue
         _record(actions, Action(None, arn, "orphan_stopped", "orphan"))
+
+
+def _find_orphans(cp: ControlPlane, already_stopped: set[str]) -> list[str]:
+    """Live tasks no row references, less any a start in flight may own; none if the rows are unreadable."""
+    # Listed before the rows are re-read: a task launched after this list is not judged at all.
+    live = cp.launcher.running_tasks()
+    rows = _read_rows(cp)
+    if rows is None:
+        return []
+    referenced = {s.task_arn for s in rows if s.task_arn}
+    candidates = [arn for arn in live if arn not in referenced and arn not in already_stopped]
+    # A start between RunTask and recording its ARN looks like an orphan: spare that user's tasks.
+    launching = {s.user_id for s in rows if s.status is Status.STARTING and not s.task_arn}
+    return _spare_launching(cp, candidates, launching)
+
+
+def _spare_launching(cp: ControlPlane, candidates: list[str], launching: set[str]) -> list[str]:
+    """The candidates less the tasks of users whose start is in flight (and any whose user is unknown)."""
+    if not candidates or not launching:
+        return candidates
+    spared = {
+        str(task.get("taskArn"))
+        for task in cp.launcher.describe(candidates)
+        if task_user_id(task) in launching or task_user_id(task) is None
+    }
+    return [arn for arn in candidates if arn not in spared]
 
 
 def _serve_queued(cp: ControlPlane, actions: list[Action]) -> None:
