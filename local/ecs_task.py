@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local.ports import PortReservation
 from local.resolve import ACCOUNT, REGION
 
 
@@ -44,6 +45,8 @@ class Task:
     process: asyncio.subprocess.Process | None = None
     container_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     ended: asyncio.Event = field(default_factory=asyncio.Event)
+    ports: list[PortReservation] = field(default_factory=list)
+    """Loopback ports held for its processes (what its own network namespace gives a Fargate task)."""
 
     @property
     def container_arn(self) -> str:

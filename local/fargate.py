@@ -115,6 +115,8 @@ class Fargate:
         kill_leftovers(task.directory, process.pid)
         task.exited(returncode, time.time())
         shutil.rmtree(task.directory, ignore_errors=True)
+        for reservation in task.ports:
+            reservation.release()
         self.say(f"agent task {task.task_id[:8]} stopped (exit {task.exit_code}: {task.stopped_reason})")
         await self.on_stopped(task)
 

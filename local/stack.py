@@ -41,6 +41,7 @@ from local.fargate import image_entrypoint, kill_leftovers
 from local.functions import FunctionHost
 from local.http_api import HttpApi
 from local.offline_model import OfflineModelServer, serve
+from local.ports import reserve_port
 from local.resolve import REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
 from local.state_directory import StateDirectory
@@ -337,14 +338,21 @@ class LocalStack:
                 "ECS_CONTAINER_METADATA_URI_V4": metadata,
                 "ECS_CONTAINER_METADATA_URI": metadata,
                 "AWS_EXECUTION_ENV": "AWS_ECS_FARGATE",
-                "BRIDGE_PORT": str(_free_port()),
-                "OPENCLAW_PORT": str(_free_port()),
+                "BRIDGE_PORT": str(self._task_port(task)),
+                "OPENCLAW_PORT": str(self._task_port(task)),
                 **self.extra_env,
             }
         )
         if self.model_server is not None:
             env["MODEL_BASE_URL"] = self.model_server.url
         return env
+
+    @staticmethod
+    def _task_port(task: Task) -> int:
+        """A loopback port held for the task until it ends (see local/ports.py)."""
+        reservation = reserve_port()
+        task.ports.append(reservation)
+        return reservation.port
 
     def _reap_stale_tasks(self) -> list[str]:
         """Task folders left by a stack that was killed (not Ctrl-C): their processes and files go; the
@@ -478,12 +486,6 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def run(options: Options, console: Console) -> int:

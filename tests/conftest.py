@@ -90,6 +90,7 @@ def _one_loader_per_data_path() -> None:
 _one_loader_per_data_path()
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when it is not loaded (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
     """`pytest -n …` with xdist's default distribution uses tests/scheduling.py (long tests first)."""
     if config.getoption("dist") != "load":

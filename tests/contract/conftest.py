@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -29,6 +28,7 @@ from bridge import openclaw_config
 from bridge.gateway_process import GatewayProcess
 from bridge.openclaw_config import ModelChoice, build_config, gateway_environment, write_config
 from local.offline_model import OfflineModelServer, serve
+from local.ports import PortReservation, reserve_port
 from local.runtime import runtime
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,11 +79,15 @@ def require_runtime() -> None:
         )
 
 
+_HELD_PORTS: list[PortReservation] = []
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port that nothing listens on and no other test process will be given (local/ports.py):
+    held until this process ends, since OpenClaw binds its port only after a boot of many seconds."""
+    reservation = reserve_port()
+    _HELD_PORTS.append(reservation)
+    return reservation.port
 
 
 def gateway_command(port: int) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from local.ecs import EcsStandIn
 from local.ecs_task import Task
 from local.events import matches
+from local.ports import NoFreePort, reserve_port
 from local.resolve import Resolver
 from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve
 
@@ -137,7 +138,10 @@ def ecs(template: dict[str, Any], tmp_path: Path) -> Iterator[Ecs]:
     functions = FakeFunctions(resolver)
 
     def task_environment(task: Task) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "")}
+        # As the stack does for the bridge and OpenClaw: a port held for the task until it ends.
+        reservation = reserve_port(tmp_path / "ports")
+        task.ports.append(reservation)
+        env = {"PATH": os.environ.get("PATH", ""), "PORT": str(reservation.port)}
         for container in task.overrides.get("containerOverrides") or []:
             for pair in container.get("environment") or []:
                 env[pair["name"]] = pair["value"]
@@ -170,6 +174,27 @@ def ecs(template: dict[str, Any], tmp_path: Path) -> Iterator[Ecs]:
 
 
 # ---------------------------------------------------------------------------------------------- RunTask
+
+
+def test_a_tasks_ports_are_held_while_it_runs_and_released_when_it_stops(
+    ecs: Ecs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a running task, which was given a port of its own
+    arn = ecs.run()["taskArn"]
+    ecs.ready_pid(arn)
+    (task,) = [t for t in ecs.stand_in.tasks.values() if t.arn == arn]
+    (port,) = [r.port for r in task.ports]
+    monkeypatch.setattr("local.ports.random.sample", lambda population, k: [port])
+
+    # Then nobody else can have that port while it runs
+    with pytest.raises(NoFreePort):
+        reserve_port(tmp_path / "ports")
+
+    # When it stops, the port is free again
+    ecs.client.stop_task(cluster="local-Cluster", task=arn, reason="test")
+    ecs.stopped(arn)
+    eventually(lambda: task.ended.is_set(), what="the task to end")
+    reserve_port(tmp_path / "ports").release()
 
 
 def test_run_task_starts_a_process_and_returns_an_ecs_shaped_task(ecs: Ecs) -> None:
