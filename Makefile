@@ -27,6 +27,8 @@ FAST_TIERS := tests/unit tests/template tests/bridge
 
 export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
+# Progress lines of the installers reach the terminal as they happen, also while make runs jobs in parallel.
+export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy bench clean
 
