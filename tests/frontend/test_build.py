@@ -9,9 +9,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from scripts import build_frontend
 from scripts.build_frontend import FRONTEND, build
 
 ATTRIBUTE = re.compile(r"""\b(?:src|href)="([^"]*)\"""")
+PREFIX = re.compile(r"assets/[0-9a-f]{16}")
 IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)["']([^"']+)["']""")
 
 
@@ -44,3 +48,18 @@ def test_the_real_page_and_its_modules_only_reference_files_of_the_build(tmp_pat
             resolved.add(target.relative_to(root).as_posix())
     prefix = result.asset_prefix
     assert {f"{prefix}/vendor/marked.esm.js", f"{prefix}/vendor/purify.es.mjs"} <= resolved
+
+
+def test_the_command_builds_the_real_frontend_into_the_folder_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an empty output folder
+    out = tmp_path / "out"
+
+    # When the command runs on the repository's frontend
+    code = build_frontend.main([str(out)])
+
+    # Then it succeeds and says where the assets went
+    assert code == 0
+    assert (out / "index.html").is_file()
+    assert PREFIX.search(capsys.readouterr().out)

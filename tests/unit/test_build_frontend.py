@@ -256,21 +256,6 @@ def test_the_command_reports_a_broken_frontend_on_stderr_with_exit_code_2(
     assert captured.out == ""
 
 
-def test_the_command_builds_the_real_frontend_into_the_folder_given(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # Given an empty output folder
-    out = tmp_path / "out"
-
-    # When the command runs on the repository's frontend
-    code = build_frontend.main([str(out)])
-
-    # Then it succeeds and says where the assets went
-    assert code == 0
-    assert (out / "index.html").is_file()
-    assert PREFIX.search(capsys.readouterr().out)
-
-
 def test_a_page_that_does_not_reference_assets_keeps_the_previous_build(source: Path, tmp_path: Path) -> None:
     # Given a previous build, and a page whose references the build cannot rewrite (single quotes)
     out = tmp_path / "out"
