@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from serverless_openclaw.auth import JwtVerifier
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
@@ -25,8 +26,10 @@ from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.store import codec
 from serverless_openclaw.telegram_bot import TelegramBot
 from tests.conftest import load_event
+from tests.unit.conftest_auth import SigningKey, StaticKeys, auth_config
 from tests.unit.test_http_api import Api, cursor_for
 from tests.unit.test_telegram_webhook import ALLOWED, RecordingBot, Telegram, secrets_in_ssm
+from tests.unit.test_ws_connect import agent_event, client_event
 from tests.unit.test_ws_message import AGENT_CONN as AGENT
 from tests.unit.test_ws_message import _running_agent as running_agent
 
@@ -349,3 +352,41 @@ def test_the_largest_ids_telegram_sends_are_stored(
     (item,) = cp.inbox.items(f"telegram:{ALLOWED}")
     assert item.reply_to["chatId"] == ids.get("chat_id", ALLOWED)
     assert item.reply_to["messageId"] == ids.get("message_id", 7)
+
+
+# ---------------------------------------------------------------------------------------- $connect
+
+
+@pytest.fixture
+def connect(cp: ControlPlane, pool_key: SigningKey, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    module = importlib.import_module("functions.ws_connect.app")
+    monkeypatch.setattr(module, "plane", cp)
+    monkeypatch.setattr(module, "verifier", JwtVerifier(auth_config(), jwks_client=StaticKeys([pool_key])))
+    return module
+
+
+def _token_with_header(header: str) -> str:
+    encoded = base64.urlsafe_b64encode(header.encode()).decode().rstrip("=")
+    return f"{encoded}.e30.c2ln"
+
+
+CONNECT_CASES = [
+    ("token-header-deep-nesting", lambda: client_event(_token_with_header('{"alg":' + deep(2500) + "}"))),
+    ("token-header-lone-surrogate", lambda: client_event(_token_with_header('{"alg":"\\ud800"}'))),
+    ("agent-user-lone-surrogate", lambda: agent_event(x_agent_user="user\ud800")),
+    ("agent-user-nul", lambda: agent_event(x_agent_user="user\x00")),
+    ("agent-task-arn-lone-surrogate", lambda: agent_event(x_agent_task_arn="arn\udfff")),
+]
+
+
+@pytest.mark.parametrize("make_event", [c[1] for c in CONNECT_CASES], ids=[c[0] for c in CONNECT_CASES])
+def test_bad_connect_requests_are_401_and_write_nothing(
+    connect: ModuleType, aws: dict[str, str], lambda_context: Any, make_event: Any
+) -> None:
+    # Given / When a connection attempt carries a malformed token or agent header
+    before = snapshot(aws)
+    response = connect.lambda_handler(make_event(), lambda_context)
+
+    # Then it is refused like any bad credential (not a 500), and nothing is written
+    assert response == {"statusCode": 401, "body": "Unauthorized"}
+    assert snapshot(aws) == before

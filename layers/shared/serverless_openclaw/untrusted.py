@@ -19,10 +19,11 @@ MAX_DEPTH = 32
 MAX_INTEGER = 2**53 - 1
 """Largest integer magnitude accepted: exact in a double (the browser) and far inside DynamoDB's 38 digits."""
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-"""C0 control characters other than tab, line feed and carriage return (NUL among them)."""
+_CONTROL_BYTES = bytes(code for code in range(0x20) if chr(code) not in "\t\n\r")
+"""C0 control characters other than tab, line feed and carriage return (NUL among them), as UTF-8 bytes:
+in UTF-8 these bytes never occur inside another character, and deleting them is C-fast (a regex search
+over 32 KiB of text costs half a millisecond)."""
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_CONTAINER_OPENERS = ("[", "{")
 
 
 class BadInput(ValueError):
@@ -62,7 +63,7 @@ def parse_json(raw: str | bytes, *, max_bytes: int) -> Any:
         reason = exc.reason if isinstance(exc, BadInput) else "not valid JSON"
         raise MalformedJson(reason) from None
     # Walking the value costs a pass over it; only input that could break a rule pays for it.
-    might_nest = sum(text.count(opener) for opener in _CONTAINER_OPENERS) > MAX_DEPTH
+    might_nest = text.count("[") + text.count("{") > MAX_DEPTH
     if might_nest or _SURROGATE_ESCAPE.search(text):
         _check_value(value)
     return value
@@ -72,12 +73,12 @@ def check_text(text: str, *, max_bytes: int) -> None:
     """Refuse text over `max_bytes` of UTF-8 (InputTooLarge), or holding a lone surrogate or a C0 control
     character other than tab, line feed and carriage return (InvalidText)."""
     try:
-        size = len(text.encode("utf-8"))
+        utf8 = text.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidText("it contains an invalid character (a lone UTF-16 surrogate)") from None
-    if size > max_bytes:
+    if len(utf8) > max_bytes:
         raise InputTooLarge(f"it is larger than {max_bytes // 1024} KiB")
-    if _CONTROL.search(text):
+    if len(utf8.translate(None, _CONTROL_BYTES)) != len(utf8):
         raise InvalidText("it contains a control character (such as NUL) that cannot be sent")
 
 
