@@ -278,6 +278,7 @@ TELEGRAM_REFUSED = [
     ("huge-update-id", _update(update_id=BIG), 400),
     ("chat-id-over-52-bits", _update(chat_id=2**52), 400),
     ("message-id-over-31-bits", _update(message_id=2**31), 400),
+    ("update-id-over-52-bits", _update(update_id=2**52), 400),
     ("zero-message-id", _update(message_id=0), 400),
     ("invalid-utf8", None, 400),
 ]
@@ -341,7 +342,7 @@ def test_a_strangers_bad_text_is_ignored_silently(
     assert status == 200 and telegram.sent == [] and snapshot(aws) == before
 
 
-@pytest.mark.parametrize("ids", [{"chat_id": 2**52 - 1}, {"message_id": 2**31 - 1}])
+@pytest.mark.parametrize("ids", [{"chat_id": 2**52 - 1}, {"message_id": 2**31 - 1}, {"update_id": 2**52 - 1}])
 def test_the_largest_ids_telegram_sends_are_stored(
     tg: Telegram, cp: ControlPlane, ids: dict[str, int]
 ) -> None:

@@ -38,9 +38,11 @@ SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 256 * 1024
 """Telegram's updates are a few KB; anything near this is not from Telegram."""
 MAX_CHAT_ID = 2**52
-"""Telegram's user and chat ids have at most 52 significant bits (Bot API, `User.id` and `Chat.id`)."""
+"""Telegram's user and chat ids have at most 52 significant bits (Bot API, `User.id` and `Chat.id`).
+Update ids get the same bound: they start "from a certain positive number", and refusing a real one
+would block the bot, while anything within it is stored exactly."""
 MAX_BOT_API_INTEGER = 2**31 - 1
-"""Message and update ids are Bot API `Integer`s: 32-bit signed."""
+"""Message ids are Bot API `Integer`s: 32-bit signed."""
 SECRET_REFRESH_SECONDS = 30.0
 """A mismatching secret re-reads SSM at most this often (a rotation is picked up, a flood is not a DoS)."""
 
@@ -350,7 +352,7 @@ def parse_update(body: bytes) -> Update | None:
     """The update's private text message; None for updates the bot ignores; WebhookError for garbage."""
     data = _json_object(body)
     update_id = data.get("update_id")
-    if not _is_int(update_id) or not 0 <= update_id <= MAX_BOT_API_INTEGER:
+    if not _is_int(update_id) or not 0 <= update_id < MAX_CHAT_ID:
         raise WebhookError(400, "not an update")
     message = data.get("message")
     if not isinstance(message, dict):
