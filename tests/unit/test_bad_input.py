@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from serverless_openclaw import untrusted
 from serverless_openclaw.auth import JwtVerifier
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.connections import Connection
@@ -391,3 +392,38 @@ def test_bad_connect_requests_are_401_and_write_nothing(
     # Then it is refused like any bad credential (not a 500), and nothing is written
     assert response == {"statusCode": 401, "body": "Unauthorized"}
     assert snapshot(aws) == before
+
+
+# ---------------------------------------------------------------------------------------- the parser's bounds
+
+
+@pytest.mark.parametrize(
+    ("raw", "accepted"),
+    [
+        (deep(untrusted.MAX_DEPTH), True),
+        (deep(untrusted.MAX_DEPTH + 1), False),
+        ('{"a":' * untrusted.MAX_DEPTH + "1" + "}" * untrusted.MAX_DEPTH, True),
+        ('{"a":' * (untrusted.MAX_DEPTH + 1) + "1" + "}" * (untrusted.MAX_DEPTH + 1), False),
+        (str(untrusted.MAX_INTEGER), True),
+        (str(-untrusted.MAX_INTEGER), True),
+        (str(untrusted.MAX_INTEGER + 1), False),
+        ("1e308", True),
+        ("1e309", False),
+        ('"\\ud83e\\udd80"', True),  # a surrogate pair is one character (🦀)
+        ('"\\udd80\\ud83e"', False),  # the same halves in the wrong order are two lone ones
+        ('["' + "[" * 100 + '"]', True),  # brackets inside a string do not nest
+    ],
+)
+def test_the_parser_accepts_up_to_its_bounds_and_no_further(raw: str, accepted: bool) -> None:
+    if accepted:
+        untrusted.parse_json(raw, max_bytes=1024)
+    else:
+        with pytest.raises(untrusted.MalformedJson):
+            untrusted.parse_json(raw, max_bytes=1024)
+
+
+def test_the_size_limit_counts_utf8_bytes() -> None:
+    text = '"' + "é" * 511 + '"'  # 1,024 bytes in UTF-8
+    assert untrusted.parse_json(text, max_bytes=1024) == "é" * 511
+    with pytest.raises(untrusted.InputTooLarge):
+        untrusted.parse_json(text.encode(), max_bytes=1023)

@@ -37,7 +37,7 @@ from serverless_openclaw.telegram_links import (
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 256 * 1024
 """Telegram's updates are a few KB; anything near this is not from Telegram."""
-MAX_CHAT_ID = 2**52
+MAX_TELEGRAM_ID = 2**52
 """Telegram's user and chat ids have at most 52 significant bits (Bot API, `User.id` and `Chat.id`).
 Update ids get the same bound: they start "from a certain positive number", and refusing a real one
 would block the bot, while anything within it is stored exactly."""
@@ -352,7 +352,7 @@ def parse_update(body: bytes) -> Update | None:
     """The update's private text message; None for updates the bot ignores; WebhookError for garbage."""
     data = _json_object(body)
     update_id = data.get("update_id")
-    if not _is_int(update_id) or not 0 <= update_id < MAX_CHAT_ID:
+    if not _is_int(update_id) or not 0 <= update_id < MAX_TELEGRAM_ID:
         raise WebhookError(400, "not an update")
     message = data.get("message")
     if not isinstance(message, dict):
@@ -442,7 +442,7 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_chat_id(value: Any) -> TypeGuard[int]:
-    return _is_int(value) and 0 < abs(value) < MAX_CHAT_ID
+    return _is_int(value) and 0 < abs(value) < MAX_TELEGRAM_ID
 
 
 def _short(value: Any) -> str | None:
