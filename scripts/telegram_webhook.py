@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import re
 import secrets
@@ -40,6 +39,7 @@ if __name__ == "__main__":
 import boto3  # noqa: E402
 
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
+from serverless_openclaw import untrusted  # noqa: E402
 from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
@@ -52,6 +52,10 @@ TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
 
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 """What Telegram accepts as a webhook `secret_token`."""
+
+STACK_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
+"""CloudFormation's rule for stack names; the name becomes part of the SSM parameter paths."""
+MAX_ENDPOINTS_BYTES = 64 * 1024
 
 WEBHOOK_OUTPUT = "TelegramWebhookUrl"
 ALLOWED_UPDATES = ["message"]
@@ -104,6 +108,7 @@ def resolve_api_base(flag: str | None, env: Mapping[str, str], from_endpoints: s
 
 def deployed_target(stack: str, region: str | None, api_base: str) -> Target:
     """A stack deployed to AWS: credentials, region and endpoints as boto3 finds them."""
+    check_stack_name(stack)
     session = boto3.session.Session(region_name=region)
     if not session.region_name:
         raise UsageError("no AWS region: pass --region or set AWS_REGION")
@@ -116,6 +121,15 @@ def deployed_target(stack: str, region: str | None, api_base: str) -> Target:
         ssm=ssm,
         webhook_url=lambda: stack_webhook_url(cloudformation, stack),
     )
+
+
+def check_stack_name(stack: str) -> None:
+    """UsageError unless CloudFormation could have named a stack so (no '/' may reach an SSM path)."""
+    if not STACK_NAME_PATTERN.fullmatch(stack):
+        raise UsageError(
+            "that is not a stack name (a letter, then up to 127 letters, digits or '-'): "
+            + ascii(stack[:140])
+        )
 
 
 def stack_webhook_url(cloudformation: CloudFormationClient, stack: str) -> str:
@@ -134,10 +148,12 @@ def stack_webhook_url(cloudformation: CloudFormationClient, stack: str) -> str:
 def load_endpoints(path: Path) -> dict[str, Any]:
     """The local stack's endpoints.json (written by `python -m local up`)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = untrusted.parse_json(path.read_bytes(), max_bytes=MAX_ENDPOINTS_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist: start the local stack first (python -m local up)") from None
-    except (OSError, ValueError) as exc:
+    except untrusted.BadInput as exc:
+        raise UsageError(f"cannot read {path}: {exc.reason}") from None
+    except OSError as exc:
         raise UsageError(f"cannot read {path}: {type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path} is not a JSON object")
@@ -150,6 +166,10 @@ def local_target(path: Path, region: str | None, api_base_flag: str | None, env:
     missing = [key for key in ("stackName", "awsEndpoint", "telegramWebhookUrl") if not endpoints.get(key)]
     if missing:
         raise UsageError(f"{path} has no {', '.join(missing)}: is the local stack up to date?")
+    try:
+        check_stack_name(str(endpoints["stackName"]))
+    except UsageError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     region = region or str(endpoints.get("region") or "us-east-1")
     has_credentials = env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE")
     credentials: _Credentials = {} if has_credentials else _FAKE_CREDENTIALS

@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 from websockets.uri import parse_uri
 
+from serverless_openclaw import protocol, untrusted
 from serverless_openclaw.agent_credentials import AGENT_TASK_HEADER, AGENT_TOKEN_HEADER, AGENT_USER_HEADER
 from serverless_openclaw.observability import logger
 
@@ -32,6 +33,7 @@ _WS_LOGGER.setLevel(logging.INFO)
 
 _MAX_FRAME_BYTES = 64 * 1024
 """Control-plane frames are tiny; anything larger is not from our API."""
+_MAX_REASON_CHARS = 200
 
 
 class AgentLink:
@@ -205,9 +207,12 @@ class AgentLink:
     def _handle(self, raw: str | bytes) -> None:
         """Dispatch one frame from the control plane; anything unexpected is logged and ignored."""
         try:
-            frame = json.loads(raw)
-        except ValueError:
-            logger.warning("agent link frame is not JSON, ignored", size=len(raw))
+            frame = untrusted.parse_json(raw, max_bytes=_MAX_FRAME_BYTES)
+        except untrusted.BadInput as exc:
+            # Never raise from here: an exception would drop a healthy link (and its heartbeats).
+            logger.warning(
+                "agent link frame is not acceptable JSON, ignored", size=len(raw), reason=exc.reason
+            )
             return
         if not isinstance(frame, dict):
             logger.warning("agent link frame is not an object, ignored")
@@ -217,13 +222,14 @@ class AgentLink:
             self._spawn(self._on_nudge(), "nudge")
         elif kind == "abort":
             conversation_id = frame.get("conversationId")
+            # The control plane only sends ids it validated; anything else means "whatever runs".
             self._spawn(
-                self._on_abort(conversation_id if isinstance(conversation_id, str) else None), "abort"
+                self._on_abort(conversation_id if protocol.is_identifier(conversation_id) else None), "abort"
             )
         elif kind == "shutdown":
-            reason = frame.get("reason")
+            reason = _reason(frame.get("reason"))
             logger.info("shutdown requested over the agent link", reason=reason)
-            self._spawn(self._on_shutdown(reason if isinstance(reason, str) else ""), "shutdown")
+            self._spawn(self._on_shutdown(reason), "shutdown")
         elif kind == "heartbeat":
             self._heartbeat_answered(frame.get("accepted"))
         elif kind == "error":
@@ -263,3 +269,10 @@ class AgentLink:
             await work
         except Exception:
             logger.exception("agent link callback failed", callback=what)
+
+
+def _reason(value: object) -> str:
+    """A shutdown reason fit for logs and status messages; "" when it is not short, printable text."""
+    if not isinstance(value, str) or len(value) > _MAX_REASON_CHARS or not untrusted.is_clean_text(value):
+        return ""
+    return value

@@ -32,7 +32,7 @@ _OPENCLAW_PROVIDER_ID: Final[dict[str, str]] = {
 _DEFAULT_KEY_ENV: Final[dict[str, str]] = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 # The wire API of each built-in provider, needed when its base URL is overridden (a proxy, a gateway).
 _BUILTIN_API: Final[dict[str, str]] = {"anthropic": "anthropic-messages", "openai": "openai-responses"}
-_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
+_ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,127}")
 
 GATEWAY_TOKEN_ENV: Final = "OPENCLAW_GATEWAY_TOKEN"
 
@@ -87,7 +87,7 @@ class ModelChoice:
             raise ValueError("model_id must not be empty")
         if self.provider in ENDPOINT_PROVIDERS and not self.base_url:
             raise ValueError(f"provider {self.provider!r} needs a base_url")
-        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+        if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
             raise ValueError(f"api_key_env must be an upper-case variable name, got {self.api_key_env!r}")
         if self.provider == "bedrock" and self.api_key_env is not None:
             raise ValueError("bedrock uses the task role's credentials; api_key_env must be None")
@@ -244,7 +244,7 @@ def gateway_environment(
 
 def _is_model_key(name: str) -> bool:
     """A model provider's API key variable (ANTHROPIC_API_KEY, OPENAI_API_KEY, …)."""
-    return name.endswith("_API_KEY") and bool(_ENV_NAME.match(name)) and not name.startswith("TELEGRAM")
+    return name.endswith("_API_KEY") and bool(_ENV_NAME.fullmatch(name)) and not name.startswith("TELEGRAM")
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:

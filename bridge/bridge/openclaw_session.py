@@ -7,7 +7,7 @@ import re
 
 MAX_SESSION_KEY_LENGTH = 512
 
-_ULID = re.compile(r"^[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$")
+_ULID = re.compile(r"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}")
 
 
 def session_key_for(conversation_id: str) -> str:
@@ -24,7 +24,7 @@ def session_key_for(conversation_id: str) -> str:
     if not conversation_id or not conversation_id.strip():
         raise ValueError("conversation_id must not be empty")
     lowered = conversation_id.lower()
-    if lowered != conversation_id and not _ULID.match(conversation_id):
+    if lowered != conversation_id and not _ULID.fullmatch(conversation_id):
         lowered += "-" + hashlib.sha256(conversation_id.encode()).hexdigest()[:8]
     key = f"agent:main:conversation:{lowered}"
     check_session_key(key)

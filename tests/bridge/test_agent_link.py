@@ -335,6 +335,35 @@ async def test_garbage_frames_are_ignored(
     assert len(gateway.connections) == 1
 
 
+async def test_malformed_frames_are_ignored_on_the_same_connection(
+    gateway: FakeApiGateway, bridge: Bridge, make_link: Callable[..., AgentLink]
+) -> None:
+    # Given a connected link
+    link = make_link()
+    await link.start()
+    assert await link.wait_connected(10)
+    await eventually(lambda: bridge.nudges == 1)
+
+    # When frames arrive nested thousands of levels deep, with a lone surrogate, or with ids and
+    # reasons that are not what the control plane sends
+    for bad in (
+        '{"type":"nudge","x":' + "[" * 5000 + "]" * 5000 + "}",
+        '{"type":"nudge","x":"\\ud800"}',
+        '{"type":"nudge","x":NaN}',
+        {"type": "abort", "conversationId": "conv-7\n"},
+        {"type": "abort", "conversationId": "x" * 5000},
+        {"type": "shutdown", "reason": "idle\x00\x1b[2J"},
+    ):
+        await gateway.push(bad)
+    await gateway.push({"type": "nudge"})
+
+    # Then the link stays on the same connection and the good command after them is obeyed
+    await eventually(lambda: bridge.nudges == 2 and len(bridge.shutdowns) == 1)
+    assert bridge.aborts == [None, None]
+    assert bridge.shutdowns == [""]
+    assert link.connected and len(gateway.connections) == 1
+
+
 async def test_a_failing_callback_does_not_break_the_link(
     gateway: FakeApiGateway, bridge: Bridge, make_link: Callable[..., AgentLink]
 ) -> None:

@@ -225,6 +225,48 @@ async def test_a_wrong_password_or_a_forged_token_never_gets_a_connection(start_
         assert stack.api("GET", "/api/status", real).status_code == 200
 
 
+async def test_bad_input_is_refused_at_the_edges_writes_nothing_and_the_connection_goes_on(
+    start_stack: StartStack,
+) -> None:
+    # Given a signed-in browser tab on the running stack
+    stack = start_stack()
+    token = stack.login()
+    deep = "[" * 5000 + "]" * 5000
+    bad_frames = {
+        "nested thousands deep": '{"action":"ping","x":' + deep + "}",
+        "NUL in the text": json.dumps(
+            {"action": "sendMessage", "message": "a\x00b", "clientMessageId": "b1"}
+        ),
+        "lone surrogate": '{"action":"sendMessage","message":"\\ud800","clientMessageId":"b2"}',
+        "40-digit number": '{"action":"ping","x":' + "9" * 40 + "}",
+    }
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        assert tab.ws is not None
+        for sent, (what, raw) in enumerate(bad_frames.items(), start=1):
+            # When a bad frame is sent, followed by a good one on the same connection
+            await tab.ws.send(raw)
+            await tab.ws.send('{"action":"ping"}')
+            # Then the bad one gets an error frame and the good one its answer
+            await until(
+                lambda n=sent: len(tab.of_type("error")) == len(tab.of_type("pong")) == n, 30, what, tab
+            )
+        errors = tab.of_type("error")
+        assert [e["code"] for e in errors] == ["bad_request", "invalid_text", "bad_request", "bad_request"]
+        assert not any("retryable" in e for e in errors)
+
+    # And the HTTP API refuses the same kinds of body with 400
+    for body in ('{"timezone":' + deep + "}", '{"timezone":"Europe/\\ud800"}', '{"idleTimeoutMinutes":NaN}'):
+        response = stack.api("PUT", "/api/settings", token, content=body)
+        assert response.status_code == 400, body
+    assert stack.api("PUT", "/api/settings", token, json={"timezone": "Asia/Tokyo"}).status_code == 200
+
+    # And nothing but that one good setting was written, and no agent was started
+    dynamodb = stack.client("dynamodb")
+    for table in ("INBOX_TABLE", "CONVERSATIONS_TABLE", "IDEMPOTENCY_TABLE", "TASK_STATE_TABLE"):
+        assert dynamodb.scan(TableName=stack.table(table))["Items"] == [], table
+    assert stack.tasks() == []
+
+
 async def test_restarting_the_local_stack_keeps_the_history_and_the_workspace(
     start_stack: StartStack,
 ) -> None:

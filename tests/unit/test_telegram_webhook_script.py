@@ -461,3 +461,47 @@ def test_a_missing_or_incomplete_endpoints_file_is_a_configuration_error(
     code, _, err = run(capsys, "--endpoints", str(old))
     assert code == 2 and "telegramWebhookUrl" in err
     assert telegram.calls == []
+
+
+@pytest.mark.parametrize(
+    "stack_name", ["a/b", "tg-test/secrets", "../tg-test", "tg test", "9stack", "x" * 129]
+)
+def test_a_stack_name_cloudformation_would_not_accept_is_a_usage_error_and_stores_nothing(
+    telegram: TelegramSimulator, stack: str, capsys: pytest.CaptureFixture[str], stack_name: str
+) -> None:
+    # Given / When the operator names a stack that cannot exist (its name would make the SSM path)
+    code, _, err = run(capsys, "--stack", stack_name)
+
+    # Then the script refuses it before reaching AWS or Telegram, and nothing is stored anywhere
+    assert code == 2 and "stack name" in err and "Traceback" not in err
+    assert telegram.calls == []
+    assert parameter(TOKEN_PARAMETER) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"stackName":' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"stackName": "local-dev\\ud800"}',
+        b"\xff\xfe{}",
+        b'{"stackName": "local/dev", "awsEndpoint": "http://127.0.0.1:1", "telegramWebhookUrl": "http://x"}',
+    ],
+    ids=["deep", "lone-surrogate", "not-utf8", "bad-stack-name"],
+)
+def test_a_malformed_endpoints_file_is_a_configuration_error(
+    telegram: TelegramSimulator,
+    aws: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    content: bytes,
+) -> None:
+    # Given an endpoints file that is not what `python -m local up` writes
+    path = tmp_path / "endpoints.json"
+    path.write_bytes(content)
+
+    # When the script reads it
+    code, _, err = run(capsys, "--endpoints", str(path))
+
+    # Then it says which file is wrong, without a traceback, and asks Telegram nothing
+    assert code == 2 and str(path) in err and "Traceback" not in err
+    assert telegram.calls == []

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from serverless_openclaw import untrusted
 from serverless_openclaw.agent_credentials import (
     AGENT_TASK_HEADER,
     AGENT_TOKEN_HEADER,
@@ -133,6 +134,9 @@ def _accept_agent(cp: ControlPlane, request: ConnectRequest) -> bool:
         return _refuse("incomplete agent headers", request, kind="agent")
     if max(len(user), len(task_arn), len(token)) > _MAX_AGENT_VALUE:
         return _refuse("agent header too large", request, kind="agent")
+    if not all(untrusted.is_clean_text(value) for value in (user, task_arn, token)):
+        # A lone surrogate cannot even be sent to DynamoDB as a key: refused here, not as a 500 there.
+        return _refuse("agent header is not printable text", request, kind="agent")
     state = cp.task_state.get(user)
     if state.task_arn != task_arn:
         return _refuse("task is not the user's current task", request, kind="agent", user_id=user)

@@ -5,18 +5,20 @@ The frames are described in docs/architecture.md, Protocols.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from serverless_openclaw import untrusted
 
 MAX_MESSAGE_BYTES = 32 * 1024
 """Largest user message accepted, in UTF-8 bytes."""
 MAX_FRAME_BYTES = 64 * 1024
 """Largest WebSocket frame body accepted before parsing."""
 
-IDENTIFIER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-"""Client-chosen ids (conversation, client message): 1–64 safe characters, usable inside sort keys."""
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+"""Client-chosen ids (conversation, client message): 1–64 safe characters, usable inside sort keys.
+Always used with `fullmatch`: `$` would also match before a trailing newline."""
 
 
 class ProtocolError(ValueError):
@@ -67,7 +69,7 @@ _CLIENT_ACTIONS = ("sendMessage", "getStatus", "stop", "ping")
 
 def is_identifier(value: object) -> bool:
     """True for a string usable as a conversation or client message id."""
-    return isinstance(value, str) and IDENTIFIER.match(value) is not None
+    return isinstance(value, str) and IDENTIFIER.fullmatch(value) is not None
 
 
 def parse_frame(body: str | None) -> Frame:
@@ -78,12 +80,12 @@ def parse_frame(body: str | None) -> Frame:
     """
     if not body:
         raise ProtocolError("bad_request", "Empty frame: send a JSON object with an 'action'.")
-    if len(body.encode("utf-8", "surrogatepass")) > MAX_FRAME_BYTES:
-        raise ProtocolError("too_large", f"Frame larger than {MAX_FRAME_BYTES} bytes.")
     try:
-        data = json.loads(body)
-    except ValueError:
-        raise ProtocolError("bad_request", "Frame is not valid JSON.") from None
+        data = untrusted.parse_json(body, max_bytes=MAX_FRAME_BYTES)
+    except untrusted.InputTooLarge:
+        raise ProtocolError("too_large", f"Frame larger than {MAX_FRAME_BYTES} bytes.") from None
+    except untrusted.MalformedJson as exc:
+        raise ProtocolError("bad_request", f"Frame is not acceptable JSON: {exc.reason}.") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_request", "Frame must be a JSON object.")
     action = data.get("action")
@@ -155,11 +157,18 @@ def _invalid(fields: list[str]) -> ProtocolError:
 
 
 def check_message_text(text: str) -> None:
-    """Reject empty or oversized user text (shared by every channel)."""
+    """Reject user text that is empty, oversized, or holds characters OpenClaw or the store refuse
+    (every channel, before anything is stored: a message accepted here must be answerable)."""
     if not text.strip():
         raise ProtocolError("empty_message", "The message is empty.")
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("too_large", f"The message is larger than {MAX_MESSAGE_BYTES // 1024} KiB.")
+    try:
+        untrusted.check_text(text, max_bytes=MAX_MESSAGE_BYTES)
+    except untrusted.InputTooLarge:
+        raise ProtocolError(
+            "too_large", f"The message is larger than {MAX_MESSAGE_BYTES // 1024} KiB."
+        ) from None
+    except untrusted.InvalidText as exc:
+        raise ProtocolError("invalid_text", f"The message cannot be sent: {exc.reason}.") from None
 
 
 # Server → client frames. Plain dicts: they are serialised once and posted, never parsed back here.

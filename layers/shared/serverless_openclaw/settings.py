@@ -12,7 +12,7 @@ SUPPORTED_PROVIDERS = ("anthropic", "openai", "bedrock", "openai-compatible", "o
 """Model providers the bridge can configure OpenClaw for."""
 
 IDLE_TIMEOUT_RANGE = (5, 240)
-_MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 
 
 class InvalidSettings(ValueError):
@@ -59,7 +59,7 @@ def _model_problem(val: Any) -> str | None:
     provider, model_id = val.split("/", 1)
     if provider not in SUPPORTED_PROVIDERS:
         return "provider must be one of " + ", ".join(SUPPORTED_PROVIDERS)
-    if not _MODEL_ID.match(model_id):
+    if not _MODEL_ID.fullmatch(model_id):
         return "model id has characters that are not allowed"
     return None
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw import lifecycle, protocol, routing, untrusted
 from serverless_openclaw.config import TelegramConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.messages import IncomingMessage
@@ -38,6 +37,12 @@ from serverless_openclaw.telegram_links import (
 SECRET_HEADER = "x-telegram-bot-api-secret-token"
 MAX_UPDATE_BYTES = 256 * 1024
 """Telegram's updates are a few KB; anything near this is not from Telegram."""
+MAX_TELEGRAM_ID = 2**52
+"""Telegram's user and chat ids have at most 52 significant bits (Bot API, `User.id` and `Chat.id`).
+Update ids get the same bound: they start "from a certain positive number", and refusing a real one
+would block the bot, while anything within it is stored exactly."""
+MAX_BOT_API_INTEGER = 2**31 - 1
+"""Message ids are Bot API `Integer`s: 32-bit signed."""
 SECRET_REFRESH_SECONDS = 30.0
 """A mismatching secret re-reads SSM at most this often (a rotation is picked up, a flood is not a DoS)."""
 
@@ -117,6 +122,12 @@ class TelegramBot:
             return refused.status, {"error": refused.reason}
         if update is None:
             return 200, {"ok": True, "ignored": True}
+        try:
+            protocol.check_message_text(update.text)
+        except protocol.ProtocolError as refused:
+            # A 2xx all the same: Telegram redelivers any other status for hours, and would fail again.
+            self.refuse_text(update, refused)
+            return 200, {"ok": True, "refused": refused.code}
         self.process(update)
         return 200, {"ok": True}
 
@@ -155,6 +166,15 @@ class TelegramBot:
             # Nothing was decided for the user yet (or a reply failed): let Telegram redeliver.
             self._forget_delivery(update)
             raise
+
+    def refuse_text(self, update: Update, refused: protocol.ProtocolError) -> None:
+        """Tell a known user why their message was not passed on; a stranger's is dropped. Writes nothing."""
+        count("TelegramTextRefused")
+        logger.info("telegram text refused", code=refused.code, update_id=update.update_id)
+        account = update.account
+        if self.user_for(account.telegram_user_id) is None:
+            return
+        self._best_effort(lambda bot: bot.send_message(account.chat_id, f"⚠️ {refused.message}"))
 
     def _text(self, update: Update) -> None:
         account = update.account
@@ -332,7 +352,7 @@ def parse_update(body: bytes) -> Update | None:
     """The update's private text message; None for updates the bot ignores; WebhookError for garbage."""
     data = _json_object(body)
     update_id = data.get("update_id")
-    if not _is_int(update_id) or update_id < 0:
+    if not _is_int(update_id) or not 0 <= update_id < MAX_TELEGRAM_ID:
         raise WebhookError(400, "not an update")
     message = data.get("message")
     if not isinstance(message, dict):
@@ -342,7 +362,9 @@ def parse_update(body: bytes) -> Update | None:
         return None
     text, chat, sender = parts
     chat_id, sender_id, message_id = chat.get("id"), sender.get("id"), message.get("message_id")
-    if not (_is_int(chat_id) and _is_int(sender_id) and _is_int(message_id)):
+    if not (_is_chat_id(chat_id) and _is_chat_id(sender_id) and _is_int(message_id)):
+        raise WebhookError(400, "not an update")
+    if not 0 < message_id <= MAX_BOT_API_INTEGER:
         raise WebhookError(400, "not an update")
     text = text.strip()
     if not text or len(text.encode("utf-8", "surrogatepass")) > protocol.MAX_MESSAGE_BYTES:
@@ -361,11 +383,11 @@ def parse_update(body: bytes) -> Update | None:
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    if len(body) > MAX_UPDATE_BYTES:
-        raise WebhookError(413, "too large")
     try:
-        data = json.loads(body) if body else None
-    except ValueError:
+        data = untrusted.parse_json(body, max_bytes=MAX_UPDATE_BYTES) if body else None
+    except untrusted.InputTooLarge:
+        raise WebhookError(413, "too large") from None
+    except untrusted.MalformedJson:
         raise WebhookError(400, "invalid json") from None
     if not isinstance(data, dict):
         raise WebhookError(400, "not an update")
@@ -419,5 +441,12 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_chat_id(value: Any) -> TypeGuard[int]:
+    return _is_int(value) and 0 < abs(value) < MAX_TELEGRAM_ID
+
+
 def _short(value: Any) -> str | None:
-    return value[:64] if isinstance(value, str) and value else None
+    """A name for display: its first 64 characters; None when it is missing or holds control characters."""
+    if not isinstance(value, str) or not value or not untrusted.is_clean_text(value):
+        return None
+    return value[:64]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -11,7 +10,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.utilities.data_classes.api_gateway_proxy_event import APIGatewayProxyEventV2
 from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
 
-from serverless_openclaw import protocol
+from serverless_openclaw import protocol, untrusted
 from serverless_openclaw.api.errors import BadRequest, PayloadTooLarge, Unauthorized
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.conversations import InvalidCursor
@@ -64,13 +63,17 @@ def check_body_size(event: BaseProxyEvent) -> None:
 def json_object(event: BaseProxyEvent) -> dict[str, Any]:
     """The request body as a JSON object; BadRequest when it is missing, malformed or not an object.
 
-    Its size was checked by `guard`, which runs before every route.
+    Its size was checked by `guard`, which runs before every route (and again by the parser, on the
+    decoded body).
     """
     try:
         text = event.decoded_body
-        data = json.loads(text) if text else None
-    except ValueError:  # bad JSON, bad base64 and bad UTF-8 are all ValueErrors
-        raise BadRequest("The request body is not valid JSON.") from None
+        data = untrusted.parse_json(text, max_bytes=MAX_BODY_BYTES) if text else None
+    except untrusted.InputTooLarge:
+        raise PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.") from None
+    except ValueError as exc:  # bad base64 and bad UTF-8 are ValueErrors too
+        reason = exc.reason if isinstance(exc, untrusted.BadInput) else "not valid JSON"
+        raise BadRequest(f"The request body is not acceptable JSON: {reason}.") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
     return data

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
+from serverless_openclaw import untrusted
 from serverless_openclaw.conversations import InvalidCursor
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ def decode_cursor(cursor: str, *, pk: str, sk_prefix: str) -> dict[str, Attribut
     """Opaque cursor → ExclusiveStartKey, refused unless it stays inside the caller's partition and prefix."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        plain = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # A cursor comes back from the client: parsed like any untrusted JSON (depth, surrogates).
+        plain = untrusted.parse_json(base64.urlsafe_b64decode(padded.encode()), max_bytes=len(cursor))
     except (ValueError, TypeError):
         raise InvalidCursor() from None
     if (
