@@ -1,7 +1,7 @@
 """Bad input at every edge of the control plane, one table per edge (issue 13).
 
 Each case is input a client, a prober or a forged request can send: nesting thousands of levels deep,
-NUL and other control characters, lone UTF-16 surrogates, integers too large to store, NaN, ids with
+NUL, lone UTF-16 surrogates, integers too large to store, NaN, ids with
 a trailing newline. Each must be refused with a 4xx (or an `error` frame whose code is not retryable),
 must write nothing to any table (Idempotency included), and must leave the edge usable: the next good
 request on the same connection is answered.
@@ -90,8 +90,6 @@ WS_CASES = [
     ("deep-nesting-as-the-frame", deep(DEEP), "bad_request"),
     ("nesting-over-the-bound", '{"action":"ping","x":' + deep(40) + "}", "bad_request"),
     ("nul", send("hello\x00world"), "invalid_text"),
-    ("escape-control", send("colour \x1b[31mred"), "invalid_text"),
-    ("backspace", send("typo\x08"), "invalid_text"),
     ("lone-surrogate-escape", send("\ud800"), "bad_request"),
     ("lone-low-surrogate", send("a\udfffb"), "bad_request"),
     ("lone-surrogate-in-another-field", send("hi", note="\udbff"), "bad_request"),
@@ -126,7 +124,16 @@ def test_bad_frames_get_a_non_retryable_error_write_nothing_and_the_connection_g
     assert ack["type"] == "ack" and ack["clientMessageId"] == "c2"
 
 
-@pytest.mark.parametrize("text", ["tab\tnewline\ncarriage\r", "emoji 🦀 and é", "\u2028 and \x7f"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "tab\tnewline\ncarriage\r",
+        "emoji 🦀 and é",
+        "\u2028 and \x7f",
+        "page one\x0cpage two",  # a form feed, as text pasted from a PDF carries
+        "colour \x1b[31mred",  # OpenClaw takes control characters other than NUL
+    ],
+)
 def test_text_with_allowed_characters_is_accepted(ws: ModuleType, lambda_context: Any, text: str) -> None:
     reply = frame(ws, lambda_context, send(text))
     assert reply["type"] == "ack"
@@ -315,21 +322,21 @@ def _post_bytes(tg: Telegram, raw: bytes) -> tuple[int, Any]:
     return response["statusCode"], json.loads(response["body"])
 
 
-@pytest.mark.parametrize("text", ["hello\x00world", "colour \x1b[31mred", "/link ABCD\x002345"])
-def test_text_with_control_characters_is_refused_with_a_reply_and_nothing_stored(
+@pytest.mark.parametrize("text", ["hello\x00world", "/link ABCD\x002345"])
+def test_text_with_nul_is_refused_with_a_reply_and_nothing_stored(
     tg: Telegram, aws: dict[str, str], telegram: RecordingBot, text: str
 ) -> None:
     # Given the allowlisted user, and the right secret
     before = snapshot(aws)
 
-    # When their message carries a NUL or another control character
+    # When their message carries a NUL
     status, body = tg.post(None, raw=_update(text))
 
     # Then Telegram gets a 2xx (it redelivers anything else for hours), the user is told why once,
     # and nothing is stored or started
     assert status == 200 and body == {"ok": True, "refused": "invalid_text"}
     (reply,) = telegram.chat(ALLOWED)
-    assert "control character" in reply
+    assert "NUL character" in reply
     assert snapshot(aws) == before
     # And their next message goes through
     assert tg.post(None, raw=_update("a good one", update_id=12346)) == (200, {"ok": True})

@@ -43,7 +43,7 @@ class MalformedJson(BadInput):
 
 
 class InvalidText(BadInput):
-    """Text that cannot be stored or passed to the agent: a lone surrogate or a control character."""
+    """Text that cannot be stored or passed to the agent: a lone surrogate or NUL."""
 
 
 def parse_json(raw: str | bytes, *, max_bytes: int) -> Any:
@@ -70,25 +70,31 @@ def parse_json(raw: str | bytes, *, max_bytes: int) -> Any:
 
 
 def check_text(text: str, *, max_bytes: int) -> None:
-    """Refuse text over `max_bytes` of UTF-8 (InputTooLarge), or holding a lone surrogate or a C0 control
-    character other than tab, line feed and carriage return (InvalidText)."""
-    try:
-        utf8 = text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise InvalidText("it contains an invalid character (a lone UTF-16 surrogate)") from None
+    """Refuse a message's text over `max_bytes` of UTF-8 (InputTooLarge), or holding a lone surrogate or
+    NUL (InvalidText): OpenClaw refuses NUL outright. Other control characters pass, as OpenClaw accepts
+    them: text pasted from a PDF carries form feeds, and refusing it would leave the person no way to send it.
+    """
+    utf8 = _utf8_of(text)
     if len(utf8) > max_bytes:
         raise InputTooLarge(f"it is larger than {max_bytes // 1024} KiB")
-    if len(utf8.translate(None, _CONTROL_BYTES)) != len(utf8):
-        raise InvalidText("it contains a control character (such as NUL) that cannot be sent")
+    if b"\0" in utf8:
+        raise InvalidText("it contains a NUL character, which cannot be sent")
 
 
 def is_clean_text(text: str) -> bool:
-    """True when `check_text` would accept the text at any size (for names and labels that are trimmed)."""
+    """True for a name or label without a lone surrogate or any C0 control but tab, line feed and CR."""
     try:
-        check_text(text, max_bytes=len(text) * 4)
-    except BadInput:
+        utf8 = _utf8_of(text)
+    except InvalidText:
         return False
-    return True
+    return len(utf8.translate(None, _CONTROL_BYTES)) == len(utf8)
+
+
+def _utf8_of(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidText("it contains an invalid character (a lone UTF-16 surrogate)") from None
 
 
 def _utf8_text(raw: str | bytes, max_bytes: int) -> str:
