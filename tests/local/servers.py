@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from local.functions import FunctionHost
 from local.resolve import Resolver
@@ -54,6 +57,23 @@ def serve(app: Any) -> Iterator[LoopbackServer]:
         thread.join(15)
         loop.close()
         sock.close()
+
+
+def sigv4_headers(
+    method: str,
+    url: str,
+    body: bytes = b"",
+    *,
+    service: str,
+    access_key: str = "local",
+    secret: str = "local",
+    region: str = "us-east-1",
+    headers: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers botocore sends for this request, signed now with SigV4 (its own signer, as boto3 signs)."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    SigV4Auth(Credentials(access_key, secret), service, region).add_auth(request)
+    return dict(request.headers.items())
 
 
 def eventually(predicate: Callable[[], T], *, timeout: float = 15, what: str = "the condition") -> T:

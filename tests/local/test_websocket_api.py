@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -16,11 +18,29 @@ from websockets.sync.client import connect as ws_connect
 
 import local.websocket_api
 from local.resolve import Resolver
+from local.signature import LOCAL_CREDENTIALS
 from local.template import TemplateError
 from local.websocket_api import MAX_FRAME_BYTES, WebSocketApi, route_functions
-from tests.local.servers import FakeFunctions, eventually, serve
+from tests.local.servers import FakeFunctions, eventually, serve, sigv4_headers
 
-SIGNED = {"Authorization": "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/execute-api/aws4_request"}
+BASE = "http://127.0.0.1"
+SCOPE = "20260101/us-east-1/execute-api/aws4_request"
+
+
+def signed(
+    method: str, path: str, body: bytes = b"", *, service_name: str = "execute-api", **signing: Any
+) -> dict[str, str]:
+    """Headers of a management call signed as boto3 signs it (the stack's credentials unless overridden)."""
+    return sigv4_headers(method, f"{BASE}{path}", body, service=service_name, **signing)
+
+
+def signed_at(
+    monkeypatch: pytest.MonkeyPatch, moment: datetime, method: str, path: str, body: bytes = b""
+) -> dict[str, str]:
+    """Headers of a management call signed by a client whose clock reads `moment`."""
+    with monkeypatch.context() as clock:
+        clock.setattr("botocore.auth.get_current_datetime", lambda: moment.replace(tzinfo=None))
+        return signed(method, path, body)
 
 
 @pytest.fixture
@@ -30,13 +50,15 @@ def functions(template: dict[str, Any]) -> FakeFunctions:
 
 @pytest.fixture
 def api(functions: FakeFunctions) -> WebSocketApi:
-    return WebSocketApi(functions.host.resolver, functions.host, "WebSocketApi")
+    return WebSocketApi(
+        functions.host.resolver, functions.host, "WebSocketApi", credentials=LOCAL_CREDENTIALS
+    )
 
 
 @pytest.fixture
 def client(api: WebSocketApi) -> Iterator[TestClient]:
     # One client (one event loop) for the sockets and the management calls, as one server would be.
-    with TestClient(api.app, base_url="http://127.0.0.1") as test_client:
+    with TestClient(api.app, base_url=BASE) as test_client:
         yield test_client
 
 
@@ -215,8 +237,123 @@ def test_management_calls_need_a_sigv4_signature(client: TestClient, functions: 
         assert [r.status_code for r in responses] == [403, 403, 403, 403]
         assert responses[0].json() == {"message": "Missing Authentication Token"}
         assert responses[0].headers["x-amzn-ErrorType"] == "ForbiddenException"
-        client.post(target, content=b"signed", headers=SIGNED)
+        client.post(target, content=b"signed", headers=signed("POST", target, b"signed"))
         assert ws.receive_text() == "signed"
+
+
+def refusal(response: Any) -> tuple[int, str, str]:
+    """(status, API Gateway's error type, message) of a refused management call."""
+    return response.status_code, response.headers.get("x-amzn-ErrorType", ""), response.json()["message"]
+
+
+def test_a_forged_or_foreign_signature_is_refused_and_delivers_nothing(
+    client: TestClient, functions: FakeFunctions
+) -> None:
+    """API Gateway checks a management call's SigV4 signature, not just its presence.
+
+    AWS documents (IAM "Troubleshoot Signature Version 4 signing"; API Gateway knowledge centre on SigV4
+    mismatches) that an API behind IAM auth answers 403 when the access key is unknown ("The security
+    token included in the request is invalid."), when the signature differs from the one it recomputes
+    from the request ("The request signature we calculated does not match the signature you provided…"),
+    and when the Authorization header lacks a part of the signature.
+    """
+    # Given an open connection
+    with client.websocket_connect("/prod") as ws:
+        target = f"/prod/@connections/{connection_id(functions)}"
+        other = f"/prod/@connections/{GONE.rsplit('/', 1)[1]}"
+
+        # When calls arrive with forged, incomplete or tampered signatures
+        unknown_key = client.post(
+            target, content=b"x", headers=signed("POST", target, b"x", access_key="AKIA0")
+        )
+        wrong_secret = client.post(target, content=b"x", headers=signed("POST", target, b"x", secret="guess"))
+        other_body = client.post(target, content=b"forged", headers=signed("POST", target, b"x"))
+        other_path = client.post(target, content=b"x", headers=signed("POST", other, b"x"))
+        other_method = client.delete(target, headers=signed("GET", target))
+        no_signature = client.post(
+            target,
+            content=b"x",
+            headers={"Authorization": f"AWS4-HMAC-SHA256 Credential=local/{SCOPE}"},
+        )
+
+        # Then each is refused as API Gateway refuses it ...
+        assert refusal(unknown_key) == (
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        )
+        for tampered in (wrong_secret, other_body, other_path, other_method):
+            status, error_type, message = refusal(tampered)
+            assert (status, error_type) == (403, "InvalidSignatureException")
+            assert message.startswith("The request signature we calculated does not match the signature")
+        assert refusal(no_signature)[:2] == (403, "IncompleteSignatureException")
+        assert "'Signature'" in refusal(no_signature)[2]
+
+        # ... and nothing reached the socket: the next frame is the first genuine push
+        client.post(target, content=b"genuine", headers=signed("POST", target, b"genuine"))
+        assert ws.receive_text() == "genuine"
+
+
+def test_a_signature_for_another_region_service_or_time_is_refused(
+    client: TestClient, functions: FakeFunctions, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid signature only counts where and when it was made.
+
+    AWS documents that a signing key is scoped to one date, Region and service, and that a signed request
+    must reach AWS within five minutes of its timestamp (IAM "AWS Signature Version 4 for API requests");
+    API Gateway refuses the others with 403 ("Credential should be scoped to…", "Signature expired…").
+    """
+    with client.websocket_connect("/prod") as ws:
+        target = f"/prod/@connections/{connection_id(functions)}"
+
+        # When calls are signed for another Region or service, or ten minutes from now either way
+        elsewhere = client.post(
+            target, content=b"x", headers=signed("POST", target, b"x", region="eu-west-1")
+        )
+        other_service = client.post(
+            target, content=b"x", headers=signed("POST", target, b"x", service_name="ecs")
+        )
+        now = datetime.now(UTC)
+        stale_headers = signed_at(monkeypatch, now - timedelta(minutes=10), "POST", target, b"x")
+        future_headers = signed_at(monkeypatch, now + timedelta(minutes=10), "POST", target, b"x")
+        recent_headers = signed_at(monkeypatch, now - timedelta(minutes=4), "POST", target, b"recent")
+        stale = client.post(target, content=b"x", headers=stale_headers)
+        future = client.post(target, content=b"x", headers=future_headers)
+        recent = client.post(target, content=b"recent", headers=recent_headers)
+
+        # Then they are refused with the reason, while a call signed four minutes ago still goes through
+        assert refusal(elsewhere)[:2] == (403, "InvalidSignatureException")
+        assert "eu-west-1" in refusal(elsewhere)[2]
+        assert refusal(other_service)[:2] == (403, "InvalidSignatureException")
+        assert "execute-api" in refusal(other_service)[2]
+        assert refusal(stale)[:2] == (403, "InvalidSignatureException")
+        assert refusal(stale)[2].startswith("Signature expired")
+        assert refusal(future)[:2] == (403, "InvalidSignatureException")
+        assert refusal(future)[2].startswith("Signature not yet current")
+        assert recent.status_code == 200
+        assert ws.receive_text() == "recent"
+
+
+def test_an_unsigned_payload_is_refused(client: TestClient, functions: FakeFunctions) -> None:
+    """Only S3 accepts `X-Amz-Content-SHA256: UNSIGNED-PAYLOAD`; every other SigV4 service (API Gateway
+    among them) signs the payload's own SHA-256, as AWS's "Create a signed AWS API request" describes the
+    canonical request's last line, so a signature over a claimed hash that is not the body's fails."""
+    with client.websocket_connect("/prod") as ws:
+        target = f"/prod/@connections/{connection_id(functions)}"
+
+        # When a call signs the literal UNSIGNED-PAYLOAD, or a hash of another body, instead of its own
+        unsigned = {"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"}
+        claimed = {"X-Amz-Content-SHA256": hashlib.sha256(b"x").hexdigest()}
+        responses = [
+            client.post(target, content=b"forged", headers=signed("POST", target, b"x", headers=unsigned)),
+            client.post(target, content=b"forged", headers=signed("POST", target, b"x", headers=claimed)),
+        ]
+
+        # Then both are refused, and a payload-signed call (what boto3 sends) still goes through
+        assert [refusal(r)[:2] for r in responses] == [(403, "InvalidSignatureException")] * 2
+        good = {"X-Amz-Content-SHA256": hashlib.sha256(b"good").hexdigest()}
+        client.post(target, content=b"good", headers=signed("POST", target, b"good", headers=good))
+        assert ws.receive_text() == "good"
 
 
 def test_post_to_a_connection_delivers_the_text(client: TestClient, functions: FakeFunctions) -> None:
@@ -225,8 +362,9 @@ def test_post_to_a_connection_delivers_the_text(client: TestClient, functions: F
         target = f"/prod/@connections/{connection_id(functions)}"
 
         # When the control plane posts to it, twice
-        first = client.post(target, content='{"type":"reply","text":"héllo"}'.encode(), headers=SIGNED)
-        second = client.post(target, content=b"second", headers=SIGNED)
+        reply = '{"type":"reply","text":"héllo"}'.encode()
+        first = client.post(target, content=reply, headers=signed("POST", target, reply))
+        second = client.post(target, content=b"second", headers=signed("POST", target, b"second"))
 
         # Then the client receives both, in order
         assert (first.status_code, second.status_code) == (200, 200)
@@ -238,7 +376,8 @@ def test_get_connection_describes_it(client: TestClient, functions: FakeFunction
     # Given an open connection
     with client.websocket_connect("/prod", headers={"User-Agent": "test-browser"}):
         # When the management API describes it
-        response = client.get(f"/prod/@connections/{connection_id(functions)}", headers=SIGNED)
+        target = f"/prod/@connections/{connection_id(functions)}"
+        response = client.get(target, headers=signed("GET", target))
 
         # Then it says when it connected and who it is, under API Gateway's wire names
         assert response.status_code == 200
@@ -256,7 +395,8 @@ def test_delete_connection_closes_the_socket_and_runs_disconnect(
         opened = connection_id(functions)
 
         # When the control plane deletes it
-        response = client.delete(f"/prod/@connections/{opened}", headers=SIGNED)
+        target = f"/prod/@connections/{opened}"
+        response = client.delete(target, headers=signed("DELETE", target))
 
         # Then the client is disconnected, $disconnect says why, and later posts are Gone
         assert response.status_code == 204
@@ -267,16 +407,19 @@ def test_delete_connection_closes_the_socket_and_runs_disconnect(
         (event,) = eventually(lambda: functions.calls["WsDisconnectFunction"], what="$disconnect")
     assert event["requestContext"]["connectionId"] == opened
     assert event["requestContext"]["disconnectReason"] == "Connection closed by the management API"
-    assert client.post(f"/prod/@connections/{opened}", content=b"late", headers=SIGNED).status_code == 410
+    assert client.post(target, content=b"late", headers=signed("POST", target, b"late")).status_code == 410
+
+
+GONE = "/prod/@connections/bm9uZXhpc3RlbnQ="
 
 
 def test_an_unknown_connection_is_gone(client: TestClient) -> None:
     # Given no such connection
     # When any management call names it
     responses = [
-        client.post("/prod/@connections/bm9uZXhpc3RlbnQ=", content=b"x", headers=SIGNED),
-        client.get("/prod/@connections/bm9uZXhpc3RlbnQ=", headers=SIGNED),
-        client.delete("/prod/@connections/bm9uZXhpc3RlbnQ=", headers=SIGNED),
+        client.post(GONE, content=b"x", headers=signed("POST", GONE, b"x")),
+        client.get(GONE, headers=signed("GET", GONE)),
+        client.delete(GONE, headers=signed("DELETE", GONE)),
     ]
 
     # Then each is a 410 GoneException, which the control plane takes as "forget this connection"
@@ -295,8 +438,9 @@ def test_a_connection_id_containing_a_slash_can_be_managed(
         assert connection_id(functions) == "Ab/cD+eF9gH="
 
         # When it is posted to with the id percent-encoded (as boto3 sends it) and raw
-        encoded = client.post("/prod/@connections/Ab%2FcD%2BeF9gH%3D", content=b"one", headers=SIGNED)
-        raw = client.post("/prod/@connections/Ab/cD+eF9gH=", content=b"two", headers=SIGNED)
+        encoded_path, raw_path = "/prod/@connections/Ab%2FcD%2BeF9gH%3D", "/prod/@connections/Ab/cD+eF9gH="
+        encoded = client.post(encoded_path, content=b"one", headers=signed("POST", encoded_path, b"one"))
+        raw = client.post(raw_path, content=b"two", headers=signed("POST", raw_path, b"two"))
 
         # Then both reach the socket
         assert (encoded.status_code, raw.status_code) == (200, 200)
