@@ -40,6 +40,7 @@ from local.events import Schedules
 from local.fargate import image_entrypoint, kill_leftovers
 from local.functions import FunctionHost
 from local.http_api import HttpApi
+from local.http_server import server_config
 from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver
@@ -375,16 +376,7 @@ class LocalStack:
         return lost
 
     def _serve(self, name: str, app: Any) -> None:
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws_max_size=2 * 1024 * 1024,
-            ws_ping_interval=None,
-            timeout_graceful_shutdown=5,
-        )
-        server = _QuietServer(config)
+        server = _QuietServer(server_config(app))
         self.servers.append(server)
         self.background.append(
             asyncio.create_task(server.serve(sockets=[self.sockets[name]]), name=f"serve-{name}")

@@ -42,6 +42,8 @@ MAX_FRAME_BYTES = 128 * 1024
 """API Gateway's WebSocket message limit (frames of up to 32 KiB are assembled up to 128 KiB)."""
 
 MAX_POST_BYTES = 128 * 1024
+MAX_URL_CHARS = 4096
+"""API Gateway's limit on the length of a WebSocket API's URL (a longer upgrade is refused)."""
 
 
 def route_functions(template: dict[str, Any]) -> dict[str, str]:
@@ -171,8 +173,14 @@ class WebSocketApi:
             connected_at=now,
             last_active_at=now,
         )
+        if len(self._url(websocket)) > MAX_URL_CHARS:
+            log.info("refused an upgrade: its URL is over API Gateway's %d characters", MAX_URL_CHARS)
+            await websocket.send_denial_response(JSONResponse({"message": "Request-URI Too Long"}, 414))
+            return
         status = await self._connect(connection, websocket)
         if status is not None:
+            # A refusal by $connect is ordinary traffic (an expired token): the function logged why.
+            log.info("$connect refused connection %s with HTTP %d", connection.connection_id, status)
             said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
             await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
             return
@@ -207,6 +215,12 @@ class WebSocketApi:
             if connection.closing:
                 reason = "Connection closed by the management API"
             await self._disconnect(connection, close_code, reason)
+
+    def _url(self, websocket: WebSocket) -> str:
+        """The URL the client would have used on AWS: wss://{api}.execute-api…/{stage}?{query}."""
+        path = (websocket.scope.get("raw_path") or websocket.url.path.encode()).decode("latin-1")
+        query = websocket.scope.get("query_string", b"").decode("latin-1")
+        return f"wss://{self.host}{path}" + (f"?{query}" if query else "")
 
     async def _connect(self, connection: ClientConnection, websocket: WebSocket) -> int | None:
         """None when the connection is allowed, else the HTTP status that refuses it."""

@@ -17,6 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from local.functions import FunctionHost
+from local.http_server import server_config
 from local.resolve import Resolver
 
 T = TypeVar("T")
@@ -37,13 +38,12 @@ class LoopbackServer:
 
 @contextmanager
 def serve(app: Any) -> Iterator[LoopbackServer]:
-    """Serve `app` on a free loopback port for the duration of the block."""
+    """Serve `app` on a free loopback port for the duration of the block, as the stack serves it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws_ping_interval=None)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), name="uvicorn", daemon=True

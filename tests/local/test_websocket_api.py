@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
+import logging
+import socket
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +17,7 @@ import boto3
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 import local.websocket_api
@@ -122,6 +126,69 @@ def test_a_connect_function_that_raises_refuses_the_upgrade_with_500(
 
     # Then it is refused as API Gateway does when the integration fails
     assert refused.value.status_code == 500
+
+
+def upgrade(port: int, target: str) -> tuple[bytes, float]:
+    """Send a WebSocket upgrade for `target` over a raw socket: everything the server answered before
+    closing (or within 10 s), and how long that took."""
+    request = (
+        f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        raw.sendall(request.encode())
+        with contextlib.suppress(TimeoutError):
+            while chunk := raw.recv(65536):
+                answer += chunk
+                if answer.startswith(b"HTTP/1.1 101"):
+                    break
+    return answer, time.monotonic() - started
+
+
+def test_an_upgrade_with_an_overlong_url_is_answered_414_and_closed_promptly(
+    functions: FakeFunctions, api: WebSocketApi
+) -> None:
+    """API Gateway documents a 4096-character limit on the URL of a WebSocket API ("Quotas for
+    configuring and running a WebSocket API"); a longer upgrade request is answered with an error
+    status at once, never left waiting. 414 is what HTTP names for it (and what the server library
+    answers for a request line it cannot hold)."""
+    # Given the API served as the stack serves it
+    with serve(api.app) as server:
+        # When upgrades arrive whose URL is just inside the limit, just over it, and far over (8 KiB+)
+        fits = upgrade(server.port, "/prod?token=" + "a" * 3900)
+        over = upgrade(server.port, "/prod?token=" + "a" * 5000)
+        far_over = [upgrade(server.port, "/prod?token=" + "a" * n) for n in (9000, 70_000)]
+
+    # Then the one within the limit connects, the others are answered 414 and closed within a second
+    assert fits[0].startswith(b"HTTP/1.1 101")
+    for answer, seconds in (over, *far_over):
+        assert answer.startswith(b"HTTP/1.1 414"), answer[:80]
+        assert seconds < 1
+    # ... and only the connection within the limit reached $connect
+    assert len(functions.calls["WsConnectFunction"]) == 1
+
+
+def test_a_refused_connect_is_logged_as_traffic_not_as_a_server_error(
+    functions: FakeFunctions, api: WebSocketApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A `$connect` integration that answers non-2xx makes API Gateway refuse the upgrade with that
+    status ("Use route responses… $connect"): normal traffic (an expired token), not a failure."""
+    # Given $connect refuses (a bad token), the API served as the stack serves it
+    functions.replies["WsConnectFunction"] = lambda event: {"statusCode": 401, "body": "Unauthorized"}
+    caplog.set_level(logging.INFO)
+    with serve(api.app) as server:
+        # When a browser tries to connect
+        with pytest.raises(InvalidStatus) as refused:
+            ws_connect(f"ws://127.0.0.1:{server.port}/prod?token=expired", open_timeout=10)
+        eventually(lambda: "refused" in caplog.text, what="the refusal to be logged")
+
+    # Then it is refused with 401, logged once as information with the status, and nothing is an error
+    assert refused.value.response.status_code == 401
+    (logged,) = [r for r in caplog.records if r.name == "local.websocket_api"]
+    assert logged.levelno == logging.INFO and "401" in logged.getMessage()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 def test_an_accepting_connect_function_lets_the_client_in_with_the_connect_event(
