@@ -173,7 +173,7 @@ class EcsStandIn:
             raise EcsError("InvalidParameterException", str(exc)) from None
         if not isinstance(body, dict):  # the model's input is a structure: checked above
             raise EcsError("InvalidParameterException", "the request body must be a JSON object")
-        return body
+        return {name: value for name, value in body.items() if value is not None}  # null is absent
 
     def _check_cluster(self, body: Mapping[str, Any]) -> None:
         cluster = str(body.get("cluster") or "default")
