@@ -32,7 +32,9 @@ from local.ecs_task import Task
 from local.events import eventbridge_event, matches
 from local.fargate import Fargate, container_metadata, task_metadata
 from local.functions import FunctionError, FunctionHost
+from local.request_shapes import ServiceShapes, ShapeError
 from local.resolve import ACCOUNT, REGION, Resolver
+from local.signature import SignatureRefused, SigV4Verifier, received_request
 from local.template import TemplateError, resources_of_type
 
 log = logging.getLogger("local.ecs")
@@ -41,6 +43,8 @@ TARGET_PREFIX = "AmazonEC2ContainerServiceV20141113."
 CAPACITY_PROVIDERS = ("FARGATE", "FARGATE_SPOT")
 CLIENT_TOKEN_SECONDS = 3600
 STOPPED_TASK_RETENTION_SECONDS = 3600  # ECS keeps describing stopped tasks for about an hour
+MAX_DESCRIBED_TASKS = 100  # DescribeTasks: "a list of up to 100 task IDs or full ARN entries"
+MAX_LISTED_TASKS = 100  # ListTasks: maxResults "can be between 1 and 100"
 SPOT_CAPACITY_UNAVAILABLE = (
     "Capacity is unavailable at this time. Please try again later or in a different availability zone"
 )
@@ -69,8 +73,11 @@ class EcsStandIn:
         task_environment: Callable[[Task], Mapping[str, str]],
         broken_environment: Callable[[Task], Mapping[str, str]],
         say: Callable[[str], None],
+        credentials: Mapping[str, str],
     ) -> None:
         self.resolver = resolver
+        self.verifier = SigV4Verifier(credentials, "ecs")
+        self.shapes = ServiceShapes("ecs")
         self.functions = functions
         self.tasks_dir = tasks_dir
         self.logs_dir = logs_dir
@@ -125,6 +132,12 @@ class EcsStandIn:
     # ------------------------------------------------------------------------------------ JSON API
 
     async def _api(self, request: Request) -> Response:
+        arrived = await received_request(request)
+        try:
+            self.verifier.verify(arrived)
+        except SignatureRefused as refused:
+            # ECS's JSON protocol answers an unauthenticated call with 400 and the error's `__type`.
+            return _ecs_error(EcsError(refused.code, refused.message))
         target = request.headers.get("x-amz-target", "")
         if not target.startswith(TARGET_PREFIX):
             return _ecs_error(EcsError("UnknownOperationException", f"unknown operation {target!r}"))
@@ -143,15 +156,24 @@ class EcsStandIn:
                 )
             )
         try:
-            body = json.loads(await request.body() or b"{}")
-            if not isinstance(body, dict):
-                raise EcsError("InvalidParameterException", "the request body must be a JSON object")
-            result = await handler(body)
-        except json.JSONDecodeError:
-            return _ecs_error(EcsError("SerializationException", "the request body is not JSON"))
+            result = await handler(self._request_body(action, arrived.body))
         except EcsError as exc:
             return _ecs_error(exc)
         return JSONResponse(result, media_type="application/x-amz-json-1.1")
+
+    def _request_body(self, action: str, raw: bytes) -> dict[str, Any]:
+        """The JSON body of an action, every field of the type ECS's model gives it; EcsError if not."""
+        try:
+            body = json.loads(raw or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise EcsError("SerializationException", "the request body is not JSON") from None
+        try:
+            self.shapes.check(action, body)
+        except ShapeError as exc:
+            raise EcsError("InvalidParameterException", str(exc)) from None
+        if not isinstance(body, dict):  # the model's input is a structure: checked above
+            raise EcsError("InvalidParameterException", "the request body must be a JSON object")
+        return {name: value for name, value in body.items() if value is not None}  # null is absent
 
     def _check_cluster(self, body: Mapping[str, Any]) -> None:
         cluster = str(body.get("cluster") or "default")
@@ -195,7 +217,7 @@ class EcsStandIn:
         definition = str(body.get("taskDefinition") or "")
         if definition not in (self.task_definition_arn, self.family, f"{self.family}:1"):
             raise EcsError("InvalidParameterException", f"TaskDefinition not found: {definition}")
-        count = int(body.get("count") or 1)
+        count = body.get("count", 1)
         if not 1 <= count <= 10:
             raise EcsError("InvalidParameterException", "count must be between 1 and 10")
         strategy = body.get("capacityProviderStrategy") or []
@@ -231,7 +253,10 @@ class EcsStandIn:
         self._check_cluster(body)
         found, failures = [], []
         include_tags = "TAGS" in (body.get("include") or [])
-        for reference in body.get("tasks") or []:
+        references = body["tasks"]
+        if not 1 <= len(references) <= MAX_DESCRIBED_TASKS:
+            raise EcsError("InvalidParameterException", f"Tasks must name 1 to {MAX_DESCRIBED_TASKS} tasks.")
+        for reference in references:
             task = self._find(str(reference))
             if task is None:
                 failures.append({"arn": reference, "reason": "MISSING"})
@@ -256,8 +281,12 @@ class EcsStandIn:
             and (family is None or t.family == family)
             and (started_by is None or t.started_by == started_by)
         ]
-        start = int(body.get("nextToken") or 0)
-        size = int(body.get("maxResults") or 100)
+        start = _page_start(body.get("nextToken"))
+        size = body.get("maxResults", MAX_LISTED_TASKS)
+        if not 1 <= size <= MAX_LISTED_TASKS:
+            raise EcsError(
+                "InvalidParameterException", f"maxResults must be between 1 and {MAX_LISTED_TASKS}."
+            )
         page = arns[start : start + size]
         result: dict[str, Any] = {"taskArns": page}
         if start + size < len(arns):
@@ -435,6 +464,16 @@ class EcsStandIn:
         if tasks:
             await asyncio.gather(*(t.ended.wait() for t in tasks))
         await self.fargate.settled()
+
+
+def _page_start(token: str | None) -> int:
+    """Where a ListTasks page starts: the nextToken of the page before (ours are offsets); EcsError if the
+    token is not one this stand-in gave out."""
+    if token is None:
+        return 0
+    if not token.isdigit():
+        raise EcsError("InvalidParameterException", "Invalid nextToken")
+    return int(token)
 
 
 def _ecs_error(exc: EcsError) -> Response:

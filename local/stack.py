@@ -40,10 +40,12 @@ from local.events import Schedules
 from local.fargate import image_entrypoint, kill_leftovers
 from local.functions import FunctionHost
 from local.http_api import HttpApi
+from local.http_server import server_config
 from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.signature import ACCESS_KEY_ID, LOCAL_CREDENTIALS, SECRET_ACCESS_KEY
 from local.state_directory import StateDirectory
 from local.telegram import TelegramSimulator
 from local.template import TemplateError, load_template, resources_of_type, table_definitions
@@ -127,8 +129,8 @@ def aws_environment(aws_url: str, ecs_url: str, user_pool_id: str, state_dir: Pa
     return {
         "AWS_ENDPOINT_URL": aws_url,
         "AWS_ENDPOINT_URL_ECS": ecs_url,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
         "AWS_REGION": REGION,
         "AWS_DEFAULT_REGION": REGION,
         # A person's ~/.aws config must not redirect or sign anything the local stack does.
@@ -278,7 +280,9 @@ class LocalStack:
         """The two APIs and ECS, over the loaded functions; the ids of tasks a killed stack left behind."""
         ws_api = next(iter(resources_of_type(self.template, "AWS::ApiGatewayV2::Api")))
         http_api = next(iter(resources_of_type(self.template, "AWS::Serverless::HttpApi")))
-        self.websocket_api = WebSocketApi(self.resolver, self.functions, ws_api)
+        self.websocket_api = WebSocketApi(
+            self.resolver, self.functions, ws_api, credentials=LOCAL_CREDENTIALS
+        )
         self.http_api = HttpApi(self.resolver, self.functions, http_api, self.extra_env["COGNITO_JWKS_URL"])
         self.ecs = EcsStandIn(
             resolver=self.resolver,
@@ -289,6 +293,7 @@ class LocalStack:
             task_environment=self._task_environment,
             broken_environment=lambda task: {"DATA_BUCKET": f"{self.aws.bucket}-missing"},
             say=self.say,
+            credentials=LOCAL_CREDENTIALS,
         )
         self.ecs.port = self.sockets["ecs"].getsockname()[1]
         return self._reap_stale_tasks()
@@ -371,16 +376,7 @@ class LocalStack:
         return lost
 
     def _serve(self, name: str, app: Any) -> None:
-        config = uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws_max_size=2 * 1024 * 1024,
-            ws_ping_interval=None,
-            timeout_graceful_shutdown=5,
-        )
-        server = _QuietServer(config)
+        server = _QuietServer(server_config(app))
         self.servers.append(server)
         self.background.append(
             asyncio.create_task(server.serve(sockets=[self.sockets[name]]), name=f"serve-{name}")

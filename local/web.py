@@ -23,6 +23,8 @@ from local.template import TemplateError, resources_of_type
 from scripts.build_frontend import NO_CACHE, cache_control, content_type
 
 HEADERS_POLICY = "WebSecurityHeaders"
+MAX_KEY_BYTES = 1024
+"""The longest S3 object key, in UTF-8 bytes; CloudFront passes the path to S3 as the key."""
 _DROPPED_DIRECTIVES = ("upgrade-insecure-requests", "block-all-mixed-content")
 
 
@@ -80,6 +82,18 @@ class _Headers:
         await self.app(scope, receive, with_headers)
 
 
+def _build_file(root: Path, key: str) -> Path | None:
+    """The file of the build an object key names; None if it is outside the build, missing, or a name no
+    file can have (a NUL byte, a name too long for the disk): S3 holds no such object either."""
+    if "\x00" in key:
+        return None
+    try:
+        file = (root / key).resolve()
+        return file if root in file.parents and file.is_file() else None
+    except OSError:
+        return None
+
+
 def web_app(
     build_dir: Path,
     runtime_config: Callable[[], dict[str, Any]],
@@ -98,8 +112,10 @@ def web_app(
         if "." not in last:
             # Like the distribution's viewer-request function: routes without a file extension get the app.
             path = "index.html"
-        file = (root / path).resolve()
-        if root not in file.parents or not file.is_file():
+        if len(path.encode("utf-8", "replace")) > MAX_KEY_BYTES:
+            return PlainTextResponse("KeyTooLongError: Your key is too long", status_code=400)
+        file = _build_file(root, path)
+        if file is None:
             return PlainTextResponse("Not Found", status_code=404)
         # Headers from the file actually served (`/assets/%2e%2e/index.html` is the page, not an asset).
         served = file.relative_to(root).as_posix()

@@ -3,8 +3,9 @@
 It reads its routes from the template and hands the functions the events API Gateway sends: `$connect`
 (query string, headers; a non-2xx answer refuses the upgrade with that status), `$default` for every
 frame (a route response goes back to the caller), `$disconnect` when either side closes.
-`POST/GET/DELETE /{stage}/@connections/{id}` is what boto3's `apigatewaymanagementapi` client calls; it
-must be SigV4-signed, as in AWS.
+`POST/GET/DELETE /{stage}/@connections/{id}` is what boto3's `apigatewaymanagementapi` client calls; its
+SigV4 signature is checked against the credentials the stack hands out (local/signature.py), as AWS
+checks it: a call AWS would refuse with 403 is refused here with the same error type and message.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from local.apigateway import new_id, request_time
 from local.functions import FunctionError, FunctionHost
 from local.resolve import REGION, URL_SUFFIX, Resolver
+from local.signature import MISSING_TOKEN, SignatureRefused, SigV4Verifier, received_request
 from local.template import TemplateError, resources_of_type
 
 log = logging.getLogger("local.websocket_api")
@@ -39,6 +42,8 @@ MAX_FRAME_BYTES = 128 * 1024
 """API Gateway's WebSocket message limit (frames of up to 32 KiB are assembled up to 128 KiB)."""
 
 MAX_POST_BYTES = 128 * 1024
+MAX_URL_CHARS = 4096
+"""API Gateway's limit on the length of a WebSocket API's URL (a longer upgrade is refused)."""
 
 
 def route_functions(template: dict[str, Any]) -> dict[str, str]:
@@ -78,9 +83,17 @@ class ClientConnection:
 class WebSocketApi:
     """The WebSocket API and its management API on one loopback server, like `{api}.execute-api…`."""
 
-    def __init__(self, resolver: Resolver, functions: FunctionHost, api_logical_id: str) -> None:
+    def __init__(
+        self,
+        resolver: Resolver,
+        functions: FunctionHost,
+        api_logical_id: str,
+        *,
+        credentials: Mapping[str, str],
+    ) -> None:
         self.resolver = resolver
         self.functions = functions
+        self.verifier = SigV4Verifier(credentials, "execute-api")
         self.api_id = resolver.physical_id(api_logical_id)
         self.routes = route_functions(resolver.template)
         for required in ("$connect", "$default", "$disconnect"):
@@ -160,8 +173,14 @@ class WebSocketApi:
             connected_at=now,
             last_active_at=now,
         )
+        if len(self._url(websocket)) > MAX_URL_CHARS:
+            log.info("refused an upgrade: its URL is over API Gateway's %d characters", MAX_URL_CHARS)
+            await websocket.send_denial_response(JSONResponse({"message": "Request-URI Too Long"}, 414))
+            return
         status = await self._connect(connection, websocket)
         if status is not None:
+            # A refusal by $connect is ordinary traffic (an expired token): the function logged why.
+            log.info("$connect refused connection %s with HTTP %d", connection.connection_id, status)
             said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
             await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
             return
@@ -196,6 +215,12 @@ class WebSocketApi:
             if connection.closing:
                 reason = "Connection closed by the management API"
             await self._disconnect(connection, close_code, reason)
+
+    def _url(self, websocket: WebSocket) -> str:
+        """The URL the client would have used on AWS: wss://{api}.execute-api…/{stage}?{query}."""
+        path = (websocket.scope.get("raw_path") or websocket.url.path.encode()).decode("latin-1")
+        query = websocket.scope.get("query_string", b"").decode("latin-1")
+        return f"wss://{self.host}{path}" + (f"?{query}" if query else "")
 
     async def _connect(self, connection: ClientConnection, websocket: WebSocket) -> int | None:
         """None when the connection is allowed, else the HTTP status that refuses it."""
@@ -267,8 +292,14 @@ class WebSocketApi:
     # ------------------------------------------------------------------------------------ @connections
 
     async def _manage(self, request: Request) -> Response:
-        if not request.headers.get("authorization", "").startswith("AWS4-HMAC-SHA256 "):
-            return _error(403, "ForbiddenException", "Missing Authentication Token")
+        arrived = await received_request(request)
+        body = arrived.body
+        try:
+            self.verifier.verify(arrived)
+        except SignatureRefused as refused:
+            # This API's model names ForbiddenException for a call without any signature.
+            error_type = "ForbiddenException" if refused.code == MISSING_TOKEN else refused.code
+            return _error(403, error_type, refused.message)
         connection = self.connections.get(request.path_params["connection_id"])
         if connection is None or connection.closing:
             return _error(410, "GoneException", None)
@@ -288,7 +319,6 @@ class WebSocketApi:
                     with contextlib.suppress(RuntimeError, OSError):
                         await connection.websocket.close(code=1000)
             return Response(status_code=204)
-        body = await request.body()
         if len(body) > MAX_POST_BYTES:
             return _error(413, "PayloadTooLargeException", "Message too long")
         try:

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
 from local.functions import FunctionHost
+from local.http_server import server_config
 from local.resolve import Resolver
 
 T = TypeVar("T")
@@ -34,13 +38,12 @@ class LoopbackServer:
 
 @contextmanager
 def serve(app: Any) -> Iterator[LoopbackServer]:
-    """Serve `app` on a free loopback port for the duration of the block."""
+    """Serve `app` on a free loopback port for the duration of the block, as the stack serves it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", ws_ping_interval=None)
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app))
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), name="uvicorn", daemon=True
@@ -54,6 +57,23 @@ def serve(app: Any) -> Iterator[LoopbackServer]:
         thread.join(15)
         loop.close()
         sock.close()
+
+
+def sigv4_headers(
+    method: str,
+    url: str,
+    body: bytes = b"",
+    *,
+    service: str,
+    access_key: str = "local",
+    secret: str = "local",
+    region: str = "us-east-1",
+    headers: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The headers botocore sends for this request, signed now with SigV4 (its own signer, as boto3 signs)."""
+    request = AWSRequest(method=method, url=url, data=body, headers=dict(headers or {}))
+    SigV4Auth(Credentials(access_key, secret), service, region).add_auth(request)
+    return dict(request.headers.items())
 
 
 def eventually(predicate: Callable[[], T], *, timeout: float = 15, what: str = "the condition") -> T:

@@ -20,7 +20,8 @@ from local.ecs_task import Task
 from local.events import matches
 from local.ports import NoFreePort, reserve_port
 from local.resolve import Resolver
-from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve
+from local.signature import LOCAL_CREDENTIALS
+from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve, sigv4_headers
 
 # A stand-in for the bridge. MODE (from the RunTask overrides) picks its behaviour; it writes `ready` in its
 # working directory (the task's storage) once its SIGTERM handling is in place.
@@ -111,6 +112,27 @@ class Ecs:
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read())
 
+    def call(self, action: str, body: bytes, **signing: Any) -> tuple[int, str, Any]:
+        """An ECS JSON-protocol call as raw bytes, SigV4-signed as boto3 signs it unless `signing` overrides:
+        (status, Content-Type, parsed body)."""
+        headers = {
+            "X-Amz-Target": f"AmazonEC2ContainerServiceV20141113.{action}",
+            "Content-Type": "application/x-amz-json-1.1",
+        }
+        headers = sigv4_headers(
+            "POST", f"{self.server.url}/", body, service="ecs", headers=headers, **signing
+        )
+        request = urllib.request.Request(f"{self.server.url}/", data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.headers["Content-Type"], json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            data = exc.read()
+            try:
+                return exc.code, exc.headers["Content-Type"], json.loads(data)
+            except ValueError:  # a server error's plain text
+                return exc.code, exc.headers["Content-Type"], {"__type": data.decode(errors="replace")}
+
     def post(self, path: str, body: bytes) -> tuple[int, Any]:
         request = urllib.request.Request(f"{self.server.url}{path}", data=body, method="POST")
         try:
@@ -156,6 +178,7 @@ def ecs(template: dict[str, Any], tmp_path: Path) -> Iterator[Ecs]:
         task_environment=task_environment,
         broken_environment=lambda task: {"BROKEN": "1"},
         say=lambda text: None,
+        credentials=LOCAL_CREDENTIALS,
     )
     with serve(stand_in.app) as server:
         client = boto3.client(
@@ -313,6 +336,122 @@ def test_a_run_task_ecs_would_refuse_is_refused_and_starts_nothing(
     assert refused.value.response["Error"]["Code"] == error
     assert says in refused.value.response["Error"]["Message"]
     assert not ecs.tasks_dir.exists() or list(ecs.tasks_dir.iterdir()) == []
+
+
+def test_ecs_refuses_a_call_it_cannot_authenticate_and_starts_nothing(ecs: Ecs) -> None:
+    """ECS authenticates every call by its SigV4 signature before acting on it.
+
+    AWS documents the errors of its JSON-protocol services for this (the "Common Errors" of each API
+    reference; ECS's JSON 1.1 protocol carries them as `__type` and `message`, HTTP 400 as ECS sends
+    them): an unknown access key is "The security token included in the request is invalid.", a
+    signature other than the one the service computes is "The request signature we calculated does not
+    match…", a request without one is "Missing Authentication Token".
+    """
+    body = json.dumps(
+        {"cluster": "local-Cluster", "taskDefinition": ecs.stand_in.task_definition_arn}
+    ).encode()
+    unsigned = urllib.request.Request(
+        f"{ecs.server.url}/",
+        data=body,
+        method="POST",
+        headers={"X-Amz-Target": "AmazonEC2ContainerServiceV20141113.RunTask"},
+    )
+
+    # When RunTask arrives with an unknown key, a wrong secret, or no signature at all
+    unknown_key = ecs.call("RunTask", body, access_key="AKIAUNKNOWN")
+    wrong_secret = ecs.call("RunTask", body, secret="guess")
+    with pytest.raises(urllib.error.HTTPError) as no_signature:
+        urllib.request.urlopen(unsigned, timeout=10)
+
+    # Then each is ECS's authentication error, and no task was started
+    assert unknown_key == (
+        400,
+        "application/x-amz-json-1.1",
+        {
+            "__type": "UnrecognizedClientException",
+            "message": "The security token included in the request is invalid.",
+        },
+    )
+    assert wrong_secret[:2] == (400, "application/x-amz-json-1.1")
+    assert wrong_secret[2]["__type"] == "InvalidSignatureException"
+    assert wrong_secret[2]["message"].startswith("The request signature we calculated does not match")
+    assert no_signature.value.code == 400
+    assert json.loads(no_signature.value.read())["__type"] == "MissingAuthenticationTokenException"
+    assert ecs.stand_in.tasks == {}
+
+    # ... and boto3 with a wrong secret gets the same error as a ClientError it can handle
+    forged = boto3.client(
+        "ecs",
+        endpoint_url=ecs.server.url,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="guess",
+    )
+    with pytest.raises(forged.exceptions.ClientError) as refused:
+        forged.list_tasks(cluster="local-Cluster")
+    assert refused.value.response["Error"]["Code"] == "InvalidSignatureException"
+
+
+def test_a_mistyped_or_missing_field_is_a_400_for_every_action(ecs: Ecs) -> None:
+    """Each field of a request must have the type the ECS API reference gives it, and required fields
+    must be present; AWS documents `InvalidParameterException` ("The specified parameter isn't valid",
+    HTTP 400) among the errors of RunTask, StopTask, DescribeTasks and ListTasks for such a request.
+    A client's mistake is never a server error (500)."""
+    definition = ecs.stand_in.task_definition_arn
+    cases: list[tuple[str, dict[str, Any]]] = [
+        ("RunTask", {"taskDefinition": definition, "count": "1"}),
+        ("RunTask", {"taskDefinition": definition, "count": True}),
+        ("RunTask", {"taskDefinition": 7}),
+        ("RunTask", {}),
+        ("RunTask", {"taskDefinition": definition, "capacityProviderStrategy": ["FARGATE_SPOT"]}),
+        (
+            "RunTask",
+            {"taskDefinition": definition, "capacityProviderStrategy": {"capacityProvider": "FARGATE"}},
+        ),
+        ("RunTask", {"taskDefinition": definition, "overrides": []}),
+        ("RunTask", {"taskDefinition": definition, "overrides": {"containerOverrides": [{"name": 1}]}}),
+        (
+            "RunTask",
+            {
+                "taskDefinition": definition,
+                "overrides": {
+                    "containerOverrides": [{"name": "bridge", "environment": [{"name": "A", "value": 1}]}]
+                },
+            },
+        ),
+        ("RunTask", {"taskDefinition": definition, "tags": "user=me"}),
+        ("RunTask", {"taskDefinition": definition, "clientToken": 12}),
+        ("RunTask", {"taskDefinition": definition, "startedBy": ["me"]}),
+        ("StopTask", {"task": 5}),
+        ("StopTask", {"task": ["a"]}),
+        ("StopTask", {}),
+        ("StopTask", {"cluster": 1, "task": "a"}),
+        ("DescribeTasks", {"tasks": "abc"}),
+        ("DescribeTasks", {"tasks": [1]}),
+        ("DescribeTasks", {"tasks": ["a"], "include": "TAGS"}),
+        ("DescribeTasks", {}),
+        ("DescribeTasks", {"tasks": []}),
+        ("ListTasks", {"maxResults": "x"}),
+        ("ListTasks", {"maxResults": 0}),
+        ("ListTasks", {"nextToken": 5}),
+        ("ListTasks", {"nextToken": "not-a-token"}),
+        ("ListTasks", {"family": {"name": "x"}}),
+    ]
+
+    # When each is sent to the stack's cluster, correctly signed
+    answers = {}
+    for action, fields in cases:
+        body = json.dumps({"cluster": "local-Cluster", **fields})
+        answers[f"{action} {body}"] = ecs.call(action, body.encode())
+
+    # Then every one is a 400 InvalidParameterException in ECS's JSON error shape, and nothing started
+    refused = {
+        case: (status, content_type, sorted(body), body.get("__type"))
+        for case, (status, content_type, body) in answers.items()
+    }
+    expected = (400, "application/x-amz-json-1.1", ["__type", "message"], "InvalidParameterException")
+    assert refused == dict.fromkeys(answers, expected)
+    assert ecs.stand_in.tasks == {}
 
 
 def test_the_cluster_may_be_named_by_arn(ecs: Ecs) -> None:

@@ -207,6 +207,55 @@ async def test_raw_get_reads_a_file_of_the_build(site: Build, app: ASGIApp) -> N
     assert (status, body) == (200, b"body { margin: 0; }\n")
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/index.html%00.js",
+        "/index.html%00",
+        "/assets%00/x.js",
+        "/" + "a" * 300 + ".js",
+        "/assets/" + "%e2%82%ac" * 100 + ".css",
+    ],
+)
+def test_a_name_no_file_can_have_is_a_404_not_a_server_error(app: ASGIApp, path: str) -> None:
+    """CloudFront hands the path to S3 as an object key, and S3 answers a key it does not hold with an
+    error of its own, never a 5xx: any UTF-8 text up to 1,024 bytes is a valid key name (S3 user guide,
+    "Naming Amazon S3 objects"), whether or not a file system could store it (a NUL, a 300-byte name)."""
+    # Given the web chat served from a build
+    with TestClient(app, raise_server_exceptions=False) as client:
+        # When a path with a NUL byte or a file name too long for the disk is asked for
+        response = client.get(path)
+
+    # Then it is not found, like any other missing file
+    assert response.status_code == 404
+    assert "<title>OpenClaw</title>" not in response.text
+
+
+async def test_a_raw_nul_byte_in_the_path_is_a_404(app: ASGIApp) -> None:
+    # Given / When a request carries a literal NUL in its path (no client would encode it away)
+    status, body = await raw_get(app, "/index.html\x00.js")
+
+    # Then it is not found, not a server error
+    assert status == 404
+    assert b"<title>OpenClaw</title>" not in body
+
+
+@pytest.mark.parametrize(
+    "path", ["/" + "a" * 1100 + ".js", "/" + ("a" * 250 + "/") * 20 + "x.js", "/" + "%e2%82%ac" * 400 + ".js"]
+)
+def test_a_key_over_s3s_1024_bytes_is_a_400(app: ASGIApp, path: str) -> None:
+    """An object key is at most 1,024 bytes of UTF-8 (S3 user guide, "Naming Amazon S3 objects"), and S3
+    answers a longer one as a bad request (KeyTooLongError, 400) rather than looking it up."""
+    # Given the web chat served from a build
+    with TestClient(app, raise_server_exceptions=False) as client:
+        # When a file path longer than any key S3 can hold is asked for
+        response = client.get(path)
+
+    # Then it is refused as a bad request
+    assert response.status_code == 400
+    assert "KeyTooLongError" in response.text
+
+
 # ------------------------------------------------------------------------------------ config and mounts
 
 
