@@ -455,6 +455,8 @@ class Bridge:
             if self.task_arn and self.phases.durations.get("restore") is not None:
                 await self.backup("shutdown")
             if self.task_arn and self.ready:
+                # A restart notice still on its way must not land after "idle".
+                await self.restarts.settled()
                 await self._release_task_state(self.task_arn)
             await self.metrics.flush()
         finally:

@@ -59,7 +59,8 @@ class GatewayRestarts:
         self._monotonic = monotonic
         self._task_arn: str | None = None
         self._answering: Callable[[], InboxItem | None] = lambda: None
-        # Seconds from a new child being spawned until the client is connected to it: the last measured.
+        # Seconds from the end of the restart's backoff until the client is connected again (cleaning up
+        # the dead child's helpers, OpenClaw's boot, the handshake): at boot, then the last restart's.
         self._boot_seconds = 0.0
         self._down_since: float | None = None
         self._respawn_at = 0.0
