@@ -18,7 +18,9 @@ from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.openclaw_client import GatewayClient
 from bridge.telegram_delivery import ChannelDelivery
+from local.telegram import TelegramSimulator
 from serverless_openclaw.messages import InboxItem
+from serverless_openclaw.telegram import TelegramClient
 from tests.bridge.test_app import (
     TASK,
     Bucket,
@@ -31,8 +33,11 @@ from tests.bridge.test_app import (
 )
 from tests.contract.conftest import free_port
 from tests.fakes import Clock
+from tests.local.servers import serve
 
 REPO = Path(__file__).resolve().parents[2]
+BOT_TOKEN = "7000000001:test-token-for-the-simulator"
+CHAT = 4242
 
 
 @dataclass
@@ -108,7 +113,9 @@ async def eventually(condition: Callable[[], object], timeout: float = 30.0) -> 
             await asyncio.sleep(0.01)
 
 
-def _bridge(tmp_path: Path, row: RestartingRow, inbox: Inbox, tabs: Tabs) -> Bridge:
+def _bridge(
+    tmp_path: Path, row: RestartingRow, inbox: Inbox, tabs: Tabs, bot: TelegramClient | None = None
+) -> Bridge:
     """A bridge whose OpenClaw is the stand-in gateway as a real, supervised child process."""
     port = free_port()
     cfg = _config(tmp_path, OPENCLAW_PORT=str(port))
@@ -131,7 +138,7 @@ def _bridge(tmp_path: Path, row: RestartingRow, inbox: Inbox, tabs: Tabs) -> Bri
         metrics=BridgeMetrics(CloudWatch(), "Test"),
         find_task_arn=find_task_arn,
         model_keys=lambda provider: {},
-        telegram_bot=lambda: None,
+        telegram_bot=lambda: bot,
         make_gateway=gateway,
         make_gateway_client=GatewayClient,
         make_link=ControlPlaneLink,
@@ -164,7 +171,7 @@ async def test_openclaw_killed_mid_reply_is_told_as_a_restart_then_running_and_t
         assert told["status"] == "starting" and told["etaSeconds"] >= 1
         assert bridge.status()["phase"] == "restarting"
         # And once OpenClaw is back they are told it runs, and the reply ends once, in full
-        await eventually(lambda: tabs.of("stream_end"))
+        await eventually(lambda: tabs.of("stream_end") and inbox.completed)
         await bridge.restarts.settled()
         statuses = [(f["status"], f.get("phase")) for f in tabs.frames[booted:] if f["type"] == "status"]
         assert statuses == [("starting", "restarting"), ("running", None)]
@@ -179,6 +186,48 @@ async def test_openclaw_killed_mid_reply_is_told_as_a_restart_then_running_and_t
         assert bridge.gateway.pid != pid and bridge.health() == (True, "ok")
     finally:
         await bridge.stop("test over")
+
+
+async def test_a_telegram_message_answered_when_openclaw_dies_shows_the_restart_then_its_answer(
+    tmp_path: Path,
+) -> None:
+    # Given a running agent answering a Telegram message into its waiting message, on a Telegram stand-in
+    telegram = TelegramSimulator(token=BOT_TOKEN)
+    with serve(telegram.app) as server:
+        bot = TelegramClient(BOT_TOKEN, api_base=server.url, backoff=0.05)
+        waiting = bot.send_message(CHAT, "⏳ Waking up your agent…")
+        row, inbox, tabs = RestartingRow(), Inbox(), Tabs()
+        bridge = _bridge(tmp_path, row, inbox, tabs, bot)
+        await bridge.start()
+        assert bridge.loop is not None and bridge.gateway is not None
+        reply_to = {"chatId": CHAT, "messageId": 1, "placeholderId": waiting}
+        inbox.queued.append(
+            InboxItem("user-a", "m1", "!steady 60", "telegram", "c1", created_at=1.0, reply_to=reply_to)
+        )
+        bridge.loop.nudge()
+        await eventually(lambda: tabs.of("stream_chunk"))
+        pid = bridge.gateway.pid
+        assert pid is not None
+        try:
+            # When OpenClaw alone is killed mid-reply
+            os.kill(pid, signal.SIGKILL)
+
+            # Then the waiting message says the agent is restarting, under what was streamed so far
+            def notices() -> list[str]:
+                return [
+                    v for m in telegram.messages[CHAT] for v in m.versions if "restarting your agent" in v
+                ]
+
+            await eventually(notices, 10)
+            assert notices()[0].startswith("w1")
+            # And once OpenClaw is back the same message becomes the whole answer, and nothing else is sent
+            await eventually(lambda: tabs.of("stream_end"))
+            await bridge.restarts.settled()
+            assert telegram.chat(CHAT) == [" ".join(f"w{i}" for i in range(1, 61))]
+            await eventually(lambda: inbox.completed)
+            assert inbox.completed == ["m1"]
+        finally:
+            await bridge.stop("test over")
 
 
 async def test_openclaw_dying_during_boot_is_not_told_as_a_restart(tmp_path: Path) -> None:
