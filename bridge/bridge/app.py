@@ -47,6 +47,7 @@ from bridge.openclaw_config import (
 )
 from bridge.openclaw_session import session_key_for
 from bridge.parts import Gateway, GatewayConnection, Link, Sync
+from bridge.restarts import GatewayRestarts
 from bridge.secrets import model_secrets
 from bridge.startup import Phases, Progress
 from bridge.state_sync import RestoreReport, StateSync, default_roots
@@ -118,6 +119,7 @@ class Bridge:
         self.clock = clock
         self.phases = Phases()
         self.progress = Progress(delivery, inbox, cfg.user_id, clock)
+        self.restarts = GatewayRestarts(self.progress, delivery, task_state, cfg.user_id, clock=clock)
         self.task_arn: str | None = None
         self.gateway: Gateway | None = None
         self.gateway_client: GatewayConnection | None = None
@@ -251,7 +253,9 @@ class Bridge:
         )
         async with self.phases.timed("gateway"):
             command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
-            gateway = self.gateway = self.make_gateway(command, env, cwd=cfg.state_root)
+            gateway = self.gateway = self.make_gateway(
+                command, env, cwd=cfg.state_root, on_exit=self.restarts.died
+            )
             await gateway.start()
             await gateway.wait_until_listening(cfg.gateway_port, timeout=180)
 
@@ -260,7 +264,10 @@ class Bridge:
         cfg = self.cfg
         async with self.phases.timed("handshake"):
             connection = self.gateway_client = self.make_gateway_client(
-                f"ws://127.0.0.1:{cfg.gateway_port}", token, run_timeout=cfg.run_timeout
+                f"ws://127.0.0.1:{cfg.gateway_port}",
+                token,
+                run_timeout=cfg.run_timeout,
+                on_reconnect=self.restarts.back,
             )
             await connection.start()
         return connection
@@ -334,6 +341,13 @@ class Bridge:
         # A progress frame or edit landing after "running" or the answer's first edit would hide them.
         await self.progress.settled()
         await self.delivery.notice(self.cfg.user_id, protocol.status("running"))
+        # From now on an OpenClaw that dies is told as a restart; it should take about as long as at boot.
+        durations = self.phases.durations
+        self.restarts.arm(
+            task_arn,
+            durations.get("gateway", 0.0) + durations.get("handshake", 0.0),
+            lambda: self.loop.current.item if self.loop and self.loop.current else None,
+        )
 
     async def _first_drain(self, loop: InboxLoop) -> int:
         """first-drain: answer what waited in the Inbox while the task started; how many."""
@@ -434,12 +448,15 @@ class Bridge:
             return
         self.stopping = True
         logger.info("bridge stopping", reason=reason)
+        self.restarts.disarm()
         try:
             await self._settle_current_run()
             await self._stop_openclaw()
             if self.task_arn and self.phases.durations.get("restore") is not None:
                 await self.backup("shutdown")
             if self.task_arn and self.ready:
+                # A restart notice still on its way must not land after "idle".
+                await self.restarts.settled()
                 await self._release_task_state(self.task_arn)
             await self.metrics.flush()
         finally:
@@ -501,11 +518,19 @@ class Bridge:
             return False, "agent connection down"
         return True, "ok"
 
+    def _phase(self) -> str:
+        """Where the bridge is: a start-up phase, ready, restarting OpenClaw, or stopping."""
+        if self.stopping:
+            return "stopping"
+        if not self.ready:
+            return self.phases.current
+        return "restarting" if self.restarts.restarting else "ready"
+
     def status(self) -> dict[str, Any]:
         """What the bridge is doing, for operators."""
         current = self.loop.current if self.loop else None
         return {
-            "phase": "stopping" if self.stopping else ("ready" if self.ready else self.phases.current),
+            "phase": self._phase(),
             "uptimeSeconds": round(time.monotonic() - self.phases.started, 1),
             "taskArn": self.task_arn,
             "failure": self.failure,
@@ -523,6 +548,7 @@ class Bridge:
             "failed": self.loop.failed if self.loop else 0,
             "gatewayPid": self.gateway.pid if self.gateway else None,
             "gatewayRestarts": self.gateway.restarts if self.gateway else 0,
+            "gatewayRestartSeconds": self.restarts.durations,
             "lastBackup": self.backups.last,
         }
 

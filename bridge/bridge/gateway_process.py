@@ -12,7 +12,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -50,6 +50,7 @@ class GatewayProcess:
         backoff_initial: float = 1.0,
         backoff_max: float = 30.0,
         stable_after: float = 60.0,
+        on_exit: Callable[[float], None] | None = None,
         log: Logger | None = None,
     ) -> None:
         if not command:
@@ -61,6 +62,8 @@ class GatewayProcess:
         self._backoff_max = backoff_max
         # A child that ran this long before dying was healthy: the next restart starts from the short delay.
         self._stable_after = stable_after
+        # Told (with the delay before the restart) as soon as the child dies unexpectedly, so users can be.
+        self._on_exit = on_exit
         self._log = log or default_logger
         self._secrets = sorted(
             (value for name, value in env.items() if _SECRET_ENV.search(name) and len(value) >= 6),
@@ -186,12 +189,14 @@ class GatewayProcess:
                 return
             code = await _exited(proc)
             ran_for = time.monotonic() - self._started_at
+            failures = 1 if ran_for >= self._stable_after else failures + 1
+            delay = min(self._backoff_initial * 2 ** (failures - 1), self._backoff_max)
+            if not self._stopping.is_set():
+                self._exited_unexpectedly(delay)
             await self._finish(proc)
             if self._stopping.is_set():
                 self._log.info("gateway stopped", pid=proc.pid, exit_code=code)
                 return
-            failures = 1 if ran_for >= self._stable_after else failures + 1
-            delay = min(self._backoff_initial * 2 ** (failures - 1), self._backoff_max)
             self._log.warning(
                 "gateway exited unexpectedly; restarting",
                 pid=proc.pid,
@@ -201,6 +206,15 @@ class GatewayProcess:
             )
             if not await self._restart_after(delay):
                 return
+
+    def _exited_unexpectedly(self, restart_in: float) -> None:
+        """Tell `on_exit` before the child's leftovers are cleaned up (which can take seconds)."""
+        if self._on_exit is None:
+            return
+        try:
+            self._on_exit(restart_in)
+        except Exception:  # a broken listener must not stop the restart
+            self._log.exception("gateway exit listener failed")
 
     async def _restart_after(self, delay: float) -> bool:
         """Sleep for delay (cut short by stop()), then spawn again; False once stopping."""

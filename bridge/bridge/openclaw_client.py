@@ -121,12 +121,15 @@ class GatewayClient:
         connect_deadline: float = 120.0,
         run_timeout: float = 300.0,
         client_version: str = "0.1.0",
+        on_reconnect: Callable[[], None] | None = None,
     ) -> None:
         self._url = url
         self._token = token
         self._connect_deadline = connect_deadline
         self._run_timeout = run_timeout
         self._client_version = client_version
+        # Told each time the connection is back after a loss: the gateway can run messages again.
+        self._on_reconnect = on_reconnect
         self._ws: ClientConnection | None = None
         self._generation = 0
         self._ready = False  # handshake done and no `shutdown` announced on this connection
@@ -184,6 +187,15 @@ class GatewayClient:
             ws = reconnected
             self._attach(ws)
             logger.info("gateway reconnected", generation=self._generation)
+            self._reconnected()
+
+    def _reconnected(self) -> None:
+        if self._on_reconnect is None:
+            return
+        try:
+            self._on_reconnect()
+        except Exception:  # a broken listener must not end the connection's upkeep
+            logger.exception("gateway reconnect listener failed")
 
     async def _reconnect(self) -> ClientConnection | None:
         """A new connection, however long it takes; None when the gateway refuses the client for good."""

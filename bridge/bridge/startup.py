@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from bridge.telegram_delivery import ChannelDelivery
 from serverless_openclaw import protocol
+from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
 from serverless_openclaw.store.inbox import InboxStore
 
@@ -45,8 +46,9 @@ class Progress:
         self._clock = clock
         self._last: asyncio.Task[None] | None = None
 
-    def show(self, text: str, phase: str, eta_seconds: int) -> None:
-        """Queue one step: `phase` and its ETA for the web, `text` for Telegram's waiting messages."""
+    def show(self, text: str, phase: str, eta_seconds: int, *, answering: InboxItem | None = None) -> None:
+        """Queue one step: `phase` and its ETA for the web, `text` for Telegram's waiting messages (those of
+        the queued messages, and of the one `answering` when a reply is under way)."""
         telegram = self._delivery.telegram
         previous = self._last
         frame = protocol.status("starting", phase=phase, eta_seconds=eta_seconds)
@@ -59,6 +61,8 @@ class Progress:
                 return
             try:
                 items = await asyncio.to_thread(self._inbox.pending, self._user_id, self._clock())
+                if answering is not None and answering.message_id not in {i.message_id for i in items}:
+                    items.insert(0, answering)
                 await telegram.progress(items, text)
             except Exception as exc:  # progress is a courtesy; the answer replaces it anyway
                 logger.info("start progress not shown", error=repr(exc))

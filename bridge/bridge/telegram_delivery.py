@@ -40,6 +40,10 @@ class TelegramDelivery:
         self._bot = bot
         self._edit_interval = edit_interval
         self._typing_interval = typing_interval
+        # Replies under way, by the Inbox item they answer: progress for those goes through their stream.
+        self._replies: dict[str, TelegramReplyStream] = {}
+        # Items whose reply has ended: a late progress must never edit an answer away.
+        self._answered: set[str] = set()
 
     def open(self, item: InboxItem, message_id: str) -> TelegramReplyStream | None:
         """A stream for the reply to `item`, or None when the item is not a Telegram message."""
@@ -47,19 +51,37 @@ class TelegramDelivery:
         if target is None:
             return None
         chat_id, placeholder = target
-        return TelegramReplyStream(
+        stream = TelegramReplyStream(
             self._bot,
             chat_id=chat_id,
             placeholder_id=placeholder,
             edit_interval=self._edit_interval,
             typing_interval=self._typing_interval,
             label=message_id,
+            on_finished=lambda: self._finished(item.message_id),
         )
+        self._replies[item.message_id] = stream
+        return stream
+
+    def _finished(self, item_id: str) -> None:
+        self._replies.pop(item_id, None)
+        self._answered.add(item_id)
 
     async def progress(self, items: Iterable[InboxItem], text: str) -> int:
-        """Edit the waiting "waking up" messages of `items` to `text`; returns how many were edited."""
+        """Edit the waiting "waking up" messages of `items` to `text`; returns how many were edited.
+
+        An item whose reply is under way shows `text` under what was streamed so far, through its stream:
+        an edit around it would leave the stream believing the message still shows its own text. An item
+        whose reply has ended is left alone.
+        """
         edited = 0
         for item in items:
+            if item.message_id in self._answered:
+                continue
+            reply = self._replies.get(item.message_id)
+            if reply is not None:
+                edited += 1 if await reply.notice(text) else 0
+                continue
             target = item.telegram_target()
             if target is None or target[1] is None:
                 continue
@@ -83,8 +105,10 @@ class TelegramReplyStream:
         edit_interval: float,
         typing_interval: float,
         label: str = "",
+        on_finished: Callable[[], object] | None = None,
     ) -> None:
         self._bot = bot
+        self._on_finished = on_finished
         self._chat_id = chat_id
         self._label = label
         self._edit_interval = edit_interval
@@ -115,10 +139,26 @@ class TelegramReplyStream:
         notice = f"⚠️ {message}"
         await self._finish(f"{self._text.rstrip()}\n\n{notice}" if self._text.strip() else notice)
 
+    async def notice(self, text: str) -> bool:
+        """Show `text` under what was streamed so far (the agent is restarting, say) until the reply goes
+        on; False when the reply has already ended."""
+        if self._closed:
+            return False
+        async with self._lock:
+            # What was streamed so far is in it: only text that comes after replaces the notice.
+            self._dirty.clear()
+            # Rendered like any text, so the next edit knows what the message shows and replaces it.
+            await self._render(
+                f"{self._text.rstrip()}\n\n{text}" if self._text.strip() else text, final=False
+            )
+        return True
+
     async def _finish(self, text: str) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._on_finished is not None:
+            self._on_finished()
         self._typing.cancel()
         async with self._lock:
             # Holding the lock, the pump is between renders: a render cut short here would still send

@@ -19,7 +19,11 @@ run does is chosen by the message text, like a scripted stub model:
 - "!drop-forget": one delta, then the gateway "dies" (close without `shutdown`) and forgets the run,
   so the re-sent `chat.send` starts it afresh (then it echoes);
 - "!crosstalk": before its own reply, emits events of another session and of a stale run in this one;
-- "!tool": `agent` tool events (stream "item" and "tool"), then the reply.
+- "!tool": `agent` tool events (stream "item" and "tool"), then the reply;
+- "!steady N": streams "w1 w2 … wN", one word every 20 ms, then `final`.
+
+`python -m tests.bridge.fake_gateway PORT` serves it as a process of its own (token from
+`OPENCLAW_GATEWAY_TOKEN`) until it is stopped, so a test can kill it like the real gateway.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -394,7 +400,7 @@ class FakeGateway:
         message = run.message
         if message.startswith("!error"):
             await self._finish(run, "error", errorMessage=PROVIDER_ERROR, errorKind="unknown")
-        elif message.startswith("!slow"):
+        elif message.startswith(("!slow", "!steady")):
             await self._slow(run)
         elif message.startswith("!hold"):
             released = self._released.setdefault(run.session_key, asyncio.Event())
@@ -469,6 +475,13 @@ class FakeGateway:
             await self._finish(run, "final")
 
     async def _slow(self, run: FakeRun) -> None:
+        if run.message.startswith("!steady"):
+            words = int(run.message.split()[1])
+            for index in range(1, words + 1):
+                await self._delta(run, f"w{index}" if index == words else f"w{index} ")
+                await asyncio.sleep(0.02)
+            await self._finish(run, "final")
+            return
         for index in range(100_000):
             if run.aborted.is_set():
                 await self._finish(run, "aborted", stopReason="rpc")
@@ -557,3 +570,14 @@ async def _first(*waits: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+async def _serve(port: int) -> None:
+    """Serve on `port` until the process is stopped."""
+    gateway = await FakeGateway(os.environ["OPENCLAW_GATEWAY_TOKEN"]).start(port)
+    print(f"listening on {gateway.port}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_serve(int(sys.argv[1])))

@@ -162,7 +162,9 @@ class CloudWatch:
 class GatewayChild:
     """The OpenClaw child process: records how it was started."""
 
-    def __init__(self, command: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> None:
+    def __init__(
+        self, command: Sequence[str], env: Mapping[str, str], *, cwd: Path, **listeners: Any
+    ) -> None:
         self.command, self.env, self.cwd = command, env, cwd
         self.running = False
         self.pid = 4242
@@ -182,7 +184,7 @@ class GatewayChild:
 class GatewayOperator:
     """The bridge's connection to OpenClaw; every run echoes the message."""
 
-    def __init__(self, url: str, token: str, *, run_timeout: float) -> None:
+    def __init__(self, url: str, token: str, *, run_timeout: float, **listeners: Any) -> None:
         self.connected = False
 
     async def start(self) -> None:
@@ -231,8 +233,8 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     row, tabs, bucket, cloudwatch = TaskStateRow(), WebTabs(), Bucket(), CloudWatch()
     children: list[GatewayChild] = []
 
-    def start_child(command: Sequence[str], env: Mapping[str, str], *, cwd: Path) -> GatewayChild:
-        children.append(GatewayChild(command, env, cwd=cwd))
+    def start_child(command: Sequence[str], env: Mapping[str, str], **options: Any) -> GatewayChild:
+        children.append(GatewayChild(command, env, **options))
         return children[-1]
 
     waiting = InboxItem(cfg.user_id, "m1", "hello", "web", "c1", created_at=1.0)

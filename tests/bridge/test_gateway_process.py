@@ -193,6 +193,38 @@ async def test_unexpected_exits_are_restarted_with_exponential_backoff(tmp_path:
     assert [e["restart_in_seconds"] for e in exits[:4]] == [0.01, 0.02, 0.04, 0.04]
 
 
+async def test_each_unexpected_exit_is_told_with_its_restart_delay_and_a_stop_is_not(tmp_path: Path) -> None:
+    # Given a child that dies straight away, and a listener for unexpected exits
+    told: list[tuple[float, int]] = []
+    process: GatewayProcess | None = None
+
+    def on_exit(restart_in: float) -> None:
+        assert process is not None
+        told.append((restart_in, process.restarts))
+
+    process = gateway(
+        "import sys; sys.exit(3)",
+        LogCapture(),
+        tmp_path,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+        on_exit=on_exit,
+    )
+
+    # When it has been restarted twice, then a long-lived child is stopped on purpose
+    await process.start()
+    await eventually(lambda: process.restarts >= 2)
+    await process.stop()
+    told_before_stop = len(told)
+    calm = gateway(SLEEPER, LogCapture(), tmp_path, on_exit=on_exit)
+    await calm.start()
+    await calm.stop()
+
+    # Then each death was told before its restart, with the delay the restart waits, and the stop was not
+    assert told[:2] == [(0.01, 0), (0.02, 1)]
+    assert len(told) == told_before_stop
+
+
 async def test_backoff_resets_after_a_stable_run(tmp_path: Path) -> None:
     # Given a child that dies, but every run counts as stable
     capture = LogCapture()

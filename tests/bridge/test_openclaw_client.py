@@ -132,6 +132,27 @@ async def test_wrong_token_fails_at_once_and_never_logs_the_token(capfd: pytest.
         assert "a-wrong-secret-token" not in str(raised.value)
 
 
+async def test_the_reconnect_listener_hears_each_return_of_the_gateway_not_the_first_connect() -> None:
+    # Given a connected client with a reconnect listener
+    async with FakeGateway() as gateway:
+        heard: list[bool] = []
+        client = GatewayClient(
+            gateway.url, gateway.token, on_reconnect=lambda: heard.append(client.connected)
+        )
+        await client.start()
+        assert heard == []
+        try:
+            # When the gateway drops the connection twice, as a killed process would
+            for times in (1, 2):
+                await gateway.drop_connections(None)
+                await gateway.until(lambda t=times: len(heard) == t)
+
+            # Then it heard each return, each time with the connection usable
+            assert heard == [True, True] and gateway.connects == 3
+        finally:
+            await client.close()
+
+
 async def test_protocol_mismatch_is_fatal() -> None:
     # Given a gateway speaking a protocol version we do not
     async with FakeGateway() as gateway:

@@ -102,6 +102,34 @@ def test_without_a_placeholder_the_first_text_is_a_new_message_then_edits_are_bo
     assert all(texts[i + 1].startswith(texts[i]) for i in range(len(texts) - 1))  # the answer only grows
 
 
+def test_a_restart_notice_during_a_reply_shows_under_its_text_and_the_answer_still_replaces_it(
+    simulator: tuple[TelegramSimulator, TelegramClient],
+) -> None:
+    sim, bot = simulator
+    placeholder = bot.send_message(CHAT, "⏳ Waking up your agent…")
+    shown: list[list[str]] = []
+
+    async def scenario() -> None:
+        tg = delivery(bot)
+        stream = tg.open(item(placeholder), "01JREPLY")
+        assert stream is not None
+        # Given a reply that has shown its first words
+        await stream.chunk("Counting: 1 2")
+        await asyncio.sleep(0.2)
+        # When OpenClaw restarts under it, and the progress reaches the message being answered
+        assert await tg.progress([item(placeholder)], "⏳ restarting your agent…") == 1
+        shown.append(sim.chat(CHAT))
+        # And the restarted run ends with the very text that was shown before
+        await stream.end("Counting: 1 2")
+        # Then a later progress leaves the finished answer alone
+        assert await tg.progress([item(placeholder)], "⏳ late notice") == 0
+
+    asyncio.run(scenario())
+    # The notice was shown under what was streamed, in the one message, and the answer replaced it.
+    assert shown == [["Counting: 1 2\n\n⏳ restarting your agent…"]]
+    assert sim.chat(CHAT) == ["Counting: 1 2"]
+
+
 def test_a_long_answer_arrives_in_order_in_several_messages(
     simulator: tuple[TelegramSimulator, TelegramClient],
 ) -> None:

@@ -197,6 +197,23 @@ class LocalStackProcess:
         """Tasks whose bridge process is alive."""
         return [t for t in self.tasks() if t["pid"] is not None]
 
+    def kill_openclaw(self, task: dict[str, Any]) -> int:
+        """SIGKILL the OpenClaw gateway a task's bridge runs as its child (as the kernel's OOM killer would),
+        leaving the bridge alone; the PID it had."""
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            # Fields after the parenthesised command name: state, ppid, …
+            if stat[stat.rfind(")") + 2 :].split()[1] == str(task["pid"]) and "openclaw" in command:
+                os.kill(int(entry.name), signal.SIGKILL)
+                return int(entry.name)
+        raise AssertionError(f"no OpenClaw child of the bridge {task['pid']} is running")
+
     def fail_next_starts(self, count: int) -> None:
         """Make the next `count` tasks start a bridge that cannot start."""
         response = httpx.post(f"{self.endpoints['ecsEndpoint']}/_local/faults", json={"failStarts": count})

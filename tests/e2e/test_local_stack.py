@@ -159,6 +159,66 @@ async def test_a_bridge_killed_mid_reply_is_replaced_and_the_message_is_answered
     assert stack.inbox(user_id) == []
 
 
+def _restarting(frame: dict[str, Any]) -> bool:
+    return frame.get("status") == "starting" and frame.get("phase") == "restarting"
+
+
+@pytest.mark.timeout(1200)  # two OpenClaw boots, each minutes long on a loaded machine
+async def test_openclaw_dying_mid_reply_is_shown_as_restarting_and_the_message_is_answered_once(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    user_id, token = stack.endpoints["userId"], stack.login()
+    url = stack.endpoints["webSocketUrl"]
+    async with ChatClient(url, token) as laptop, ChatClient(url, token) as phone:
+        # Given a reply that is streaming to two tabs of the user
+        asked = await laptop.send_message("slowly count to 60")
+        message_id = (await laptop.ack(asked))["messageId"]
+        await until(lambda: laptop.reply_frames(message_id, "stream_chunk"), 480, "the first chunk", laptop)
+        [task] = stack.running_tasks()
+        tabs = (laptop, phone)
+        before = [len(tab.frames) for tab in tabs]
+
+        # When only OpenClaw dies (the bridge lives on and restarts it)
+        killed_at = time.monotonic()
+        stack.kill_openclaw(task)
+
+        # Then every tab is told at once that the agent is restarting, with an ETA
+        for tab, seen in zip(tabs, before, strict=True):
+            told = await until(
+                lambda t=tab, n=seen: [
+                    f for f in t.frames[n:] if f.get("type") == "status" and _restarting(f)
+                ],
+                30,
+                "the restarting status",
+                tab,
+            )
+            assert told[0]["etaSeconds"] >= 1
+        # And asking for the status meanwhile says so too
+        status = stack.api("GET", "/api/status", token).json()
+        assert _restarting(status) and status["etaSeconds"] >= 1, status
+
+        # And once OpenClaw is back the tabs are told it runs, and the message is answered in full, once
+        end = await laptop.reply_to(asked, timeout=600)
+        assert end["content"].rstrip().endswith("60")
+        restart_seconds = time.monotonic() - killed_at
+        for tab, seen in zip(tabs, before, strict=True):
+            statuses = [f for f in tab.frames[seen:] if f.get("type") == "status"]
+            assert [_restarting(f) for f in statuses[:1]] == [True] and statuses[-1]["status"] == "running"
+        await asyncio.sleep(2)  # anything duplicated would have arrived by now
+        assert len(laptop.reply_frames(message_id, "stream_end")) == 1
+        assert len(phone.reply_frames(message_id, "stream_end")) == 1
+        assert not laptop.reply_frames(message_id, "error")
+    # And the same task answered it (no replacement), the Inbox is empty and the history holds one answer
+    assert len(stack.tasks()) == 1 and stack.running_tasks()[0]["pid"] == task["pid"]
+    assert stack.inbox(user_id) == []
+    conversation = end["conversationId"]
+    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
+    assert "restartingUntil" not in stack.task_state(user_id)
+    print(f"OpenClaw killed mid-reply: answered {restart_seconds:.1f} s later")
+
+
 async def test_an_agent_that_cannot_start_gives_up_after_three_attempts_and_says_so(
     start_stack: StartStack,
 ) -> None:

@@ -362,20 +362,50 @@ def test_messages_share_one_conversation_until_new(
     assert third.text == "third" and third.conversation_id != first.conversation_id
 
 
-def test_a_running_agent_is_nudged_and_no_note_is_sent(
-    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, pusher: RecordingPusher
-) -> None:
+def _woken(tg: Telegram, cp: ControlPlane) -> str:
+    """The allowlisted user's first message woke their agent, which now runs; its task ARN."""
     user = f"telegram:{ALLOWED}"
     tg.say(ALLOWED, "wake up")
     state = cp.task_state.get(user)
     assert cp.task_state.transition(state, Status.RUNNING, cp.clock()) is not None
     assert cp.task_state.attach_agent(user, state.task_arn or "", "agent-conn", cp.clock())
+    return state.task_arn or ""
+
+
+def test_a_running_agent_is_nudged_and_no_note_is_sent(
+    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, pusher: RecordingPusher
+) -> None:
+    user = f"telegram:{ALLOWED}"
+    _woken(tg, cp)
     telegram.sent.clear()
     tg.say(ALLOWED, "are you there?")
     assert telegram.sent == [] and telegram.actions == []  # the bridge shows typing when the run starts
     assert pusher.frames("agent-conn", "nudge")
     item = cp.inbox.items(user)[-1]
     assert "placeholderId" not in item.reply_to
+
+
+def test_while_openclaw_restarts_a_message_gets_a_note_saying_so_and_status_says_so_too(
+    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, pusher: RecordingPusher
+) -> None:
+    # Given a running agent whose OpenClaw is restarting, back in about 40 s
+    user = f"telegram:{ALLOWED}"
+    task_arn = _woken(tg, cp)
+    assert cp.task_state.mark_restarting(user, task_arn, cp.clock() + 40)
+    telegram.sent.clear()
+
+    # When a message arrives meanwhile
+    tg.say(ALLOWED, "are you there?")
+
+    # Then the agent is nudged (it answers once OpenClaw is back) and the user gets one note to be edited
+    assert pusher.frames("agent-conn", "nudge")
+    assert telegram.chat(ALLOWED) == [
+        "⏳ Your agent is restarting (about 40 s)… I will replace this message with the answer."
+    ]
+    assert "placeholderId" in cp.inbox.items(user)[-1].reply_to
+    # And /status says it restarts
+    tg.say(ALLOWED, "/status")
+    assert telegram.chat(ALLOWED)[-1].startswith("⏳ Your agent is restarting, about 40 s to go.")
 
 
 def test_stop_aborts_the_running_reply(

@@ -226,6 +226,33 @@ def test_heartbeat_from_a_superseded_task_is_refused(
     assert cp.task_state.get(USER).heartbeat_at != cp.clock()
 
 
+def test_while_openclaw_restarts_the_status_and_acks_say_so_with_an_eta(
+    app: ModuleType, cp: ControlPlane, lambda_context: Any
+) -> None:
+    # Given a running agent whose bridge says its OpenClaw is restarting, back in about 40 s
+    task_arn = _running_agent(cp)
+    assert cp.task_state.mark_restarting(USER, task_arn, cp.clock() + 40)
+    cp.clock.advance(10)  # type: ignore[attr-defined]
+
+    # When a tab asks for the status, and sends a message meanwhile
+    status = json.loads(app.lambda_handler(load_event("ws_message_get_status.json"), lambda_context)["body"])
+    body = json.dumps({"action": "sendMessage", "message": "still there?", "clientMessageId": "c-r1"})
+    ack = _call(app, lambda_context, body)
+
+    # Then both say the agent is (re)starting, not that it runs, with the time left
+    assert status == {"type": "status", "status": "starting", "phase": "restarting", "etaSeconds": 30}
+    assert ack["type"] == "ack" and ack["status"] == "starting"
+
+    # When the bridge says OpenClaw is back
+    assert cp.task_state.mark_restarting(USER, task_arn, None)
+    # Then the status is running again
+    status = json.loads(app.lambda_handler(load_event("ws_message_get_status.json"), lambda_context)["body"])
+    assert status == {"type": "status", "status": "running"}
+    # And a task the row does not name cannot say it restarts
+    assert not cp.task_state.mark_restarting(USER, task_arn + "-old", cp.clock() + 40)
+    assert cp.task_state.get(USER).restarting_until is None
+
+
 def test_agent_connection_cannot_send_user_messages(
     app: ModuleType, cp: ControlPlane, lambda_context: Any
 ) -> None:

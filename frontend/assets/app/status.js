@@ -1,5 +1,6 @@
 // The agent's state at a glance (idle / starting / running / stopping), the start-up banner with its
-// phase and a live ETA, and the manual start and stop buttons.
+// phase and a live ETA, and the manual start and stop buttons. A running agent whose OpenClaw restarts
+// is "starting" with phase "restarting": the same banner, worded as a restart rather than a wake-up.
 import { byId } from "./dom.js";
 
 const LABELS = { idle: "Asleep", starting: "Starting", running: "Running", stopping: "Stopping", unknown: "…" };
@@ -9,7 +10,9 @@ const PHASES = {
   restoring: "restoring your files",
   gateway: "starting OpenClaw",
   connecting: "connecting",
+  restarting: "OpenClaw stopped unexpectedly",
 };
+const RESTARTING = "restarting";
 
 export class AgentStatusView {
   constructor({ api, socket, notify }) {
@@ -24,6 +27,7 @@ export class AgentStatusView {
       start: byId("agent-start"),
       stop: byId("agent-stop"),
       banner: byId("starting-banner"),
+      title: byId("starting-title"),
       phase: byId("starting-phase"),
       eta: byId("starting-eta"),
       progress: byId("starting-progress"),
@@ -33,7 +37,11 @@ export class AgentStatusView {
     socket.addEventListener("frame", (event) => {
       const frame = event.detail;
       if (frame.type === "status") this.show(frame);
-      else if (frame.type === "ack" && frame.status) this.show({ status: frame.status });
+      else if (frame.type === "ack" && frame.status) {
+        // An ack names no phase: when it says something new (OpenClaw restarting, say), ask which.
+        if (frame.status !== this.status) socket.send({ action: "getStatus" });
+        this.show({ status: frame.status });
+      }
     });
     socket.addEventListener("state", (event) => {
       if (event.detail.state === "open") socket.send({ action: "getStatus" });
@@ -68,6 +76,9 @@ export class AgentStatusView {
       // An ack says "starting" without a phase: keep the last phase the server named.
       if (phase || previous !== "starting") this.phase = phase || "provisioning";
       this.el.phase.textContent = PHASES[this.phase] || this.phase;
+      const restarting = this.phase === RESTARTING;
+      if (restarting) pill.textContent = "Agent: Restarting";
+      this.el.title.textContent = restarting ? "Restarting your agent" : "Waking up your agent";
       banner.hidden = false;
       this.#tick();
       clearInterval(this.timer);

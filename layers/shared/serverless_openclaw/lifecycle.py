@@ -47,9 +47,21 @@ class TaskState:
     busy: bool = False
     start_attempts: int = 0
     last_error: str | None = None
+    restarting_until: float | None = None
+    """Set by a Running bridge while its OpenClaw gateway restarts: when it expects it back."""
 
 
-LIVE_TASK_ATTRIBUTES = ("taskArn", "agentConnectionId", "agentTokenHash", "heartbeatAt", "busy")
+RESTARTING_PHASE = "restarting"
+"""The phase a Running agent's clients are shown while its OpenClaw gateway restarts."""
+
+LIVE_TASK_ATTRIBUTES = (
+    "taskArn",
+    "agentConnectionId",
+    "agentTokenHash",
+    "heartbeatAt",
+    "busy",
+    "restartingUntil",
+)
 """TaskState attributes that describe a live task and go when it stops or is declared dead."""
 
 
@@ -145,4 +157,7 @@ def client_status(state: TaskState, now: float, cfg: LifecycleConfig) -> tuple[s
         return "starting", phase, eta
     if state.status is Status.RUNNING and not heartbeat_fresh(state, now, cfg):
         return "idle", None, None
+    if state.status is Status.RUNNING and state.restarting_until is not None:
+        # The task is up but cannot answer until OpenClaw is back: as good as starting, for the user.
+        return "starting", RESTARTING_PHASE, max(1, round(state.restarting_until - now))
     return state.status.value.lower(), None, None

@@ -54,11 +54,11 @@ def ensure_agent(cp: ControlPlane, state: TaskState) -> str:
     now = cp.clock()
     action = lifecycle.action_for_message(state, now, cp.cfg.lifecycle)
     if action is MessageAction.NUDGE and state.agent_connection_id:
-        if cp.pusher.send(state.agent_connection_id, protocol.nudge()):
-            return "running"
-        # The agent connection is gone; the bridge reconnects and drains the Inbox when it is back.
-        cp.task_state.detach_agent(state.user_id, state.agent_connection_id)
-        return "running"
+        if not cp.pusher.send(state.agent_connection_id, protocol.nudge()):
+            # The agent connection is gone; the bridge reconnects and drains the Inbox when it is back.
+            cp.task_state.detach_agent(state.user_id, state.agent_connection_id)
+        # "running", or "starting" while its OpenClaw restarts (the ack must not hide that from the tab).
+        return lifecycle.client_status(state, now, cp.cfg.lifecycle)[0]
     if action is MessageAction.WAIT:
         return lifecycle.client_status(state, now, cp.cfg.lifecycle)[0]
     return start_agent(cp, state, reason="message").status

@@ -223,6 +223,12 @@ class TelegramBot:
             )
         if status == "stopping":
             return "⏳ Your agent is restarting… your message will be answered here."
+        state = self.cp.task_state.get(user_id, consistent=False)
+        _, phase, eta = lifecycle.client_status(state, self.clock(), self.cp.cfg.lifecycle)
+        if phase == lifecycle.RESTARTING_PHASE:
+            return (
+                f"⏳ Your agent is restarting (about {eta} s)… I will replace this message with the answer."
+            )
         return (
             f"⏳ Waking up your agent (about {self.cp.cfg.lifecycle.start_eta_seconds} s)… "
             "I will replace this message with the answer."
@@ -282,8 +288,12 @@ class TelegramBot:
         name, phase, eta = lifecycle.client_status(state, self.clock(), self.cp.cfg.lifecycle)
         lines = {
             "idle": "💤 Your agent is asleep. It wakes up when you send a message.",
-            "starting": "⏳ Your agent is starting"
-            + (f" ({phase})" if phase else "")
+            "starting": (
+                "⏳ Your agent is restarting"
+                if phase == lifecycle.RESTARTING_PHASE
+                else "⏳ Your agent is starting"
+            )
+            + (f" ({phase})" if phase and phase != lifecycle.RESTARTING_PHASE else "")
             + (f", about {eta} s to go." if eta else "."),
             "running": "✅ Your agent is running" + (" and writing a reply." if state.busy else "."),
             "stopping": "⏹ Your agent is stopping.",

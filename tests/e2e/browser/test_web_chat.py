@@ -405,6 +405,38 @@ def test_history_pages_in_as_the_user_scrolls_up_and_the_agent_starts_and_stops_
     assert tab.console_errors == []
 
 
+@pytest.mark.timeout(1200)  # two OpenClaw boots, each minutes long on a loaded machine
+def test_openclaw_restarting_mid_reply_is_shown_as_a_restart_then_the_chat_goes_on(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given a reply that is streaming
+    tab = signed_in(contexts, shared_stack, new_user)
+    user_id = _sub(shared_stack.login(*new_user))
+    tab.send("slowly count to 60")
+    streaming = tab.page.locator("#message-list article.message.assistant.streaming")
+    expect(streaming).to_contain_text(re.compile(r"\b3\b"), timeout=480_000)
+    [task] = [t for t in shared_stack.running_tasks() if t["userId"] == user_id]
+
+    # When only OpenClaw dies
+    shared_stack.kill_openclaw(task)
+
+    # Then the banner says the agent is restarting (not waking up), with a countdown
+    banner = tab.page.locator("#starting-banner")
+    expect(banner).to_be_visible(timeout=30_000)
+    expect(tab.page.locator("#starting-title")).to_have_text("Restarting your agent")
+    expect(tab.page.locator("#starting-phase")).to_have_text("OpenClaw stopped unexpectedly")
+    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|almost there"))
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Restarting")
+    screenshot(tab, "08-openclaw-restarting")
+
+    # And once OpenClaw is back the chat is back to normal, with the reply in full, once
+    tab.wait_reply(re.compile(r"\b59 60\s*$"), timeout=600_000)
+    expect(banner).to_be_hidden()
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Running")
+    expect(tab.messages("assistant")).to_have_count(1)
+    assert tab.console_errors == []
+
+
 def _sub(token: str) -> str:
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
 

@@ -29,6 +29,7 @@ _ATTRS = {
     "busy",
     "startAttempts",
     "lastError",
+    "restartingUntil",
 }
 
 
@@ -55,6 +56,7 @@ def from_item(item: Mapping[str, Any]) -> TaskState:
         busy=bool(item.get("busy", False)),
         start_attempts=int(item.get("startAttempts", 0)),
         last_error=item.get("lastError"),
+        restarting_until=item.get("restartingUntil"),
     )
 
 
@@ -218,6 +220,17 @@ class TaskStateStore:
             "taskArn = :arn",
             {},
             {":now": now, ":busy": busy, ":arn": task_arn},
+        )
+
+    def mark_restarting(self, user_id: str, task_arn: str, until: float | None) -> bool:
+        """A Running bridge says its gateway is restarting (back by `until`), or back (None); refused once
+        the row no longer names its task or is no longer Running."""
+        vals: dict[str, Any] = {":arn": task_arn, ":running": Status.RUNNING.value}
+        expression = "REMOVE restartingUntil"
+        if until is not None:
+            expression, vals[":until"] = "SET restartingUntil = :until", until
+        return self._conditional_update(
+            user_id, expression, "taskArn = :arn AND #s = :running", {"#s": "status"}, vals
         )
 
     def settle_own(
