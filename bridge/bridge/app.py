@@ -66,6 +66,9 @@ from serverless_openclaw.store.task_state import TaskStateStore
 from serverless_openclaw.telegram import BotAccess, TelegramClient
 
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+RESTART_HEALTH_GRACE = 180.0
+"""Seconds an OpenClaw restart may take before /health says the task is unhealthy (a restart takes 35-50 s;
+the supervisor's backoff grows after repeated deaths, and a child that never comes back needs replacing)."""
 
 
 def signal_own_process() -> None:
@@ -513,10 +516,18 @@ class Bridge:
         if not (
             self.gateway and self.gateway.running and self.gateway_client and self.gateway_client.connected
         ):
-            return False, "openclaw gateway down"
+            return self._gateway_health()
         if not (self.link and self.link.connected):
             return False, "agent connection down"
         return True, "ok"
+
+    def _gateway_health(self) -> tuple[bool, str]:
+        # A restart under way is the supervisor doing its job: unhealthy now would let ECS replace the task
+        # (3 checks 30 s apart) in the middle of a restart that takes 35-50 s, and the new task boots slower.
+        down = self.restarts.down_seconds()
+        if down is not None and down < RESTART_HEALTH_GRACE:
+            return True, f"restarting openclaw ({down:.0f} s)"
+        return False, "openclaw gateway down"
 
     def _phase(self) -> str:
         """Where the bridge is: a start-up phase, ready, restarting OpenClaw, or stopping."""

@@ -73,6 +73,12 @@ class GatewayRestarts:
         """Whether OpenClaw is being restarted right now (as far as users were told)."""
         return self._down_since is not None
 
+    def down_seconds(self) -> float | None:
+        """How long OpenClaw has been down in the restart under way; None when it is not restarting."""
+        if self._down_since is None:
+            return None
+        return self._monotonic() - self._down_since
+
     def arm(self, task_arn: str, boot_seconds: float, answering: Callable[[], InboxItem | None]) -> None:
         """From now on deaths are told: the task is Running, OpenClaw took `boot_seconds` to come up at
         start-up (the first estimate), and `answering` names the message being answered, if any."""

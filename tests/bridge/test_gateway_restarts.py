@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.app import Bridge
+from bridge.app import RESTART_HEALTH_GRACE, Bridge
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.openclaw_client import GatewayClient
@@ -170,6 +170,14 @@ async def test_openclaw_killed_mid_reply_is_told_as_a_restart_then_running_and_t
         [told] = [f for f in tabs.frames[booted:] if f["type"] == "status"]
         assert told["status"] == "starting" and told["etaSeconds"] >= 1
         assert bridge.status()["phase"] == "restarting"
+        # And ECS's health check does not count a restart under way against the task
+        healthy, reason = bridge.health()
+        assert healthy and reason.startswith("restarting openclaw")
+        # (unless the restart has gone on too long: then a new task is the way out)
+        real = bridge.restarts._monotonic
+        bridge.restarts._monotonic = lambda: real() + RESTART_HEALTH_GRACE
+        assert bridge.health() == (False, "openclaw gateway down")
+        bridge.restarts._monotonic = real
         # And once OpenClaw is back they are told it runs, and the reply ends once, in full
         await eventually(lambda: tabs.of("stream_end") and inbox.completed)
         await bridge.restarts.settled()
