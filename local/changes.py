@@ -68,7 +68,9 @@ class ItemChange:
         table = get_backend("dynamodb")[ACCOUNT][self.region].tables.get(self.table)
         if table is None:
             return
-        items = table.items[self.hash_key] if self.range_key is not None else table.items
+        items: dict[DynamoType, Any] = (
+            table.items[self.hash_key] if self.range_key is not None else table.items
+        )
         key = self.range_key if self.range_key is not None else self.hash_key
         if self.item is None:
             items.pop(key, None)
@@ -269,10 +271,11 @@ class _DynamoDbItems(_After):
                 range_key = DynamoType(attributes[table.range_key_attr]) if table.range_key_attr else None
             except (KeyError, TypeError, AttributeError):
                 continue  # a malformed key: moto refused the request
+            stored: dict[DynamoType, Any] = table.items
             if range_key is None:
-                item = table.items.get(hash_key)
+                item = stored.get(hash_key)
             else:
-                item = table.items[hash_key].get(range_key) if hash_key in table.items else None
+                item = stored[hash_key].get(range_key) if hash_key in stored else None
             changes.append(ItemChange(self.region, name, hash_key, range_key, item))
         return changes
 
@@ -290,7 +293,7 @@ class _DynamoDbTable(_After):
 
 
 def _dynamodb(operation: str, body: dict[str, Any], region: str) -> Capture:
-    keys: list[tuple[str, dict[str, Any]]] | None = None
+    keys: list[tuple[Any, Any]] | None = None
     table = body.get("TableName")
     if operation == "PutItem":
         keys = [(table, body.get("Item") or {})]
@@ -313,7 +316,7 @@ def _dynamodb(operation: str, body: dict[str, Any], region: str) -> Capture:
                 if kind in ("Put", "Update", "Delete"):
                     keys.append((part.get("TableName"), part.get("Item") or part.get("Key")))
     if keys is not None and all(isinstance(n, str) and isinstance(k, dict) for n, k in keys):
-        return _DynamoDbItems(region, keys)
+        return _DynamoDbItems(region, [(str(n), dict(k)) for n, k in keys])
     if isinstance(table, str) and keys is None:
         return _DynamoDbTable(region, table)
     return _WholeService("dynamodb", always=keys is not None)

@@ -17,9 +17,9 @@ from typing import Any
 from joserfc import jwk
 from moto.backends import get_backend
 from moto.cognitoidp.models import CognitoIdpBackend, CognitoIdpUserPool
-from moto.utilities.utils import load_resource
 from moto.s3.models import s3_backends
 from moto.s3.utils import _VersionedKeyStore
+from moto.utilities.utils import load_resource
 
 PERSISTED_SERVICES = ("dynamodb", "s3", "cognito-idp")
 _TOKENS = {
@@ -43,8 +43,8 @@ def _without_tokens(value: Any) -> tuple[Any, ...]:
     return (_restore, (type(value), state))
 
 
-def _restore(kind: type, state: dict[str, Any]) -> Any:
-    value = kind.__new__(kind)
+def _restore(kind: type[Any], state: dict[str, Any]) -> Any:
+    value = object.__new__(kind)
     value.__dict__.update(state)
     if kind is CognitoIdpUserPool:
         value.json_web_key = jwk.RSAKey.import_key(load_resource("cognitoidp/resources/jwks-private.json"))

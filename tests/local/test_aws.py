@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from moto.backends import get_backend
-from moto.core.base_backend import BackendDict
-from moto.s3.models import s3_backends
 
 from local.aws import EmbeddedAws, StateError
-from local.moto_state import PERSISTED_SERVICES
 from local.resolve import Resolver
 from local.template import table_definitions
+from tests.local.conftest import crash, forget_everything
 
 USERNAME = "demo@example.com"
-
-
-def forget_everything() -> None:
-    """What a new process starts with: moto's backends are process-global, so empty them all."""
-    BackendDict.reset()
-    for service in PERSISTED_SERVICES:
-        get_backend(service).clear()  # type: ignore[call-overload]
-    # The index of bucket names lives beside the backends; a new process starts without it too.
-    s3_backends.bucket_accounts.clear()
-
-
-@pytest.fixture
-def fresh_moto() -> Iterator[None]:
-    forget_everything()
-    yield
-    forget_everything()
 
 
 def log_in(aws: EmbeddedAws, username: str, password: str) -> dict[str, Any]:
@@ -160,15 +140,6 @@ def test_a_damaged_user_file_is_reported_with_the_fix(tmp_path: Path) -> None:
     # Then the error names the file and the fix
     with pytest.raises(StateError, match=r"cognito-users\.json.*make dev-reset"):
         EmbeddedAws(tmp_path, 0).saved_users()
-
-
-def crash(aws: EmbeddedAws) -> None:
-    """What SIGKILL (or a laptop that dies) leaves: the server gone without a final snapshot, and a new
-    process that starts with moto's memory empty."""
-    if aws.server is not None:
-        aws.server.stop()
-        aws.server = None
-    forget_everything()
 
 
 def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
