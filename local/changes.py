@@ -177,9 +177,9 @@ class Request:
 
     method: str
     path: str
-    query: str
     headers: dict[str, str]
-    body: bytes
+    query: str = ""
+    body: bytes = b""
 
     @property
     def target(self) -> str:

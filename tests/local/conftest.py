@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from moto.backends import get_backend
@@ -11,6 +13,7 @@ from moto.s3.models import s3_backends
 
 from local.aws import EmbeddedAws
 from local.moto_state import PERSISTED_SERVICES
+from local.resolve import Resolver
 
 
 def forget_everything() -> None:
@@ -27,6 +30,14 @@ def fresh_moto() -> Iterator[None]:
     forget_everything()
     yield
     forget_everything()
+
+
+def started(state_dir: Path, template: dict[str, Any]) -> EmbeddedAws:
+    """The local AWS serving on a free port with the template's resources, on a state directory."""
+    aws = EmbeddedAws(state_dir, 0)
+    aws.start()
+    aws.create_resources(Resolver(template, "local"), template)
+    return aws
 
 
 def crash(aws: EmbeddedAws) -> None:

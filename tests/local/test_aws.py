@@ -13,7 +13,7 @@ import pytest
 from local.aws import EmbeddedAws, StateError
 from local.resolve import Resolver
 from local.template import table_definitions
-from tests.local.conftest import crash, forget_everything
+from tests.local.conftest import crash, forget_everything, started
 
 USERNAME = "demo@example.com"
 
@@ -146,9 +146,7 @@ def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
     template: dict[str, Any], tmp_path: Path, fresh_moto: None
 ) -> None:
     # Given a stack that has taken its snapshot (as it does at start and every few seconds) ...
-    first = EmbeddedAws(tmp_path, 0)
-    first.start()
-    first.create_resources(Resolver(template, "local"), template)
+    first = started(tmp_path, template)
     user = first.ensure_user(USERNAME)
     assert first.snapshot()
     # ... and then acknowledged writes: an item, an update of it, a file in two versions, a deleted file
@@ -202,9 +200,7 @@ def test_a_user_other_than_the_demo_user_keeps_its_id_and_password(
     template: dict[str, Any], tmp_path: Path, fresh_moto: None, ending: str
 ) -> None:
     # Given a second user, created in the local Cognito as scripts would (not the demo user)
-    first = EmbeddedAws(tmp_path, 0)
-    first.start()
-    first.create_resources(Resolver(template, "local"), template)
+    first = started(tmp_path, template)
     first.ensure_user(USERNAME)
     assert first.snapshot()
     cognito = first.client("cognito-idp")

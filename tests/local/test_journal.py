@@ -10,7 +10,7 @@ import pytest
 from local.aws import EmbeddedAws
 from local.journal import Journal
 from local.resolve import Resolver
-from tests.local.conftest import crash
+from tests.local.conftest import crash, started
 
 
 def written(directory: Path, *records: bytes) -> Journal:
@@ -102,9 +102,7 @@ def test_the_stack_compacts_its_journal_into_the_snapshot_and_starts_despite_a_t
     template: dict[str, Any], tmp_path: Path, fresh_moto: None
 ) -> None:
     # Given a running stack that wrote an item, took a snapshot, then wrote another item
-    first = EmbeddedAws(tmp_path, 0)
-    first.start()
-    first.create_resources(Resolver(template, "local"), template)
+    first = started(tmp_path, template)
     dynamodb = first.client("dynamodb")
 
     def put(sk: str) -> None:
