@@ -392,7 +392,8 @@ def _s3_capture(request: Request) -> Capture:
     if key:
         if not query <= _OBJECT_QUERY:
             return _WholeService("s3", always=True)
-        objects = _S3Objects(bucket, [key], created=request.method in ("PUT", "POST") and not query)
+        plain_write = request.method in ("PUT", "POST") and not query - {"x-id"}
+        objects = _S3Objects(bucket, [key], created=plain_write)
         return _Both((objects, _S3Bucket(bucket))) if query & {"uploadId", "uploads"} else objects
     if "delete" in query:
         return _S3Objects(bucket, _deleted_keys(request.body), created=False)

@@ -170,6 +170,12 @@ def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
     gone = f"users/{user.sub}/workspace/gone.md"
     s3.put_object(Bucket=first.bucket, Key=gone, Body=b"soon deleted")
     s3.delete_objects(Bucket=first.bucket, Delete={"Objects": [{"Key": gone}]})
+    dropped = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"third")["VersionId"]
+    s3.delete_object(Bucket=first.bucket, Key=notes, VersionId=dropped)
+    # ... and a new bucket without versioning, whose object is overwritten
+    s3.create_bucket(Bucket="plain")
+    s3.put_object(Bucket="plain", Key="a.txt", Body=b"old")
+    s3.put_object(Bucket="plain", Key="a.txt", Body=b"new")
 
     # When the stack is killed before its next snapshot, and starts again on the same state directory
     crash(first)
@@ -191,6 +197,13 @@ def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
         assert s3.get_object(Bucket=second.bucket, Key=notes, VersionId=v1)["Body"].read() == b"first"
         with pytest.raises(s3.exceptions.NoSuchKey):
             s3.get_object(Bucket=second.bucket, Key=gone)
+        listed = s3.list_object_versions(Bucket=second.bucket, Prefix=notes)["Versions"]
+        assert sorted(v["VersionId"] for v in listed) == sorted([v1, v2])
+        # ... and the new bucket, unversioned, with the object's last content only
+        assert s3.get_bucket_versioning(Bucket="plain").get("Status") is None
+        plain = s3.list_object_versions(Bucket="plain")["Versions"]
+        assert [(v["Key"], v["VersionId"]) for v in plain] == [("a.txt", "null")]
+        assert s3.get_object(Bucket="plain", Key="a.txt")["Body"].read() == b"new"
     finally:
         second.stop()
 
