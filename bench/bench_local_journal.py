@@ -117,12 +117,24 @@ def main() -> None:
         BackendDict.reset()
         for service in PERSISTED_SERVICES:
             get_backend(service).clear()  # type: ignore[call-overload]
-        again = EmbeddedAws(Path(state), 0)
-        started = time.perf_counter()
-        again.start()
-        replay = (time.perf_counter() - started) * 1000
-        print(f"  start after a crash, replaying {2 * WRITES} journaled writes: {replay:.0f} ms")
-        again.stop()
+        replaying = _start_in_a_new_process(Path(state))
+        # The same state, compacted into the snapshot by the clean stop: a start with nothing to replay.
+        compacted = _start_in_a_new_process(Path(state))
+        print(
+            f"  start after a crash, replaying {2 * WRITES} journaled writes: {replaying:.0f} ms "
+            f"(the same state from a snapshot alone: {compacted:.0f} ms)"
+        )
+
+
+def _start_in_a_new_process(state: Path) -> float:
+    """Empty moto as a new process finds it, then start and stop the local AWS on `state`; the start's ms."""
+    BackendDict.reset()
+    for service in PERSISTED_SERVICES:
+        get_backend(service).clear()  # type: ignore[call-overload]
+    aws = EmbeddedAws(state, 0)
+    took = _timed(aws.start)
+    aws.stop()
+    return took
 
 
 if __name__ == "__main__":
