@@ -1,15 +1,16 @@
-"""moto's server embedded on loopback, holding what the template declares, kept across restarts.
+"""moto's server embedded on loopback, holding what the template declares, kept across restarts and crashes.
 
-DynamoDB and S3 are snapshotted (pickled moto backends, so S3 version ids survive: the bridge's manifest
-pins them) every few seconds when asked and at shutdown. Cognito users are re-created with their old
-`sub` (every table is keyed by it) in a pool whose id is derived from its name, so tokens and data stay
-valid across restarts. SSM is seeded afresh on every start from the environment.
+DynamoDB, S3 and Cognito are kept as AWS keeps them: every request that changes them is recorded in a
+write-ahead journal (local/journal.py, local/changes.py) and fsynced before moto's answer leaves, so an
+acknowledged write survives a killed stack or a machine that dies. A snapshot (pickled moto backends, so
+S3 version ids and Cognito subs survive) compacts the journal every few seconds while it grows and at
+shutdown; a start loads the snapshot and replays the journal after it. The pool's id is derived from its
+name, so tokens and `config.json` stay valid even on a fresh state. SSM is seeded afresh on every start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copyreg
 import io
 import json
 import logging
@@ -18,15 +19,21 @@ import pickle
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
+from urllib.parse import unquote
 
 import boto3
 from moto.backends import get_backend
-from moto.s3.utils import _VersionedKeyStore
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
+from local import changes
+from local.journal import Journal
+from local.moto_state import PERSISTED_SERVICES, dump_service, load_service
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import create_tables
 
@@ -41,8 +48,9 @@ if TYPE_CHECKING:
 os.environ["MOTO_COGNITO_IDP_USER_POOL_ID_STRATEGY"] = "HASH"
 os.environ["MOTO_COGNITO_IDP_USER_POOL_CLIENT_ID_STRATEGY"] = "HASH"
 
-PERSISTED_SERVICES = ("dynamodb", "s3")
 SNAPSHOT_VERSION = 1
+"""Snapshots hold {"version", "services": {service: pickle}, "journal": first generation still to replay};
+the services and the generation are optional, so older snapshots (DynamoDB and S3 only) still load."""
 DEMO_USERNAME = "demo@example.com"
 _CLIENT_SETTINGS = (
     "GenerateSecret",
@@ -77,7 +85,11 @@ class EmbeddedAws:
         self.server: ThreadedMotoServer | None = None
         self.snapshot_path = state_dir / "aws-state.pickle"
         self.users_path = state_dir / "cognito-users.json"
+        self.journal = Journal(state_dir)
         self._snapshot_lock = threading.Lock()
+        # Held by each request that changes kept state, from before moto runs it until its record is
+        # written: records are in the order moto applied the changes, and a snapshot sees no write half-done.
+        self._write_lock = threading.Lock()
         self.user_pool_id = ""
         self.client_id = ""
         self.bucket = ""
@@ -108,10 +120,12 @@ class EmbeddedAws:
     # ------------------------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Load saved state, then serve."""
+        """Load saved state (the snapshot, then the journal after it), then serve."""
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._load_snapshot()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        since = self._load_snapshot()
+        self._replay_journal(since)
+        self.journal.open(max([since, *self.journal.generations()]))
+        self.server = _JournaledMotoServer(self._record_request, port=self.port)
         self.server.start()
         if self.port == 0:
             self.port = int(self.server._server.server_port)  # type: ignore[union-attr]
@@ -121,10 +135,49 @@ class EmbeddedAws:
         if self.server is not None:
             self.server.stop()
             self.server = None
-        if not self.snapshot():
-            raise StateError(
-                f"the final snapshot of the local AWS state failed; {self.snapshot_path} is older"
+        try:
+            if not self.snapshot():
+                raise StateError(
+                    f"the final snapshot of the local AWS state failed; {self.snapshot_path} and the journal "
+                    "beside it still hold every change"
+                )
+        finally:
+            self.journal.close()
+
+    # ------------------------------------------------------------------------------------ journal
+
+    def _record_request(self, request: changes.Request, run: Callable[[], int]) -> None:
+        """Run a request to moto; when it changes kept state, return only once the change is on disk."""
+        capture = changes.capture(request)
+        if capture is None:
+            run()
+            return
+        with self._write_lock:
+            capture.begin()
+            status = run()
+            position = self.journal.position
+            for change in capture.changes(status):
+                position = self.journal.append(changes.encode(change))
+        self.journal.sync(position)
+
+    def record_service(self, service: str) -> None:
+        """Journal a whole service after this process changed it directly (not through moto's API)."""
+        with self._write_lock:
+            position = self.journal.append(
+                changes.encode(changes.ServiceChange(service, dump_service(service)))
             )
+        self.journal.sync(position)
+
+    def _replay_journal(self, since: int) -> None:
+        try:
+            for payload in self.journal.replay(since):
+                changes.decode(payload).apply()
+        except Exception as exc:
+            raise StateError(
+                f"the journal of the local AWS state in {self.state_dir} cannot be replayed "
+                f"({type(exc).__name__}: {exc}); it was written by another version. `make dev-reset` starts "
+                "afresh (it deletes the local users, conversations and agent files)"
+            ) from exc
 
     # ------------------------------------------------------------------------------------ resources
 
@@ -212,8 +265,10 @@ class EmbeddedAws:
             # moto gives every new user a random sub; the data of a returning user is keyed by the old one.
             backend = get_backend("cognito-idp")[ACCOUNT][REGION]
             stored = backend.user_pools[self.user_pool_id]._get_user(user.username)
-            stored.id = user.sub
-            stored.update_attributes([{"Name": "sub", "Value": user.sub}])
+            if stored.id != user.sub:
+                stored.id = user.sub
+                stored.update_attributes([{"Name": "sub", "Value": user.sub}])
+                self.record_service("cognito-idp")
             return user
         attrs = cognito.admin_get_user(UserPoolId=self.user_pool_id, Username=user.username)["UserAttributes"]
         sub = next(a["Value"] for a in attrs if a["Name"] == "sub")
@@ -235,56 +290,108 @@ class EmbeddedAws:
     # ------------------------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bool:
-        """Save DynamoDB and S3 atomically; retried when a request changed them mid-way. False if it never
-        got a consistent copy (the previous snapshot stays)."""
+        """Save DynamoDB, S3 and Cognito atomically and start the journal afresh; nothing when the journal
+        is empty (the last snapshot is exact). False if it never got a consistent copy (the previous
+        snapshot and the journal stay)."""
         with self._snapshot_lock:
-            for attempt in range(20):
-                if attempt:
-                    time.sleep(0.05)
-                try:
-                    blob = pickle.dumps(
-                        {
-                            "version": SNAPSHOT_VERSION,
-                            "services": {
-                                s: _dumps(get_backend(s))  # type: ignore[call-overload]
-                                for s in PERSISTED_SERVICES
-                            },
-                        }
-                    )
-                    break
-                except RuntimeError:  # "dictionary changed size during iteration"
-                    continue
-            else:
-                logging.getLogger("local").warning("could not take a consistent snapshot; will retry")
-                return False
+            if self.journal.empty and self.snapshot_path.exists():
+                return True
+            with self._write_lock:
+                services = _consistent_copy()
+                if services is None:
+                    logging.getLogger("local").warning("could not take a consistent snapshot; will retry")
+                    return False
+                # Changes from now on go to a new generation, which this snapshot says to replay.
+                generation = self.journal.rotate()
+            blob = pickle.dumps({"version": SNAPSHOT_VERSION, "services": services, "journal": generation})
             _write_atomically(self.snapshot_path, blob, mode=0o600)
+            self.journal.remove_before(generation)
             return True
 
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self) -> int:
+        """Load the snapshot; the journal generation to replay from."""
         if not self.snapshot_path.exists():
-            return
+            return 0
         try:
             data = pickle.loads(self.snapshot_path.read_bytes())  # our own file, mode 600
             if data.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(f"snapshot version {data.get('version')}")
-            for service in PERSISTED_SERVICES:
-                loaded = pickle.loads(data["services"][service])
-                backend = get_backend(service)  # type: ignore[call-overload]
-                backend.clear()
-                backend.update(loaded)
-                if service == "s3":
-                    # A bucket registers its name in this index when created, not when unpickled; without
-                    # it, create_bucket would replace the restored bucket with an empty one.
-                    for account_id, partitions in backend.items():
-                        for partition, s3 in partitions.items():
-                            for name in s3.buckets:
-                                backend.bucket_accounts[name] = (partition, account_id)
+            for service, blob in data["services"].items():
+                if service in PERSISTED_SERVICES:
+                    load_service(service, blob)
+            return int(data.get("journal", 0))
         except Exception as exc:
             raise StateError(
                 f"the saved local state in {self.snapshot_path} cannot be loaded ({type(exc).__name__}: "
                 f"{exc}); it was written by another version. `make dev-reset` starts afresh (it deletes "
                 "the local users, conversations and agent files)"
             ) from exc
+
+
+def _consistent_copy() -> dict[str, bytes] | None:
+    """Every kept service pickled; None when Cognito's sign-ins (which take no lock) kept changing it."""
+    for attempt in range(20):
+        if attempt:
+            time.sleep(0.05)
+        try:
+            return {service: dump_service(service) for service in PERSISTED_SERVICES}
+        except RuntimeError:  # "dictionary changed size during iteration"
+            continue
+    return None
+
+
+class _JournaledMotoServer(ThreadedMotoServer):
+    """moto's threaded server, each request passed through `record` (which runs it and journals it)."""
+
+    def __init__(self, record: Callable[[changes.Request, Callable[[], int]], None], port: int) -> None:
+        super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
+        self._record = record
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+
+        def journaled(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            request = _request(environ)
+            answer: list[Iterable[bytes]] = []
+            status: list[int] = []
+
+            def respond(code: str, headers: Any, exc_info: Any = None) -> Any:
+                status.append(int(code.split(" ", 1)[0]))
+                return start_response(code, headers, exc_info)
+
+            def run() -> int:
+                answer.append(app(environ, respond))
+                return status[-1] if status else 500
+
+            self._record(request, run)
+            return answer[0]
+
+        self._server = make_server(
+            self._ip_address, self._port, journaled, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
+def _request(environ: dict[str, Any]) -> changes.Request:
+    """What the journal needs of a WSGI request; the body is read here and put back for moto."""
+    method = str(environ.get("REQUEST_METHOD", "GET"))
+    body = b""
+    if method not in ("GET", "HEAD", "OPTIONS"):
+        length = environ.get("CONTENT_LENGTH")
+        stream = environ["wsgi.input"]
+        if length or environ.get("wsgi.input_terminated"):  # else nothing says where the body ends
+            body = stream.read(int(length)) if length else stream.read()
+            environ["wsgi.input"] = io.BytesIO(body)
+    raw = str(environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/"))
+    headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items() if k.startswith("HTTP_")}
+    return changes.Request(
+        method=method,
+        path=unquote(raw.split("?", 1)[0]),
+        query=str(environ.get("QUERY_STRING", "")),
+        headers=headers,
+        body=body,
+    )
 
 
 def _user_pool(cognito: CognitoIdentityProviderClient, properties: dict[str, Any], resolver: Resolver) -> str:
@@ -321,22 +428,6 @@ def _app_client(
             "ClientId"
         ]
     )
-
-
-def _versioned_keys(store: Any) -> tuple[Any, ...]:
-    # moto's S3 key store pickles through items(), which yields only the latest version of each key.
-    # Re-adding every version in order (its __setitem__ appends) keeps the non-current ones too.
-    versions = [(key, version) for key in dict.keys(store) for version in store.getlist(key)]
-    return (type(store), (), None, None, iter(versions))
-
-
-def _dumps(value: Any) -> bytes:
-    """pickle.dumps that keeps every version of every S3 object."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer)
-    pickler.dispatch_table = {**copyreg.dispatch_table, _VersionedKeyStore: _versioned_keys}
-    pickler.dump(value)
-    return buffer.getvalue()
 
 
 def _generate_password() -> str:

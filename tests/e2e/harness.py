@@ -73,6 +73,8 @@ class LocalStackProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # Its own process group, as `make dev` in a terminal has: `crash` kills that group.
+                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while not endpoints.exists():
@@ -99,6 +101,14 @@ class LocalStackProcess:
             raise AssertionError(
                 f"the local stack did not stop in {STOP_TIMEOUT} s:\n{self.console()}"
             ) from None
+
+    def crash(self) -> None:
+        """SIGKILL the stack's whole process group at once, as a machine that dies would: no final
+        snapshot, no graceful stop of anything in it."""
+        if self.process is None or self.process.poll() is not None:
+            raise AssertionError(f"the local stack is not running:\n{self.console()}")
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
 
     def console(self) -> str:
         """What the stack printed (the banner and its one-line events), for failure messages."""

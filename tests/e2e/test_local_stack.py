@@ -439,3 +439,72 @@ def _invoke(stack: LocalStackProcess, function: str, event: str) -> subprocess.C
         str(stack.state_dir),
     ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.timeout(900)  # three starts of the stack and three boots of OpenClaw
+async def test_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged_for_any_user(
+    start_stack: StartStack,
+) -> None:
+    # Given a user other than the demo user, whose history and id survive a clean restart
+    stack = start_stack()
+    username, password = _other_user(stack)
+    token = stack.login(username, password)
+    user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        created = await tab.reply_to(await tab.send_message("create file notes.md with the text crash-proof"))
+    conversation = created["conversationId"]
+    assert stack.stop() == 0
+    stack.start()
+    token = stack.login(username, password)
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token)
+    assert history.status_code == 200 and len(history.json()["items"]) == 2
+    # ... a file of the agent's that S3 confirmed (the backup after an answer) ...
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        changed = "create file notes.md with the text written just before the crash"
+        await tab.reply_to(await tab.send_message(changed, conversation))
+        await until(
+            lambda: stack.workspace_file(user_id, "notes.md") == b"written just before the crash",
+            60,
+            "the backup of notes.md in S3",
+            stack,
+        )
+        # ... and a message the stack has just acknowledged, its agent still answering it
+        asked = await tab.send_message("slowly count to 30", conversation)
+        message_id = (await tab.ack(asked))["messageId"]
+        lost_task = stack.task_state(user_id)["taskArn"]
+
+        # When the whole stack is killed at once (no final snapshot, no graceful stop) and started again
+        stack.crash()
+    restarted = time.monotonic()
+    stack.start()
+
+    # Then the user keeps their id, the message, its history row and the file are all there ...
+    token = stack.login(username, password)
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+
+    def history() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = stack.api(
+            "GET", f"/api/conversations/{conversation}/messages", token
+        ).json()["items"]
+        return rows
+
+    def answered() -> bool:
+        return any(row["role"] == "assistant" and row.get("replyTo") == message_id for row in history())
+
+    # (the message leaves the Inbox once answered, and a new agent may already have answered it)
+    [queued] = [item for item in stack.inbox(user_id) if item["messageId"] == message_id] or [{}]
+    assert queued or answered()
+    assert message_id in [row["messageId"] for row in history() if row["role"] == "user"]
+    assert stack.workspace_file(user_id, "notes.md") == b"written just before the crash"
+    # ... and by the time the stack is up, the lost task's claim is released and a new agent is starting
+    # for the message (not after the claim's 120 s lease and a watchdog sweep) ...
+    assert queued.get("claimedBy") != lost_task
+    state = stack.task_state(user_id)
+    assert state.get("taskArn") != lost_task and state.get("status") in ("Starting", "Running")
+    assert time.monotonic() - restarted < 60
+    # ... which answers it, and restores the file from S3
+    await until(answered, 240, "the answer to the message acknowledged before the crash", stack)
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
+        assert "written just before the crash" in shown["content"]

@@ -20,8 +20,8 @@ from starlette.routing import Mount
 from local.aws import EmbeddedAws
 from local.cognito import cognito_app
 from local.resolve import Resolver
+from tests.local.conftest import forget_everything
 from tests.local.servers import serve
-from tests.local.test_aws import forget_everything
 
 PASSWORD = "Correct-horse-9-battery"
 MOUNT = "/_local/cognito"

@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from moto.backends import get_backend
-from moto.core.base_backend import BackendDict
-from moto.s3.models import s3_backends
 
-from local.aws import PERSISTED_SERVICES, EmbeddedAws, StateError
+from local.aws import EmbeddedAws, StateError
 from local.resolve import Resolver
 from local.template import table_definitions
+from tests.local.conftest import crash, forget_everything, started
 
 USERNAME = "demo@example.com"
-
-
-def forget_everything() -> None:
-    """What a new process starts with: moto's backends are process-global, so empty them all."""
-    BackendDict.reset()
-    for service in PERSISTED_SERVICES:
-        get_backend(service).clear()  # type: ignore[call-overload]
-    # The index of bucket names lives beside the backends; a new process starts without it too.
-    s3_backends.bucket_accounts.clear()
-
-
-@pytest.fixture
-def fresh_moto() -> Iterator[None]:
-    forget_everything()
-    yield
-    forget_everything()
 
 
 def log_in(aws: EmbeddedAws, username: str, password: str) -> dict[str, Any]:
@@ -159,3 +140,107 @@ def test_a_damaged_user_file_is_reported_with_the_fix(tmp_path: Path) -> None:
     # Then the error names the file and the fix
     with pytest.raises(StateError, match=r"cognito-users\.json.*make dev-reset"):
         EmbeddedAws(tmp_path, 0).saved_users()
+
+
+def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
+    template: dict[str, Any], tmp_path: Path, fresh_moto: None
+) -> None:
+    # Given a stack that has taken its snapshot (as it does at start and every few seconds) ...
+    first = started(tmp_path, template)
+    user = first.ensure_user(USERNAME)
+    assert first.snapshot()
+    # ... and then acknowledged writes: an item, an update of it, a file in two versions, a deleted file
+    dynamodb, s3 = first.client("dynamodb"), first.client("s3")
+    key = {"PK": {"S": f"USER#{user.sub}"}, "SK": {"S": "CONV#1"}}
+    dynamodb.put_item(TableName="local-Conversations", Item={**key, "title": {"S": "hello"}})
+    dynamodb.update_item(
+        TableName="local-Conversations",
+        Key=key,
+        UpdateExpression="SET title = :t",
+        ExpressionAttributeValues={":t": {"S": "hello again"}},
+    )
+    dynamodb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": "local-Conversations", "Item": {**key, "SK": {"S": "CONV#2"}}}},
+        ]
+    )
+    notes = f"users/{user.sub}/workspace/notes.md"
+    v1 = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"first")["VersionId"]
+    v2 = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"second")["VersionId"]
+    gone = f"users/{user.sub}/workspace/gone.md"
+    s3.put_object(Bucket=first.bucket, Key=gone, Body=b"soon deleted")
+    s3.delete_objects(Bucket=first.bucket, Delete={"Objects": [{"Key": gone}]})
+    dropped = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"third")["VersionId"]
+    s3.delete_object(Bucket=first.bucket, Key=notes, VersionId=dropped)
+    # ... and a new bucket without versioning, whose object is overwritten
+    s3.create_bucket(Bucket="plain")
+    s3.put_object(Bucket="plain", Key="a.txt", Body=b"old")
+    s3.put_object(Bucket="plain", Key="a.txt", Body=b"new")
+
+    # When the stack is killed before its next snapshot, and starts again on the same state directory
+    crash(first)
+    second = EmbeddedAws(tmp_path, 0)
+    second.start()
+    try:
+        second.create_resources(Resolver(template, "local"), template)
+        dynamodb, s3 = second.client("dynamodb"), second.client("s3")
+
+        # Then every acknowledged write is there: the item as last updated, the transaction's item ...
+        item = dynamodb.get_item(TableName="local-Conversations", Key=key)["Item"]
+        assert item["title"] == {"S": "hello again"}
+        assert "Item" in dynamodb.get_item(
+            TableName="local-Conversations", Key={**key, "SK": {"S": "CONV#2"}}
+        )
+        # ... both versions of the file under the ids S3 gave, and the deleted file deleted
+        latest = s3.get_object(Bucket=second.bucket, Key=notes)
+        assert (latest["VersionId"], latest["Body"].read()) == (v2, b"second")
+        assert s3.get_object(Bucket=second.bucket, Key=notes, VersionId=v1)["Body"].read() == b"first"
+        with pytest.raises(s3.exceptions.NoSuchKey):
+            s3.get_object(Bucket=second.bucket, Key=gone)
+        listed = s3.list_object_versions(Bucket=second.bucket, Prefix=notes)["Versions"]
+        assert sorted(v["VersionId"] for v in listed) == sorted([v1, v2])
+        # ... and the new bucket, unversioned, with the object's last content only
+        assert s3.get_bucket_versioning(Bucket="plain").get("Status") is None
+        plain = s3.list_object_versions(Bucket="plain")["Versions"]
+        assert [(v["Key"], v["VersionId"]) for v in plain] == [("a.txt", "null")]
+        assert s3.get_object(Bucket="plain", Key="a.txt")["Body"].read() == b"new"
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("ending", ["restart", "crash"])
+def test_a_user_other_than_the_demo_user_keeps_its_id_and_password(
+    template: dict[str, Any], tmp_path: Path, fresh_moto: None, ending: str
+) -> None:
+    # Given a second user, created in the local Cognito as scripts would (not the demo user)
+    first = started(tmp_path, template)
+    first.ensure_user(USERNAME)
+    assert first.snapshot()
+    cognito = first.client("cognito-idp")
+    cognito.admin_create_user(
+        UserPoolId=first.user_pool_id,
+        Username="friend@example.com",
+        UserAttributes=[{"Name": "email", "Value": "friend@example.com"}],
+        MessageAction="SUPPRESS",
+    )
+    cognito.admin_set_user_password(
+        UserPoolId=first.user_pool_id, Username="friend@example.com", Password="Friend-pass-1", Permanent=True
+    )
+    sub = log_in(first, "friend@example.com", "Friend-pass-1")["sub"]
+
+    # When the stack stops (Ctrl-C) or is killed, and starts again on the same state directory
+    if ending == "restart":
+        first.stop()
+        forget_everything()
+    else:
+        crash(first)
+    second = EmbeddedAws(tmp_path, 0)
+    second.start()
+    try:
+        second.create_resources(Resolver(template, "local"), template)
+        second.ensure_user(USERNAME)
+
+        # Then the same password logs the user in, with the same sub their data is keyed by
+        assert log_in(second, "friend@example.com", "Friend-pass-1")["sub"] == sub
+    finally:
+        second.stop()

@@ -17,7 +17,7 @@ import pytest
 from local.aws import DEMO_USERNAME, EmbeddedAws, User
 from local.resolve import Resolver
 from local.state_directory import StateDirectory
-from tests.local.test_aws import forget_everything
+from tests.local.conftest import forget_everything
 
 REPO = Path(__file__).resolve().parents[2]
 

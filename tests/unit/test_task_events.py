@@ -338,6 +338,26 @@ def test_event_without_user_id_finds_the_row_by_task(cp: ControlPlane, pusher: R
     assert pusher.frames("tab-1", "status")[-1]["status"] == "idle"
 
 
+def test_event_without_user_id_releases_the_lease_of_the_crashed_task_at_once(
+    cp: ControlPlane, launcher: FakeLauncher
+) -> None:
+    # Given a busy agent that leased a message (lease valid for two more minutes) and then died with its
+    # host, so the STOPPED event that finally comes carries neither the USER_ID override nor a user tag
+    task = running(cp, busy=True)
+    message_id = queue(cp, "long job")
+    assert cp.inbox.claim_next(USER, task, cp.clock(), lease_seconds=120) is not None
+
+    # When that event arrives
+    outcome = task_events.on_task_stopped(cp, _detail(EXITED, task, user=None))
+
+    # Then the user is found by the task their row references, the message is queued again at once and a
+    # new task starts for it (nobody waits for the lease to run out and the watchdog to sweep)
+    assert outcome.user_id == USER and outcome.restarted
+    assert [i.message_id for i in cp.inbox.pending(USER, cp.clock())] == [message_id]
+    state = cp.task_state.get(USER)
+    assert state.status is Status.STARTING and state.task_arn != task
+
+
 def test_event_for_an_unknown_task_changes_nothing(cp: ControlPlane) -> None:
     # Given a running agent
     task = running(cp)

@@ -120,7 +120,7 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
         return Outcome(reconciled=False, reason="no task ARN")
     if detail.get("lastStatus") != "STOPPED":
         return Outcome(reconciled=False, task_arn=task_arn, reason="not stopped")
-    user_id = task_user_id(detail)
+    user_id = task_user_id(detail) or _user_of_task(cp, task_arn)
     why = stop_reason(detail, cp.cfg.launch.container_name)
     _release_claims(cp, user_id, task_arn)
     for _ in range(_RECONCILE_TRIES):
@@ -135,6 +135,13 @@ def on_task_stopped(cp: ControlPlane, detail: Mapping[str, Any]) -> Outcome:
     # The row kept changing under us; the next event or the watchdog settles it.
     logger.warning("stopped task not reconciled: row kept changing", task_arn=task_arn, user_id=user_id)
     return Outcome(reconciled=False, user_id=user_id, task_arn=task_arn, reason="contention")
+
+
+def _user_of_task(cp: ControlPlane, task_arn: str) -> str | None:
+    """The user whose row references a task: events may lack the user (a task ECS reports lost, one
+    launched without the override), and its claims must still be released at once."""
+    state = cp.task_state.find_by_task(task_arn)
+    return state.user_id if state is not None else None
 
 
 def _release_claims(cp: ControlPlane, user_id: str | None, task_arn: str) -> None:
