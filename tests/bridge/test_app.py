@@ -325,6 +325,50 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     assert tabs.frames[-1] == {"type": "status", "status": "idle"} and exits == []
 
 
+async def test_a_bridge_told_it_was_replaced_claims_nothing_more_and_leaves_s3_to_its_replacement(
+    tmp_path: Path,
+) -> None:
+    # Given a bridge that came up with nothing to answer
+    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
+    bucket, inbox, exits = Bucket(), Inbox([]), list[str]()
+
+    async def find_task_arn() -> str:
+        return TASK
+
+    bridge = Bridge(
+        cfg,
+        task_state=TaskStateRow(),
+        inbox=inbox,
+        conversations=Conversations(),
+        settings=Settings(),
+        delivery=ChannelDelivery(WebTabs()),
+        sync=bucket,
+        metrics=BridgeMetrics(CloudWatch(), "Test"),
+        find_task_arn=find_task_arn,
+        model_keys=lambda provider: {"ANTHROPIC_API_KEY": "key"},
+        telegram_bot=lambda: None,
+        make_gateway=GatewayChild,
+        make_gateway_client=GatewayOperator,
+        make_link=ControlPlaneLink,
+        on_exit=lambda: exits.append("exit"),
+        clock=Clock(),
+    )
+    await bridge.start()
+    assert bridge.ready and bridge.link is not None
+
+    # When the control plane answers a heartbeat saying TaskState names another task, and a message
+    # arrives meanwhile
+    await bridge.link.options["on_superseded"]()  # type: ignore[attr-defined]
+    inbox.queued.append(InboxItem(cfg.user_id, "m2", "late", "web", "c1", created_at=2.0))
+    assert bridge.loop is not None and await bridge.loop.drain() == 0
+    await bridge.stop("superseded")
+
+    # Then it shut down without claiming the message and without a backup that would overwrite the
+    # replacement's manifest
+    assert exits == ["exit"] and [i.message_id for i in inbox.queued] == ["m2"]
+    assert bucket.backups == 0
+
+
 def test_health_reports_why_it_is_not_healthy_and_shutdown_is_loopback_only(tmp_path: Path) -> None:
     # Given a bridge whose start fails (no metadata endpoint)
     exits: list[str] = []
