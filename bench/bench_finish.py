@@ -240,6 +240,10 @@ def _print_loss(label: str, result: dict[str, Any]) -> None:
         f"max {max(exposed):7.1f} ms   lost to a kill at the final frame {result['lost']}/{result['runs']}"
     )
     print(
+        f"            upload − final frame (negative: in S3 before the user was told): "
+        f"median {statistics.median(windows):7.1f} ms   max {max(windows):7.1f} ms"
+    )
+    print(
         f"            end of run → final frame: median {statistics.median(added):6.1f} ms   "
         f"p95 {percentile(added, 0.95):6.1f} ms"
     )

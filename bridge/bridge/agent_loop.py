@@ -311,7 +311,7 @@ class InboxLoop:
             failed=fail_reason,
         )
         if settled is Settled.LOST:
-            self.fence.lose(current.claim, "claim")
+            self.fence.lose(current.claim, "final write refused")
             return False
         if settled is Settled.ANSWERED_BEFORE:
             # Answered already (its row exists): settle the item and show that answer, not this one.
