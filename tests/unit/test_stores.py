@@ -164,26 +164,33 @@ def _replies(cp: ControlPlane) -> list[str]:
     return [m["content"] for m in cp.conversations.messages(USER, "conv-1").items if m["role"] == "assistant"]
 
 
-def _task_named(cp: ControlPlane, task_arn: str) -> None:
+def _claimed_while_taskstate_names(cp: ControlPlane, task_arn: str) -> InboxItem:
+    """A queued message claimed by "bridge", while TaskState names `task_arn`."""
+    _queue(cp, "a")
     state = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
     assert state is not None and cp.task_state.record_launch(state, task_arn, Capacity.SPOT)
+    item = cp.inbox.claim_next(USER, "bridge", cp.clock(), 60)
+    assert item is not None
+    return item
+
+
+def _settle_guarded(cp: ControlPlane, item: InboxItem, text: str) -> Settled:
+    """ "bridge" records `text` as the answer, guarded by TaskState naming it."""
+    return cp.inbox.settle(
+        item,
+        "bridge",
+        cp.clock(),
+        reply=_answer(cp, item, text, cp.clock()),
+        guards=[cp.task_state.names_task_check(USER, "bridge")],
+    )
 
 
 def test_settle_stores_the_reply_and_deletes_the_item_in_one_write(cp: ControlPlane, clock: Clock) -> None:
     # Given an item we hold, and TaskState naming our task
-    _queue(cp, "a")
-    _task_named(cp, "bridge")
-    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
-    assert item is not None
+    item = _claimed_while_taskstate_names(cp, "bridge")
 
     # When the answer is recorded
-    settled = cp.inbox.settle(
-        item,
-        "bridge",
-        clock(),
-        reply=_answer(cp, item, "A", clock()),
-        guards=[cp.task_state.names_task_check(USER, "bridge")],
-    )
+    settled = _settle_guarded(cp, item, "A")
 
     # Then the reply is stored under the id derived from the message and the item is gone
     assert settled is Settled.DONE
@@ -221,19 +228,10 @@ def test_an_expired_lease_nobody_took_yet_cannot_store_either(cp: ControlPlane, 
 
 def test_a_superseded_task_cannot_store_though_it_holds_the_claim(cp: ControlPlane, clock: Clock) -> None:
     # Given TaskState names another task (the watchdog replaced ours), while our claim still runs
-    _queue(cp, "a")
-    _task_named(cp, "replacement")
-    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
-    assert item is not None
+    item = _claimed_while_taskstate_names(cp, "replacement")
 
     # When our bridge records its answer with the TaskState guard
-    settled = cp.inbox.settle(
-        item,
-        "bridge",
-        clock(),
-        reply=_answer(cp, item, "A", clock()),
-        guards=[cp.task_state.names_task_check(USER, "bridge")],
-    )
+    settled = _settle_guarded(cp, item, "A")
 
     # Then it is refused and nothing changed
     assert settled is Settled.LOST
