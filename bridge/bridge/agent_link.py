@@ -15,6 +15,8 @@ import asyncio
 import json
 import logging
 import random
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -55,6 +57,8 @@ class AgentLink:
         on_shutdown: Callable[[str], Awaitable[None]],
         on_superseded: Callable[[], Awaitable[None]],
         busy: Callable[[], bool],
+        on_alive: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.time,
         heartbeat_interval: float = 30.0,
         backoff_min: float = 0.5,
         backoff_max: float = 30.0,
@@ -77,6 +81,10 @@ class AgentLink:
         self._on_shutdown = on_shutdown
         self._on_superseded = on_superseded
         self._busy = busy
+        self._on_alive = on_alive or (lambda sent_at: None)
+        self._clock = clock
+        # When each heartbeat still unanswered was sent: an accepted one vouches for TaskState as of then.
+        self._sent: deque[float] = deque(maxlen=16)
         self._heartbeat_interval = heartbeat_interval
         self._backoff_min = backoff_min
         self._backoff_max = backoff_max
@@ -166,6 +174,7 @@ class AgentLink:
         """Run one connection until it closes: heartbeats, incoming commands, one drain nudge on connect."""
         self._ws = ws
         self._healthy = False
+        self._sent.clear()
         self._connected.set()
         logger.info("agent link connected", user_id=self._user_id, task_arn=self._task_arn)
         heartbeats = asyncio.create_task(self._heartbeats(ws), name="agent-link-heartbeat")
@@ -198,10 +207,12 @@ class AgentLink:
             # Claiming busy is the safe side: an idle-looking task may be stopped by the watchdog.
             logger.exception("busy check failed")
             busy = True
+        sent_at = self._clock()
         try:
             await ws.send(json.dumps({"action": "heartbeat", "busy": busy}))
         except ConnectionClosed:
             return False
+        self._sent.append(sent_at)
         return True
 
     def _handle(self, raw: str | bytes) -> None:
@@ -239,8 +250,11 @@ class AgentLink:
             logger.warning("unknown agent link frame, ignored", type=str(kind)[:64], keys=sorted(frame)[:10])
 
     def _heartbeat_answered(self, accepted: object) -> None:
+        sent_at = self._sent.popleft() if self._sent else None
         if accepted is True:
             self._healthy = True
+            if sent_at is not None:
+                self._on_alive(sent_at)
         elif accepted is False:
             if self._superseded:
                 return

@@ -1,9 +1,14 @@
-"""The Inbox loop: claim the oldest queued message with a lease, run it in its OpenClaw session, deliver
-the reply, store it in Conversations, delete the item — until the Inbox is empty.
+"""The Inbox loop: claim the oldest queued message with a lease, run it in its OpenClaw session, stream
+the reply, back up what the run wrote, then store the reply and delete the item in one transaction, and
+only then deliver the final frame — until the Inbox is empty.
 
 A message is never lost: until it is answered it stays in the Inbox, leased. A crash lets the lease run
 out and the next bridge takes it; a failure releases it for another attempt, and after
 `max_attempts` it is marked failed and the user is told. One bad message never stops the loop.
+
+A message is never answered twice: the `Fence` silences a bridge that may have lost the item (frozen,
+superseded), the final transaction commits only while the claim and TaskState are still ours, and the
+reply's history row has an id derived from the message, which a second answer cannot overwrite.
 """
 
 from __future__ import annotations
@@ -16,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bridge.delivery import Delivery, ReplyStream, readable_error
-from serverless_openclaw.messages import InboxItem
+from bridge.fence import Claim, Fence
+from serverless_openclaw.messages import InboxItem, reply_id
 from serverless_openclaw.observability import logger
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.ids import new_id
-from serverless_openclaw.store.inbox import InboxStore
+from serverless_openclaw.store.inbox import InboxStore, Settled
 
 
 class RunOutcome(Protocol):
@@ -59,7 +65,39 @@ class CurrentRun:
     item: InboxItem
     session_key: str
     started_at: float
+    claim: Claim
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    running: bool = True
+    """Whether the model is still running (only then is there anything to abort)."""
+    abort: asyncio.Task[None] | None = None
+    """The abort of a run whose item was found no longer ours."""
+
+
+class FencedStream:
+    """A reply stream that goes quiet (drops every frame) once the item is no longer ours."""
+
+    def __init__(self, inner: ReplyStream, holds: Callable[[], Awaitable[bool]]) -> None:
+        self.inner = inner
+        self._holds = holds
+
+    async def chunk(self, text: str) -> None:
+        """Stream `text` while the item is ours."""
+        if await self._holds():
+            await self.inner.chunk(text)
+
+    async def end(self, full_text: str) -> None:
+        """End the reply while the item is ours."""
+        if await self._holds():
+            await self.inner.end(full_text)
+
+    async def fail(self, code: str, message: str) -> None:
+        """Fail the reply while the item is ours."""
+        if await self._holds():
+            await self.inner.fail(code, message)
+
+
+async def _nothing() -> None:
+    return None
 
 
 class InboxLoop:
@@ -74,7 +112,9 @@ class InboxLoop:
         conversations: ConversationStore,
         runner: Runner,
         delivery: Delivery,
+        fence: Fence,
         session_key_for: Callable[[str], str],
+        before_final: Callable[[], Awaitable[None]] = _nothing,
         clock: Callable[[], float] = time.time,
         lease_seconds: int = 120,
         max_attempts: int = 3,
@@ -88,6 +128,8 @@ class InboxLoop:
         self.conversations = conversations
         self.runner = runner
         self.delivery = delivery
+        self.fence = fence
+        self.before_final = before_final
         self.session_key_for = session_key_for
         self.clock = clock
         self.lease_seconds = lease_seconds
@@ -126,7 +168,8 @@ class InboxLoop:
     async def drain(self) -> int:
         """Answer queued messages until none is left (or claiming stops); returns how many were handled."""
         handled = 0
-        while self._claiming:
+        # A task TaskState no longer names claims nothing more: its replacement answers the Inbox.
+        while self._claiming and not self.fence.superseded:
             item = await asyncio.to_thread(
                 self.inbox.claim_next, self.user_id, self.claimer, self.clock(), self.lease_seconds
             )
@@ -141,49 +184,86 @@ class InboxLoop:
         if item.attempts > self.max_attempts:
             await self._give_up(item, f"it failed {self.max_attempts} times")
             return
-        message_id = new_id()
-        stream = self.delivery.open(item, message_id)
-        current = CurrentRun(item, self.session_key_for(item.conversation_id), self.clock())
+        message_id = reply_id(item.message_id)
+        current = CurrentRun(
+            item, self.session_key_for(item.conversation_id), self.clock(), self.fence.claim(item)
+        )
+        stream = FencedStream(self.delivery.open(item, message_id), lambda: self._holds(current))
         self.current = current
-        renewer = asyncio.create_task(self._renew_lease(item))
+        # Renewed until the reply is recorded: the backup before it may take a while.
+        renewer = asyncio.create_task(self._renew_lease(current))
         try:
             try:
-                result = await self.runner.run(
-                    current.session_key,
-                    item.text,
-                    idempotency_key=item.message_id,
-                    on_delta=stream.chunk,
-                    timeout=self.run_timeout,
-                )
+                try:
+                    result = await self.runner.run(
+                        current.session_key,
+                        item.text,
+                        idempotency_key=item.message_id,
+                        on_delta=stream.chunk,
+                        timeout=self.run_timeout,
+                    )
+                finally:
+                    current.running = False
             except Exception as exc:
                 logger.exception("run failed", message_id=item.message_id, attempt=item.attempts)
-                await self._retry_later(item, stream, type(exc).__name__)
+                if current.claim.lost is None:
+                    await self._retry_later(item, stream, type(exc).__name__)
                 return
-            finally:
-                renewer.cancel()
             try:
-                await self._finish(item, message_id, stream, result)
+                if await self._holds(current):
+                    await self._finish(current, message_id, stream, result)
             except Exception:
                 # Storing or deleting failed: the lease runs out and the item is answered again (same
                 # idempotency key, so OpenClaw does not run the model twice).
                 logger.exception("reply not recorded", message_id=item.message_id)
         finally:
-            # Only now is the message settled: a shutdown waits for this, not just for the model.
-            self.current = None
-            current.done.set()
+            renewer.cancel()
+            try:
+                if current.abort is not None:
+                    await asyncio.gather(current.abort, return_exceptions=True)
+                if current.claim.lost is not None:
+                    await self._let_go(current)
+            finally:
+                # Only now is the message settled: a shutdown waits for this, not just for the model.
+                self.current = None
+                current.done.set()
+
+    async def _holds(self, current: CurrentRun) -> bool:
+        """Whether the item is still ours; the first time it is not, the run is stopped."""
+        if await self.fence.holds(current.claim):
+            return True
+        await self._stop_fenced(current, current.claim.lost or "claim")
+        return False
+
+    async def _stop_fenced(self, current: CurrentRun, why: str) -> None:
+        """The item is not ours any more: stop the model (in the background, this may be its own callback)."""
+        self.fence.lose(current.claim, why)
+        if current.abort is None and current.running:
+            current.abort = asyncio.create_task(self._abort_quietly(current.session_key))
+
+    async def _abort_quietly(self, session_key: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.runner.abort(session_key)
+
+    async def _let_go(self, current: CurrentRun) -> None:
+        """A fenced item: hand it back if it is still claimed in our name (only TaskState moved on)."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.inbox.release, current.item, self.claimer)
 
     async def _finish(
-        self, item: InboxItem, message_id: str, stream: ReplyStream, result: RunOutcome
+        self, current: CurrentRun, message_id: str, stream: FencedStream, result: RunOutcome
     ) -> None:
+        item = current.item
         text = result.text or ""
         # A merged run's text is the reply of the run that absorbed this message: it answers it too.
         if result.state in ("final", "merged") and text.strip():
-            await self._store(item, message_id, text, None)
-            await stream.end(text)
-            await asyncio.to_thread(self.inbox.complete, item, self.claimer)
-            self.answered += 1
-            logger.info("message answered", message_id=item.message_id, chars=len(text))
-            self.on_answered()
+            # The reply may say "Created X": X reaches S3 before the user is told, so a crash after the
+            # final frame loses nothing (and one before it leaves the item queued for the next task).
+            await self.before_final()
+            if await self._record(current, message_id, stream, text, None):
+                self.answered += 1
+                logger.info("message answered", message_id=item.message_id, chars=len(text))
+                self.on_answered()
             return
         if result.state == "aborted" and self._shutting_down:
             # Cut short by a shutdown, not by the user: the next task answers it from the start.
@@ -199,28 +279,56 @@ class InboxLoop:
             return
         state = "empty" if result.state == "final" else result.state
         code, readable = readable_error(state, result.error_message, result.error_kind)
-        await self._store(item, message_id, text or readable, result.state)
-        await stream.fail(code, readable)
-        if result.state == "aborted":
-            await asyncio.to_thread(self.inbox.complete, item, self.claimer)
-        else:
-            # OpenClaw already retried the provider for minutes; running it again would repeat that wait.
-            await asyncio.to_thread(self.inbox.mark_failed, item, readable, self.clock())
-            self.failed += 1
-        self.on_answered()
+        # OpenClaw already retried the provider for minutes; running it again would repeat that wait.
+        failed = None if result.state == "aborted" else readable
+        if await self._record(current, message_id, stream, text or readable, result.state, (code, readable)):
+            if failed is not None:
+                self.failed += 1
+            self.on_answered()
 
-    async def _store(self, item: InboxItem, message_id: str, text: str, state: str | None) -> None:
-        await asyncio.to_thread(
-            self.conversations.add_message,
-            item.user_id,
-            item.conversation_id,
-            "assistant",
-            text,
-            item.channel,
+    async def _record(
+        self,
+        current: CurrentRun,
+        message_id: str,
+        stream: FencedStream,
+        text: str,
+        state: str | None,
+        failure: tuple[str, str] | None = None,
+    ) -> bool:
+        """Store the reply and settle the item in one transaction, then deliver it; False when fenced."""
+        item = current.item
+        extra = {"state": state, "replyTo": item.message_id} if state else {"replyTo": item.message_id}
+        fail_reason = failure[1] if failure is not None and state != "aborted" else None
+        settled = await asyncio.to_thread(
+            self.inbox.settle,
+            item,
+            self.claimer,
             self.clock(),
-            message_id=message_id,
-            extra={"state": state, "replyTo": item.message_id} if state else {"replyTo": item.message_id},
+            reply=self.conversations.reply_writes(
+                item.user_id, item.conversation_id, message_id, text, item.channel, self.clock(), extra
+            ),
+            guards=self.fence.guards(),
+            failed=fail_reason,
         )
+        if settled is Settled.LOST:
+            self.fence.lose(current.claim, "final write refused")
+            return False
+        if settled is Settled.ANSWERED_BEFORE:
+            # Answered already (its row exists): settle the item and show that answer, not this one.
+            stored = await asyncio.to_thread(
+                self.conversations.message, item.user_id, item.conversation_id, message_id
+            )
+            await asyncio.to_thread(self.inbox.complete, item, self.claimer)
+            stored = stored or {}
+            text = str(stored.get("content", text))
+            state = stored.get("state")
+            failure = readable_error(str(state), text, None) if state else None
+        # Recorded: the final frame goes out whatever the fence says now, the history already holds it.
+        if failure is None:
+            await stream.inner.end(text)
+        else:
+            await stream.inner.fail(*failure)
+        return True
 
     async def _retry_later(self, item: InboxItem, stream: ReplyStream, reason: str) -> None:
         if item.attempts >= self.max_attempts:
@@ -240,16 +348,19 @@ class InboxLoop:
         stream = stream or self.delivery.open(item, new_id())
         await stream.fail("message_failed", text)
 
-    async def _renew_lease(self, item: InboxItem) -> None:
+    async def _renew_lease(self, current: CurrentRun) -> None:
         interval = max(1.0, self.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
+            now = self.clock()
             ok = await asyncio.to_thread(
-                self.inbox.renew, item, self.claimer, self.clock(), self.lease_seconds
+                self.inbox.renew, current.item, self.claimer, now, self.lease_seconds
             )
             if not ok:
-                logger.warning("lease lost during a run", message_id=item.message_id)
+                logger.warning("lease lost during a run", message_id=current.item.message_id)
+                await self._stop_fenced(current, "claim")
                 return
+            self.fence.renewed(current.claim, now + self.lease_seconds)
 
     def stop_claiming(self) -> None:
         """Take no new messages (shutdown); the current run may finish."""

@@ -34,6 +34,7 @@ from bridge.agent_loop import InboxLoop
 from bridge.backups import Backups
 from bridge.config import BridgeConfig
 from bridge.delivery import WebSocketDelivery
+from bridge.fence import Fence
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.model_choice import choose_model
@@ -128,6 +129,7 @@ class Bridge:
         self.gateway_client: GatewayConnection | None = None
         self.link: Link | None = None
         self.loop: InboxLoop | None = None
+        self.fence: Fence | None = None
         self.ready = False
         self.stopping = False
         self.failure: str | None = None
@@ -284,6 +286,15 @@ class Bridge:
     def _inbox_loop(self, task_arn: str, runner: GatewayConnection) -> InboxLoop:
         """The loop that answers the user's Inbox through OpenClaw, claiming in this task's name."""
         cfg = self.cfg
+        fence = self.fence = Fence(
+            user_id=cfg.user_id,
+            task_arn=task_arn,
+            inbox=self.inbox,
+            task_state=self.task_state,
+            clock=self.clock,
+            lease_seconds=cfg.claim_lease_seconds,
+            heartbeat_limit=cfg.heartbeat_stale_seconds,
+        )
         return InboxLoop(
             user_id=cfg.user_id,
             claimer=task_arn,
@@ -291,7 +302,9 @@ class Bridge:
             conversations=self.conversations,
             runner=runner,
             delivery=self.delivery,
+            fence=fence,
             session_key_for=session_key_for,
+            before_final=functools.partial(self.backups.backup, "answer"),
             clock=self.clock,
             lease_seconds=cfg.claim_lease_seconds,
             max_attempts=cfg.max_message_attempts,
@@ -318,6 +331,7 @@ class Bridge:
                 on_abort=self._abort,
                 on_shutdown=self._shutdown_requested,
                 on_superseded=self._superseded,
+                on_alive=self._task_confirmed,
                 heartbeat_interval=cfg.heartbeat_interval,
                 busy=lambda: bool(self.loop and self.loop.busy),
             )
@@ -340,6 +354,7 @@ class Bridge:
         )
         if not running:
             raise RuntimeError("TaskState no longer names this task")
+        self._task_confirmed(now)
         self.ready = True
         # A progress frame or edit landing after "running" or the answer's first edit would hide them.
         await self.progress.settled()
@@ -412,8 +427,20 @@ class Bridge:
         logger.info("shutdown requested by the control plane", reason=reason)
         self.on_exit()
 
+    def _task_confirmed(self, at: float) -> None:
+        """TaskState named this task as of `at`: the fence may trust it a while longer."""
+        if self.fence:
+            self.fence.task_confirmed(at)
+
+    @property
+    def superseded(self) -> bool:
+        """Whether this task learnt that TaskState names another (or none): it may have a replacement."""
+        return bool(self.fence and self.fence.superseded)
+
     async def _superseded(self) -> None:
         logger.warning("TaskState no longer names this task: shutting down")
+        if self.fence:
+            self.fence.task_lost()
         self.on_exit()
 
     async def _heartbeat(self) -> None:
@@ -423,17 +450,20 @@ class Bridge:
             await asyncio.sleep(self.cfg.heartbeat_interval)
             if self.link and self.link.connected:
                 continue
+            now = self.clock()
             try:
                 alive = await asyncio.to_thread(
                     self.task_state.heartbeat,
                     self.cfg.user_id,
                     self.task_arn or "",
                     bool(self.loop and self.loop.busy),
-                    self.clock(),
+                    now,
                 )
             except Exception:
                 logger.exception("heartbeat failed")
                 continue
+            if alive:
+                self._task_confirmed(now)
             if not alive and not self.stopping:
                 await self._superseded()
                 return
@@ -455,7 +485,9 @@ class Bridge:
         try:
             await self._settle_current_run()
             await self._stop_openclaw()
-            if self.task_arn and self.phases.durations.get("restore") is not None:
+            # A replaced task keeps its hands off S3: its backup would overwrite the replacement's
+            # manifest, and every file it reported to the user was backed up before the report.
+            if self.task_arn and self.phases.durations.get("restore") is not None and not self.superseded:
                 await self.backup("shutdown")
             if self.task_arn and self.ready:
                 # A restart notice still on its way must not land after "idle".

@@ -217,6 +217,33 @@ async def test_a_busy_check_that_raises_is_reported_as_busy(
     assert gateway.heartbeats()[0]["busy"] is True
 
 
+async def test_an_accepted_heartbeat_vouches_for_taskstate_as_of_when_it_was_sent(
+    gateway: FakeApiGateway, make_link: Callable[..., AgentLink]
+) -> None:
+    # Given a link whose clock says when each heartbeat left
+    ticks = iter(range(1000, 2000))
+    confirmed: list[float] = []
+    link = make_link(heartbeat_interval=0.02, clock=lambda: float(next(ticks)), on_alive=confirmed.append)
+
+    # When the API accepts its heartbeats
+    await link.start()
+    await eventually(lambda: len(confirmed) >= 3)
+
+    # Then each acceptance confirms TaskState as of the sending of that heartbeat, in order
+    assert confirmed[:3] == [1000.0, 1001.0, 1002.0]
+
+
+async def test_a_refused_heartbeat_confirms_nothing(
+    gateway: FakeApiGateway, make_link: Callable[..., AgentLink]
+) -> None:
+    gateway.accept_heartbeats = False
+    confirmed: list[float] = []
+    link = make_link(heartbeat_interval=0.02, on_alive=confirmed.append)
+    await link.start()
+    await eventually(lambda: len(gateway.heartbeats()) >= 3)
+    assert confirmed == []
+
+
 async def test_a_refused_heartbeat_means_this_task_was_superseded(
     gateway: FakeApiGateway, bridge: Bridge, make_link: Callable[..., AgentLink]
 ) -> None:

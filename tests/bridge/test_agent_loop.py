@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge.agent_loop import InboxLoop
+from bridge.fence import Fence
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.messages import InboxItem, IncomingMessage
+from serverless_openclaw.lifecycle import Capacity, Status
+from serverless_openclaw.messages import InboxItem, IncomingMessage, reply_id
 from tests.fakes import Clock
 
 USER = "user-a"
@@ -93,6 +95,32 @@ def _queue(cp: ControlPlane, text: str, conversation: str = "conv-1") -> str:
     return cp.intake.accept(IncomingMessage(USER, text, "web", conversation), cp.clock()).message_id
 
 
+def _name_task(cp: ControlPlane, task_arn: str) -> None:
+    """TaskState names `task_arn` (Running), as it does for a bridge that came up."""
+    state = cp.task_state.get(USER)
+    if state.task_arn == task_arn:
+        return
+    started = cp.task_state.transition(state, Status.STARTING, cp.clock())
+    assert started is not None and cp.task_state.record_launch(started, task_arn, Capacity.SPOT)
+    assert cp.task_state.settle_own(USER, task_arn, Status.RUNNING, cp.clock(), from_=(Status.STARTING,))
+
+
+def _fence(cp: ControlPlane, lease_seconds: int = 60, heartbeat_limit: float = 180) -> Fence:
+    """The fence of a bridge whose TaskState row names it, confirmed just now."""
+    _name_task(cp, TASK)
+    fence = Fence(
+        user_id=USER,
+        task_arn=TASK,
+        inbox=cp.inbox,
+        task_state=cp.task_state,
+        clock=cp.clock,
+        lease_seconds=lease_seconds,
+        heartbeat_limit=heartbeat_limit,
+    )
+    fence.task_confirmed(cp.clock())
+    return fence
+
+
 def _loop(cp: ControlPlane, runner: ScriptedRunner, delivery: RecordingDelivery, **kw: Any) -> InboxLoop:
     return InboxLoop(
         user_id=USER,
@@ -101,6 +129,7 @@ def _loop(cp: ControlPlane, runner: ScriptedRunner, delivery: RecordingDelivery,
         conversations=cp.conversations,
         runner=runner,
         delivery=delivery,
+        fence=kw.pop("fence", None) or _fence(cp),
         session_key_for=lambda conv: f"agent:main:web:{conv}",
         clock=cp.clock,
         lease_seconds=60,
@@ -143,9 +172,10 @@ async def test_drain_answers_every_message_in_order_and_empties_the_inbox(cp: Co
     assert delivery.streams[ids[0]][-1] == ("end", "echo: one")
     assert [e for e in delivery.streams[ids[0]] if e[0] == "chunk"]
     history = list(reversed(cp.conversations.messages(USER, "conv-1").items))
-    # (chronological: both questions were queued before the first reply; replies point at their question)
-    assert [m["content"] for m in history] == ["one", "three", "echo: one", "echo: three"]
-    assert [m.get("replyTo") for m in history[2:]] == [ids[0], ids[2]]
+    # (each reply sorts right under its question, even though both were queued before the first reply)
+    assert [m["content"] for m in history] == ["one", "echo: one", "three", "echo: three"]
+    assert [m.get("replyTo") for m in history[1::2]] == [ids[0], ids[2]]
+    assert [m["messageId"] for m in history[1::2]] == [reply_id(ids[0]), reply_id(ids[2])]
     assert cp.inbox.items(USER) == []
 
 
@@ -295,3 +325,167 @@ async def test_merged_run_with_text_is_delivered_and_stored(cp: ControlPlane) ->
     assert delivery.streams[message][-1] == ("end", "answer to both")
     assert cp.conversations.messages(USER, "conv-1").items[0]["content"] == "answer to both"
     assert cp.inbox.items(USER) == []
+
+
+@dataclass
+class FreezingRunner(ScriptedRunner):
+    """Streams half its reply, lets `meanwhile` happen (a freeze: time passes, others act), then the rest."""
+
+    meanwhile: Callable[[], None] = lambda: None
+
+    async def run(
+        self,
+        session_key: str,
+        message: str,
+        *,
+        idempotency_key: str,
+        on_delta: Callable[[str], Awaitable[None]] | None = None,
+        timeout: float | None = None,
+    ) -> Result:
+        self.ran.append((session_key, message, idempotency_key))
+        words = ["one ", "two ", "three ", "four "]
+        for n, word in enumerate(words):
+            if n == 2:
+                self.meanwhile()
+            if on_delta:
+                await on_delta(word)
+        return Result("aborted", "one two") if self.aborted else Result("final", "".join(words).strip())
+
+
+def _chunks(events: list[tuple[str, Any]]) -> list[Any]:
+    return [text for kind, text in events if kind == "chunk"]
+
+
+async def test_a_bridge_that_wakes_after_its_message_was_claimed_by_a_replacement_goes_quiet(
+    cp: ControlPlane, clock: Clock
+) -> None:
+    # Given a bridge streaming a reply that freezes past its lease and its heartbeat limit, while the
+    # watchdog names a replacement task in TaskState and the replacement claims the message
+    message = _queue(cp, "long story")
+    replacement = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/t2"
+
+    def freeze() -> None:
+        clock.advance(300)
+        assert cp.task_state.settle_own(
+            USER, TASK, Status.IDLE, clock(), from_=(Status.RUNNING,), remove=("taskArn",)
+        )
+        _name_task(cp, replacement)
+        assert cp.inbox.claim_next(USER, replacement, clock(), 60)
+
+    runner, delivery = FreezingRunner(meanwhile=freeze), RecordingDelivery()
+    fence = _fence(cp)
+
+    # When it wakes up and its run goes on to the end
+    await _loop(cp, runner, delivery, fence=fence).drain()
+
+    # Then nothing more reached the user, nothing was stored, the run was stopped, and the replacement
+    # still holds the message (one look at DynamoDB told the bridge so)
+    assert _chunks(delivery.streams[message]) == ["one ", "two "]
+    assert [kind for kind, _ in delivery.streams[message]] == ["chunk", "chunk"]
+    assert cp.conversations.messages(USER, "conv-1").items[0]["role"] == "user"
+    assert len(cp.conversations.messages(USER, "conv-1").items) == 1
+    assert runner.aborted == ["agent:main:web:conv-1"]
+    (item,) = cp.inbox.items(USER)
+    assert (item.status, item.claimed_by) == ("claimed", replacement)
+    assert fence.checks == 1
+
+
+async def test_a_bridge_superseded_while_it_still_holds_the_claim_hands_the_message_back(
+    cp: ControlPlane, clock: Clock
+) -> None:
+    # Given a bridge that froze past its heartbeat limit (not its lease): TaskState names another task
+    message = _queue(cp, "long story")
+
+    def freeze() -> None:
+        clock.advance(170)
+        assert cp.task_state.settle_own(
+            USER, TASK, Status.IDLE, clock(), from_=(Status.RUNNING,), remove=("taskArn",)
+        )
+
+    runner, delivery = FreezingRunner(meanwhile=freeze), RecordingDelivery()
+
+    # When it wakes up
+    await _loop(cp, runner, delivery, fence=_fence(cp, lease_seconds=600)).drain()
+
+    # Then it says and stores nothing more, and the message is queued again for the replacement
+    assert [kind for kind, _ in delivery.streams[message]] == ["chunk", "chunk"]
+    assert len(cp.conversations.messages(USER, "conv-1").items) == 1
+    (item,) = cp.inbox.items(USER)
+    assert (item.status, item.message_id) == ("queued", message)
+
+
+async def test_a_claim_lost_without_any_sign_stores_and_delivers_no_final_answer(
+    cp: ControlPlane, clock: Clock
+) -> None:
+    # Given a bridge whose confirmations look fresh, but whose item was taken over anyway (clock skew,
+    # a release by task_events): nothing tells it before the end of the run
+    message = _queue(cp, "hello")
+
+    def taken() -> None:
+        cp.inbox.release(cp.inbox.items(USER)[0], TASK)
+        assert cp.inbox.claim_next(USER, "other-task", clock(), 60)
+
+    delivery = RecordingDelivery()
+
+    # When its run ends
+    await _loop(cp, FreezingRunner(meanwhile=taken), delivery).drain()
+
+    # Then the final transaction refuses it: no stored reply, no final frame, the other task holds it
+    assert "end" not in [kind for kind, _ in delivery.streams[message]]
+    assert len(cp.conversations.messages(USER, "conv-1").items) == 1
+    assert cp.inbox.items(USER)[0].claimed_by == "other-task"
+
+
+async def test_a_message_answered_before_is_completed_with_the_stored_answer_not_a_second_one(
+    cp: ControlPlane,
+) -> None:
+    # Given a message whose answer is already in the history (stored by an earlier task)
+    message = _queue(cp, "hello")
+    cp.conversations.add_message(
+        USER, "conv-1", "assistant", "the first answer", "web", cp.clock(), message_id=reply_id(message)
+    )
+    delivery = RecordingDelivery()
+
+    # When a bridge answers it again
+    await _loop(cp, ScriptedRunner(reply=lambda _: Result("final", "a second answer")), delivery).drain()
+
+    # Then the history keeps the one answer, the user is shown that one, and the item is done
+    replies = [m for m in cp.conversations.messages(USER, "conv-1").items if m["role"] == "assistant"]
+    assert [m["content"] for m in replies] == ["the first answer"]
+    assert delivery.streams[message][-1] == ("end", "the first answer")
+    assert cp.inbox.items(USER) == []
+
+
+async def test_a_warm_reply_costs_no_fencing_call(cp: ControlPlane) -> None:
+    # Given a bridge whose claim and heartbeat were confirmed recently
+    _queue(cp, "hello")
+    fence = _fence(cp)
+
+    # When it answers
+    await _loop(cp, ScriptedRunner(), RecordingDelivery(), fence=fence).drain()
+
+    # Then it never had to look at DynamoDB to know the message was its own
+    assert fence.checks == 0 and cp.inbox.items(USER) == []
+
+
+async def test_the_files_of_a_run_are_backed_up_before_its_answer_is_stored_or_shown(
+    cp: ControlPlane,
+) -> None:
+    # Given a run whose answer reports a file written
+    message = _queue(cp, "create file a.md")
+    delivery = RecordingDelivery()
+    seen_at_backup: list[tuple[int, list[str]]] = []
+
+    async def backup() -> None:
+        history = cp.conversations.messages(USER, "conv-1").items
+        seen_at_backup.append((len(history), [kind for kind, _ in delivery.streams[message]]))
+
+    runner = ScriptedRunner(reply=lambda _: Result("final", "Created a.md."))
+
+    # When the loop answers it
+    await _loop(cp, runner, delivery, before_final=backup).drain()
+
+    # Then the backup ran once, before the reply was stored or its final frame sent; then both happened
+    assert seen_at_backup == [(1, ["chunk", "chunk"])]
+    assert delivery.streams[message][-1] == ("end", "Created a.md.")
+    assert len(cp.conversations.messages(USER, "conv-1").items) == 2

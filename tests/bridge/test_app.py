@@ -23,6 +23,7 @@ from bridge.telegram_delivery import ChannelDelivery
 from serverless_openclaw.config import ConfigError
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.messages import InboxItem
+from serverless_openclaw.store.inbox import Settled
 from tests.contract.conftest import free_port
 from tests.fakes import Clock
 
@@ -71,10 +72,16 @@ class TaskStateRow:
     def heartbeat(self, user_id: str, task_arn: str, busy: bool, now: float) -> bool:
         return True
 
+    def names_task(self, user_id: str, task_arn: str) -> bool:
+        return True
+
+    def names_task_check(self, user_id: str, task_arn: str) -> dict[str, Any]:
+        return {}
+
 
 @dataclass
 class Inbox:
-    """Queued messages; `complete` removes one for good."""
+    """Queued messages; `complete` removes one for good, `settle` also stores its reply."""
 
     queued: list[InboxItem]
     completed: list[str] = field(default_factory=list)
@@ -85,6 +92,20 @@ class Inbox:
     def complete(self, item: InboxItem, claimer: str) -> bool:
         self.completed.append(item.message_id)
         return True
+
+    def renew(self, item: InboxItem, claimer: str, now: float, lease: int) -> bool:
+        return True
+
+    def release(self, item: InboxItem, claimer: str) -> bool:
+        return True
+
+    def settle(
+        self, item: InboxItem, claimer: str, now: float, *, reply: list[Any], guards: Any, failed: Any
+    ) -> Settled:
+        for write in reply:
+            write["into"].append(("assistant", write["content"]))
+        self.completed.append(item.message_id)
+        return Settled.DONE
 
     def pending(self, user_id: str, now: float) -> list[InboxItem]:
         return list(self.queued)
@@ -98,6 +119,11 @@ class Conversations:
         self, user_id: str, conversation_id: str, role: str, text: str, *rest: Any, **kw: Any
     ) -> None:
         self.stored.append((role, text))
+
+    def reply_writes(
+        self, user_id: str, conversation_id: str, message_id: str, text: str, *rest: Any
+    ) -> list[Any]:
+        return [{"into": self.stored, "content": text}]
 
 
 @dataclass
@@ -271,6 +297,7 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     phases_sent = [
         {d["Name"]: d["Value"] for d in point["Dimensions"]}.get("Phase", point["MetricName"])
         for point in cloudwatch.datapoints
+        if point["MetricName"] != "BackupCompleted"
     ]
     assert phases_sent == [*PHASES, "first-drain", "StartupTotal"]
     # And OpenClaw's state came down before the workspace, and OpenClaw got the key the secrets phase read
@@ -288,14 +315,60 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     # And the message that waited was answered, stored and taken off the Inbox; the bridge is healthy
     assert tabs.replies == ["echo: hello"] and conversations.stored == [("assistant", "echo: hello")]
     assert inbox.completed == ["m1"] and bridge.health() == (True, "ok")
+    # And the files of its run were backed up before the answer was final, not seconds after it
+    assert bucket.backups == 1
     assert bridge.status()["answered"] == 1 and bridge.status()["phase"] == "ready"
 
     # When it stops
     await bridge.stop("test over")
 
     # Then OpenClaw is stopped, the files are backed up, the row is Idle and the tabs are told so
-    assert not openclaw.running and bucket.backups == 1 and row.status is Status.IDLE
+    assert not openclaw.running and bucket.backups == 2 and row.status is Status.IDLE
     assert tabs.frames[-1] == {"type": "status", "status": "idle"} and exits == []
+
+
+async def test_a_bridge_told_it_was_replaced_claims_nothing_more_and_leaves_s3_to_its_replacement(
+    tmp_path: Path,
+) -> None:
+    # Given a bridge that came up with nothing to answer
+    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
+    bucket, inbox, exits = Bucket(), Inbox([]), list[str]()
+
+    async def find_task_arn() -> str:
+        return TASK
+
+    bridge = Bridge(
+        cfg,
+        task_state=TaskStateRow(),
+        inbox=inbox,
+        conversations=Conversations(),
+        settings=Settings(),
+        delivery=ChannelDelivery(WebTabs()),
+        sync=bucket,
+        metrics=BridgeMetrics(CloudWatch(), "Test"),
+        find_task_arn=find_task_arn,
+        model_keys=lambda provider: {"ANTHROPIC_API_KEY": "key"},
+        telegram_bot=lambda: None,
+        make_gateway=GatewayChild,
+        make_gateway_client=GatewayOperator,
+        make_link=ControlPlaneLink,
+        on_exit=lambda: exits.append("exit"),
+        clock=Clock(),
+    )
+    await bridge.start()
+    assert bridge.ready and bridge.link is not None
+
+    # When the control plane answers a heartbeat saying TaskState names another task, and a message
+    # arrives meanwhile
+    await bridge.link.options["on_superseded"]()  # type: ignore[attr-defined]
+    inbox.queued.append(InboxItem(cfg.user_id, "m2", "late", "web", "c1", created_at=2.0))
+    assert bridge.loop is not None and await bridge.loop.drain() == 0
+    await bridge.stop("superseded")
+
+    # Then it shut down without claiming the message and without a backup that would overwrite the
+    # replacement's manifest
+    assert exits == ["exit"] and [i.message_id for i in inbox.queued] == ["m2"]
+    assert bucket.backups == 0
 
 
 def test_health_reports_why_it_is_not_healthy_and_shutdown_is_loopback_only(tmp_path: Path) -> None:

@@ -38,6 +38,19 @@ def _backdate_activity(stack: LocalStackProcess, user_id: str, seconds: float) -
     )
 
 
+def _backdate(
+    stack: LocalStackProcess, table: str, key: dict[str, Any], attribute: str, seconds: float
+) -> None:
+    """Set a timestamp attribute of one row to `seconds` ago."""
+    stack.client("dynamodb").update_item(
+        TableName=stack.table(table),
+        Key=key,
+        UpdateExpression="SET #a = :then",
+        ExpressionAttributeNames={"#a": attribute},
+        ExpressionAttributeValues={":then": {"N": str(time.time() - seconds)}},
+    )
+
+
 async def _no_agent_running(stack: LocalStackProcess, user_id: str, what: str) -> None:
     await until(
         lambda: not stack.running_tasks() and stack.task_state(user_id).get("status") == "Idle",
@@ -508,3 +521,77 @@ async def test_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged_for_any_
     async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
         shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
         assert "written just before the crash" in shown["content"]
+
+
+async def test_a_bridge_frozen_mid_reply_and_replaced_by_the_watchdog_never_answers_twice(
+    start_stack: StartStack,
+) -> None:
+    # The watchdog runs every 2 s and judges a heartbeat stale after 60 s (the template's minimum).
+    stack = start_stack("--schedule-every", "2", "--parameter", "HeartbeatStaleSeconds=60")
+    user_id, token = stack.endpoints["userId"], stack.login()
+    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        # Given a long reply that is streaming
+        asked = await tab.send_message("slowly count to 250")
+        ack = await tab.ack(asked)
+        message_id, conversation = ack["messageId"], ack["conversationId"]
+        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
+        [frozen] = stack.running_tasks()
+
+        # When its bridge freezes (no heartbeat, no lease renewal) until the watchdog has replaced it and
+        # the replacement holds the message, and then wakes up again
+        os.kill(frozen["pid"], signal.SIGSTOP)
+        try:
+            # (as if the freeze had outlasted the heartbeat limit and the lease, without waiting them out)
+            _backdate(stack, "TASK_STATE_TABLE", {"PK": {"S": f"USER#{user_id}"}}, "heartbeatAt", 3600)
+            for item in stack.inbox(user_id):
+                key = {"PK": {"S": item["PK"]}, "SK": {"S": item["SK"]}}
+                _backdate(stack, "INBOX_TABLE", key, "claimExpiresAt", 1)
+            await until(
+                lambda: any(
+                    item.get("claimedBy") not in (None, frozen["taskArn"]) for item in stack.inbox(user_id)
+                ),
+                300,
+                "the replacement's claim",
+                stack,
+            )
+        finally:
+            os.kill(frozen["pid"], signal.SIGCONT)
+
+        # Then, once the message is settled and the woken bridge gone, it was answered in full, once:
+        # one stream_end on the tab, one row in the history
+        await until(lambda: not stack.inbox(user_id), 300, "the message settled", stack)
+        await until(
+            lambda: frozen["taskArn"] not in {t["taskArn"] for t in stack.running_tasks()},
+            200,
+            "the frozen bridge's exit",
+            stack,
+        )
+        await asyncio.sleep(2)  # anything still on its way would have arrived by now
+        ends = tab.reply_frames(message_id, "stream_end")
+        assert len(ends) == 1, ends
+        assert ends[0]["content"].rstrip().endswith("250")
+    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
+
+
+async def test_a_file_the_agent_reported_written_survives_a_kill_one_second_after_the_reply(
+    start_stack: StartStack,
+) -> None:
+    stack = start_stack()
+    user_id = stack.endpoints["userId"]
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        # Given the agent reported a file written
+        created = await tab.reply_to(await tab.send_message("create file kept.md with the text kept 1 s"))
+        assert "Created kept.md" in created["content"]
+
+        # When its bridge is killed outright one second later
+        await asyncio.sleep(1)
+        [task] = stack.running_tasks()
+        os.kill(task["pid"], signal.SIGKILL)
+
+        # Then the file is in S3, and the next task restores it
+        assert stack.workspace_file(user_id, "kept.md") == b"kept 1 s"
+        await until(lambda: not stack.running_tasks(), 60, "the killed task's end", stack)
+        shown = await tab.reply_to(await tab.send_message("show kept.md", created["conversationId"]))
+        assert "kept 1 s" in shown["content"]
+    assert len(stack.tasks()) == 2

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.conversations import InvalidCursor
 from serverless_openclaw.lifecycle import Capacity, Status
-from serverless_openclaw.messages import IncomingMessage
+from serverless_openclaw.messages import InboxItem, IncomingMessage, reply_id
 from serverless_openclaw.store import codec
+from serverless_openclaw.store.inbox import Settled
 from tests.fakes import Clock
 
 USER = "user-a"
@@ -149,6 +152,120 @@ def test_expired_lease_is_claimable_again_and_the_old_owner_loses_it(cp: Control
     assert not cp.inbox.complete(first, "dead-bridge")
     assert cp.inbox.complete(second, "new-bridge")
     assert cp.inbox.items(USER) == []
+
+
+def _answer(cp: ControlPlane, item: InboxItem, text: str, now: float) -> list[Any]:
+    return cp.conversations.reply_writes(
+        USER, "conv-1", reply_id(item.message_id), text, "web", now, {"replyTo": item.message_id}
+    )
+
+
+def _replies(cp: ControlPlane) -> list[str]:
+    return [m["content"] for m in cp.conversations.messages(USER, "conv-1").items if m["role"] == "assistant"]
+
+
+def _claimed_while_taskstate_names(cp: ControlPlane, task_arn: str) -> InboxItem:
+    """A queued message claimed by "bridge", while TaskState names `task_arn`."""
+    _queue(cp, "a")
+    state = cp.task_state.transition(cp.task_state.get(USER), Status.STARTING, cp.clock())
+    assert state is not None and cp.task_state.record_launch(state, task_arn, Capacity.SPOT)
+    item = cp.inbox.claim_next(USER, "bridge", cp.clock(), 60)
+    assert item is not None
+    return item
+
+
+def _settle_guarded(cp: ControlPlane, item: InboxItem, text: str) -> Settled:
+    """ "bridge" records `text` as the answer, guarded by TaskState naming it."""
+    return cp.inbox.settle(
+        item,
+        "bridge",
+        cp.clock(),
+        reply=_answer(cp, item, text, cp.clock()),
+        guards=[cp.task_state.names_task_check(USER, "bridge")],
+    )
+
+
+def test_settle_stores_the_reply_and_deletes_the_item_in_one_write(cp: ControlPlane, clock: Clock) -> None:
+    # Given an item we hold, and TaskState naming our task
+    item = _claimed_while_taskstate_names(cp, "bridge")
+
+    # When the answer is recorded
+    settled = _settle_guarded(cp, item, "A")
+
+    # Then the reply is stored under the id derived from the message and the item is gone
+    assert settled is Settled.DONE
+    assert _replies(cp) == ["A"]
+    assert cp.conversations.message(USER, "conv-1", reply_id(item.message_id))["replyTo"] == item.message_id
+    assert cp.inbox.items(USER) == []
+
+
+def test_a_bridge_that_lost_its_claim_cannot_store_an_answer(cp: ControlPlane, clock: Clock) -> None:
+    # Given a bridge whose lease ran out and another bridge that claimed the item since
+    _queue(cp, "a")
+    stale = cp.inbox.claim_next(USER, "stale-bridge", clock(), 60)
+    assert stale is not None
+    clock.advance(61)
+    fresh = cp.inbox.claim_next(USER, "new-bridge", clock(), 60)
+    assert fresh is not None
+
+    # When the stale bridge tries to record its answer
+    settled = cp.inbox.settle(stale, "stale-bridge", clock(), reply=_answer(cp, stale, "stale", clock()))
+
+    # Then nothing is written: no reply, the item still the new bridge's
+    assert settled is Settled.LOST
+    assert _replies(cp) == []
+    assert cp.inbox.items(USER)[0].claimed_by == "new-bridge"
+
+
+def test_an_expired_lease_nobody_took_yet_cannot_store_either(cp: ControlPlane, clock: Clock) -> None:
+    _queue(cp, "a")
+    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
+    assert item is not None
+    clock.advance(60)
+    assert cp.inbox.settle(item, "bridge", clock(), reply=_answer(cp, item, "late", clock())) is Settled.LOST
+    assert _replies(cp) == [] and cp.inbox.items(USER)[0].status == "claimed"
+
+
+def test_a_superseded_task_cannot_store_though_it_holds_the_claim(cp: ControlPlane, clock: Clock) -> None:
+    # Given TaskState names another task (the watchdog replaced ours), while our claim still runs
+    item = _claimed_while_taskstate_names(cp, "replacement")
+
+    # When our bridge records its answer with the TaskState guard
+    settled = _settle_guarded(cp, item, "A")
+
+    # Then it is refused and nothing changed
+    assert settled is Settled.LOST
+    assert _replies(cp) == [] and cp.inbox.items(USER)[0].claimed_by == "bridge"
+
+
+def test_a_message_is_never_answered_twice_in_the_history(cp: ControlPlane, clock: Clock) -> None:
+    # Given a message whose reply row exists already
+    _queue(cp, "a")
+    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
+    assert item is not None
+    cp.conversations.add_message(
+        USER, "conv-1", "assistant", "first", "web", clock(), message_id=reply_id(item.message_id)
+    )
+
+    # When a second answer is recorded for it
+    settled = cp.inbox.settle(item, "bridge", clock(), reply=_answer(cp, item, "second", clock()))
+
+    # Then it is refused as answered before: one reply, the item untouched (we still hold it)
+    assert settled is Settled.ANSWERED_BEFORE
+    assert _replies(cp) == ["first"]
+    assert cp.inbox.items(USER)[0].claimed_by == "bridge"
+
+
+def test_settle_can_mark_the_item_failed_with_its_error_reply(cp: ControlPlane, clock: Clock) -> None:
+    _queue(cp, "a")
+    item = cp.inbox.claim_next(USER, "bridge", clock(), 60)
+    assert item is not None
+    settled = cp.inbox.settle(
+        item, "bridge", clock(), reply=_answer(cp, item, "provider down", clock()), failed="provider down"
+    )
+    assert settled is Settled.DONE and _replies(cp) == ["provider down"]
+    (failed,) = cp.inbox.items(USER)
+    assert (failed.status, failed.last_error, failed.claimed_by) == ("failed", "provider down", None)
 
 
 def test_renew_keeps_the_lease_during_a_long_run(cp: ControlPlane, clock: Clock) -> None:

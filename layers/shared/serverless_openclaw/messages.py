@@ -33,6 +33,15 @@ class Accepted:
     duplicate: bool = False
 
 
+def reply_id(message_id: str) -> str:
+    """The id of the assistant reply to a user message: one per message, whoever answers it.
+
+    Derived, not drawn: a second answer to the same message (a stale bridge, a replacement) lands on the
+    same history row, which a conditional write refuses. It sorts right after the message it answers.
+    """
+    return f"{message_id}-reply"
+
+
 @dataclass(frozen=True, slots=True)
 class InboxItem:
     """One queued user message: `queued`, `claimed` (leased to one bridge) or `failed` (given up on)."""

@@ -143,6 +143,44 @@ class ConversationStore:
         )
         return message_id
 
+    def reply_writes(
+        self,
+        user_id: str,
+        conversation_id: str,
+        message_id: str,
+        content: str,
+        channel: str,
+        now: float,
+        extra: Mapping[str, Any],
+    ) -> list[TransactWriteItemTypeDef]:
+        """The transaction items that store an assistant reply once (and touch its conversation).
+
+        The row's `Put` is refused when the row exists: its id is derived from the message it answers,
+        so a message is never answered twice in the history.
+        """
+        return [
+            header_update(self.table, user_id, conversation_id, title_from(content), now),
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": message_item(
+                        user_id, conversation_id, message_id, "assistant", content, channel, now, extra
+                    ),
+                    "ConditionExpression": "attribute_not_exists(SK)",
+                }
+            },
+        ]
+
+    def message(self, user_id: str, conversation_id: str, message_id: str) -> dict[str, Any] | None:
+        """One stored message (strongly consistent), or None."""
+        resp = client("dynamodb").get_item(
+            TableName=self.table,
+            Key={"PK": {"S": f"USER#{user_id}"}, "SK": {"S": f"MSG#{conversation_id}#{message_id}"}},
+            ConsistentRead=True,
+        )
+        item = codec.load(resp.get("Item"))
+        return _public(item) if item else None
+
     def delete(self, user_id: str, conversation_id: str) -> bool:
         """Delete a conversation and all its messages; False when it does not exist."""
         if self.get(user_id, conversation_id) is None:

@@ -6,7 +6,8 @@ with the user told). A claim whose lease ran out counts as queued again, so a cr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -17,7 +18,7 @@ from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
 
 FAILED_RETENTION_SECONDS = 14 * 24 * 3600
 """Failed items stay visible for two weeks, then expire."""
@@ -40,6 +41,21 @@ def new_item(item: InboxItem) -> dict[str, AttributeValueTypeDef]:
             "createdAt": item.created_at,
         }
     )
+
+
+class Settled(Enum):
+    """How the one transaction that records an answer and settles its Inbox item ended."""
+
+    DONE = "done"
+    """The reply is stored and the item settled (deleted, or marked failed)."""
+    LOST = "lost"
+    """Nothing written: the claim (or a guard, such as TaskState naming this task) no longer holds."""
+    ANSWERED_BEFORE = "answered_before"
+    """Nothing written: we still hold the item, but its reply row already exists."""
+
+
+_HELD = "#s = :claimed AND claimedBy = :me AND claimExpiresAt > :now"
+"""Our claim, and its lease not run out: only then may a bridge record an answer."""
 
 
 def _from_item(item: Mapping[str, Any]) -> InboxItem:
@@ -158,6 +174,62 @@ class InboxStore:
                 return False
             raise
         return True
+
+    def settle(
+        self,
+        item: InboxItem,
+        claimer: str,
+        now: float,
+        *,
+        reply: Sequence[TransactWriteItemTypeDef],
+        guards: Sequence[TransactWriteItemTypeDef] = (),
+        failed: str | None = None,
+    ) -> Settled:
+        """Store the reply (`reply`'s items) and delete the item (or mark it failed) in ONE transaction.
+
+        It commits only while `claimer` holds an unexpired lease on the item and every guard holds, so a
+        bridge that lost the item (frozen, superseded) can never record a second answer.
+        """
+        inbox_write: TransactWriteItemTypeDef
+        held: dict[str, Any] = {":claimed": "claimed", ":me": claimer, ":now": now}
+        if failed is None:
+            inbox_write = {
+                "Delete": {
+                    "TableName": self.table,
+                    "Key": _key(item.user_id, item.message_id),
+                    "ConditionExpression": _HELD,
+                    "ExpressionAttributeNames": {"#s": "status"},
+                    "ExpressionAttributeValues": codec.values(held),
+                }
+            }
+        else:
+            inbox_write = {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _key(item.user_id, item.message_id),
+                    "UpdateExpression": "SET #s = :failed, lastError = :why, #ttl = :ttl "
+                    "REMOVE claimedBy, claimExpiresAt",
+                    "ConditionExpression": _HELD,
+                    "ExpressionAttributeNames": {"#s": "status", "#ttl": "ttl"},
+                    "ExpressionAttributeValues": codec.values(
+                        {
+                            **held,
+                            ":failed": "failed",
+                            ":why": failed[:500],
+                            ":ttl": int(now) + FAILED_RETENTION_SECONDS,
+                        }
+                    ),
+                }
+            }
+        try:
+            client("dynamodb").transact_write_items(TransactItems=[inbox_write, *guards, *reply])
+        except ClientError as exc:
+            if any(condition_failed(exc, item=index) for index in range(1 + len(guards))):
+                return Settled.LOST
+            if condition_failed(exc):
+                return Settled.ANSWERED_BEFORE
+            raise
+        return Settled.DONE
 
     def mark_failed(self, item: InboxItem, reason: str, now: float) -> bool:
         """Give up on an item that is not answered yet; it stays visible (and expires) as `failed`."""

@@ -13,7 +13,7 @@ from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
 
 _ATTRS = {
     "status",
@@ -232,6 +232,21 @@ class TaskStateStore:
         return self._conditional_update(
             user_id, expression, "taskArn = :arn AND #s = :running", {"#s": "status"}, vals
         )
+
+    def names_task(self, user_id: str, task_arn: str) -> bool:
+        """Whether the row still names this task (a strongly consistent read)."""
+        return self.get(user_id).task_arn == task_arn
+
+    def names_task_check(self, user_id: str, task_arn: str) -> TransactWriteItemTypeDef:
+        """A transaction item that holds only while the row names this task (a `ConditionCheck`)."""
+        return {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": user_key(user_id),
+                "ConditionExpression": "taskArn = :arn",
+                "ExpressionAttributeValues": codec.values({":arn": task_arn}),
+            }
+        }
 
     def settle_own(
         self,
