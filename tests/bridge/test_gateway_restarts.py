@@ -20,6 +20,7 @@ from bridge.openclaw_client import GatewayClient
 from bridge.telegram_delivery import ChannelDelivery
 from local.telegram import TelegramSimulator
 from serverless_openclaw.messages import InboxItem
+from serverless_openclaw.store.inbox import Settled
 from serverless_openclaw.telegram import TelegramClient
 from tests.bridge.test_app import (
     TASK,
@@ -73,6 +74,12 @@ class Inbox:
 
     def renew(self, item: InboxItem, claimer: str, now: float, lease: int) -> bool:
         return True
+
+    def settle(
+        self, item: InboxItem, claimer: str, now: float, *, reply: list[Any], guards: Any, failed: Any
+    ) -> Settled:
+        self.completed.append(item.message_id)
+        return Settled.DONE
 
     def pending(self, user_id: str, now: float) -> list[InboxItem]:
         return list(self.queued)
