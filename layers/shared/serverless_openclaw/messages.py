@@ -58,6 +58,13 @@ class InboxItem:
             return None
         return chat, waiting if _is_int(waiting) else None
 
+    def telegram_message(self) -> tuple[int, int] | None:
+        """(chat id, Telegram `message_id`) of a Telegram message; None for the web or when unknown."""
+        chat, sent = self.reply_to.get("chatId"), self.reply_to.get("messageId")
+        if self.channel != "telegram" or not _is_int(chat) or not _is_int(sent):
+            return None
+        return chat, sent
+
     def available(self, now: float) -> bool:
         """Queued, or claimed by a bridge whose lease has run out."""
         if self.status == "queued":
