@@ -22,6 +22,13 @@ class IncomingMessage:
     idempotency_key: str | None = None
     client_message_id: str | None = None
     reply_to: dict[str, Any] | None = None
+    follows: str | None = None
+    """The idempotency key of the message the sender sent just before this one and has no ack for yet:
+    this one may only be stored after it (and so gets a later id)."""
+
+
+class OutOfOrder(Exception):
+    """The message this one follows is not stored yet: the sender sends it again once that one is acked."""
 
 
 @dataclass(frozen=True, slots=True)
