@@ -2,12 +2,21 @@
 // kept alive (and checked) by a heartbeat, with an outbox so that a message typed while offline is sent
 // when the connection returns. Each outbox entry keeps its clientMessageId across resends, and the
 // server deduplicates on it, so a message is stored once even when an ack was lost with the connection.
+//
+// Order: the outbox keeps messages in the order they were typed. Each frame names the message typed just
+// before it in the same conversation while that one has no ack yet (`after`); the server stores a message
+// only after the one it names, and refuses it otherwise (`out_of_order`), and then this tab sends it again
+// once that one is acknowledged. So messages sent back to back, whose frames race each other on the
+// server, are stored and answered in typed order. A frame with no answer is sent again after a while;
+// one that never gets an answer is given up on, so it cannot hold the messages after it back for long.
 
 const HEARTBEAT_MS = 25_000; // well inside API Gateway's 10-minute idle timeout
 const PONG_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 15_000;
+const ACK_TIMEOUT_MS = 10_000; // a warm ack takes tens of milliseconds, a cold one a few seconds
+const MAX_SENDS = 4; // then the message is reported not sent, and the ones typed after it go on
 
 /** Delay before reconnect attempt `n` (0-based): full jitter over an exponential ceiling. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -118,7 +127,7 @@ export class ChatSocket extends EventTarget {
       this.attempt = 0;
       this.#setState("open", { reconnected });
       this.#heartbeat();
-      for (const entry of this.outbox.values()) this.#sendEntry(entry);
+      for (const entry of this.outbox.values()) this.#sendEntry(entry, { fresh: true });
     });
     ws.addEventListener("message", (event) => this.#receive(event.data));
     ws.addEventListener("close", () => {
@@ -137,11 +146,57 @@ export class ChatSocket extends EventTarget {
     this.timers.retry = setTimeout(() => this.#connect(), delay);
   }
 
-  #sendEntry(entry) {
+  /** The message typed just before `entry` in its conversation, while it has no ack yet. */
+  #predecessor(entry) {
+    let previous = null;
+    for (const other of this.outbox.values()) {
+      if (other === entry) return previous;
+      if (other.conversationId === entry.conversationId) previous = other;
+    }
+    return previous;
+  }
+
+  #sendEntry(entry, { fresh = false } = {}) {
     const { action, conversationId, message, clientMessageId } = entry;
     const frame = { action, message, clientMessageId };
     if (conversationId) frame.conversationId = conversationId;
+    const previous = this.#predecessor(entry);
+    if (previous) frame.after = previous.clientMessageId;
+    entry.sentAt = Date.now();
+    entry.sends = fresh ? 1 : (entry.sends || 0) + 1;
+    entry.waiting = false;
     this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Send the first unacknowledged message of a conversation if it was waiting for the one before it. */
+  #sendNextOf(conversationId) {
+    const first = [...this.outbox.values()].find((e) => e.conversationId === conversationId);
+    if (first?.waiting && this.state === "open") this.#sendEntry(first);
+  }
+
+  /** Frames with no answer at all are sent again (the server deduplicates), a few times at most. */
+  #resendOverdue() {
+    if (this.state !== "open") return;
+    const now = Date.now();
+    for (const entry of [...this.outbox.values()]) {
+      if (entry.waiting || !entry.sentAt || now - entry.sentAt < ACK_TIMEOUT_MS) continue;
+      if ((entry.sends || 0) < MAX_SENDS) {
+        this.#sendEntry(entry);
+        continue;
+      }
+      this.#settle(entry.clientMessageId);
+      const { clientMessageId } = entry;
+      const error = "No answer from the server; please send it again.";
+      this.dispatchEvent(new CustomEvent("frame", { detail: { type: "error", code: "no_answer", error, clientMessageId } }));
+    }
+  }
+
+  /** An acked or refused message leaves the outbox; the next one of its conversation may go. */
+  #settle(clientMessageId) {
+    const entry = this.outbox.get(clientMessageId);
+    this.outbox.delete(clientMessageId);
+    this.#saveOutbox();
+    if (entry) this.#sendNextOf(entry.conversationId);
   }
 
   #receive(data) {
@@ -154,16 +209,25 @@ export class ChatSocket extends EventTarget {
     if (!frame || typeof frame.type !== "string") return;
     clearTimeout(this.timers.pong);
     if (frame.type === "pong") return;
+    if (frame.type === "error" && frame.code === "out_of_order") {
+      // Its predecessor is not stored yet: it goes again when that one is acked (maybe already now).
+      const entry = this.outbox.get(frame.clientMessageId);
+      if (entry) {
+        entry.waiting = true;
+        this.#sendNextOf(entry.conversationId);
+      }
+      return;
+    }
     if (frame.clientMessageId && (frame.type === "ack" || frame.type === "error")) {
       // Stored (ack) or refused for good (error): either way it must not be sent again.
-      this.outbox.delete(frame.clientMessageId);
-      this.#saveOutbox();
+      this.#settle(frame.clientMessageId);
     }
     this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
   }
 
   #heartbeat() {
     this.#clearHeartbeat();
+    this.timers.resend = setInterval(() => this.#resendOverdue(), ACK_TIMEOUT_MS / 4);
     this.timers.ping = setInterval(() => {
       if (this.state !== "open") return;
       this.ws.send(JSON.stringify({ action: "ping" }));
@@ -174,6 +238,7 @@ export class ChatSocket extends EventTarget {
   }
 
   #clearHeartbeat() {
+    clearInterval(this.timers.resend);
     clearInterval(this.timers.ping);
     clearTimeout(this.timers.pong);
   }
