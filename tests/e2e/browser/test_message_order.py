@@ -7,6 +7,7 @@ agent would show a file before creating it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,10 +69,12 @@ def conversation(stack: LocalStackProcess, token: str) -> list[dict[str, Any]]:
 
 
 def answered_in(history: list[dict[str, Any]], typed: list[str]) -> list[str]:
-    """The typed messages in the order the agent answered them (replies' ids are taken as a run starts)."""
+    """The typed messages in the order the agent first answered them (a reply's id is taken as its run
+    starts)."""
     asked = {m["messageId"]: m["content"] for m in history if m["role"] == "user"}
     replies = sorted((m for m in history if m["role"] == "assistant"), key=lambda m: m["messageId"])
-    return [asked[r["replyTo"]] for r in replies if asked.get(r["replyTo"]) in typed]
+    order = [asked[r["replyTo"]] for r in replies if asked.get(r["replyTo"]) in typed]
+    return list(dict.fromkeys(order))
 
 
 def check_answers(history: list[dict[str, Any]], typed: list[str]) -> None:
@@ -86,10 +89,16 @@ def check_answers(history: list[dict[str, Any]], typed: list[str]) -> None:
             assert f"{name[:-2]} number {name[-2:]}" in reply["content"], (question, reply["content"])
 
 
-def wait_answered(tab: ChatPage, replies: int) -> None:
-    """Until `replies` replies are shown finished."""
-    finished = tab.page.locator("#message-list article.message.assistant.done")
-    expect(finished).to_have_count(replies, timeout=REPLY_TIMEOUT_MS * 3)
+def wait_answered(stack: LocalStackProcess, token: str, typed: list[str]) -> list[dict[str, Any]]:
+    """The stored conversation once every typed message has a stored reply."""
+    deadline = time.monotonic() + REPLY_TIMEOUT_MS * 3 / 1000
+    while True:
+        history = conversation(stack, token)
+        if set(answered_in(history, typed)) == set(typed):
+            return history
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every message was answered: {[m['content'] for m in history][-12:]}")
+        time.sleep(2)
 
 
 def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_typed_order(
@@ -103,7 +112,7 @@ def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_type
     tab.sign_in(*new_user)
     tab.expect_chat()
     tab.send("good morning")
-    tab.wait_reply("You said: good morning")
+    tab.wait_reply("You said: good morning", timeout=REPLY_TIMEOUT_MS * 3)
     token = shared_stack.login(*new_user)
 
     # When 20 messages (10 create-then-show pairs) are typed back to back, without waiting for answers
@@ -112,8 +121,7 @@ def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_type
         tab.send(text)
 
     # Then they are answered in the order they were typed, and the history lists them in that order
-    wait_answered(tab, 1 + len(quick))
-    history = conversation(shared_stack, token)
+    history = wait_answered(shared_stack, token, quick)
     assert [m["content"] for m in history if m["role"] == "user"] == ["good morning", *quick]
     assert answered_in(history, quick) == quick
     check_answers(history, quick)
@@ -129,8 +137,7 @@ def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_type
     tab.expect_chat()
 
     # Then the outbox is answered and stored in typed order too, each message once
-    wait_answered(tab, 1 + len(quick) + len(offline))
-    history = conversation(shared_stack, token)
+    history = wait_answered(shared_stack, token, offline)
     assert [m["content"] for m in history if m["role"] == "user"] == ["good morning", *quick, *offline]
     assert answered_in(history, offline) == offline
     check_answers(history, offline)
