@@ -73,28 +73,28 @@ const scenarios = {
     socket.stop();
     return { first, whileWaiting, afterAckA, afterAckB, refused, pending: socket.pending().map((e) => e.clientMessageId) };
   },
-  // A frame that never gets an answer is sent again, then reported not sent, and the next one goes.
-  async unanswered() {
-    const realNow = Date.now;
-    let now = realNow();
-    Date.now = () => now;
+  // API Gateway says a function failed (it does not say on which frame): the frames in flight go again;
+  // one that keeps failing is reported not sent, and the one typed after it goes on.
+  async failing() {
+    const realSetTimeout = globalThis.setTimeout;
+    globalThis.setTimeout = (fn) => realSetTimeout(fn, 1); // the 2 s resend delay, without the wait
     const socket = await openSocket();
     const ws = FakeWebSocket.last;
     const reported = [];
     socket.addEventListener("frame", (e) => e.detail.type === "error" && reported.push(e.detail.code));
-    socket.sendMessage({ conversationId: "c1", message: "lost", clientMessageId: "lost" });
+    socket.sendMessage({ conversationId: "c1", message: "doomed", clientMessageId: "doomed" });
     socket.sendMessage({ conversationId: "c1", message: "next", clientMessageId: "next" });
-    ws.receive({ type: "error", code: "out_of_order", clientMessageId: "next", after: "lost", retryable: true });
-    const tick = () => new Promise((resolve) => setTimeout(resolve, 2600));
-    const sends = [];
-    for (let i = 0; i < 4; i++) {
-      now += 11_000;
-      await tick();
-      sends.push(ws.sent.map(summary));
+    ws.receive({ type: "error", code: "out_of_order", clientMessageId: "next", after: "doomed", retryable: true });
+    const sentAfterEachFailure = [];
+    for (let i = 0; i < 5; i++) {
+      ws.receive({ message: "Internal server error", connectionId: "c", requestId: "r" });
+      await new Promise((resolve) => realSetTimeout(resolve, 20));
+      sentAfterEachFailure.push(ws.sent.length);
     }
     socket.stop();
-    Date.now = realNow;
-    return { sends: sends.map((s) => s.length), last: sends.at(-1).slice(-1), reported, pending: socket.pending().map((e) => e.clientMessageId) };
+    globalThis.setTimeout = realSetTimeout;
+    const last = ws.sent.slice(-1).map(summary);
+    return { sentAfterEachFailure, last, reported, pending: socket.pending().map((e) => e.clientMessageId) };
   },
 };
 

@@ -49,11 +49,12 @@ def test_each_frame_names_the_unacknowledged_message_before_it_and_a_refused_one
     assert result["pending"] == ["x", "c"]
 
 
-def test_a_frame_with_no_answer_is_sent_again_then_reported_and_the_next_one_goes() -> None:
-    # Given a message whose frames get no answer at all, and one typed after it that waits for it
-    result = drive("unanswered")
+def test_frames_in_flight_go_again_after_a_failed_function_and_one_that_keeps_failing_is_given_up() -> None:
+    # Given a message on which the function fails every time, and one typed after it that waits for it
+    result = drive("failing")
 
-    # Then it is sent again every 10 s, four times in all, then reported not sent, and the next one goes
-    assert result["sends"] == [3, 4, 5, 6]
+    # Then it is sent again after each of API Gateway's errors, four times, then reported not sent,
+    # and the next one goes, no longer naming it
+    assert result["sentAfterEachFailure"] == [3, 4, 5, 6, 7]
     assert result["last"] == [{"id": "next", "after": None}]
-    assert result["reported"] == ["no_answer"] and result["pending"] == ["next"]
+    assert result["reported"] == ["not_taken"] and result["pending"] == ["next"]

@@ -7,16 +7,17 @@
 // before it in the same conversation while that one has no ack yet (`after`); the server stores a message
 // only after the one it names, and refuses it otherwise (`out_of_order`), and then this tab sends it again
 // once that one is acknowledged. So messages sent back to back, whose frames race each other on the
-// server, are stored and answered in typed order. A frame with no answer is sent again after a while;
-// one that never gets an answer is given up on, so it cannot hold the messages after it back for long.
+// server, are stored and answered in typed order. Every frame gets an answer (API Gateway sends its own
+// error when the function failed): after such an error the frames still in flight are sent again, and
+// one that fails several times is reported not sent, so it cannot hold the messages after it back.
 
 const HEARTBEAT_MS = 25_000; // well inside API Gateway's 10-minute idle timeout
 const PONG_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 15_000;
-const ACK_TIMEOUT_MS = 10_000; // a warm ack takes tens of milliseconds, a cold one a few seconds
-const MAX_SENDS = 4; // then the message is reported not sent, and the ones typed after it go on
+const RESEND_DELAY_MS = 2_000; // after API Gateway said a function failed
+const MAX_FAILURES = 4; // then the message is reported not sent, and the ones typed after it go on
 
 /** Delay before reconnect attempt `n` (0-based): full jitter over an exponential ceiling. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -127,7 +128,7 @@ export class ChatSocket extends EventTarget {
       this.attempt = 0;
       this.#setState("open", { reconnected });
       this.#heartbeat();
-      for (const entry of this.outbox.values()) this.#sendEntry(entry, { fresh: true });
+      for (const entry of this.outbox.values()) this.#sendEntry(entry);
     });
     ws.addEventListener("message", (event) => this.#receive(event.data));
     ws.addEventListener("close", () => {
@@ -156,14 +157,13 @@ export class ChatSocket extends EventTarget {
     return previous;
   }
 
-  #sendEntry(entry, { fresh = false } = {}) {
+  #sendEntry(entry) {
     const { action, conversationId, message, clientMessageId } = entry;
     const frame = { action, message, clientMessageId };
     if (conversationId) frame.conversationId = conversationId;
     const previous = this.#predecessor(entry);
     if (previous) frame.after = previous.clientMessageId;
-    entry.sentAt = Date.now();
-    entry.sends = fresh ? 1 : (entry.sends || 0) + 1;
+    entry.sent = true;
     entry.waiting = false;
     this.ws.send(JSON.stringify(frame));
   }
@@ -174,20 +174,20 @@ export class ChatSocket extends EventTarget {
     if (first?.waiting && this.state === "open") this.#sendEntry(first);
   }
 
-  /** Frames with no answer at all are sent again (the server deduplicates), a few times at most. */
-  #resendOverdue() {
+  /** A function failed on one of the frames in flight (API Gateway does not say which): all go again. */
+  #resendInFlight() {
+    this.timers.resend = null;
     if (this.state !== "open") return;
-    const now = Date.now();
-    for (const entry of [...this.outbox.values()]) {
-      if (entry.waiting || !entry.sentAt || now - entry.sentAt < ACK_TIMEOUT_MS) continue;
-      if ((entry.sends || 0) < MAX_SENDS) {
+    for (const entry of [...this.outbox.values()].filter((e) => e.sent && !e.waiting)) {
+      entry.failures = (entry.failures || 0) + 1;
+      if (entry.failures <= MAX_FAILURES) {
         this.#sendEntry(entry);
         continue;
       }
       this.#settle(entry.clientMessageId);
       const { clientMessageId } = entry;
-      const error = "No answer from the server; please send it again.";
-      this.dispatchEvent(new CustomEvent("frame", { detail: { type: "error", code: "no_answer", error, clientMessageId } }));
+      const error = "The server could not take this message; please send it again.";
+      this.dispatchEvent(new CustomEvent("frame", { detail: { type: "error", code: "not_taken", error, clientMessageId } }));
     }
   }
 
@@ -205,6 +205,10 @@ export class ChatSocket extends EventTarget {
       frame = JSON.parse(data);
     } catch {
       return;
+    }
+    if (frame && typeof frame.type !== "string" && typeof frame.message === "string") {
+      // API Gateway's own answer ("Internal server error"): a function failed or timed out on a frame.
+      this.timers.resend ??= setTimeout(() => this.#resendInFlight(), RESEND_DELAY_MS);
     }
     if (!frame || typeof frame.type !== "string") return;
     clearTimeout(this.timers.pong);
@@ -227,7 +231,6 @@ export class ChatSocket extends EventTarget {
 
   #heartbeat() {
     this.#clearHeartbeat();
-    this.timers.resend = setInterval(() => this.#resendOverdue(), ACK_TIMEOUT_MS / 4);
     this.timers.ping = setInterval(() => {
       if (this.state !== "open") return;
       this.ws.send(JSON.stringify({ action: "ping" }));
@@ -238,7 +241,6 @@ export class ChatSocket extends EventTarget {
   }
 
   #clearHeartbeat() {
-    clearInterval(this.timers.resend);
     clearInterval(this.timers.ping);
     clearTimeout(this.timers.pong);
   }
@@ -247,6 +249,8 @@ export class ChatSocket extends EventTarget {
     this.#clearHeartbeat();
     clearTimeout(this.timers.retry);
     clearTimeout(this.timers.connect);
+    clearTimeout(this.timers.resend);
+    this.timers.resend = null;
   }
 
   #loadOutbox() {

@@ -17,7 +17,7 @@ from playwright.sync_api import BrowserContext, WebSocketRoute, expect
 from tests.e2e.browser.pages import REPLY_TIMEOUT_MS, ChatPage
 from tests.e2e.harness import LocalStackProcess
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
 
 Contexts = Callable[..., BrowserContext]
 
@@ -91,7 +91,7 @@ def check_answers(history: list[dict[str, Any]], typed: list[str]) -> None:
 
 def wait_answered(stack: LocalStackProcess, token: str, typed: list[str]) -> list[dict[str, Any]]:
     """The stored conversation once every typed message has a stored reply."""
-    deadline = time.monotonic() + REPLY_TIMEOUT_MS * 3 / 1000
+    deadline = time.monotonic() + REPLY_TIMEOUT_MS * 5 / 1000
     while True:
         history = conversation(stack, token)
         if set(answered_in(history, typed)) == set(typed):
