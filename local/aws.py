@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from moto.backends import get_backend
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.s3.utils import _VersionedKeyStore
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from local.resolve import ACCOUNT, REGION, Resolver
 from local.template import create_tables
@@ -66,6 +68,32 @@ class User:
     username: str
     password: str
     sub: str
+
+
+class _OneRequestAtATime(ThreadedMotoServer):
+    """moto's threaded server, answering one request at a time.
+
+    moto's backends are not thread-safe: a DynamoDB transaction that fails puts back copies of every table
+    it touched, taken when it began, so a write another thread made meanwhile (a bridge deleting an
+    answered Inbox item, another message's transaction) silently disappears. DynamoDB has no such
+    effect. The functions and the bridges call it from several threads and processes, so requests
+    are taken in turn; each takes milliseconds.
+    """
+
+    def _server_entry(self) -> None:
+        app = DomainDispatcherApplication(create_backend_app)
+        lock = threading.Lock()
+
+        def serial(environ: dict[str, Any], start_response: Any) -> Any:
+            with lock:
+                # The body is produced while the lock is held: moto builds it from live backend objects.
+                return list(app(environ, start_response))
+
+        self._server = make_server(
+            self._ip_address, self._port, serial, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
 
 
 class EmbeddedAws:
@@ -111,7 +139,7 @@ class EmbeddedAws:
         """Load saved state, then serve."""
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._load_snapshot()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server = _OneRequestAtATime(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
         if self.port == 0:
             self.port = int(self.server._server.server_port)  # type: ignore[union-attr]
