@@ -89,7 +89,9 @@ def check_answers(history: list[dict[str, Any]], typed: list[str]) -> None:
             assert f"{name[:-2]} number {name[-2:]}" in reply["content"], (question, reply["content"])
 
 
-def wait_answered(stack: LocalStackProcess, token: str, typed: list[str]) -> list[dict[str, Any]]:
+def wait_answered(
+    tab: ChatPage, stack: LocalStackProcess, token: str, typed: list[str]
+) -> list[dict[str, Any]]:
     """The stored conversation once every typed message has a stored reply."""
     deadline = time.monotonic() + REPLY_TIMEOUT_MS * 5 / 1000
     while True:
@@ -98,7 +100,8 @@ def wait_answered(stack: LocalStackProcess, token: str, typed: list[str]) -> lis
             return history
         if time.monotonic() > deadline:
             raise AssertionError(f"not every message was answered: {[m['content'] for m in history][-12:]}")
-        time.sleep(2)
+        # Waiting inside Playwright: the routed WebSocket's frames are relayed only while it runs.
+        tab.page.wait_for_timeout(2000)
 
 
 def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_typed_order(
@@ -121,7 +124,7 @@ def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_type
         tab.send(text)
 
     # Then they are answered in the order they were typed, and the history lists them in that order
-    history = wait_answered(shared_stack, token, quick)
+    history = wait_answered(tab, shared_stack, token, quick)
     assert [m["content"] for m in history if m["role"] == "user"] == ["good morning", *quick]
     assert answered_in(history, quick) == quick
     check_answers(history, quick)
@@ -137,7 +140,7 @@ def test_messages_typed_back_to_back_and_offline_are_answered_and_stored_in_type
     tab.expect_chat()
 
     # Then the outbox is answered and stored in typed order too, each message once
-    history = wait_answered(shared_stack, token, offline)
+    history = wait_answered(tab, shared_stack, token, offline)
     assert [m["content"] for m in history if m["role"] == "user"] == ["good morning", *quick, *offline]
     assert answered_in(history, offline) == offline
     check_answers(history, offline)
