@@ -341,11 +341,21 @@ def _consistent_copy() -> dict[str, bytes] | None:
 
 
 class _JournaledMotoServer(ThreadedMotoServer):
-    """moto's threaded server, each request passed through `record` (which runs it and journals it)."""
+    """moto's threaded server, answering one request at a time, each passed through `record` (which runs
+    it and journals it).
+
+    moto's backends are not thread-safe: a DynamoDB transaction that fails puts back copies of every table
+    it touched, taken when it began, so a write another thread made meanwhile (a bridge deleting an
+    answered Inbox item, another message's transaction) would silently disappear, and a read could see
+    a write that is then taken back. DynamoDB has no such effect. So moto runs one request at a time (each
+    takes milliseconds), and the answer is built while it still holds the turn: moto builds it from live
+    backend objects. The journal's fsync happens after the turn is given up.
+    """
 
     def __init__(self, record: Callable[[changes.Request, Callable[[], int]], None], port: int) -> None:
         super().__init__(ip_address="127.0.0.1", port=port, verbose=False)
         self._record = record
+        self._turn = threading.Lock()
 
     def _server_entry(self) -> None:
         app = DomainDispatcherApplication(create_backend_app)
@@ -360,7 +370,8 @@ class _JournaledMotoServer(ThreadedMotoServer):
                 return start_response(code, headers, exc_info)
 
             def run() -> int:
-                answer.append(app(environ, respond))
+                with self._turn:
+                    answer.append(list(app(environ, respond)))
                 return status[-1] if status else 500
 
             self._record(request, run)

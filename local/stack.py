@@ -53,6 +53,7 @@ from local.web import security_headers, web_app
 from local.websocket_api import STAGE, WebSocketApi
 from scripts.build_frontend import BuildError
 from scripts.build_frontend import build as build_frontend
+from scripts.telegram_webhook import ALLOWED_UPDATES, WEBHOOK_CONNECTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local"
@@ -217,7 +218,10 @@ class LocalStack:
         await self._serve_all()
         # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
         self.telegram.register_webhook(
-            f"{self.http_url}/telegram", webhook_secret, allowed_updates=["message"]
+            f"{self.http_url}/telegram",
+            webhook_secret,
+            allowed_updates=ALLOWED_UPDATES,
+            max_connections=WEBHOOK_CONNECTIONS,
         )
         for task_id in lost:
             # ECS would have reported these tasks' end; task_events settles their users' rows.

@@ -6,7 +6,9 @@ wrong token, unknown message, unchanged edit, over-long text and HTML Telegram c
 every message the way the user's chat would show it. A rate limit can be switched on for the next calls.
 
 User side: `deliver(user, text)` posts an Update to the registered webhook with the secret-token header,
-exactly as Telegram does (and `redeliver` sends the same update again, as Telegram does after a failure).
+exactly as Telegram does (and `redeliver` sends the same update again, as Telegram does after a failure),
+over at most the webhook's `max_connections` requests at a time (Telegram's default is 40), in the order
+the updates were made.
 `POST /_local/updates` and `GET /_local/chats/{id}` offer the same to people and tests over HTTP, with
 `POST /_local/updates/{update_id}/redeliver` and `POST /_local/faults` (a rate limit on the next calls);
 the page at `/` is a small chat window for people.
@@ -14,6 +16,7 @@ the page at `/` is a small chat window for people.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import itertools
 import json
@@ -49,6 +52,8 @@ _ALLOWED_TAGS = {
     "blockquote",
 }
 MAX_TEXT = 4096
+DEFAULT_CONNECTIONS = 40
+"""setWebhook's `max_connections` when a bot does not give one (Telegram allows 1-100)."""
 
 
 class _EntityCheck(HTMLParser):
@@ -122,6 +127,7 @@ class TelegramSimulator:
         default_factory=lambda: itertools.count(100_000_000 + secrets.randbelow(1_900_000_000))
     )
     delivered: dict[int, dict[str, Any]] = field(default_factory=dict)
+    _connections: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DEFAULT_CONNECTIONS))
 
     def __post_init__(self) -> None:
         self.app = Starlette(
@@ -224,14 +230,35 @@ class TelegramSimulator:
         secret = params.get("secret_token")
         if secret is not None and (not isinstance(secret, str) or not 1 <= len(secret) <= 256):
             raise _Refused("Bad Request: secret token is invalid")
-        self.webhook = {"url": url, "secret_token": secret, "allowed_updates": params.get("allowed_updates")}
+        connections = params.get("max_connections", DEFAULT_CONNECTIONS)
+        if not isinstance(connections, int) or isinstance(connections, bool) or not 1 <= connections <= 100:
+            raise _Refused("Bad Request: bad webhook: max_connections must be between 1 and 100")
+        self.webhook = {
+            "url": url,
+            "secret_token": secret,
+            "allowed_updates": params.get("allowed_updates"),
+            "max_connections": connections,
+        }
+        self._connections = asyncio.Semaphore(connections)
         return True
 
     def register_webhook(
-        self, url: str, secret: str | None, *, allowed_updates: list[str] | None = None
+        self,
+        url: str,
+        secret: str | None,
+        *,
+        allowed_updates: list[str] | None = None,
+        max_connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         """setWebhook, as a bot's setup script calls it."""
-        self._set_webhook({"url": url, "secret_token": secret, "allowed_updates": allowed_updates})
+        self._set_webhook(
+            {
+                "url": url,
+                "secret_token": secret,
+                "allowed_updates": allowed_updates,
+                "max_connections": max_connections,
+            }
+        )
 
     def _delete_webhook(self, params: dict[str, Any]) -> bool:
         self.webhook = {}
@@ -243,6 +270,8 @@ class TelegramSimulator:
             "has_custom_certificate": False,
             "pending_update_count": 0,
         }
+        if self.webhook.get("url"):
+            info["max_connections"] = self.webhook.get("max_connections", DEFAULT_CONNECTIONS)
         if self.webhook.get("allowed_updates"):
             info["allowed_updates"] = self.webhook["allowed_updates"]
         return info
@@ -283,7 +312,8 @@ class TelegramSimulator:
         token = secret if secret is not None else self.webhook.get("secret_token")
         if token:
             headers["X-Telegram-Bot-Api-Secret-Token"] = token
-        async with httpx.AsyncClient(timeout=60) as client:
+        # Semaphore waiters are served first come, first served: updates go out in the order they were made.
+        async with self._connections, httpx.AsyncClient(timeout=60) as client:
             response = await client.post(self.webhook["url"], content=json.dumps(update), headers=headers)
         return response.status_code
 

@@ -59,6 +59,10 @@ MAX_ENDPOINTS_BYTES = 64 * 1024
 
 WEBHOOK_OUTPUT = "TelegramWebhookUrl"
 ALLOWED_UPDATES = ["message"]
+WEBHOOK_CONNECTIONS = 1
+"""Telegram's `max_connections`: one request at a time, so a chat's messages reach the webhook (and the
+Inbox) in the order they were sent. Telegram may deliver out of order over parallel connections; one
+person's bot never needs the throughput (docs/decisions.md)."""
 """The only kind of update the webhook handles; Telegram does not even send the others."""
 
 
@@ -296,6 +300,7 @@ def register(target: Target, token: str, *, rotate_secret: bool, drop_pending: b
             url=url,
             secret_token=secret,
             allowed_updates=ALLOWED_UPDATES,
+            max_connections=WEBHOOK_CONNECTIONS,
             drop_pending_updates=drop_pending,
         )
     except TelegramError as exc:

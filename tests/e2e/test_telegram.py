@@ -9,6 +9,7 @@ update is not answered twice. The agent's OpenClaw never sees the bot token.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,39 @@ async def test_a_linked_telegram_user_talks_to_the_web_users_agent(start_stack: 
     history = stack.api("GET", f"/api/conversations/{listing[0]['conversationId']}/messages", token).json()
     users = [m["content"] for m in history["items"] if m["role"] == "user"]
     assert users.count("after the rate limit") == 1
+
+
+async def test_a_burst_of_telegram_messages_is_answered_and_stored_in_message_id_order(
+    start_stack: Any,
+) -> None:
+    # Given a linked Telegram user whose agent is awake
+    stack: LocalStackProcess = start_stack()
+    token, user_id = stack.login(), stack.endpoints["userId"]
+    code = stack.api("POST", "/api/telegram/link-code", token).json()["code"]
+    stack.telegram_say(ADA, f"/link {code}")
+    await _answer(stack, ADA, "Linked")
+    stack.telegram_say(ADA, "wake up")
+    await _answer(stack, ADA, "You said: wake up")
+
+    # When eight messages are written at once (Telegram numbers them as it receives them)
+    burst = [f"burst message {i}" for i in range(8)]
+    with ThreadPoolExecutor(len(burst)) as pool:
+        sent = list(pool.map(lambda text: stack.telegram_say(ADA, text), burst))
+    typed = [text for _, text in sorted(zip((s["messageId"] for s in sent), burst, strict=True))]
+
+    # Then each is answered once, in message_id order, and the history lists them in that order
+    await until(
+        lambda: all(_answers(stack, ADA, f"You said: {text}") for text in burst) and not stack.inbox(user_id),
+        REPLY_TIMEOUT,
+        "every message of the burst to be answered",
+        stack,
+    )
+    shown = [m["text"] for m in stack.telegram_chat(ADA) if "You said: burst" in m["text"]]
+    assert [next(t for t in burst if t in s) for s in shown] == typed
+    (listed,) = stack.api("GET", "/api/conversations", token).json()["items"]
+    history = stack.api("GET", f"/api/conversations/{listed['conversationId']}/messages?limit=100", token)
+    rows = list(reversed(history.json()["items"]))
+    assert [m["content"] for m in rows if m["role"] == "user" and m["content"] in burst] == typed
+    asked = {m["messageId"]: m["content"] for m in rows if m["role"] == "user"}
+    replies = sorted((m for m in rows if m["role"] == "assistant"), key=lambda m: m["messageId"])
+    assert [asked[r["replyTo"]] for r in replies if asked[r["replyTo"]] in burst] == typed

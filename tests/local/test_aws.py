@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +246,49 @@ def test_a_user_other_than_the_demo_user_keeps_its_id_and_password(
         assert log_in(second, "friend@example.com", "Friend-pass-1")["sub"] == sub
     finally:
         second.stop()
+
+
+def test_a_failed_transaction_never_takes_back_a_write_made_meanwhile(
+    tmp_path: Path, fresh_moto: None
+) -> None:
+    # Given a table with rows, and a transaction that will fail its condition
+    aws = EmbeddedAws(tmp_path, 0)
+    aws.start()
+    try:
+        ddb = aws.client("dynamodb")
+        ddb.create_table(
+            TableName="race",
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        rows = [f"row-{i}" for i in range(40)]
+        for key in rows:
+            ddb.put_item(TableName="race", Item={"id": {"S": key}})
+        refused = [{"Put": {"TableName": "race", "Item": {"id": {"S": f"pad-{i}"}}}} for i in range(20)] + [
+            {
+                "ConditionCheck": {
+                    "TableName": "race",
+                    "Key": {"id": {"S": "absent"}},
+                    "ConditionExpression": "attribute_exists(id)",
+                }
+            }
+        ]
+
+        def fail_transactions() -> None:
+            for _ in range(40):
+                with contextlib.suppress(ddb.exceptions.TransactionCanceledException):
+                    aws.client("dynamodb").transact_write_items(TransactItems=refused)
+
+        # When rows are deleted while such transactions fail, side by side (the bridge and the functions)
+        with ThreadPoolExecutor(2) as pool:
+            failing = pool.submit(fail_transactions)
+            deleter = aws.client("dynamodb")
+            for key in rows:
+                deleter.delete_item(TableName="race", Key={"id": {"S": key}})
+            failing.result()
+
+        # Then every deleted row stays deleted, and nothing of the failed transactions was written
+        assert ddb.scan(TableName="race")["Items"] == []
+    finally:
+        aws.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -136,3 +137,39 @@ def test_a_webhook_must_be_set_before_users_can_write(
     simulator, server = telegram
     with pytest.raises(RuntimeError, match="setWebhook"):
         server.run(simulator.deliver(1001, "hello"))
+
+
+@pytest.mark.parametrize("connections", [1, 40])
+def test_updates_go_out_over_at_most_max_connections_in_the_order_they_were_made(
+    telegram: tuple[TelegramSimulator, LoopbackServer], connections: int
+) -> None:
+    simulator, server = telegram
+    arrived: list[int] = []
+    in_flight = [0, 0]  # now, most
+
+    async def webhook(request: Request) -> Response:
+        in_flight[0] += 1
+        in_flight[1] = max(in_flight)
+        arrived.append(json.loads(await request.body())["message"]["message_id"])
+        await asyncio.sleep(0.05)
+        in_flight[0] -= 1
+        return Response(status_code=200)
+
+    async def burst() -> list[int]:
+        sent = await asyncio.gather(*(simulator.deliver(1001, f"m{i}") for i in range(5)))
+        return [update["message"]["message_id"] for update, _ in sent]
+
+    with serve(Starlette(routes=[Route("/telegram", webhook, methods=["POST"])])) as hook:
+        # Given a webhook registered with max_connections
+        bot(server).call("setWebhook", url=f"{hook.url}/telegram", max_connections=connections)
+        assert bot(server).call("getWebhookInfo")["max_connections"] == connections
+
+        # When a user writes five messages at once
+        made = server.run(burst())
+
+    # Then one connection delivers them one by one in the order made; Telegram's default, side by side
+    assert sorted(arrived) == sorted(made)
+    if connections == 1:
+        assert in_flight[1] == 1 and arrived == made
+    else:
+        assert in_flight[1] > 1

@@ -115,8 +115,9 @@ def test_find_by_task_scans_rows(cp: ControlPlane) -> None:
 
 
 def test_two_bridges_never_claim_the_same_item(cp: ControlPlane) -> None:
-    # Given three queued messages
-    _queue(cp, "a", "b", "c")
+    # Given three queued messages, each in its own conversation (one conversation is answered in turn)
+    for text in ("a", "b", "c"):
+        cp.intake.accept(IncomingMessage(USER, text, "web", f"conv-{text}"), cp.clock())
 
     # When two bridges claim alternately until empty
     got: dict[str, list[str]] = {"bridge-1": [], "bridge-2": []}
@@ -133,6 +134,42 @@ def test_two_bridges_never_claim_the_same_item(cp: ControlPlane) -> None:
     # Then each item went to exactly one bridge, oldest first
     assert sorted(got["bridge-1"] + got["bridge-2"]) == ["a", "b", "c"]
     assert got["bridge-1"] == ["a", "c"] and got["bridge-2"] == ["b"]
+
+
+def test_a_conversation_is_answered_in_turn_while_others_go_on(cp: ControlPlane, clock: Clock) -> None:
+    # Given two messages of one conversation and one of another, the first leased by a bridge that died
+    _queue(cp, "first", "second")
+    cp.intake.accept(IncomingMessage(USER, "elsewhere", "web", "conv-2"), clock())
+    dead = cp.inbox.claim_next(USER, "dead-bridge", clock(), 60)
+    assert dead is not None and dead.text == "first"
+
+    # When a new bridge claims while that lease still runs
+    other = cp.inbox.claim_next(USER, "new-bridge", clock(), 60)
+
+    # Then it gets the other conversation's message, never "second" before "first"
+    assert other is not None and other.text == "elsewhere"
+    assert cp.inbox.claim_next(USER, "new-bridge", clock(), 60) is None
+    clock.advance(61)
+    again = cp.inbox.claim_next(USER, "new-bridge", clock(), 60)
+    assert again is not None and again.text == "first"
+
+
+def test_telegram_messages_are_claimed_in_message_id_order(cp: ControlPlane, clock: Clock) -> None:
+    # Given Telegram messages 8, 6, 7 of one chat, queued in that (delivery) order
+    for sent in (8, 6, 7):
+        reply_to = {"chatId": 42, "messageId": sent}
+        cp.intake.accept(
+            IncomingMessage(USER, f"tg {sent}", "telegram", "conv-t", reply_to=reply_to), clock()
+        )
+
+    # When a bridge answers them one by one
+    answered = []
+    while (item := cp.inbox.claim_next(USER, "bridge", clock(), 60)) is not None:
+        answered.append(item.text)
+        assert cp.inbox.complete(item, "bridge")
+
+    # Then in the order the person sent them
+    assert answered == ["tg 6", "tg 7", "tg 8"]
 
 
 def test_expired_lease_is_claimable_again_and_the_old_owner_loses_it(cp: ControlPlane, clock: Clock) -> None:

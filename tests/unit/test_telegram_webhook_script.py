@@ -113,6 +113,7 @@ def test_registering_stores_both_secrets_and_points_telegram_at_the_stack(
         "url": WEBHOOK_URL,
         "secret_token": secret["Value"],
         "allowed_updates": ["message"],
+        "max_connections": 1,
     }
     # The token was checked before anything else, and the person sees which bot they connected
     assert names_called(telegram) == ["getMe", "setWebhook"]

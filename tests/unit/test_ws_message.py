@@ -14,6 +14,7 @@ from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.protocol import MAX_MESSAGE_BYTES
+from serverless_openclaw.store import intake as intake_store
 from tests.conftest import load_event
 from tests.fakes import FakeLauncher
 
@@ -276,3 +277,73 @@ def test_storage_failure_tells_the_client_to_retry(
     # Then the client is told it was not stored (so it resends), never acked
     reply = _call(app, lambda_context, body)
     assert reply["type"] == "error" and reply["code"] == "not_stored" and reply["retryable"] is True
+
+
+def _send(text: str, client_message_id: str, after: str | None = None) -> str:
+    frame = {
+        "action": "sendMessage",
+        "message": text,
+        "clientMessageId": client_message_id,
+        "conversationId": "c1",
+    }
+    if after:
+        frame["after"] = after
+    return json.dumps(frame)
+
+
+def test_a_message_that_overtook_the_one_typed_before_it_is_refused_until_that_one_is_stored(
+    app: ModuleType, cp: ControlPlane, lambda_context: Any
+) -> None:
+    # Given a tab that typed "one" then "two", and "two" reached the server first
+    early = _call(app, lambda_context, _send("two", "cm-2", after="cm-1"))
+
+    # Then "two" is refused, retryably, naming the message it waits for, and nothing is written
+    assert early["type"] == "error" and early["code"] == "out_of_order" and early["retryable"] is True
+    assert early["clientMessageId"] == "cm-2" and early["after"] == "cm-1"
+    assert _nothing_written(cp)
+
+    # When "one" arrives and the tab sends "two" again after its ack
+    one = _call(app, lambda_context, _send("one", "cm-1"))
+    two = _call(app, lambda_context, _send("two", "cm-2", after="cm-1"))
+
+    # Then both are stored, in typed order: the queue, the history and the ids agree
+    assert one["type"] == "ack" and two["type"] == "ack" and one["messageId"] < two["messageId"]
+    assert [i.text for i in cp.inbox.pending(USER, cp.clock())] == ["one", "two"]
+    history = cp.conversations.messages(USER, "c1").items
+    assert [m["content"] for m in reversed(history)] == ["one", "two"]
+
+
+def test_a_message_whose_id_was_taken_before_its_predecessor_was_stored_is_refused(
+    app: ModuleType, cp: ControlPlane, lambda_context: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given "one" stored, and "two" whose request took its id before that (the requests raced)
+    _call(app, lambda_context, _send("one", "cm-1"))
+    monkeypatch.setattr(intake_store, "new_id", lambda: "00000000000000000000000000")
+
+    # When "two" is stored
+    reply = _call(app, lambda_context, _send("two", "cm-2", after="cm-1"))
+
+    # Then it is refused rather than listed before "one"; only "one" is queued
+    assert reply["code"] == "out_of_order"
+    assert [i.text for i in cp.inbox.items(USER)] == ["one"]
+
+
+def test_a_resent_message_that_was_stored_is_a_duplicate_even_with_after(
+    app: ModuleType, cp: ControlPlane, lambda_context: Any
+) -> None:
+    # Given "one" and "two" stored in order, the ack of "two" lost
+    _call(app, lambda_context, _send("one", "cm-1"))
+    first = _call(app, lambda_context, _send("two", "cm-2", after="cm-1"))
+
+    # When the tab sends "two" again, still naming "one"
+    again = _call(app, lambda_context, _send("two", "cm-2", after="cm-1"))
+
+    # Then it is the same stored message
+    assert again["duplicate"] is True and again["messageId"] == first["messageId"]
+    assert len(cp.inbox.items(USER)) == 2
+
+
+def test_after_must_be_an_identifier(app: ModuleType, cp: ControlPlane, lambda_context: Any) -> None:
+    reply = _call(app, lambda_context, _send("two", "cm-2", after="not an id!"))
+    assert reply["code"] == "bad_request" and "after" in reply["error"]
+    assert _nothing_written(cp)

@@ -2,12 +2,22 @@
 // kept alive (and checked) by a heartbeat, with an outbox so that a message typed while offline is sent
 // when the connection returns. Each outbox entry keeps its clientMessageId across resends, and the
 // server deduplicates on it, so a message is stored once even when an ack was lost with the connection.
+//
+// Order: the outbox keeps messages in the order they were typed. Each frame names the message typed just
+// before it in the same conversation while that one has no ack yet (`after`); the server stores a message
+// only after the one it names, and refuses it otherwise (`out_of_order`), and then this tab sends it again
+// once that one is acknowledged. So messages sent back to back, whose frames race each other on the
+// server, are stored and answered in typed order. Every frame gets an answer (API Gateway sends its own
+// error when the function failed): after such an error the frames still in flight are sent again, and
+// one that fails several times is reported not sent, so it cannot hold the messages after it back.
 
 const HEARTBEAT_MS = 25_000; // well inside API Gateway's 10-minute idle timeout
 const PONG_TIMEOUT_MS = 10_000;
 const BACKOFF_BASE_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 const CONNECT_TIMEOUT_MS = 15_000;
+const RESEND_DELAY_MS = 2_000; // after API Gateway said a function failed
+const MAX_FAILURES = 4; // then the message is reported not sent, and the ones typed after it go on
 
 /** Delay before reconnect attempt `n` (0-based): full jitter over an exponential ceiling. */
 export function backoffDelay(attempt, random = Math.random) {
@@ -137,11 +147,56 @@ export class ChatSocket extends EventTarget {
     this.timers.retry = setTimeout(() => this.#connect(), delay);
   }
 
+  /** The message typed just before `entry` in its conversation, while it has no ack yet. */
+  #predecessor(entry) {
+    let previous = null;
+    for (const other of this.outbox.values()) {
+      if (other === entry) return previous;
+      if (other.conversationId === entry.conversationId) previous = other;
+    }
+    return previous;
+  }
+
   #sendEntry(entry) {
     const { action, conversationId, message, clientMessageId } = entry;
     const frame = { action, message, clientMessageId };
     if (conversationId) frame.conversationId = conversationId;
+    const previous = this.#predecessor(entry);
+    if (previous) frame.after = previous.clientMessageId;
+    entry.sent = true;
+    entry.waiting = false;
     this.ws.send(JSON.stringify(frame));
+  }
+
+  /** Send the first unacknowledged message of a conversation if it was waiting for the one before it. */
+  #sendNextOf(conversationId) {
+    const first = [...this.outbox.values()].find((e) => e.conversationId === conversationId);
+    if (first?.waiting && this.state === "open") this.#sendEntry(first);
+  }
+
+  /** A function failed on one of the frames in flight (API Gateway does not say which): all go again. */
+  #resendInFlight() {
+    this.timers.resend = null;
+    if (this.state !== "open") return;
+    for (const entry of [...this.outbox.values()].filter((e) => e.sent && !e.waiting)) {
+      entry.failures = (entry.failures || 0) + 1;
+      if (entry.failures <= MAX_FAILURES) {
+        this.#sendEntry(entry);
+        continue;
+      }
+      this.#settle(entry.clientMessageId);
+      const { clientMessageId } = entry;
+      const error = "The server could not take this message; please send it again.";
+      this.dispatchEvent(new CustomEvent("frame", { detail: { type: "error", code: "not_taken", error, clientMessageId } }));
+    }
+  }
+
+  /** An acked or refused message leaves the outbox; the next one of its conversation may go. */
+  #settle(clientMessageId) {
+    const entry = this.outbox.get(clientMessageId);
+    this.outbox.delete(clientMessageId);
+    this.#saveOutbox();
+    if (entry) this.#sendNextOf(entry.conversationId);
   }
 
   #receive(data) {
@@ -151,13 +206,25 @@ export class ChatSocket extends EventTarget {
     } catch {
       return;
     }
+    if (frame && typeof frame.type !== "string" && typeof frame.message === "string") {
+      // API Gateway's own answer ("Internal server error"): a function failed or timed out on a frame.
+      this.timers.resend ??= setTimeout(() => this.#resendInFlight(), RESEND_DELAY_MS);
+    }
     if (!frame || typeof frame.type !== "string") return;
     clearTimeout(this.timers.pong);
     if (frame.type === "pong") return;
+    if (frame.type === "error" && frame.code === "out_of_order") {
+      // Its predecessor is not stored yet: it goes again when that one is acked (maybe already now).
+      const entry = this.outbox.get(frame.clientMessageId);
+      if (entry) {
+        entry.waiting = true;
+        this.#sendNextOf(entry.conversationId);
+      }
+      return;
+    }
     if (frame.clientMessageId && (frame.type === "ack" || frame.type === "error")) {
       // Stored (ack) or refused for good (error): either way it must not be sent again.
-      this.outbox.delete(frame.clientMessageId);
-      this.#saveOutbox();
+      this.#settle(frame.clientMessageId);
     }
     this.dispatchEvent(new CustomEvent("frame", { detail: frame }));
   }
@@ -182,6 +249,8 @@ export class ChatSocket extends EventTarget {
     this.#clearHeartbeat();
     clearTimeout(this.timers.retry);
     clearTimeout(this.timers.connect);
+    clearTimeout(this.timers.resend);
+    this.timers.resend = null;
   }
 
   #loadOutbox() {

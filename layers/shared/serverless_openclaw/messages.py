@@ -22,6 +22,13 @@ class IncomingMessage:
     idempotency_key: str | None = None
     client_message_id: str | None = None
     reply_to: dict[str, Any] | None = None
+    follows: str | None = None
+    """The idempotency key of the message the sender sent just before this one and has no ack for yet:
+    this one may only be stored after it (and so gets a later id)."""
+
+
+class OutOfOrder(Exception):
+    """The message this one follows is not stored yet: the sender sends it again once that one is acked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +73,13 @@ class InboxItem:
         if self.channel != "telegram" or not _is_int(chat):
             return None
         return chat, waiting if _is_int(waiting) else None
+
+    def telegram_message(self) -> tuple[int, int] | None:
+        """(chat id, Telegram `message_id`) of a Telegram message; None for the web or when unknown."""
+        chat, sent = self.reply_to.get("chatId"), self.reply_to.get("messageId")
+        if self.channel != "telegram" or not _is_int(chat) or not _is_int(sent):
+            return None
+        return chat, sent
 
     def available(self, now: float) -> bool:
         """Queued, or claimed by a bridge whose lease has run out."""

@@ -32,11 +32,16 @@ class ProtocolError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class SendMessage:
-    """`{"action":"sendMessage","conversationId"?,"message","clientMessageId"}`."""
+    """`{"action":"sendMessage","conversationId"?,"message","clientMessageId","after"?}`.
+
+    `after` is the clientMessageId of the message the sender typed just before this one in the same
+    conversation, while that one is not acknowledged yet: this one is stored only after it.
+    """
 
     message: str
     client_message_id: str
     conversation_id: str | None = None
+    after: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +121,13 @@ def _send_message(data: dict[str, Any]) -> SendMessage:
     text = _required_text(data, "message", problems)
     client_message_id = _required_identifier(data, "clientMessageId", problems)
     conversation_id = _optional_identifier(data, "conversationId", problems)
+    after = _optional_identifier(data, "after", problems)
     if problems:
         raise _invalid(problems)
     check_message_text(text)
-    return SendMessage(message=text, client_message_id=client_message_id, conversation_id=conversation_id)
+    return SendMessage(
+        message=text, client_message_id=client_message_id, conversation_id=conversation_id, after=after
+    )
 
 
 # Each field reader returns the field's value, or records its name in `problems` (and returns a

@@ -12,7 +12,7 @@ from typing import Any
 from serverless_openclaw import protocol, routing
 from serverless_openclaw.connections import Connection
 from serverless_openclaw.control_plane import ControlPlane
-from serverless_openclaw.messages import IncomingMessage
+from serverless_openclaw.messages import IncomingMessage, OutOfOrder
 from serverless_openclaw.observability import count, logger
 
 
@@ -88,11 +88,23 @@ def _send_message(cp: ControlPlane, user_id: str, frame: protocol.SendMessage) -
         text=frame.message,
         channel="web",
         conversation_id=frame.conversation_id,
-        idempotency_key=f"web#{user_id}#{frame.client_message_id}",
+        idempotency_key=_web_key(user_id, frame.client_message_id),
         client_message_id=frame.client_message_id,
+        follows=_web_key(user_id, frame.after) if frame.after else None,
     )
     try:
         accepted, status = routing.accept_message(cp, message)
+    except OutOfOrder:
+        # Its predecessor's frame is still on its way (or was lost): the tab sends this one again once
+        # that one is acknowledged, so the two are stored, and answered, in the order they were typed.
+        count("MessageOutOfOrder")
+        return protocol.error(
+            "out_of_order",
+            "The message sent before this one is not stored yet; send this one after it.",
+            clientMessageId=frame.client_message_id,
+            after=frame.after,
+            retryable=True,
+        )
     except Exception:
         logger.exception("message could not be stored", user_id=user_id)
         return protocol.error(
@@ -103,3 +115,8 @@ def _send_message(cp: ControlPlane, user_id: str, frame: protocol.SendMessage) -
     )
     reply["status"] = status
     return reply
+
+
+def _web_key(user_id: str, client_message_id: str) -> str:
+    """The Idempotency row of a web message."""
+    return f"web#{user_id}#{client_message_id}"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
+from serverless_openclaw.message_order import claimable
 from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
@@ -104,8 +105,8 @@ class InboxStore:
         return [item for item in self.items(user_id) if item.available(now)]
 
     def claim_next(self, user_id: str, claimer: str, now: float, lease_seconds: int) -> InboxItem | None:
-        """Lease the oldest available item to `claimer`; None when there is nothing to do."""
-        for item in self.pending(user_id, now):
+        """Lease the next item to answer to `claimer` (message_order.py); None when there is nothing to do."""
+        for item in claimable(self.items(user_id), now):
             try:
                 resp = client("dynamodb").update_item(
                     TableName=self.table,
@@ -129,7 +130,7 @@ class InboxStore:
                 )
             except ClientError as exc:
                 if condition_failed(exc):
-                    continue  # another bridge took it, or it was answered meanwhile
+                    continue  # another bridge took it, or it was answered meanwhile: try another conversation
                 raise
             return _from_item(codec.load(resp["Attributes"]) or {})
         return None
