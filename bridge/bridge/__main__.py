@@ -7,8 +7,9 @@ from types import FrameType
 
 import uvicorn
 
-from bridge.app import Bridge, create_app
+from bridge.app import Bridge
 from bridge.config import BridgeConfig
+from bridge.endpoints import create_app
 from serverless_openclaw.config import ConfigError
 
 

@@ -9,6 +9,7 @@ names this task): stop claiming, finish or abort the current run within the grac
 final backup, TaskState Idle, exit 0.
 
 `Bridge.from_config` is the one place that wires the production collaborators; tests give `Bridge` fakes.
+`bridge.endpoints.create_app` serves it over HTTP.
 """
 
 from __future__ import annotations
@@ -20,13 +21,8 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from bridge import task_metadata
 from bridge.agent_link import AgentLink
@@ -65,11 +61,6 @@ from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
 from serverless_openclaw.telegram import BotAccess, TelegramClient
-
-LOOPBACK = {"127.0.0.1", "::1", "localhost"}
-RESTART_HEALTH_GRACE = 180.0
-"""Seconds an OpenClaw restart may take before /health says the task is unhealthy (a restart takes 35-50 s;
-the supervisor's backoff grows after repeated deaths, and a child that never comes back needs replacing)."""
 
 
 def signal_own_process() -> None:
@@ -548,18 +539,10 @@ class Bridge:
         if not (
             self.gateway and self.gateway.running and self.gateway_client and self.gateway_client.connected
         ):
-            return self._gateway_health()
+            return self.restarts.health()
         if not (self.link and self.link.connected):
             return False, "agent connection down"
         return True, "ok"
-
-    def _gateway_health(self) -> tuple[bool, str]:
-        # A restart under way is the supervisor doing its job: unhealthy now would let ECS replace the task
-        # (3 checks 30 s apart) in the middle of a restart that takes 35-50 s, and the new task boots slower.
-        down = self.restarts.down_seconds()
-        if down is not None and down < RESTART_HEALTH_GRACE:
-            return True, f"restarting openclaw ({down:.0f} s)"
-        return False, "openclaw gateway down"
 
     def _phase(self) -> str:
         """Where the bridge is: a start-up phase, ready, restarting OpenClaw, or stopping."""
@@ -608,41 +591,3 @@ def _warn_user(pusher: ConnectionPusher, user_id: str, text: str) -> None:
     frame = protocol.error("backup_warning", text)
     with contextlib.suppress(Exception):
         pusher.to_user(user_id, frame)
-
-
-def create_app(bridge: Bridge) -> Starlette:
-    """The ASGI app around `bridge`: its lifespan boots it in the background and stops it on shutdown."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        boot = asyncio.create_task(bridge.start(), name="boot")
-        try:
-            yield
-        finally:
-            await bridge.stop("process stopping")
-            boot.cancel()
-            with contextlib.suppress(BaseException):
-                await boot
-
-    async def health(request: Request) -> JSONResponse:
-        ok, reason = bridge.health()
-        return JSONResponse({"healthy": ok, "reason": reason}, status_code=200 if ok else 503)
-
-    async def status(request: Request) -> JSONResponse:
-        return JSONResponse(bridge.status())
-
-    async def shutdown(request: Request) -> JSONResponse:
-        host = request.client.host if request.client else ""
-        if host not in LOOPBACK:
-            return JSONResponse({"error": "forbidden"}, status_code=403)
-        bridge.on_exit()
-        return JSONResponse({"status": "stopping"}, status_code=202)
-
-    return Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/status", status),
-            Route("/shutdown", shutdown, methods=["POST"]),
-        ],
-        lifespan=lifespan,
-    )

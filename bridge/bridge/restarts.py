@@ -23,6 +23,10 @@ from serverless_openclaw.lifecycle import RESTARTING_PHASE
 from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
 
+RESTART_HEALTH_GRACE = 180.0
+"""Seconds an OpenClaw restart may take before /health says the task is unhealthy (a restart takes 35-50 s;
+the supervisor's backoff grows after repeated deaths, and a child that never comes back needs replacing)."""
+
 
 class RestartRecord(Protocol):
     """The part of TaskStateStore that records a restart."""
@@ -78,6 +82,17 @@ class GatewayRestarts:
         if self._down_since is None:
             return None
         return self._monotonic() - self._down_since
+
+    def health(self) -> tuple[bool, str]:
+        """(healthy, reason) while OpenClaw is down: healthy during a restart of under RESTART_HEALTH_GRACE.
+
+        A restart under way is the supervisor doing its job: unhealthy would let ECS replace the task (3
+        checks 30 s apart) in the middle of a restart that takes 35-50 s, and a new task boots slower.
+        """
+        down = self.down_seconds()
+        if down is not None and down < RESTART_HEALTH_GRACE:
+            return True, f"restarting openclaw ({down:.0f} s)"
+        return False, "openclaw gateway down"
 
     def arm(self, task_arn: str, boot_seconds: float, answering: Callable[[], InboxItem | None]) -> None:
         """From now on deaths are told: the task is Running, OpenClaw took `boot_seconds` to come up at

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from bridge.app import Bridge, create_app
+from bridge.app import Bridge
 from bridge.config import BridgeConfig
+from bridge.endpoints import create_app
 from bridge.metrics import BridgeMetrics
 from bridge.openclaw_config import build_config
 from bridge.state_sync import BackupReport, RestoreReport

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.app import RESTART_HEALTH_GRACE, Bridge
+from bridge.app import Bridge
 from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.openclaw_client import GatewayClient
+from bridge.restarts import RESTART_HEALTH_GRACE
 from bridge.telegram_delivery import ChannelDelivery
 from local.telegram import TelegramSimulator
 from serverless_openclaw.messages import InboxItem
