@@ -15,6 +15,7 @@ import json
 import pickle
 import re
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote
@@ -292,29 +293,40 @@ class _DynamoDbTable(_After):
         return [TableChange(self.region, self.table, value)]
 
 
+def _batch_keys(body: dict[str, Any]) -> list[tuple[Any, Any]]:
+    return [
+        (
+            name,
+            (request.get("PutRequest") or {}).get("Item") or (request.get("DeleteRequest") or {}).get("Key"),
+        )
+        for name, requests in (body.get("RequestItems") or {}).items()
+        for request in requests
+    ]
+
+
+def _transaction_keys(body: dict[str, Any]) -> list[tuple[Any, Any]]:
+    return [
+        (part.get("TableName"), part.get("Item") or part.get("Key"))
+        for entry in body.get("TransactItems") or []
+        for kind, part in entry.items()
+        if kind in ("Put", "Update", "Delete")
+    ]
+
+
+_WRITTEN_KEYS: dict[str, Callable[[dict[str, Any]], list[tuple[Any, Any]]]] = {
+    "PutItem": lambda body: [(body.get("TableName"), body.get("Item") or {})],
+    "UpdateItem": lambda body: [(body.get("TableName"), body.get("Key") or {})],
+    "DeleteItem": lambda body: [(body.get("TableName"), body.get("Key") or {})],
+    "BatchWriteItem": _batch_keys,
+    "TransactWriteItems": _transaction_keys,
+}
+"""The (table, key or item) pairs each item-writing DynamoDB operation names."""
+
+
 def _dynamodb(operation: str, body: dict[str, Any], region: str) -> Capture:
-    keys: list[tuple[Any, Any]] | None = None
+    written = _WRITTEN_KEYS.get(operation)
+    keys = written(body) if written else None
     table = body.get("TableName")
-    if operation == "PutItem":
-        keys = [(table, body.get("Item") or {})]
-    elif operation in ("UpdateItem", "DeleteItem"):
-        keys = [(table, body.get("Key") or {})]
-    elif operation == "BatchWriteItem":
-        keys = [
-            (
-                name,
-                (request.get("PutRequest") or {}).get("Item")
-                or (request.get("DeleteRequest") or {}).get("Key"),
-            )
-            for name, requests in (body.get("RequestItems") or {}).items()
-            for request in requests
-        ]
-    elif operation == "TransactWriteItems":
-        keys = []
-        for entry in body.get("TransactItems") or []:
-            for kind, part in entry.items():
-                if kind in ("Put", "Update", "Delete"):
-                    keys.append((part.get("TableName"), part.get("Item") or part.get("Key")))
     if keys is not None and all(isinstance(n, str) and isinstance(k, dict) for n, k in keys):
         return _DynamoDbItems(region, [(str(n), dict(k)) for n, k in keys])
     if isinstance(table, str) and keys is None:
@@ -343,14 +355,18 @@ class _S3Objects:
         changes: list[Change] = []
         for key in self.keys:
             after = list(bucket.keys.getlist(key, [])) if bucket is not None else []
-            before = self.before[key]
-            removed = tuple(str(v.version_id) for v in before if not any(v is a for a in after))
-            added = tuple(v for v in after if not any(v is b for b in before))
-            if removed or added:
-                changes.append(ObjectChange(self.bucket, key, removed, added))
+            change = self._change(key, self.before[key], after)
+            if change is not None:
+                changes.append(change)
         if self.created and status < 300 and not changes:
             return _WholeService("s3", always=True).changes(status)
         return changes
+
+    def _change(self, key: str, before: list[Any], after: list[Any]) -> ObjectChange | None:
+        """The versions of `key` the request removed and added (by identity), or None if neither."""
+        removed = tuple(str(v.version_id) for v in before if not any(v is a for a in after))
+        added = tuple(v for v in after if not any(v is b for b in before))
+        return ObjectChange(self.bucket, key, removed, added) if removed or added else None
 
 
 @dataclass

@@ -173,38 +173,13 @@ class WebSocketApi:
             connected_at=now,
             last_active_at=now,
         )
-        if len(self._url(websocket)) > MAX_URL_CHARS:
-            log.info("refused an upgrade: its URL is over API Gateway's %d characters", MAX_URL_CHARS)
-            await websocket.send_denial_response(JSONResponse({"message": "Request-URI Too Long"}, 414))
+        if not await self._admit(connection, websocket):
             return
-        status = await self._connect(connection, websocket)
-        if status is not None:
-            # A refusal by $connect is ordinary traffic (an expired token): the function logged why.
-            log.info("$connect refused connection %s with HTTP %d", connection.connection_id, status)
-            said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
-            await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
-            return
-        await websocket.accept()
         self.connections[connection.connection_id] = connection
         close_code, reason = 1006, "Going away"
         pending: set[asyncio.Task[None]] = set()
         try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    close_code = int(message.get("code") or 1005)
-                    reason = f"Client-side close frame status code '{close_code}'"
-                    break
-                text, data = message.get("text"), message.get("bytes")
-                size = len(text.encode()) if text is not None else len(data or b"")
-                if size > MAX_FRAME_BYTES:
-                    close_code, reason = 1009, "Message too big"
-                    await websocket.close(code=1009, reason="Message too big")
-                    break
-                connection.last_active_at = time.time()
-                task = asyncio.create_task(self._message(connection, text, data))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
+            close_code, reason = await self._receive(connection, websocket, pending)
         except WebSocketDisconnect as exc:
             close_code = exc.code
             reason = f"Client-side close frame status code '{exc.code}'"
@@ -215,6 +190,42 @@ class WebSocketApi:
             if connection.closing:
                 reason = "Connection closed by the management API"
             await self._disconnect(connection, close_code, reason)
+
+    async def _admit(self, connection: ClientConnection, websocket: WebSocket) -> bool:
+        """Answer the upgrade as API Gateway would: 414 for an overlong URL, $connect's refusal, or accept."""
+        if len(self._url(websocket)) > MAX_URL_CHARS:
+            log.info("refused an upgrade: its URL is over API Gateway's %d characters", MAX_URL_CHARS)
+            await websocket.send_denial_response(JSONResponse({"message": "Request-URI Too Long"}, 414))
+            return False
+        status = await self._connect(connection, websocket)
+        if status is not None:
+            # A refusal by $connect is ordinary traffic (an expired token): the function logged why.
+            log.info("$connect refused connection %s with HTTP %d", connection.connection_id, status)
+            said = {401: "Unauthorized", 403: "Forbidden"}.get(status, "Internal server error")
+            await websocket.send_denial_response(JSONResponse({"message": said}, status_code=status))
+            return False
+        await websocket.accept()
+        return True
+
+    async def _receive(
+        self, connection: ClientConnection, websocket: WebSocket, pending: set[asyncio.Task[None]]
+    ) -> tuple[int, str]:
+        """Hand each frame to $default concurrently (as API Gateway does) until the connection ends; the
+        close code and reason $disconnect is told."""
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                close_code = int(message.get("code") or 1005)
+                return close_code, f"Client-side close frame status code '{close_code}'"
+            text, data = message.get("text"), message.get("bytes")
+            size = len(text.encode()) if text is not None else len(data or b"")
+            if size > MAX_FRAME_BYTES:
+                await websocket.close(code=1009, reason="Message too big")
+                return 1009, "Message too big"
+            connection.last_active_at = time.time()
+            task = asyncio.create_task(self._message(connection, text, data))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
 
     def _url(self, websocket: WebSocket) -> str:
         """The URL the client would have used on AWS: wss://{api}.execute-api…/{stage}?{query}."""

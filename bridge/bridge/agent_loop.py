@@ -277,12 +277,18 @@ class InboxLoop:
             await stream.end(text)
             await asyncio.to_thread(self.inbox.complete, item, self.claimer)
             return
+        await self._record_failure(current, message_id, stream, result)
+
+    async def _record_failure(
+        self, current: CurrentRun, message_id: str, stream: FencedStream, result: RunOutcome
+    ) -> None:
+        """A run that ended without an answer: store and show why (an abort settles the item; anything
+        else marks it failed, as OpenClaw already retried the provider for minutes)."""
         state = "empty" if result.state == "final" else result.state
         code, readable = readable_error(state, result.error_message, result.error_kind)
-        # OpenClaw already retried the provider for minutes; running it again would repeat that wait.
-        failed = None if result.state == "aborted" else readable
-        if await self._record(current, message_id, stream, text or readable, result.state, (code, readable)):
-            if failed is not None:
+        text = result.text or readable
+        if await self._record(current, message_id, stream, text, result.state, (code, readable)):
+            if result.state != "aborted":
                 self.failed += 1
             self.on_answered()
 

@@ -166,6 +166,15 @@ def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
             {"Put": {"TableName": "local-Conversations", "Item": {**key, "SK": {"S": "CONV#2"}}}},
         ]
     )
+    dynamodb.put_item(TableName="local-Conversations", Item={**key, "SK": {"S": "CONV#4"}})
+    dynamodb.batch_write_item(
+        RequestItems={
+            "local-Conversations": [
+                {"PutRequest": {"Item": {**key, "SK": {"S": "CONV#3"}}}},
+                {"DeleteRequest": {"Key": {**key, "SK": {"S": "CONV#4"}}}},
+            ]
+        }
+    )
     notes = f"users/{user.sub}/workspace/notes.md"
     v1 = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"first")["VersionId"]
     v2 = s3.put_object(Bucket=first.bucket, Key=notes, Body=b"second")["VersionId"]
@@ -187,12 +196,13 @@ def test_writes_moto_acknowledged_survive_a_crash_of_the_stack(
         second.create_resources(Resolver(template, "local"), template)
         dynamodb, s3 = second.client("dynamodb"), second.client("s3")
 
-        # Then every acknowledged write is there: the item as last updated, the transaction's item ...
+        # Then every acknowledged write is there: the item as last updated, the transaction's item, the
+        # batch's new item and not the one it deleted ...
         item = dynamodb.get_item(TableName="local-Conversations", Key=key)["Item"]
         assert item["title"] == {"S": "hello again"}
-        assert "Item" in dynamodb.get_item(
-            TableName="local-Conversations", Key={**key, "SK": {"S": "CONV#2"}}
-        )
+        for sort_key, kept in (("CONV#2", True), ("CONV#3", True), ("CONV#4", False)):
+            found = dynamodb.get_item(TableName="local-Conversations", Key={**key, "SK": {"S": sort_key}})
+            assert ("Item" in found) is kept, sort_key
         # ... both versions of the file under the ids S3 gave, and the deleted file deleted
         latest = s3.get_object(Bucket=second.bucket, Key=notes)
         assert (latest["VersionId"], latest["Body"].read()) == (v2, b"second")
