@@ -101,7 +101,7 @@ def _host(endpoints: dict[str, Any], state_dir: Path) -> FunctionHost:
         endpoints["awsEndpoint"], endpoints["ecsEndpoint"], endpoints["userPoolId"], state_dir
     )
     os.environ.update(extra)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
         os.environ.pop(name, None)
     return FunctionHost(resolver, extra)
 

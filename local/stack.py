@@ -53,7 +53,6 @@ from local.web import security_headers, web_app
 from local.websocket_api import STAGE, WebSocketApi
 from scripts.build_frontend import BuildError
 from scripts.build_frontend import build as build_frontend
-from scripts.telegram_webhook import ALLOWED_UPDATES, WEBHOOK_CONNECTIONS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = REPO / ".local"
@@ -217,6 +216,11 @@ class LocalStack:
         lost = self._stand_in_for_the_apis_and_ecs()
         await self._serve_all()
         # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
+        # Imported only now: the script imports the shared package, whose Powertools objects read their
+        # settings from the environment when first imported, and that must happen in a function's
+        # environment (FunctionHost.load_all above), not before it (tests/local/test_imports.py).
+        from scripts.telegram_webhook import ALLOWED_UPDATES, WEBHOOK_CONNECTIONS
+
         self.telegram.register_webhook(
             f"{self.http_url}/telegram",
             webhook_secret,

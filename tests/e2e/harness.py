@@ -27,12 +27,24 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from tests.conftest import TEST_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 180.0
 REPLY_TIMEOUT = 180.0
 
 T = TypeVar("T")
+
+
+def user_environment() -> dict[str, str]:
+    """This process's environment as a person's shell would have it: without the settings the tests set
+    for in-process functions (tests/conftest.py's TEST_ENV: Powertools, table names), AWS credentials or
+    model keys, so the stack must find everything it needs itself, as `make dev` does."""
+    env = {k: v for k, v in os.environ.items() if k not in TEST_ENV and not k.startswith("AWS_")}
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("OPENAI_API_KEY", None)
+    return env
 
 
 class LocalStackProcess:
@@ -50,9 +62,7 @@ class LocalStackProcess:
         endpoints = self.state_dir / "endpoints.json"
         with contextlib.suppress(FileNotFoundError):
             endpoints.unlink()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.pop("ANTHROPIC_API_KEY", None)
-        env.pop("OPENAI_API_KEY", None)
+        env = user_environment()
         with self.output.open("ab") as out:
             self.process = subprocess.Popen(
                 [

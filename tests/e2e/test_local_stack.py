@@ -21,7 +21,7 @@ import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.e2e.harness import REPO, ChatClient, LocalStackProcess, until
+from tests.e2e.harness import REPO, ChatClient, LocalStackProcess, until, user_environment
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -451,7 +451,11 @@ def _invoke(stack: LocalStackProcess, function: str, event: str) -> subprocess.C
         "--state-dir",
         str(stack.state_dir),
     ]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    # A person's shell may hold a real AWS session: none of it may reach what the stand-ins verify.
+    env = {**user_environment(), "AWS_SESSION_TOKEN": "real", "AWS_SECURITY_TOKEN": "real"}
+    return subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.timeout(900)  # three starts of the stack and three boots of OpenClaw
