@@ -305,13 +305,14 @@ class InboxLoop:
         item = current.item
         extra = {"state": state, "replyTo": item.message_id} if state else {"replyTo": item.message_id}
         fail_reason = failure[1] if failure is not None and state != "aborted" else None
+        now = self.clock()
         settled = await asyncio.to_thread(
             self.inbox.settle,
             item,
             self.claimer,
-            self.clock(),
+            now,
             reply=self.conversations.reply_writes(
-                item.user_id, item.conversation_id, message_id, text, item.channel, self.clock(), extra
+                item.user_id, item.conversation_id, message_id, text, item.channel, now, extra
             ),
             guards=self.fence.guards(),
             failed=fail_reason,
