@@ -114,6 +114,9 @@ class Tab:
         async def chunk(self, text: str) -> None:
             return None
 
+        async def rewrite(self, text: str) -> None:
+            return None
+
         async def end(self, full_text: str) -> None:
             self.tab.final_at[self.name] = time.perf_counter()
             self.tab.in_s3_at_final[self.name] = f"workspace/{self.name}" in self.tab.uploads
@@ -289,6 +292,9 @@ class Silent:
         return None
 
     async def chunk(self, text: str) -> None:
+        return None
+
+    async def rewrite(self, text: str) -> None:
         return None
 
     async def end(self, full_text: str) -> None:

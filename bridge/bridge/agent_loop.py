@@ -48,6 +48,7 @@ class Runner(Protocol):
         *,
         idempotency_key: str,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
+        on_rewrite: Callable[[str], Awaitable[None]] | None = None,
         timeout: float | None = None,
     ) -> Any:
         """Run one message in a session until its terminal event."""
@@ -84,6 +85,11 @@ class FencedStream:
         """Stream `text` while the item is ours."""
         if await self._holds():
             await self.inner.chunk(text)
+
+    async def rewrite(self, text: str) -> None:
+        """Replace what was streamed with `text` while the item is ours."""
+        if await self._holds():
+            await self.inner.rewrite(text)
 
     async def end(self, full_text: str) -> None:
         """End the reply while the item is ours."""
@@ -200,6 +206,7 @@ class InboxLoop:
                         item.text,
                         idempotency_key=item.message_id,
                         on_delta=stream.chunk,
+                        on_rewrite=stream.rewrite,
                         timeout=self.run_timeout,
                     )
                 finally:

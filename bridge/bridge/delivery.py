@@ -29,6 +29,9 @@ class ReplyStream(Protocol):
     async def chunk(self, text: str) -> None:
         """Append streamed text (an increment, not the text so far)."""
 
+    async def rewrite(self, text: str) -> None:
+        """Replace all that was streamed with `text` (the reply so far, rewritten)."""
+
     async def end(self, full_text: str) -> None:
         """Finish the reply; `full_text` is authoritative (it may differ from the sum of the chunks)."""
 
@@ -155,6 +158,18 @@ class WebSocketReplyStream:
             # While a push is in flight nothing is armed: the push re-arms the timer when it completes.
             self._arm_timer()
 
+    async def rewrite(self, text: str) -> None:
+        """Drop what is buffered and push `text` at once as a `stream_chunk` with `rewrite: true`: the
+        tabs replace what they show with it."""
+        if self._closed:
+            logger.debug("rewrite after the reply ended, dropped", message_id=self._message_id)
+            return
+        self._cancel_timer()
+        async with self._lock:
+            self._pending.clear()
+            self._pending_chars = 0
+            await self._push_text(text, rewrite=True)
+
     async def end(self, full_text: str) -> None:
         """Push what is buffered, then `stream_end` with the full text."""
         frame = self._frame("stream_end", content=full_text)
@@ -214,9 +229,17 @@ class WebSocketReplyStream:
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_chars = 0
+        await self._push_text(text, rewrite=False)
+
+    async def _push_text(self, text: str, *, rewrite: bool) -> None:
+        """Push `text` as `stream_chunk` frames (split only if huge), the first one a rewrite if asked."""
         self._started = True
-        for start in range(0, len(text), MAX_FRAME_CHARS):
-            await self._push(self._frame("stream_chunk", content=text[start : start + MAX_FRAME_CHARS]))
+        for start in range(0, max(len(text), 1), MAX_FRAME_CHARS):
+            piece = text[start : start + MAX_FRAME_CHARS]
+            frame = self._frame("stream_chunk", content=piece)
+            if rewrite and start == 0:
+                frame["rewrite"] = True
+            await self._push(frame)
         # Measured after the push, so a slow pusher still gets a full interval of coalescing.
         self._last_flush = asyncio.get_running_loop().time()
 

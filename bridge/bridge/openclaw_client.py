@@ -85,15 +85,26 @@ class _RunWatch:
 class _Callbacks:
     """The caller's stream callbacks; a failing one is logged once and never loses the reply."""
 
-    def __init__(self, on_delta: OnDelta | None, on_status: OnStatus | None, on_tool: OnTool | None) -> None:
+    def __init__(
+        self,
+        on_delta: OnDelta | None,
+        on_status: OnStatus | None,
+        on_tool: OnTool | None,
+        on_rewrite: OnDelta | None = None,
+    ) -> None:
         self._on_delta = on_delta
+        self._on_rewrite = on_rewrite
         self._on_status = on_status
         self._on_tool = on_tool
         self._failed: set[str] = set()
 
     async def handle(self, step: Delta | Status | Tool) -> None:
         """Hand one step of the run to the callback that wants it."""
-        if isinstance(step, Delta) and self._on_delta is not None:
+        if isinstance(step, Delta) and step.rewrite:
+            # Without a taker, what was streamed stays wrong until the final text corrects it.
+            if self._on_rewrite is not None:
+                await self._call("on_rewrite", self._on_rewrite(step.text))
+        elif isinstance(step, Delta) and self._on_delta is not None:
             await self._call("on_delta", self._on_delta(step.text))
         elif isinstance(step, Status) and self._on_status is not None:
             await self._call("on_status", self._on_status(step.phase))
@@ -385,13 +396,16 @@ class GatewayClient:
         on_delta: OnDelta | None = None,
         on_status: OnStatus | None = None,
         on_tool: OnTool | None = None,
+        on_rewrite: OnDelta | None = None,
         timeout: float | None = None,
     ) -> RunResult:
         """Send one message to a session and stream its reply; one run at a time per session.
 
-        `on_delta` gets each new piece of text; `on_status` each status phase; `on_tool` the `agent` events
-        of streams "tool" and "item". A lost connection is re-established and the message re-sent with the
-        same idempotency key (the gateway does not run it twice unless it was restarted meanwhile). Raises
+        `on_delta` gets each new piece of text; `on_rewrite` the whole text when what was streamed must be
+        replaced (a rewrite, or a restarted run that wrote another reply); `on_status` each status phase;
+        `on_tool` the `agent` events of streams "tool" and "item". A lost connection is re-established and
+        the message re-sent with the same idempotency key (the gateway does not run it twice unless it was
+        restarted meanwhile). Raises
         TimeoutError (after asking the gateway to abort) when the run has not ended within `timeout`
         (default: the client's run_timeout), GatewayError if the gateway refuses it or the client closes.
         """
@@ -408,7 +422,7 @@ class GatewayClient:
                     session_key,
                     message,
                     idempotency_key,
-                    _Callbacks(on_delta, on_status, on_tool),
+                    _Callbacks(on_delta, on_status, on_tool, on_rewrite),
                     wants_agent_events=on_tool is not None,
                     timeout=self._run_timeout if timeout is None else timeout,
                 )

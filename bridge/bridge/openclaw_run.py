@@ -3,8 +3,8 @@
 No socket, no queue, no callback: the client tells a `RunFollower` each answer the gateway gives to the
 (re-)sent message, then feeds it the session's `chat` and `agent` events in order, and a `Disconnected`
 marker when the connection they came on closes. For each it answers what to do: `Delta` (new reply text
-to stream), `Status` (a phase to show), `Tool` (an agent event to pass on), `Finished` (the `RunResult`)
-or `Resend` (the connection was lost mid-run: send the message again).
+to stream, or a rewrite of all that was streamed), `Status` (a phase to show), `Tool` (an agent event to
+pass on), `Finished` (the `RunResult`) or `Resend` (the connection was lost mid-run: send it again).
 
 What it copes with (docs/openclaw.md, Protocol):
 - merged input: a message sent while another run of the session is active is steered into that run,
@@ -51,9 +51,11 @@ class Disconnected:
 
 @dataclass(frozen=True)
 class Delta:
-    """New reply text to stream: what follows the text streamed so far."""
+    """New reply text to stream: what follows the text streamed so far, or (`rewrite`) all of it, replacing
+    what was streamed (the gateway rewrote the reply, or a restarted run wrote another one)."""
 
     text: str
+    rewrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,15 +88,16 @@ Step = Delta | Status | Tool | Finished | Resend
 
 
 class _Reply:
-    """The reply text as the deltas build it, and how much of it has been handed out to stream."""
+    """The reply text as the deltas build it, and what the user has been shown of it."""
 
     def __init__(self) -> None:
         self.text = ""
-        self.emitted = ""
+        self.emitted = ""  # the text as streamed so far: what every channel shows
         self.resync = False  # events were missed while disconnected: trust the next cumulative snapshot
+        self.replaying = False  # a run started afresh: it writes again what was shown, nothing to stream
 
-    def apply(self, event: ChatEvent) -> str:
-        """Apply one `delta` event; return the new text to stream (empty when nothing new)."""
+    def apply(self, event: ChatEvent) -> Delta | None:
+        """Apply one `delta` event; return what to stream (None when nothing new)."""
         text = event.delta_text if event.replace else self.text + event.delta_text
         # Deltas sent while we were disconnected are lost; the cumulative snapshot holds them.
         snapshot = event.snapshot
@@ -102,25 +105,31 @@ class _Reply:
             text, self.resync = snapshot, False
         return self._set(text)
 
-    def adopt(self, text: str) -> str:
-        """Start over from another run's text so far; return it to stream."""
+    def adopt(self, text: str) -> Delta | None:
+        """Start over from another run's text so far; return what to stream."""
         self.reset()
         # We may have joined that run late: its next cumulative snapshot fills in what we missed.
         self.resync = True
         return self._set(text)
 
     def reset(self) -> None:
-        """Forget the text (a run started afresh); a pending resync stays pending."""
-        self.text = self.emitted = ""
+        """Forget the text (a run started afresh); a pending resync stays pending.
 
-    def _set(self, text: str) -> str:
+        What was shown stays shown: a run that writes it again streams only what goes past it, so nobody
+        sees "w1 w1 w2"; one that writes something else rewrites it.
+        """
+        self.text = ""
+        self.replaying = bool(self.emitted)
+
+    def _set(self, text: str) -> Delta | None:
         self.text = text
         if text.startswith(self.emitted):
-            increment, self.emitted = text[len(self.emitted) :], text
-            return increment
-        # A rewrite cannot be streamed as an increment; the final text (stream_end) corrects it.
-        self.emitted = text
-        return ""
+            increment, self.emitted, self.replaying = text[len(self.emitted) :], text, False
+            return Delta(increment) if increment else None
+        if self.replaying and self.emitted.startswith(text):
+            return None  # still writing again what is already shown
+        self.emitted, self.replaying = text, False
+        return Delta(text, rewrite=True)
 
 
 @dataclass
@@ -230,8 +239,8 @@ class RunFollower:
         return RunResult("aborted", text, attempt.run_id, stop_reason=event.stop_reason)
 
     @staticmethod
-    def _delta(increment: str) -> list[Step]:
-        return [Delta(increment)] if increment else []
+    def _delta(delta: Delta | None) -> list[Step]:
+        return [delta] if delta is not None else []
 
 
 def _track(others: dict[str, str], event: ChatEvent) -> None:

@@ -130,6 +130,13 @@ class TelegramReplyStream:
         self._text += text
         self._dirty.set()
 
+    async def rewrite(self, text: str) -> None:
+        """Replace what was streamed; shown at the next edit slot."""
+        if self._closed:
+            return
+        self._text = text
+        self._dirty.set()
+
     async def end(self, full_text: str) -> None:
         """Show the final text (authoritative), formatted."""
         await self._finish(full_text)
@@ -250,6 +257,10 @@ class TeeStream:
     async def chunk(self, text: str) -> None:
         """Append to every channel."""
         await self._all(lambda s: s.chunk(text))
+
+    async def rewrite(self, text: str) -> None:
+        """Replace what was streamed on every channel."""
+        await self._all(lambda s: s.rewrite(text))
 
     async def end(self, full_text: str) -> None:
         """Finish on every channel."""

@@ -42,6 +42,7 @@ class ScriptedRunner:
         *,
         idempotency_key: str,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
+        on_rewrite: Callable[[str], Awaitable[None]] | None = None,
         timeout: float | None = None,
     ) -> Result:
         self.ran.append((session_key, message, idempotency_key))
@@ -70,6 +71,9 @@ class Stream:
 
     async def chunk(self, text: str) -> None:
         self.events.append(("chunk", text))
+
+    async def rewrite(self, text: str) -> None:
+        self.events.append(("rewrite", text))
 
     async def end(self, full_text: str) -> None:
         self.events.append(("end", full_text))
@@ -340,6 +344,7 @@ class FreezingRunner(ScriptedRunner):
         *,
         idempotency_key: str,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
+        on_rewrite: Callable[[str], Awaitable[None]] | None = None,
         timeout: float | None = None,
     ) -> Result:
         self.ran.append((session_key, message, idempotency_key))

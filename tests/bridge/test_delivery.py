@@ -111,6 +111,33 @@ async def test_first_chunk_goes_out_at_once_and_later_ones_wait_for_the_interval
     }
 
 
+async def test_a_rewrite_drops_held_text_and_replaces_what_the_tabs_show_at_once() -> None:
+    # Given a reply that showed "w1 w2" and holds " w3" back for the interval
+    pusher = FakePusher()
+    stream = WebSocketDelivery(pusher, flush_interval=3600).open(item(), "01JREPLY")
+    await stream.chunk("w1 w2")
+    await stream.chunk(" w3")
+
+    # When the reply is rewritten (a restarted run wrote another one), then goes on
+    await stream.rewrite("x1")
+    await stream.chunk(" x2")
+    await stream.end("x1 x2")
+
+    # Then the held text never goes out, the rewrite does at once and says so, and a tab that applies the
+    # frames in order shows the new reply, not the old one glued to it
+    chunks = pusher.frames("stream_chunk")
+    assert [(f["content"], f.get("rewrite", False)) for f in chunks] == [
+        ("w1 w2", False),
+        ("x1", True),
+        (" x2", False),
+    ]
+    shown = ""
+    for frame in chunks:
+        shown = ("" if frame.get("rewrite") else shown) + frame["content"]
+    assert shown == "x1 x2"
+    assert pusher.frames("stream_end")[0]["content"] == "x1 x2"
+
+
 async def test_two_hundred_quick_deltas_make_few_pushes_with_the_text_intact_and_in_order() -> None:
     # Given the production settings
     pusher = FakePusher()

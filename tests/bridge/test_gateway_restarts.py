@@ -101,12 +101,23 @@ class Tabs:
     def of(self, type_: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == type_]
 
+    def shown(self) -> list[str]:
+        """The reply as a tab shows it after each chunk (a rewrite replaces it)."""
+        texts, text = [], ""
+        for frame in self.of("stream_chunk"):
+            text = ("" if frame.get("rewrite") else text) + frame["content"]
+            texts.append(text)
+        return texts
+
     @dataclass
     class Stream:
         frames: list[dict[str, Any]]
 
         async def chunk(self, text: str) -> None:
             self.frames.append({"type": "stream_chunk", "content": text})
+
+        async def rewrite(self, text: str) -> None:
+            self.frames.append({"type": "stream_chunk", "content": text, "rewrite": True})
 
         async def end(self, full_text: str) -> None:
             self.frames.append({"type": "stream_end", "content": full_text})
@@ -192,7 +203,10 @@ async def test_openclaw_killed_mid_reply_is_told_as_a_restart_then_running_and_t
         statuses = [(f["status"], f.get("phase")) for f in tabs.frames[booted:] if f["type"] == "status"]
         assert statuses == [("starting", "restarting"), ("running", None)]
         [end] = tabs.of("stream_end")
-        assert end["content"] == " ".join(f"w{i}" for i in range(1, 61))
+        answer = " ".join(f"w{i}" for i in range(1, 61))
+        assert end["content"] == answer
+        # (the restarted run wrote the words already shown again: the tabs never showed them twice)
+        assert all(answer.startswith(text) for text in tabs.shown())
         assert not tabs.of("error") and inbox.completed == ["m1"] and inbox.released == []
         # And TaskState said so meanwhile (getStatus reads it), and no longer does
         [until, cleared] = row.restarting_until
@@ -243,6 +257,10 @@ async def test_a_telegram_message_answered_when_openclaw_dies_shows_the_restart_
             # The channels end side by side: the tabs' stream_end may go out before Telegram's final edit.
             await eventually(lambda: telegram.chat(CHAT)[-1:] == [answer], 10)
             assert telegram.chat(CHAT) == [answer]
+            # And while the restarted run wrote again what was shown, no edit showed a word twice
+            streamed = [v.split("\n\n")[0] for m in telegram.messages[CHAT] for v in m.versions[1:]]
+            assert streamed and all(answer.startswith(text) for text in streamed)
+            assert all(answer.startswith(text) for text in tabs.shown())
             await eventually(lambda: inbox.completed)
             assert inbox.completed == ["m1"]
         finally:

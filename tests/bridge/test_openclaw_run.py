@@ -102,7 +102,7 @@ def test_a_run_streams_its_phases_and_text_and_ends_with_the_final_reply() -> No
     assert run.run_id == OURS
 
 
-def test_a_replacing_delta_rewrites_the_reply_without_streaming_a_contradiction() -> None:
+def test_a_replacing_delta_is_streamed_as_a_rewrite_then_what_follows_as_increments() -> None:
     # Given a run whose second delta rewrites the first
     run = follower()
 
@@ -115,8 +115,12 @@ def test_a_replacing_delta_rewrites_the_reply_without_streaming_a_contradiction(
         final(OURS, "Hello there"),
     )
 
-    # Then the rewrite is not streamed as an increment, what follows it is, and the reply is the rewrite
-    assert [step for step in steps if isinstance(step, Delta)] == [Delta("Helo"), Delta(" there")]
+    # Then the rewrite replaces what was streamed (no "HeloHello"), what follows it is an increment
+    assert [step for step in steps if isinstance(step, Delta)] == [
+        Delta("Helo"),
+        Delta("Hello", rewrite=True),
+        Delta(" there"),
+    ]
     assert finished(steps) == RunResult("final", "Hello there", OURS, stop_reason="stop")
 
 
@@ -422,11 +426,41 @@ def test_a_gateway_that_forgot_the_run_starts_the_reply_afresh() -> None:
     after = feed(run, delta("run-afresh", "Echo", "Echo"), delta("run-afresh", ": hi", "Echo: hi"))
     ending = feed(run, final("run-afresh", None))
 
-    # Then the new reply is streamed and kept from its start, not glued to the lost one, and names the new run
+    # Then the new reply replaces the lost one (not glued to it), is kept from its start, names the new run
     assert streamed(before) == "doomed "
-    assert streamed(after) == "Echo: hi"
+    assert [step for step in after if isinstance(step, Delta)] == [Delta("Echo", rewrite=True), Delta(": hi")]
     assert finished(ending) == RunResult("final", "Echo: hi", "run-afresh", stop_reason="stop")
     assert run.run_id == "run-afresh"
+
+
+def test_a_restarted_run_writing_the_same_reply_again_streams_only_what_goes_past_what_was_shown() -> None:
+    # Given a run that streamed "w1 w2 w3" before the gateway died
+    run = follower(generation=1)
+    before = feed(run, delta(OURS, "w1 w2", "w1 w2"), delta(OURS, " w3", "w1 w2 w3"), Disconnected(1))
+
+    # When the restarted gateway runs the message afresh and writes the same words again, then more
+    run.accepted(ChatSendAck("run-afresh", "started"), 2)
+    again = feed(run, delta("run-afresh", "w1", "w1"), delta("run-afresh", " w2 w3", "w1 w2 w3"))
+    more = feed(run, delta("run-afresh", " w4", "w1 w2 w3 w4"), final("run-afresh", None))
+
+    # Then the words already shown are not streamed a second time ("w1 w2 w3 w1 ..."), only the new one is
+    assert streamed(before) == "w1 w2 w3"
+    assert again == []
+    assert [step for step in more if isinstance(step, Delta)] == [Delta(" w4")]
+    assert finished(more) == RunResult("final", "w1 w2 w3 w4", "run-afresh", stop_reason="stop")
+
+
+def test_a_restarted_run_that_writes_another_reply_replaces_what_was_shown() -> None:
+    # Given a run that streamed "w1 w2 w3" before the gateway died
+    run = follower(generation=1)
+    feed(run, delta(OURS, "w1 w2 w3", "w1 w2 w3"), Disconnected(1))
+
+    # When the run afresh starts like it, then says something else
+    run.accepted(ChatSendAck("run-afresh", "started"), 2)
+    steps = feed(run, delta("run-afresh", "w1", "w1"), delta("run-afresh", " x", "w1 x"))
+
+    # Then nothing is streamed while it repeats, and its own text replaces the old one once it differs
+    assert [step for step in steps if isinstance(step, Delta)] == [Delta("w1 x", rewrite=True)]
 
 
 def test_a_resync_ignores_a_snapshot_that_contradicts_what_was_streamed() -> None:

@@ -130,6 +130,32 @@ def test_a_restart_notice_during_a_reply_shows_under_its_text_and_the_answer_sti
     assert sim.chat(CHAT) == ["Counting: 1 2"]
 
 
+def test_a_rewritten_reply_replaces_the_streamed_text_in_the_same_message(
+    simulator: tuple[TelegramSimulator, TelegramClient],
+) -> None:
+    sim, bot = simulator
+    placeholder = bot.send_message(CHAT, "⏳ Waking up your agent…")
+    shown: list[list[str]] = []
+
+    async def scenario() -> None:
+        stream = delivery(bot).open(item(placeholder), "01JREPLY")
+        assert stream is not None
+        # Given a reply that has shown its first words
+        await stream.chunk("w1 w2")
+        await asyncio.sleep(0.2)
+        # When it is rewritten (a restarted run wrote another reply) and goes on
+        await stream.rewrite("x1")
+        await stream.chunk(" x2")
+        await asyncio.sleep(0.2)
+        shown.append(sim.chat(CHAT))
+        await stream.end("x1 x2 x3")
+
+    asyncio.run(scenario())
+    # The message showed the new reply (not "w1 w2x1 x2") before the final edit, and ends as the answer.
+    assert shown == [["x1 x2"]]
+    assert sim.chat(CHAT) == ["x1 x2 x3"]
+
+
 def test_a_long_answer_arrives_in_order_in_several_messages(
     simulator: tuple[TelegramSimulator, TelegramClient],
 ) -> None:

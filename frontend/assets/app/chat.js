@@ -399,7 +399,8 @@ export class ChatView {
     }
     if (frame.type === "stream_chunk") {
       if (message.status !== "streaming") return; // a late chunk after the end
-      message.content += frame.content || "";
+      // A rewrite replaces what was streamed (the agent restarted and wrote its reply again).
+      message.content = (frame.rewrite ? "" : message.content) + (frame.content || "");
     } else if (frame.type === "stream_end") {
       message.content = frame.content ?? message.content;
       message.status = "done";

@@ -416,6 +416,17 @@ def test_openclaw_restarting_mid_reply_is_shown_as_a_restart_then_the_chat_goes_
     streaming = tab.page.locator("#message-list article.message.assistant.streaming")
     expect(streaming).to_contain_text(re.compile(r"\b3\b"), timeout=480_000)
     [task] = [t for t in shared_stack.running_tasks() if t["userId"] == user_id]
+    # (every text the reply shows from here on is recorded, to check nothing is shown twice)
+    tab.page.evaluate(
+        """() => {
+          window.replyTexts = [];
+          const list = document.querySelector("#message-list");
+          new MutationObserver(() => {
+            const body = list.querySelector("article.message.assistant .body");
+            if (body) window.replyTexts.push(body.textContent);
+          }).observe(list, { subtree: true, childList: true, characterData: true });
+        }"""
+    )
 
     # When only OpenClaw dies
     shared_stack.kill_openclaw(task)
@@ -434,6 +445,14 @@ def test_openclaw_restarting_mid_reply_is_shown_as_a_restart_then_the_chat_goes_
     expect(banner).to_be_hidden()
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Running")
     expect(tab.messages("assistant")).to_have_count(1)
+    # And the restarted run, writing the count again, never showed a number twice ("1 2 3 1 2 ...")
+    final = " ".join(
+        tab.page.evaluate(
+            "document.querySelector('#message-list article.message.assistant .body').textContent"
+        ).split()
+    )
+    shown = [" ".join(text.split()) for text in tab.page.evaluate("window.replyTexts")]
+    assert shown and all(final.startswith(text) for text in shown), shown[-3:]
     assert tab.console_errors == []
 
 
