@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import shutil
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,7 @@ def test_an_installed_runtime_is_used_without_npm(tmp_path: Path, monkeypatch: p
     installed.node.write_text("")
     installed.entry.parent.mkdir(parents=True)
     installed.entry.write_text("")
-    installed.marker.touch()
+    installed.marker.write_text(installed.digest + "\n")
 
     # When the runtime is ensured
     found = ensure_runtime(tmp_path, say=lambda text: None)
@@ -119,32 +121,47 @@ def test_the_pinned_version_is_the_templates_default() -> None:
 
 
 FAKE_NPM = """#!/bin/sh
-# `npm install … PACKAGE@VERSION…` as far as the installer can tell: the package's files appear.
-for arg in "$@"; do
-  case "$arg" in
-    node-*)
-      bin="node_modules/${arg%@*}/bin"
-      mkdir -p "$bin"
-      printf '#!/bin/sh\\necho "OpenClaw %s (abc1234)"\\n' "$OPENCLAW_VERSION" > "$bin/node"
-      chmod +x "$bin/node";;
-    openclaw@*)
-      mkdir -p node_modules/openclaw
-      touch node_modules/openclaw/openclaw.mjs;;
-  esac
-done
+# `npm install … PACKAGE@VERSION` and `npm ci` as far as the installer can tell: the packages' files appear.
+# Each call is logged as "<cwd> <args>" so tests can see what was run where.
+echo "$PWD $*" >> "$NPM_LOG"
+case "$1" in
+  ci)
+    # Like npm ci: refuses to run without a lockfile, and replaces node_modules whole.
+    [ -f package-lock.json ] || { echo "npm ci needs a package-lock.json" >&2; exit 1; }
+    rm -rf node_modules
+    mkdir -p node_modules/openclaw
+    touch node_modules/openclaw/openclaw.mjs;;
+  install)
+    for arg in "$@"; do
+      case "$arg" in
+        node-*)
+          bin="node_modules/${arg%@*}/bin"
+          mkdir -p "$bin"
+          printf '#!/bin/sh\\necho "OpenClaw %s (abc1234)"\\n' "$OPENCLAW_VERSION" > "$bin/node"
+          chmod +x "$bin/node";;
+      esac
+    done;;
+esac
 """
 
 
-def test_an_install_announces_its_size_and_names_the_version_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given an npm that installs whatever it is asked for, and an OpenClaw whose --version names itself
+@pytest.fixture
+def fake_npm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An npm on PATH that installs whatever it is asked for; returns its log of calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "npm").write_text(FAKE_NPM)
     (bin_dir / "npm").chmod(0o755)
+    log = tmp_path / "npm.log"
+    log.touch()
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("NPM_LOG", str(log))
     monkeypatch.setenv("OPENCLAW_VERSION", openclaw_version())
+    return log
+
+
+def test_an_install_announces_its_size_and_names_the_version_once(tmp_path: Path, fake_npm: Path) -> None:
+    # Given an npm that installs whatever it is asked for, and an OpenClaw whose --version names itself
     said: list[str] = []
 
     # When the runtime is installed
@@ -154,6 +171,54 @@ def test_an_install_announces_its_size_and_names_the_version_once(
     assert installed.installed
     assert f"about {runtime.INSTALL_SIZE_MB} MB" in said[0]
     assert said[-1] == f"==> OpenClaw {openclaw_version()} (abc1234) ready"
+
+
+def test_openclaw_is_installed_with_npm_ci_from_the_committed_lockfile(
+    tmp_path: Path, fake_npm: Path
+) -> None:
+    # Given nothing installed
+    root = tmp_path / "openclaw"
+
+    # When the runtime is installed
+    ensure_runtime(root, say=lambda text: None)
+
+    # Then OpenClaw's tree is `npm ci` of the committed lockfile, production only and without install
+    # scripts (what bridge/Dockerfile runs), and Node is the pinned release in a folder of its own
+    calls = [line.split(" ", 1) for line in fake_npm.read_text().splitlines()]
+    assert [(cwd, args.split()[0]) for cwd, args in calls] == [
+        (str(root / "node"), "install"),
+        (str(root), "ci"),
+    ]
+    ci_args = calls[1][1].split()
+    assert "--omit=dev" in ci_args and "--ignore-scripts" in ci_args
+    assert f"{node_package()}@{runtime.NODE_VERSION}" in calls[0][1].split()
+    for name in runtime.PROJECT_FILES:
+        assert (root / name).read_bytes() == (runtime.PROJECT / name).read_bytes()
+
+
+def test_a_changed_lockfile_installs_again(
+    tmp_path: Path, fake_npm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a runtime installed from a copy of the committed npm project
+    project = tmp_path / "project"
+    shutil.copytree(runtime.PROJECT, project, ignore=shutil.ignore_patterns("node_modules"))
+    monkeypatch.setattr(runtime, "PROJECT", project)
+    root = tmp_path / "openclaw"
+    ensure_runtime(root, say=lambda text: None)
+    assert ensure_runtime(root, say=lambda text: None).installed
+    calls_before = len(fake_npm.read_text().splitlines())
+
+    # When the lockfile changes while the OpenClaw version stays (a dependency bumped)
+    lock = json.loads((project / "package-lock.json").read_text())
+    lock["packages"]["node_modules/zod"]["version"] = "0.0.1-changed"
+    (project / "package-lock.json").write_text(json.dumps(lock))
+
+    # Then the install is no longer trusted, and ensuring it runs npm ci of the new lockfile
+    assert not runtime.runtime(root).installed
+    reinstalled = ensure_runtime(root, say=lambda text: None)
+    assert reinstalled.installed
+    assert [line for line in fake_npm.read_text().splitlines()[calls_before:] if " ci " in f"{line} "]
+    assert json.loads((root / "package-lock.json").read_text()) == lock
 
 
 def test_the_announced_install_size_is_what_the_installed_runtime_takes() -> None:
