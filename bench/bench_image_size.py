@@ -16,7 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.image_tree import TreeSize, copy_installed, measure, trim  # noqa: E402
+from local.image_tree import ImageTreeError, TreeSize, copy_installed, measure, trim  # noqa: E402
 from local.runtime import runtime  # noqa: E402
 
 MB = 1_000_000
@@ -48,4 +48,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ImageTreeError as exc:
+        sys.exit(f"error: {exc}")
