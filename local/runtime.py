@@ -170,7 +170,7 @@ def ensure_runtime(root: Path | None = None, *, say: Callable[[str], None] = pri
         result = subprocess.run(command, cwd=cwd, env={**os.environ, "PATH": env_path}, check=False)
         if result.returncode != 0:
             raise RuntimeInstallError(
-                f"`{' '.join(command[1:3])}` for {what} failed (exit {result.returncode}); check the network "
+                f"`npm {command[1]}` of {what} failed (exit {result.returncode}); check the network "
                 f"and the npm output above, then run the command again (it starts over in {rt.root})"
             )
     check = subprocess.run(

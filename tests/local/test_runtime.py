@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shutil
@@ -209,6 +210,26 @@ def test_openclaw_is_installed_with_npm_ci_from_the_committed_lockfile(
     assert runtime.node_spec() in calls[0][1].split()
     for name in runtime.PROJECT_FILES:
         assert (root / name).read_bytes() == (runtime.PROJECT / name).read_bytes()
+
+
+def test_a_failed_npm_ci_says_what_to_do_and_leaves_no_marker(
+    tmp_path: Path, fake_npm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an npm whose `ci` fails (the registry unreachable, say)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'failing'}:{os.environ['PATH']}")
+    (tmp_path / "failing").mkdir()
+    (tmp_path / "failing" / "npm").write_text('#!/bin/sh\n[ "$1" = ci ] && exit 1\nexec "$FAKE_NPM" "$@"\n')
+    (tmp_path / "failing" / "npm").chmod(0o755)
+    monkeypatch.setenv("FAKE_NPM", str(tmp_path / "bin" / "npm"))
+    root = tmp_path / "openclaw"
+
+    # When the runtime is installed
+    with pytest.raises(RuntimeInstallError) as failed:
+        ensure_runtime(root, say=lambda text: None)
+
+    # Then the error names the step and what to do, and nothing claims to be installed
+    assert "`npm ci` of openclaw@" in str(failed.value) and "check the network" in str(failed.value)
+    assert not runtime.runtime(root).installed and not list(root.glob(".installed-*"))
 
 
 def test_a_changed_lockfile_installs_again(
