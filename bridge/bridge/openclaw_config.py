@@ -24,7 +24,6 @@ ENDPOINT_PROVIDERS: Final = frozenset({"openai-compatible", "offline"})
 _OPENCLAW_PROVIDER_ID: Final[dict[str, str]] = {
     "anthropic": "anthropic",
     "openai": "openai",
-    "bedrock": "amazon-bedrock",
     "openai-compatible": "custom",
     "offline": "offline",
 }
@@ -36,26 +35,11 @@ _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,127}")
 
 GATEWAY_TOKEN_ENV: Final = "OPENCLAW_GATEWAY_TOKEN"
 
-# What the child may inherit from the bridge's own environment. Everything else (Telegram tokens, the
-# agent token, table names, the bridge's settings) stays out: the agent can run shell commands and read
-# its environment, so what it is not given it cannot leak.
+# What the child may inherit from the bridge's own environment. Everything else (the task role's AWS
+# credentials, Telegram tokens, the agent token, table names, the bridge's settings) stays out: the agent
+# can run shell commands and read its environment, so what it is not given it cannot leak.
 _INHERITED: Final[frozenset[str]] = frozenset(
     {"PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR"}
-)
-# Bedrock signs its calls with the task role through the AWS SDK default chain (docs providers/bedrock.md).
-_AWS_CREDENTIALS: Final[frozenset[str]] = frozenset(
-    {
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY",
-        "AWS_SESSION_TOKEN",
-        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-    }
 )
 # Headless switches that only exist as environment variables (docs/openclaw.md, Configuration).
 _HEADLESS_ENV: Final[dict[str, str]] = {
@@ -76,7 +60,6 @@ class ModelChoice:
     model_id: str
     base_url: str | None = None
     api_key_env: str | None = None
-    region: str | None = None
 
     def __post_init__(self) -> None:
         if self.provider not in SUPPORTED_PROVIDERS:
@@ -89,12 +72,10 @@ class ModelChoice:
             raise ValueError(f"provider {self.provider!r} needs a base_url")
         if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
             raise ValueError(f"api_key_env must be an upper-case variable name, got {self.api_key_env!r}")
-        if self.provider == "bedrock" and self.api_key_env is not None:
-            raise ValueError("bedrock uses the task role's credentials; api_key_env must be None")
 
     @property
     def provider_id(self) -> str:
-        """The provider id OpenClaw uses for this choice (e.g. "amazon-bedrock")."""
+        """The provider id OpenClaw uses for this choice (e.g. "custom" for openai-compatible)."""
         return _OPENCLAW_PROVIDER_ID[self.provider]
 
     @property
@@ -129,28 +110,18 @@ def build_config(choice: ModelChoice, *, port: int, workspace: Path, log_file: P
                 "workspace": str(workspace),  # the restored, backed-up folder, not ~/.openclaw/workspace
             }
         },
-        "plugins": {"entries": _plugin_entries(choice)},
+        "plugins": {
+            "entries": {
+                # Memory "dreaming" schedules background consolidation turns (model calls) on a cron job.
+                "memory-core": {"config": {"dreaming": {"enabled": False}}},
+            }
+        },
         "update": {"checkOnStart": False},  # no version check against telemetry.openclaw.ai at boot
         "discovery": {"mdns": {"mode": "off"}},  # no Bonjour advertising (OPENCLAW_DISABLE_BONJOUR too)
         # A known file in the state dir instead of /tmp/openclaw/openclaw-<date>.log.
         "logging": {"file": str(log_file)},
         # No "channels" key at all: the bridge owns Telegram and the web; OpenClaw must never poll a bot.
     }
-
-
-def _plugin_entries(choice: ModelChoice) -> dict[str, Any]:
-    """plugins.entries: dreaming off, and Bedrock's plugin settings only when Bedrock is chosen."""
-    entries: dict[str, Any] = {
-        # Memory "dreaming" schedules background consolidation turns (model calls) on a cron job.
-        "memory-core": {"config": {"dreaming": {"enabled": False}}},
-    }
-    if choice.provider == "bedrock":
-        # Bedrock is an external plugin (@openclaw/amazon-bedrock-provider) that 2026.9.6 does not bundle:
-        # the image must install it, or every boot spends ~70 s trying to npm-install it (observed).
-        # Naming it for other providers would trigger that install attempt too. Its auto-discovery lists
-        # foundation models at boot; the model here is explicit, so that is only latency and IAM noise.
-        entries["amazon-bedrock"] = {"config": {"discovery": {"enabled": False}}}
-    return entries
 
 
 def _models_section(choice: ModelChoice) -> dict[str, Any]:
@@ -176,15 +147,6 @@ def _provider_entry(choice: ModelChoice) -> dict[str, Any]:
             entry["baseUrl"] = choice.base_url
             entry["api"] = _BUILTIN_API[choice.provider]
         return entry
-    if choice.provider == "bedrock":
-        region = choice.region or "us-east-1"
-        return {
-            "baseUrl": choice.base_url or f"https://bedrock-runtime.{region}.amazonaws.com",
-            "api": "bedrock-converse-stream",
-            "auth": "aws-sdk",  # the AWS SDK default chain: the task role, never a key in config
-            "region": region,
-            "models": [_model_row(choice, context_window=200_000, max_tokens=8192)],
-        }
     # openai-compatible and offline: our own OpenAI-style /chat/completions endpoint.
     entry = {
         "baseUrl": choice.base_url,
@@ -222,11 +184,9 @@ def gateway_environment(
     cache_dir: Path,
     token: str,
     secrets: Mapping[str, str],
-    aws_credentials: bool = True,
 ) -> dict[str, str]:
     """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys."""
-    allowed = _INHERITED | _AWS_CREDENTIALS if aws_credentials else _INHERITED
-    env = {name: value for name, value in base_env.items() if name in allowed}
+    env = {name: value for name, value in base_env.items() if name in _INHERITED}
     env.update(_HEADLESS_ENV)
     env.update(
         {

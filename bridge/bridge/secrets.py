@@ -19,7 +19,7 @@ API_KEY_PARAMETERS = {
 
 
 def model_secrets(ssm: SSMClient, prefix: str, provider: str) -> dict[str, str]:
-    """The API key the provider needs, as {ENV_NAME: value}; empty for Bedrock (task role) and offline."""
+    """The API key the provider needs, as {ENV_NAME: value}; empty for offline and keyless endpoints."""
     entry = API_KEY_PARAMETERS.get(provider)
     if entry is None or not prefix:
         return {}

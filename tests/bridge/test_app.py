@@ -414,18 +414,18 @@ def test_configuration_fails_fast_naming_the_variable(
         _config(tmp_path, **overrides)
 
 
-def test_the_model_choice_uses_the_tasks_region_and_names_only_keys_that_exist(
-    aws: dict[str, str], tmp_path: Path
-) -> None:
-    # Given a task in eu-west-1 whose provider is Bedrock
-    bedrock = Bridge.from_config(
-        _config(tmp_path, MODEL_PROVIDER="bedrock", MODEL_BASE_URL="", AWS_REGION="eu-west-1")
-    )
-    choice, keys = bedrock._model_choice()
-    written = build_config(choice, port=1, workspace=tmp_path, log_file=tmp_path / "log")
-    # Then OpenClaw calls Bedrock in the task's region, not a default one
-    assert keys == {} and written["models"]["providers"][choice.provider_id]["region"] == "eu-west-1"
+def test_a_task_configured_for_bedrock_refuses_to_start_saying_why(tmp_path: Path) -> None:
+    # Given / When a task whose MODEL_PROVIDER is Bedrock is configured
+    with pytest.raises(ConfigError) as refused:
+        _config(tmp_path, MODEL_PROVIDER="bedrock", MODEL_BASE_URL="")
 
+    # Then the error names the variable and says why Bedrock cannot run here
+    message = str(refused.value)
+    assert message.startswith("MODEL_PROVIDER=bedrock: Amazon Bedrock is not available")
+    assert "@openclaw/amazon-bedrock-provider" in message and "not published on npm" in message
+
+
+def test_the_model_choice_names_only_keys_that_exist(aws: dict[str, str], tmp_path: Path) -> None:
     # Given a keyless openai-compatible endpoint (no key stored in SSM)
     keyless = Bridge.from_config(
         _config(tmp_path, MODEL_PROVIDER="openai-compatible", MODEL_BASE_URL="https://llm.internal/v1")

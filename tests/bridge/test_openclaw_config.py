@@ -104,27 +104,16 @@ def test_a_builtin_provider_behind_a_proxy_keeps_its_own_api(tmp_path: Path) -> 
     }
 
 
-def test_bedrock_uses_the_task_role_and_no_key(tmp_path: Path) -> None:
-    # Given Bedrock in a region
-    choice = ModelChoice("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", region="eu-west-1")
-
-    # When the config is built
-    config = config_for(choice, tmp_path)
-
-    # Then the provider signs with the AWS SDK chain, in that region, with no apiKey at all
-    provider = config["models"]["providers"]["amazon-bedrock"]
-    assert provider["auth"] == "aws-sdk"
-    assert provider["api"] == "bedrock-converse-stream"
-    assert provider["baseUrl"] == "https://bedrock-runtime.eu-west-1.amazonaws.com"
-    assert "apiKey" not in provider
-    assert config["agents"]["defaults"]["model"]["primary"] == f"amazon-bedrock/{choice.model_id}"
-    # and boot-time model discovery is off (the model is explicit)
-    assert config["plugins"]["entries"]["amazon-bedrock"] == {"config": {"discovery": {"enabled": False}}}
+def test_bedrock_cannot_be_chosen() -> None:
+    # Given / When Bedrock is asked for (its OpenClaw plugin is not on npm: the image cannot have it)
+    # Then the choice is refused rather than written into a config that fails every turn
+    with pytest.raises(ValueError, match="unknown model provider 'bedrock'"):
+        ModelChoice("bedrock", "anthropic.claude-sonnet-4-5-v1:0")
 
 
 @pytest.mark.parametrize("provider", ["anthropic", "openai", "offline", "openai-compatible"])
-def test_only_bedrock_names_the_external_bedrock_plugin(provider: str, tmp_path: Path) -> None:
-    # Given any non-Bedrock choice (naming a missing plugin makes the gateway try to npm-install it at boot)
+def test_no_config_names_the_external_bedrock_plugin(provider: str, tmp_path: Path) -> None:
+    # Given any choice (naming a missing plugin makes the gateway try to npm-install it at boot)
     choice = ModelChoice(provider, "m", base_url="http://127.0.0.1:1/v1")
 
     # When / Then
@@ -168,7 +157,7 @@ def test_config_is_plain_json(tmp_path: Path) -> None:
         ({"provider": "openai", "model_id": "  "}, "model_id"),
         ({"provider": "offline", "model_id": "offline-model"}, "base_url"),
         ({"provider": "openai-compatible", "model_id": "m"}, "base_url"),
-        ({"provider": "bedrock", "model_id": "m", "api_key_env": "AWS_KEY"}, "task role"),
+        ({"provider": "bedrock", "model_id": "m"}, "unknown model provider"),
         ({"provider": "anthropic", "model_id": "m", "api_key_env": "anthropic key"}, "api_key_env"),
     ],
 )
@@ -243,7 +232,7 @@ def test_environment_sets_home_cache_token_and_headless_switches() -> None:
     }
 
 
-def test_task_role_credentials_pass_for_bedrock_and_can_be_withheld() -> None:
+def test_the_task_roles_credentials_never_reach_the_gateway() -> None:
     # Given an ECS task environment
     base = {
         "AWS_REGION": "eu-west-1",
@@ -255,16 +244,13 @@ def test_task_role_credentials_pass_for_bedrock_and_can_be_withheld() -> None:
         "ECS_CONTAINER_METADATA_URI_V4": "http://169.254.170.2/v4/x",
     }
 
-    # When built by default (Bedrock needs the task role) and with aws_credentials=False
-    with_role = child_env(base)
-    without = child_env(base, aws_credentials=False)
+    # When the gateway's environment is built from it
+    env = child_env(base)
 
-    # Then the credential chain's variables pass only in the first case; the bridge's endpoints never do
-    assert with_role["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"] == "/v2/credentials/abc"
-    assert with_role["AWS_CONTAINER_AUTHORIZATION_TOKEN"] == "auth"
-    assert with_role["AWS_REGION"] == "eu-west-1"
-    assert "AWS_ENDPOINT_URL_DYNAMODB" not in with_role and "ECS_CONTAINER_METADATA_URI_V4" not in with_role
-    assert not any(name.startswith("AWS_") for name in without)
+    # Then no AWS variable passes (the agent runs shell commands: what it lacks it cannot leak), nor the
+    # task's metadata endpoint
+    assert not any(name.startswith("AWS_") for name in env)
+    assert "ECS_CONTAINER_METADATA_URI_V4" not in env
 
 
 # -------------------------------------------------------------------------------------- write_config

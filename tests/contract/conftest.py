@@ -90,9 +90,9 @@ def free_port() -> int:
     return reservation.port
 
 
-def gateway_command(port: int) -> list[str]:
-    """The bridge's command for the pinned gateway, on loopback."""
-    return openclaw_config.gateway_command(str(NODE), str(ENTRY), port)
+def gateway_command(port: int, entry: Path = ENTRY) -> list[str]:
+    """The bridge's command for the pinned gateway (or another copy of it, at `entry`), on loopback."""
+    return openclaw_config.gateway_command(str(NODE), str(entry), port)
 
 
 def connect_params(token: str, caps: list[str] | None = None) -> dict[str, Any]:
@@ -201,11 +201,13 @@ async def start_gateway(
     home: Path | None = None,
     port: int | None = None,
     backoff_initial: float = 1.0,
+    entry: Path = ENTRY,
 ) -> RunningGateway:
     """Write our headless config for the offline model and start the real gateway; returns once hello-ok.
 
     Pass `home` to start on an existing OpenClaw home (a restored state dir): its openclaw.json is
-    rewritten for this port and model, everything else is used as found.
+    rewritten for this port and model, everything else is used as found. Pass `entry` to run another
+    copy of the pinned OpenClaw (a trimmed one) with the same Node.
     """
     require_runtime()
     home = home or tmp_path / "home"
@@ -218,7 +220,7 @@ async def start_gateway(
     write_config(home / ".openclaw" / "openclaw.json", config)
     token = secrets.token_urlsafe(32)
     env = gateway_environment(os.environ, home=home, cache_dir=tmp_path / "cache", token=token, secrets={})
-    process = GatewayProcess(gateway_command(port), env, cwd=home, backoff_initial=backoff_initial)
+    process = GatewayProcess(gateway_command(port, entry), env, cwd=home, backoff_initial=backoff_initial)
     url = f"ws://127.0.0.1:{port}"
     started = time.monotonic()
     await process.start()

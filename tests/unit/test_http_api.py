@@ -302,7 +302,7 @@ def test_settings_default_when_never_set(api: Api) -> None:
         "model": None,
         "idleTimeoutMinutes": 15,
         "timezone": "UTC",
-        "supportedProviders": ["anthropic", "openai", "bedrock", "openai-compatible", "offline"],
+        "supportedProviders": ["anthropic", "openai", "openai-compatible", "offline"],
     }
 
 
@@ -404,7 +404,13 @@ def test_each_refused_setting_says_what_is_allowed(api: Api) -> None:
     }
     for model, problem in [
         ("claude", "must be '<provider>/<model id>', e.g. anthropic/claude-sonnet-4-5"),
-        ("cats/foo", "provider must be one of anthropic, openai, bedrock, openai-compatible, offline"),
+        ("cats/foo", "provider must be one of anthropic, openai, openai-compatible, offline"),
+        (
+            "bedrock/anthropic.claude-sonnet-4-5-v1:0",
+            "Amazon Bedrock is not available: the pinned OpenClaw reaches it only through its plugin "
+            "@openclaw/amazon-bedrock-provider, which is not published on npm, so the bridge image cannot "
+            "include it; use anthropic, openai or an openai-compatible endpoint",
+        ),
     ]:
         assert api.call("PUT", "/api/settings", body={"model": model})[1]["fields"] == {"model": problem}
     assert api.call("PUT", "/api/settings", body={})[1]["fields"] == {"settings": "nothing to change"}

@@ -8,8 +8,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-SUPPORTED_PROVIDERS = ("anthropic", "openai", "bedrock", "openai-compatible", "offline")
+SUPPORTED_PROVIDERS = ("anthropic", "openai", "openai-compatible", "offline")
 """Model providers the bridge can configure OpenClaw for."""
+
+UNAVAILABLE_PROVIDERS: Mapping[str, str] = {
+    "bedrock": (
+        "Amazon Bedrock is not available: the pinned OpenClaw reaches it only through its plugin "
+        "@openclaw/amazon-bedrock-provider, which is not published on npm, so the bridge image cannot "
+        "include it; use anthropic, openai or an openai-compatible endpoint"
+    ),
+}
+"""Providers people ask for that the bridge refuses, with the reason it gives (docs/decisions.md)."""
 
 IDLE_TIMEOUT_RANGE = (5, 240)
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
@@ -57,6 +66,8 @@ def _model_problem(val: Any) -> str | None:
     if not isinstance(val, str) or "/" not in val:
         return "must be '<provider>/<model id>', e.g. anthropic/claude-sonnet-4-5"
     provider, model_id = val.split("/", 1)
+    if provider in UNAVAILABLE_PROVIDERS:
+        return UNAVAILABLE_PROVIDERS[provider]
     if provider not in SUPPORTED_PROVIDERS:
         return "provider must be one of " + ", ".join(SUPPORTED_PROVIDERS)
     if not _MODEL_ID.fullmatch(model_id):

@@ -1,0 +1,42 @@
+#!/bin/sh
+# Removes from an installed OpenClaw tree (`npm ci` of bridge/openclaw) what the bridge's gateway never reads
+# at run time, for the image (bridge/Dockerfile runs it; tests/contract/test_trimmed_tree.py boots the real
+# gateway on a trimmed copy). Only deletes files: it never edits one.
+#   usage: trim.sh DIR    DIR holds node_modules/openclaw (/opt/openclaw in the image)
+set -eu
+
+root=${1:?usage: trim.sh DIR (the folder holding node_modules/openclaw)}
+modules="$root/node_modules"
+openclaw="$modules/openclaw"
+if [ ! -f "$openclaw/openclaw.mjs" ]; then
+    echo "trim.sh: no OpenClaw in $modules (run npm ci there first)" >&2
+    exit 2
+fi
+
+# OpenClaw's docs, except the workspace templates it copies into a new workspace (docs/reference/templates,
+# read at run time). Without docs/docs.json the agent's prompt names the online docs instead of a local copy.
+find "$openclaw/docs" -mindepth 1 -maxdepth 1 ! -name reference -exec rm -rf {} +
+find "$openclaw/docs/reference" -mindepth 1 -maxdepth 1 ! -name templates -exec rm -rf {} +
+
+# The browser Control UI: the bridge's openclaw.json turns it off (gateway.controlUi.enabled: false).
+rm -rf "$openclaw/dist/control-ui"
+
+# Source maps, type declarations, TypeScript sources and build info: Node loads none of them.
+find "$modules" -type f \( -name '*.map' -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.tsx' \
+    -o -name '*.tsbuildinfo' \) -exec rm -f {} +
+
+# Prebuilt binaries for other operating systems (npm already skips other platforms' packages, not the
+# folders some packages carry inside), and musl builds on a glibc system such as the image's Debian.
+find "$modules" -type d \( -name 'darwin*' -o -name 'win32*' -o -name 'windows*' -o -name 'android*' \
+    -o -name 'freebsd*' -o -name 'openbsd*' \) -prune -exec rm -rf {} +
+if getconf GNU_LIBC_VERSION >/dev/null 2>&1; then
+    find "$modules" -type d -name '*musl*' -prune -exec rm -rf {} +
+fi
+
+# The dependencies' read-me and change-log files. OpenClaw's own Markdown stays whole: its skills and
+# plugins are Markdown it reads.
+for tree in "$modules" "$openclaw/node_modules"; do
+    [ -d "$tree" ] || continue
+    find "$tree" -path "$openclaw" -prune -o -type f \( -iname 'README*' -o -iname 'CHANGELOG*' \
+        -o -iname 'HISTORY*' -o -iname 'CHANGES*' \) -exec rm -f {} +
+done
