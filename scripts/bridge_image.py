@@ -222,14 +222,15 @@ def ensure_repository(cloudformation: CloudFormationClient, stack: str, out: Tex
     name = images_stack_name(stack)
     body = IMAGES_TEMPLATE.read_text(encoding="utf-8")
     parameters = {"RepositoryName": f"{stack.lower()}-bridge", "KeepImages": str(KEEP_IMAGES)}
-    current = _describe(cloudformation, name)
-    if current is None:
+    described = _describe(cloudformation, name)
+    if described is None:
         print(f"creating the image repository (stack {name})", file=out, flush=True)
         _change(cloudformation, "create", name, body, parameters)
-    elif _needs_update(cloudformation, current, body, parameters):
+        described = _describe(cloudformation, name)
+    elif _needs_update(cloudformation, described, body, parameters):
         print(f"updating the image repository (stack {name})", file=out, flush=True)
         _change(cloudformation, "update", name, body, parameters)
-    described = _describe(cloudformation, name)
+        described = _describe(cloudformation, name)
     outputs = {str(o["OutputKey"]): str(o["OutputValue"]) for o in (described or {}).get("Outputs") or []}
     if "RepositoryUri" not in outputs or "RepositoryName" not in outputs:
         raise Failure(f"stack {name} has no RepositoryUri output: delete it and run make deploy again")

@@ -65,6 +65,7 @@ from scripts.bridge_image import (  # noqa: E402
 from scripts.build_frontend import FRONTEND, BuildError, build  # noqa: E402
 from scripts.commands import CommandRunner, Runner  # noqa: E402
 from scripts.stack_events import stack_failure  # noqa: E402
+from scripts.stacks import check_stack_name  # noqa: E402
 from serverless_openclaw.telegram import TelegramClient, TelegramError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def apply_flags(answers: Answers, args: argparse.Namespace) -> None:
 
 def check_answers(answers: Answers) -> None:
     """UsageError for an answer the stack would refuse (before anything is created)."""
-    telegram.check_stack_name(answers.stack)
+    check_stack_name(answers.stack)
     if answers.provider not in PROVIDERS:
         raise UsageError(f"unknown model provider {answers.provider!r}: one of {', '.join(PROVIDERS)}")
     if "@" not in answers.owner_email or answers.owner_email.strip() != answers.owner_email:
@@ -744,13 +745,12 @@ def finish(
         outcome.changed.append("registered the Telegram webhook")
 
 
-def all_parameters(parameters: Mapping[str, str]) -> dict[str, str]:
-    """Every template parameter's value: these, and the template's defaults for the others."""
-    declared = template().get("Parameters") or {}
-    defaults = {
-        str(key): str(spec.get("Default", "")) for key, spec in declared.items() if isinstance(spec, dict)
-    }
-    return {**defaults, **parameters}
+def cost(parameters: Mapping[str, str], region: str) -> str:
+    """The rough monthly cost of the stack with these parameters (the template's defaults for the rest)."""
+    try:
+        return costs.describe(parameters, region)
+    except ValueError as exc:  # a size costs.py has no price for: the deploy itself went through
+        return f"no estimate for these sizes ({exc}); see python scripts/costs.py --help"
 
 
 def closing(answers: Answers, outcome: Outcome, region: str) -> str:
@@ -760,7 +760,7 @@ def closing(answers: Answers, outcome: Outcome, region: str) -> str:
     else:
         login = (
             f"{answers.owner_email}   (your password; if forgotten: python scripts/users.py --stack "
-            f"{answers.stack} reset-password {answers.owner_email})"
+            f"{answers.stack} --region {region} reset-password {answers.owner_email})"
         )
     model = answers.provider + (f" / {answers.model_id}" if answers.model_id else " (its default model)")
     image = outcome.image.uri if outcome.image else "?"
@@ -773,8 +773,7 @@ def closing(answers: Answers, outcome: Outcome, region: str) -> str:
         f"  runs       stack {answers.stack} in {region}: OpenClaw {version}, image {image}",
         "             the agent starts on your first message (Fargate Spot, ARM64) and stops when idle",
         f"  Telegram   {outcome.telegram}",
-        "  cost       "
-        + "\n             ".join(costs.describe(all_parameters(outcome.parameters), region).splitlines()),
+        "  cost       " + "\n             ".join(cost(outcome.parameters, region).splitlines()),
         "",
         ("  changed    " + "; ".join(outcome.changed))
         if outcome.changed

@@ -279,30 +279,3 @@ def record_refusal(stack: str, refusal: Refusal) -> None:
         ),
         event(stack, "AWS::CloudFormation::Stack", "UPDATE_ROLLBACK_COMPLETE", ""),
     ]
-
-
-class FakeUsers:
-    """`scripts/users.ensure_owner` as agreed: creates the user when missing, its temporary password once."""
-
-    password = "Temp-Passw0rd-1234"
-
-    def ensure_owner(self, cognito_client: Any, user_pool_id: str, email: str) -> str | None:
-        try:
-            cognito_client.admin_get_user(UserPoolId=user_pool_id, Username=email)
-            return None
-        except cognito_client.exceptions.UserNotFoundException:
-            cognito_client.admin_create_user(
-                UserPoolId=user_pool_id,
-                Username=email,
-                TemporaryPassword=self.password,
-                MessageAction="SUPPRESS",
-            )
-            return self.password
-
-
-class FakeCosts:
-    """`scripts/costs.describe` as agreed: a multi-line rough monthly cost of the chosen sizes."""
-
-    def describe(self, parameters: Mapping[str, str], region: str) -> str:
-        cpu = parameters.get("TaskCpu")
-        return f"about $1 a month at rest in {region}\nplus about $0.01 per agent hour ({cpu} CPU)"

@@ -21,7 +21,7 @@ import pytest
 
 from local.runtime import openclaw_version
 from local.telegram import TelegramSimulator
-from scripts import deploy
+from scripts import costs, deploy
 from scripts.aws_errors import exit_code
 from scripts.bridge_image import PLATFORM, REPOSITORY, context_tag, dockerfile_sources
 from tests.local.servers import serve
@@ -29,8 +29,6 @@ from tests.unit.deploy_rehearsal import (
     ACCOUNT,
     PYTHON312,
     REGION,
-    FakeCosts,
-    FakeUsers,
     Refusal,
     Rehearsal,
     ecr_password,
@@ -47,11 +45,9 @@ FIRST_RUN = ("--stack", STACK, "--region", REGION, "--provider", "anthropic", "-
 
 @pytest.fixture
 def rehearsal(aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rehearsal:
-    """moto, an empty answers folder, a small web chat, the agreed owner and cost functions, a key in env."""
+    """moto, an empty answers folder, a small web chat, the provider's key in the environment."""
     monkeypatch.setattr(deploy, "ANSWERS_DIR", tmp_path / ".deploy")
     monkeypatch.setattr(deploy, "FRONTEND", write_frontend(tmp_path / "frontend"))
-    monkeypatch.setattr(deploy, "users", FakeUsers())
-    monkeypatch.setattr(deploy, "costs", FakeCosts())
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     monkeypatch.setenv("PYTHON312", PYTHON312)  # as the Makefile passes it
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
@@ -230,13 +226,15 @@ def test_the_first_run_builds_pushes_deploys_and_ends_with_the_login(
     assert invalidations(rehearsal.resources["WebDistributionId"]) == 1
     # and the closing block says where, who (with the password shown once), which model, what it costs
     assert f"web chat   {rehearsal.resources['WebUrl']}" in out
-    assert f"login      {OWNER}   temporary password: {FakeUsers.password}" in out
+    password = out.split(f"login      {OWNER}   temporary password: ")[1].split()[0]
+    assert len(password) >= 8
+    pool = rehearsal.resources["UserPoolId"]
+    owner = boto3.client("cognito-idp").admin_get_user(UserPoolId=pool, Username=OWNER)
+    assert owner["UserStatus"] == "FORCE_CHANGE_PASSWORD"
     assert "model      anthropic (its default model)" in out
     assert f"OpenClaw {version}, image {REPOSITORY_URI}@{digest}" in out
-    assert (
-        "cost       about $1 a month at rest in us-east-1\n"
-        "             plus about $0.01 per agent hour (1024 CPU)" in out
-    )
+    estimate = costs.describe(parameters, REGION).splitlines()
+    assert "cost       " + "\n             ".join(estimate) in out
     assert "Telegram   off" in out
     # and the answers are kept for the next run, outside git
     kept = json.loads((deploy.ANSWERS_DIR / f"{STACK}.json").read_text())
