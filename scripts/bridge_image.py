@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 from botocore.exceptions import WaiterError
 
 from scripts.aws_errors import Failure, UsageError, aws_errors, redact
-from scripts.commands import Runner
-from scripts.stack_events import stack_failure
+from scripts.commands import Command, Runner
+from scripts.stack_events import describe_stack, stack_failure
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -165,7 +165,7 @@ BUILDERS = (
 def find_builder(runner: Runner) -> Builder | None:
     """The first container builder that is installed and answers; None when there is none."""
     for builder, probe in BUILDERS:
-        if runner.which(builder.program) and runner.run(probe, show=False).ok:
+        if runner.which(builder.program) and runner.run(Command(probe, show=False)).code == 0:
             return builder
     return None
 
@@ -193,11 +193,6 @@ class Repository:
     name: str
     uri: str
 
-    @property
-    def registry(self) -> str:
-        """The registry host to log in to (`<account>.dkr.ecr.<region>.amazonaws.com`)."""
-        return self.uri.split("/", 1)[0]
-
     def tagged(self, tag: str) -> str:
         """The image reference by tag."""
         return f"{self.uri}:{tag}"
@@ -222,29 +217,19 @@ def ensure_repository(cloudformation: CloudFormationClient, stack: str, out: Tex
     name = images_stack_name(stack)
     body = IMAGES_TEMPLATE.read_text(encoding="utf-8")
     parameters = {"RepositoryName": f"{stack.lower()}-bridge", "KeepImages": str(KEEP_IMAGES)}
-    described = _describe(cloudformation, name)
+    described = describe_stack(cloudformation, name)
     if described is None:
         print(f"creating the image repository (stack {name})", file=out, flush=True)
         _change(cloudformation, "create", name, body, parameters)
-        described = _describe(cloudformation, name)
+        described = describe_stack(cloudformation, name)
     elif _needs_update(cloudformation, described, body, parameters):
         print(f"updating the image repository (stack {name})", file=out, flush=True)
         _change(cloudformation, "update", name, body, parameters)
-        described = _describe(cloudformation, name)
+        described = describe_stack(cloudformation, name)
     outputs = {str(o["OutputKey"]): str(o["OutputValue"]) for o in (described or {}).get("Outputs") or []}
     if "RepositoryUri" not in outputs or "RepositoryName" not in outputs:
         raise Failure(f"stack {name} has no RepositoryUri output: delete it and run make deploy again")
     return Repository(outputs["RepositoryName"], outputs["RepositoryUri"])
-
-
-def _describe(cloudformation: CloudFormationClient, name: str) -> dict[str, Any] | None:
-    """The stack as DescribeStacks reports it, None when it does not exist."""
-    try:
-        with aws_errors():
-            found = cloudformation.describe_stacks(StackName=name)["Stacks"]
-    except UsageError:  # aws_errors' "Stack with id … does not exist"
-        return None
-    return dict(found[0]) if found else None
 
 
 def _needs_update(
@@ -341,18 +326,19 @@ def build_and_push(
     """Log in, build for linux/arm64, push; the pushed image's digest."""
     image = repository.tagged(tag)
     password = registry.password()
-    print(f"logging {builder.name} in to {repository.registry}", file=out, flush=True)
-    login = runner.run(builder.login(repository.registry), stdin=password + "\n", show=False)
-    if not login.ok:
+    registry_host = repository.uri.split("/", 1)[0]
+    print(f"logging {builder.name} in to {registry_host}", file=out, flush=True)
+    login = runner.run(Command(builder.login(registry_host), stdin=password + "\n", show=False))
+    if login.code != 0:
         last = redact(_last_line(login.output), [password])
-        raise Failure(f"{builder.name} could not log in to {repository.registry}: {last}")
+        raise Failure(f"{builder.name} could not log in to {registry_host}: {last}")
     print(
         f"building {image} for {PLATFORM} with {builder.name} (a first build takes minutes)",
         file=out,
         flush=True,
     )
-    built = runner.run(builder.build(image, DOCKERFILE, REPOSITORY, build_args))
-    if not built.ok:
+    built = runner.run(Command(builder.build(image, DOCKERFILE, REPOSITORY, build_args)))
+    if built.code != 0:
         if "exec format error" in built.output:
             raise UsageError(CANNOT_RUN_ARM64)
         raise Failure(
@@ -361,8 +347,8 @@ def build_and_push(
     push = builder.push(image)
     if push:
         print(f"pushing {image}", file=out, flush=True)
-        pushed = runner.run(push)
-        if not pushed.ok:
+        pushed = runner.run(Command(push))
+        if pushed.code != 0:
             raise Failure(f"pushing the bridge image failed ({builder.name} exit {pushed.code}): see above")
     digest = registry.digest(repository, tag)
     if digest is None:

@@ -12,12 +12,24 @@ import shutil
 import subprocess
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TextIO
 
 OUTPUT_TAIL_LINES = 40
 """Lines of a failed command's output kept for the error message (the rest was shown as it ran)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """A program to run: its arguments, and what goes to its stdin (the only way a secret may reach it)."""
+
+    argv: Sequence[str]
+    stdin: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    """Variables set on top of this process's environment."""
+    show: bool = True
+    """Whether its output is shown (indented) as it runs; a probe's is not."""
 
 
 @dataclass(frozen=True)
@@ -27,11 +39,6 @@ class Completed:
     code: int
     output: str
 
-    @property
-    def ok(self) -> bool:
-        """Whether it exited 0."""
-        return self.code == 0
-
 
 class Runner(Protocol):
     """What runs commands for the deploy script (a subprocess here, a recorder in the tests)."""
@@ -40,15 +47,8 @@ class Runner(Protocol):
         """The program's path on PATH, None when it is not installed."""
         ...
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        show: bool = True,
-    ) -> Completed:
-        """Run argv (its output shown indented when `show`); stdin is the only way to pass a secret."""
+    def run(self, command: Command) -> Completed:
+        """Run the command to completion."""
         ...
 
 
@@ -65,35 +65,28 @@ class CommandRunner:
             return program if os.access(program, os.X_OK) else None
         return shutil.which(program)
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        show: bool = True,
-    ) -> Completed:
-        """Run argv to completion; its output is shown indented (when `show`) and its tail kept."""
+    def run(self, command: Command) -> Completed:
+        """Run the command; its output is shown indented (unless a probe) and its tail kept."""
         tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
         try:
             process = subprocess.Popen(
-                list(argv),
+                command.argv,
                 cwd=self.cwd,
-                env={**os.environ, **env} if env is not None else None,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                env={**os.environ, **command.env},
+                stdin=subprocess.PIPE if command.stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
                 errors="replace",
             )
         except OSError as exc:
-            return Completed(127, f"{argv[0]}: {exc.strerror or type(exc).__name__}")
-        if stdin is not None and process.stdin is not None:
+            return Completed(127, f"{command.argv[0]}: {exc.strerror or type(exc).__name__}")
+        if command.stdin is not None and process.stdin is not None:
             with process.stdin:
-                process.stdin.write(stdin)
+                process.stdin.write(command.stdin)
         if process.stdout is not None:
             for line in process.stdout:
                 tail.append(line.rstrip("\n"))
-                if show:
+                if command.show:
                     print(f"    {line.rstrip()}", file=self.out, flush=True)
         return Completed(process.wait(), "\n".join(tail))

@@ -29,17 +29,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 # Runnable as `python scripts/deploy.py` from anywhere: the shared package lives in the Lambda layer's
-# directory and the bridge's in bridge/, not in site-packages; the other scripts beside this file.
+# directory, the bridge's provider table in bridge/, the other scripts beside this file.
 _REPO = Path(__file__).resolve().parent.parent
-for _path in (str(_REPO / "layers" / "shared"), str(_REPO / "bridge"), str(_REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-if __name__ == "__main__":
-    # The shared package logs JSON lines for CloudWatch; on a terminal this script's own messages say it all.
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
+sys.path[:0] = [
+    p for p in map(str, (_REPO, _REPO / "layers" / "shared", _REPO / "bridge")) if p not in sys.path
+]
 
 import boto3  # noqa: E402
 
@@ -63,9 +60,10 @@ from scripts.bridge_image import (  # noqa: E402
     find_builder,
 )
 from scripts.build_frontend import FRONTEND, BuildError, build  # noqa: E402
-from scripts.commands import CommandRunner, Runner  # noqa: E402
-from scripts.stack_events import stack_failure  # noqa: E402
+from scripts.commands import Command, CommandRunner, Runner  # noqa: E402
+from scripts.stack_events import describe_stack, stack_failure  # noqa: E402
 from scripts.stacks import check_stack_name  # noqa: E402
+from serverless_openclaw.observability import logger  # noqa: E402
 from serverless_openclaw.telegram import TelegramClient, TelegramError  # noqa: E402
 
 if TYPE_CHECKING:
@@ -256,6 +254,12 @@ def check_answers(answers: Answers) -> None:
         raise UsageError(f"{answers.owner_email!r} is not an e-mail address (--owner-email)")
     if answers.provider == "openai-compatible" and not answers.model_base_url:
         raise UsageError("provider openai-compatible needs its base URL: pass --model-base-url https://…")
+    given = {"--alarm-email": answers.alarm_email, "--model-id": answers.model_id}
+    given |= {"--model-base-url": answers.model_base_url, "--openclaw-version": answers.openclaw_version}
+    given |= {f"--parameter {key}": value for key, value in answers.parameters.items()}
+    for flag, value in given.items():
+        if '"' in value or "\\" in value:  # sam's --parameter-overrides cannot carry them
+            raise UsageError(f"{flag}: quotes and backslashes are not allowed")
     declared = template().get("Parameters") or {}
     for key in answers.parameters:
         if key in MANAGED_PARAMETERS or key not in declared:
@@ -486,25 +490,12 @@ def stack_parameters(answers: Answers, image: Image) -> dict[str, str]:
         "AlarmEmail": answers.alarm_email,
         **answers.parameters,
     }
-    for key, value in parameters.items():
-        if '"' in value or "\\" in value:
-            raise UsageError(f"the value of {key} may not contain quotes or backslashes")
     return parameters
 
 
 def fingerprint(parameters: Mapping[str, str]) -> str:
     """A hash of what `sam deploy` would send: the template, the functions' and layers' code, parameters."""
     return files_digest(_REPO, [TEMPLATE, *STACK_CODE], parameters)
-
-
-def deployed_stack(cloudformation: CloudFormationClient, stack: str) -> dict[str, Any] | None:
-    """The stack as DescribeStacks reports it; None before its first deploy."""
-    try:
-        with aws_errors():
-            found = cloudformation.describe_stacks(StackName=stack)["Stacks"]
-    except UsageError:
-        return None
-    return dict(found[0]) if found else None
 
 
 def unchanged(
@@ -555,12 +546,11 @@ def deploy_stack(
     """`sam build` then `sam deploy`; a failure names the resources CloudFormation refused and why."""
     sam_build, sam_deploy = sam_commands(answers, parameters)
     env = {"PATH": f"{python_dir}{os.pathsep}{os.environ.get('PATH', '')}", "SAM_CLI_TELEMETRY": "0"}
-    if not runner.run(sam_build, env=env).ok:
+    if runner.run(Command(sam_build, env=env)).code != 0:
         raise Failure("sam build failed: see its output above")
-    deployed = runner.run(sam_deploy, env=env)
-    if deployed.ok:
+    if runner.run(Command(sam_deploy, env=env)).code == 0:
         return
-    if deployed_stack(cloudformation, answers.stack) is None:
+    if describe_stack(cloudformation, answers.stack) is None:
         raise Failure("sam deploy failed before the stack was created: see its output above")
     raise stack_failure(cloudformation, answers.stack)
 
@@ -671,7 +661,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runn
     cloudformation = aws.client("cloudformation")
     step(console, "bridge image")
     repository = ensure_repository(cloudformation, answers.stack, console.out)
-    stack = deployed_stack(cloudformation, answers.stack)
+    stack = describe_stack(cloudformation, answers.stack)
     live_image = _live_parameter(stack, "BridgeImageUri")
     if args.rollback:
         image = previous_image(aws, answers, repository, live_image)
@@ -708,6 +698,15 @@ def deploy_if_changed(
 ) -> None:
     """sam build + sam deploy unless the stack already runs these parameters, template and code."""
     digest = fingerprint(outcome.parameters)
+    if stack is not None and stack.get("StackStatus") == "ROLLBACK_COMPLETE":
+        # A first creation that failed: CloudFormation can only delete such a stack, not update it.
+        failure = stack_failure(cloudformation, answers.stack)
+        raise UsageError(
+            f"{failure}\nthe first deploy of {answers.stack} failed and CloudFormation cannot update it: "
+            f"fix the cause, delete it (make destroy, or aws cloudformation delete-stack --stack-name "
+            f"{answers.stack}) "
+            "and run make deploy again"
+        )
     if unchanged(stack, answers, outcome.parameters, digest):
         print(
             "  template, code and parameters are those deployed: no sam build, no sam deploy",
@@ -789,7 +788,7 @@ def closing(answers: Answers, outcome: Outcome, region: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line (no option takes a secret: those come from the environment or a hidden prompt)."""
-    parser = argparse.ArgumentParser(
+    parser = QuietParser(
         prog="deploy.py",
         description="Deploy serverless-openclaw to AWS, or upgrade it: image, stack, secrets, owner, web.",
         epilog=(
@@ -827,18 +826,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--replace-secrets", action="store_true", help="store the API key and bot token again"
     )
     parser.add_argument("--rollback", action="store_true", help="redeploy the image deployed before this one")
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # argparse would echo them, and a key pasted here must not be printed
-        parser.error(
-            f"{len(extra)} unrecognized argument(s), not shown in case one is a secret; "
-            "API keys and the bot token are read from the environment or a hidden prompt"
-        )
-    return args
+    return parser.parse_args(argv)
+
+
+class QuietParser(argparse.ArgumentParser):
+    """An argument parser that never repeats an argument it refuses: it may be a key pasted by mistake."""
+
+    def error(self, message: str) -> NoReturn:
+        """Exit 2 with the usage and the reason, without the refused argument's text."""
+        if message.startswith("unrecognized arguments"):
+            message = (
+                "unrecognized arguments (not shown in case one is a secret; API keys and the bot token "
+                "are read from the environment or a hidden prompt)"
+            )
+        super().error(message)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the deploy; the process exit code."""
     args = parse_args(argv)
+    # The shared package logs JSON lines for CloudWatch; on a terminal this script's own messages say it all.
+    logger.setLevel("ERROR")
     env = os.environ
     interactive = (
         sys.stdin is not None and sys.stdin.isatty() and env.get("CI", "").lower() not in ("1", "true")

@@ -1,11 +1,10 @@
-"""Why a CloudFormation stack operation failed, from its events: the resources and CloudFormation's words."""
+"""A CloudFormation stack's state: whether it exists, and why its last operation failed (from its events)."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from scripts.aws_errors import Failure, aws_errors
+from scripts.aws_errors import Failure, UsageError, aws_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -13,32 +12,41 @@ if TYPE_CHECKING:
 SHOWN_FAILURES = 5
 CASCADE_REASONS = ("Resource creation cancelled", "Resource update cancelled")
 """What CloudFormation says of the resources it stopped because another one failed: not the cause."""
+OPERATION_STARTS = ("CREATE_IN_PROGRESS", "UPDATE_IN_PROGRESS", "DELETE_IN_PROGRESS", "IMPORT_IN_PROGRESS")
 
 
-def failed_resources(
-    cloudformation: CloudFormationClient, stack: str, since: datetime | None = None
-) -> list[str]:
-    """`LogicalId (Type): reason` for each resource that failed (since `since`), oldest first."""
+def describe_stack(cloudformation: CloudFormationClient, name: str) -> dict[str, Any] | None:
+    """The stack as DescribeStacks reports it; None when it does not exist (yet)."""
+    try:
+        with aws_errors():
+            found = cloudformation.describe_stacks(StackName=name)["Stacks"]
+    except UsageError:  # aws_errors' "Stack with id … does not exist"
+        return None
+    return dict(found[0]) if found else None
+
+
+def failed_resources(cloudformation: CloudFormationClient, stack: str) -> list[str]:
+    """`LogicalId (Type): reason` for each resource the stack's last operation failed on, oldest first."""
     failures: list[str] = []
     with aws_errors():
-        pages = cloudformation.get_paginator("describe_stack_events").paginate(StackName=stack)
-        for page in pages:
+        for page in cloudformation.get_paginator("describe_stack_events").paginate(StackName=stack):
             for event in page.get("StackEvents") or []:
-                if since is not None and event["Timestamp"] < since:
-                    return list(reversed(failures))
                 status = str(event.get("ResourceStatus", ""))
                 reason = str(event.get("ResourceStatusReason") or "")
-                if not status.endswith("_FAILED") or reason.startswith(CASCADE_REASONS):
-                    continue
-                if event.get("LogicalResourceId") == stack and failures:
+                if event.get("LogicalResourceId") == stack:
+                    if status in OPERATION_STARTS and reason == "User Initiated":
+                        return list(reversed(failures))  # where the last operation began
                     continue  # the stack's own summary ("The following resource(s) failed…") repeats them
-                failures.append(f"{event.get('LogicalResourceId')} ({event.get('ResourceType')}): {reason}")
+                if status.endswith("_FAILED") and not reason.startswith(CASCADE_REASONS):
+                    failures.append(
+                        f"{event.get('LogicalResourceId')} ({event.get('ResourceType')}): {reason}"
+                    )
     return list(reversed(failures))
 
 
-def stack_failure(cloudformation: CloudFormationClient, stack: str, since: datetime | None = None) -> Failure:
+def stack_failure(cloudformation: CloudFormationClient, stack: str) -> Failure:
     """A Failure that names the resources that failed and why (or says where to look when none is found)."""
-    failures = failed_resources(cloudformation, stack, since)
+    failures = failed_resources(cloudformation, stack)
     if not failures:
         return Failure(
             f"stack {stack} did not reach a complete state: see its events in the CloudFormation console"

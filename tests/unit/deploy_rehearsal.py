@@ -23,7 +23,8 @@ import boto3
 from moto.cloudformation.models import Event, cloudformation_backends
 
 from scripts import deploy
-from scripts.commands import Completed
+from scripts.commands import Command, Completed
+from scripts.stack_events import describe_stack
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -71,26 +72,18 @@ class Rehearsal:
             return program if "/" in program else f"/usr/bin/{program}"
         return None
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin: str | None = None,
-        env: Mapping[str, str] | None = None,
-        show: bool = True,
-    ) -> Completed:
+    def run(self, command: Command) -> Completed:
         """Record the call and play the program's part."""
-        argv = list(argv)
+        argv = list(command.argv)
         self.calls.append(argv)
-        self.envs.append(dict(env or {}))
-        if stdin is not None:
-            self.stdins.append(stdin)
-        program = Path(argv[0]).name
-        if program == "sam":
-            return self._sam(argv, env or {})
+        self.envs.append(dict(command.env))
+        if command.stdin is not None:
+            self.stdins.append(command.stdin)
+        if Path(argv[0]).name == "sam":
+            return self._sam(argv, command.env)
         if self.which(argv[0]) is None:
             return Completed(127, f"{argv[0]}: not found")
-        return self._builder(argv, stdin)
+        return self._builder(argv, command.stdin)
 
     # What the programs do -------------------------------------------------------------------------------
 
@@ -126,19 +119,20 @@ class Rehearsal:
         stack = argv[argv.index("--stack-name") + 1]
         parameters = parameter_overrides(argv)
         cloudformation = boto3.client("cloudformation", region_name=REGION)
-        exists = bool(deploy.deployed_stack(cloudformation, stack))
+        exists = bool(describe_stack(cloudformation, stack))
         if not self.resources:
             self.resources = create_resources(stack)
-        if self.refuse is not None and exists:
-            # CloudFormation rolls the update back: the stack keeps its parameters, its events say why
-            record_refusal(stack, self.refuse)
-            return Completed(1, "Error: Failed to create/update the stack: UPDATE_ROLLBACK_COMPLETE")
         body = json.dumps(stack_template(parameters, self.resources))
         values: Any = [{"ParameterKey": key, "ParameterValue": value} for key, value in parameters.items()]
-        if exists:
+        if exists and self.refuse is None:
             cloudformation.update_stack(StackName=stack, TemplateBody=body, Parameters=values)
-        else:
+        elif not exists:
             cloudformation.create_stack(StackName=stack, TemplateBody=body, Parameters=values)
+        if self.refuse is not None:
+            # CloudFormation rolls back: an update keeps the stack's parameters, a creation leaves a stack
+            # that can only be deleted; the events say why
+            status = record_refusal(stack, self.refuse, "UPDATE" if exists else "CREATE")
+            return Completed(1, f"Error: Failed to create/update the stack: {status}")
         return Completed(0, f"Successfully created/updated stack - {stack}")
 
     # What the tests ask -----------------------------------------------------------------------------------
@@ -249,11 +243,12 @@ def stack_template(parameters: Mapping[str, str], resources: Mapping[str, str]) 
     }
 
 
-def record_refusal(stack: str, refusal: Refusal) -> None:
-    """The events CloudFormation records when an update fails on one resource and is rolled back."""
+def record_refusal(stack: str, refusal: Refusal, operation: str) -> str:
+    """The events CloudFormation records when an operation fails on one resource and is rolled back."""
     backend = cloudformation_backends[ACCOUNT][REGION]
     found = next(s for s in backend.stacks.values() if s.name == stack)
-    found.status = "UPDATE_ROLLBACK_COMPLETE"
+    rollback = "UPDATE_ROLLBACK" if operation == "UPDATE" else "ROLLBACK"
+    found.status = f"{rollback}_COMPLETE"
 
     def event(logical: str, kind: str, status: str, reason: str) -> Event:
         return Event(
@@ -268,14 +263,12 @@ def record_refusal(stack: str, refusal: Refusal) -> None:
         )
 
     found.events += [
-        event(stack, "AWS::CloudFormation::Stack", "UPDATE_IN_PROGRESS", "User Initiated"),
-        event(refusal.resource, refusal.resource_type, "UPDATE_FAILED", refusal.reason),
-        event("AgentLogGroup", "AWS::Logs::LogGroup", "UPDATE_FAILED", "Resource update cancelled"),
+        event(stack, "AWS::CloudFormation::Stack", f"{operation}_IN_PROGRESS", "User Initiated"),
+        event(refusal.resource, refusal.resource_type, f"{operation}_FAILED", refusal.reason),
+        event("AgentLogGroup", "AWS::Logs::LogGroup", f"{operation}_FAILED", "Resource update cancelled"),
         event(
-            stack,
-            "AWS::CloudFormation::Stack",
-            "UPDATE_ROLLBACK_IN_PROGRESS",
-            "The following resource(s) failed",
+            stack, "AWS::CloudFormation::Stack", f"{rollback}_IN_PROGRESS", "The following resource(s) failed"
         ),
-        event(stack, "AWS::CloudFormation::Stack", "UPDATE_ROLLBACK_COMPLETE", ""),
+        event(stack, "AWS::CloudFormation::Stack", found.status, ""),
     ]
+    return str(found.status)

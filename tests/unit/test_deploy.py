@@ -494,6 +494,44 @@ def test_a_refused_change_set_is_shown_as_the_resource_and_its_reason(
     assert stack_parameters()["TaskCpu"] == "512"
 
 
+def test_a_failed_first_creation_is_explained_and_the_next_run_says_to_delete_it(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an account where CloudFormation refuses to create the alarm topic's subscription
+    reason = "Invalid parameter: Email address"
+    rehearsal.refuse = Refusal("AlarmSubscription", "AWS::SNS::Subscription", reason)
+
+    # When the first deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then the resource and reason are shown
+    assert code == 1
+    assert f"stack {STACK} failed:\n  AlarmSubscription (AWS::SNS::Subscription): {reason}" in err
+
+    # When make deploy runs again
+    code, _, err = make_deploy(rehearsal, capsys)
+
+    # Then it does not try an update CloudFormation would refuse: it says to delete the stack first
+    assert code == 2
+    assert "failed and CloudFormation cannot update it: fix the cause, delete it (make destroy" in err
+    assert not any(name.startswith("sam") for name in rehearsal.programs())
+
+
+def test_a_key_pasted_on_the_command_line_is_refused_without_being_repeated(
+    aws: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a key typed where a flag should be
+    # When the command line is read
+    with pytest.raises(SystemExit) as exited:
+        deploy.parse_args(["--stack", STACK, API_KEY])
+
+    # Then it exits 2 without printing the key
+    _, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert "unrecognized arguments (not shown in case one is a secret" in err
+    assert_no_secret(err)
+
+
 def test_an_unknown_parameter_or_a_quote_is_refused_before_anything_runs(
     rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -503,7 +541,15 @@ def test_an_unknown_parameter_or_a_quote_is_refused_before_anything_runs(
     # Then it is refused, naming it
     assert code == 2
     assert "--parameter TaskCPU: not a template parameter" in err
+
+    # When a value holds a quote (sam's --parameter-overrides would cut it there)
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN, "--parameter", 'TelegramAllowedUserIds=1"2')
+
+    # Then that is refused too; nothing ran and no stack exists
+    assert code == 2
+    assert "--parameter TelegramAllowedUserIds: quotes and backslashes are not allowed" in err
     assert rehearsal.calls == []
+    assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
 
 
 # ------------------------------------------------------------------------------------------- secrets
