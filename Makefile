@@ -88,8 +88,8 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, hadolint, cfn-lin
 	@$(VENV)/bin/mypy $(MYPY_DIRS)
 	@echo "==> hadolint bridge/Dockerfile"
 	@$(VENV)/bin/hadolint bridge/Dockerfile
-	@echo "==> cfn-lint"
-	@$(VENV)/bin/cfn-lint template.yaml
+	@echo "==> cfn-lint template.yaml deploy/images.yaml"
+	@$(VENV)/bin/cfn-lint template.yaml deploy/images.yaml
 	@echo "==> sam validate --lint"
 	@$(SAM) validate --lint --template template.yaml
 
