@@ -19,11 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from botocore.exceptions import WaiterError
-
 from scripts.aws_errors import Failure, UsageError, aws_errors, redact
 from scripts.commands import Command, Runner
-from scripts.stack_events import describe_stack, stack_failure
+from scripts.stack_events import describe_stack, stack_failure, wait_until_settled
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
@@ -220,11 +218,11 @@ def ensure_repository(cloudformation: CloudFormationClient, stack: str, out: Tex
     described = describe_stack(cloudformation, name)
     if described is None:
         print(f"creating the image repository (stack {name})", file=out, flush=True)
-        _change(cloudformation, "create", name, body, parameters)
+        _change(cloudformation, "create", name, body, parameters, out)
         described = describe_stack(cloudformation, name)
     elif _needs_update(cloudformation, described, body, parameters):
         print(f"updating the image repository (stack {name})", file=out, flush=True)
-        _change(cloudformation, "update", name, body, parameters)
+        _change(cloudformation, "update", name, body, parameters, out)
         described = describe_stack(cloudformation, name)
     outputs = {str(o["OutputKey"]): str(o["OutputValue"]) for o in (described or {}).get("Outputs") or []}
     if "RepositoryUri" not in outputs or "RepositoryName" not in outputs:
@@ -250,7 +248,12 @@ def _needs_update(
 
 
 def _change(
-    cloudformation: CloudFormationClient, action: str, name: str, body: str, parameters: Mapping[str, str]
+    cloudformation: CloudFormationClient,
+    action: str,
+    name: str,
+    body: str,
+    parameters: Mapping[str, str],
+    out: TextIO,
 ) -> None:
     """Create or update the stack and wait for it; Failure naming the resource and reason if it fails."""
     values: Sequence[Any] = [
@@ -261,15 +264,8 @@ def _change(
             cloudformation.create_stack(StackName=name, TemplateBody=body, Parameters=values)
         else:
             cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=values)
-    waiter = cloudformation.get_waiter(
-        "stack_create_complete" if action == "create" else "stack_update_complete"
-    )
-    try:
-        with aws_errors():
-            # every 5 s for up to 10 minutes (a repository takes seconds)
-            waiter.wait(StackName=name, WaiterConfig={"Delay": 5, "MaxAttempts": 120})
-    except WaiterError:
-        raise stack_failure(cloudformation, name) from None
+    if wait_until_settled(cloudformation, name, out) not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise stack_failure(cloudformation, name)
 
 
 class Registry:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
 from scripts.aws_errors import Failure, UsageError, aws_errors
 
@@ -23,6 +25,33 @@ def describe_stack(cloudformation: CloudFormationClient, name: str) -> dict[str,
     except UsageError:  # aws_errors' "Stack with id … does not exist"
         return None
     return dict(found[0]) if found else None
+
+
+def wait_until_settled(
+    cloudformation: CloudFormationClient,
+    name: str,
+    out: TextIO,
+    *,
+    poll_seconds: float = 5.0,
+    timeout_seconds: float = 1800.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    """Poll the stack until its operation ends, printing each status it passes; the final status."""
+    deadline = time.monotonic() + timeout_seconds
+    last = ""
+    while True:
+        found = describe_stack(cloudformation, name)
+        status = str(found["StackStatus"]) if found else "DELETE_COMPLETE"
+        if status != last:
+            print(f"  {name}: {status}", file=out, flush=True)
+            last = status
+        if not status.endswith("_IN_PROGRESS"):
+            return status
+        if time.monotonic() >= deadline:
+            raise Failure(
+                f"stack {name} is still {status} after {timeout_seconds / 60:g} minutes: run again later"
+            )
+        sleep(poll_seconds)
 
 
 def failed_resources(cloudformation: CloudFormationClient, stack: str) -> list[str]:

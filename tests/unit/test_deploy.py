@@ -22,8 +22,9 @@ import pytest
 from local.runtime import openclaw_version
 from local.telegram import TelegramSimulator
 from scripts import costs, deploy
-from scripts.aws_errors import exit_code
+from scripts.aws_errors import Failure, exit_code
 from scripts.bridge_image import PLATFORM, REPOSITORY, context_tag, dockerfile_sources
+from scripts.stack_events import wait_until_settled
 from tests.local.servers import serve
 from tests.unit.deploy_rehearsal import (
     ACCOUNT,
@@ -679,3 +680,43 @@ def test_the_real_dockerfiles_sources_exist() -> None:
     # Then every path it copies from the context is in the repository (else the tag would miss it)
     assert sources
     assert all((REPOSITORY / source).exists() for source in sources), sources
+
+
+# ------------------------------------------------------------------------------------------- waiting
+
+
+class SettlingStacks:
+    """DescribeStacks of a stack that passes through the given statuses, one per call."""
+
+    def __init__(self, *statuses: str) -> None:
+        self.statuses = list(statuses)
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return {"Stacks": [{"StackName": StackName, "StackStatus": status}]}
+
+
+def test_waiting_for_a_stack_shows_each_status_it_passes() -> None:
+    # Given a stack still being created
+    stacks = SettlingStacks("CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE")
+    out, slept = io.StringIO(), []
+
+    # When the deploy waits for it
+    final = wait_until_settled(stacks, "s-images", out, poll_seconds=5, sleep=slept.append)  # type: ignore[arg-type]
+
+    # Then each status was shown once, the polls were spaced, and the final status is returned
+    assert final == "CREATE_COMPLETE"
+    assert out.getvalue() == "  s-images: CREATE_IN_PROGRESS\n  s-images: CREATE_COMPLETE\n"
+    assert slept == [5, 5]
+
+
+def test_a_stack_that_never_settles_is_reported_not_waited_on_forever() -> None:
+    # Given a stack stuck in progress
+    stacks = SettlingStacks("UPDATE_IN_PROGRESS")
+
+    # When the deploy waits with no time left
+    with pytest.raises(Failure) as failed:
+        wait_until_settled(stacks, "s", io.StringIO(), timeout_seconds=0, sleep=lambda _: None)  # type: ignore[arg-type]
+
+    # Then it says so and what to do
+    assert str(failed.value) == "stack s is still UPDATE_IN_PROGRESS after 0 minutes: run again later"
