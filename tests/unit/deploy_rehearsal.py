@@ -24,21 +24,14 @@ from moto.cloudformation.models import Event, cloudformation_backends
 
 from scripts import deploy
 from scripts.commands import Command, Completed
+from scripts.publish_frontend import STACK_OUTPUTS
 from scripts.stack_events import describe_stack
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PYTHON312 = "/opt/python3.12/bin/python3.12"
-SAM_OUTPUTS = (
-    "WebBucketName",
-    "WebDistributionId",
-    "WebUrl",
-    "UserPoolId",
-    "UserPoolClientId",
-    "HttpApiUrl",
-    "WebSocketUrl",
-    "TelegramWebhookUrl",
-)
+SAM_OUTPUTS = (*STACK_OUTPUTS, "TelegramWebhookUrl")
+"""The real template's outputs the deploy reads (publish_frontend's and the webhook's)."""
 HTTP_API_URL = "https://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com"
 
 
