@@ -574,12 +574,20 @@ def publish_web(aws: Aws, outputs: web.StackOutputs, console: Console) -> bool:
             _object(s3, outputs.bucket, web.PAGE),
             _object(s3, outputs.bucket, web.CONFIG),
         )
-        if live_page == page and live_config is not None and json.loads(live_config) == config:
+        if live_page == page and _holds(live_config, config):
             print("  the web chat is published already", file=console.out)
             return False
         web.Publisher(s3=s3, bucket=outputs.bucket, out=console.out).publish(site, config)
     web.invalidate(aws.client("cloudfront"), outputs.distribution_id)
     return True
+
+
+def _holds(stored: bytes | None, expected: Mapping[str, str]) -> bool:
+    """Whether a stored config.json says exactly this (one that cannot be read does not)."""
+    try:
+        return stored is not None and json.loads(stored) == expected
+    except ValueError:
+        return False
 
 
 def _object(s3: Any, bucket: str, key: str) -> bytes | None:

@@ -326,6 +326,23 @@ def test_a_second_run_with_nothing_changed_touches_nothing(
     assert f"login      {OWNER}   (your password;" in out
 
 
+def test_a_changed_web_chat_alone_is_published_without_build_or_deploy(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployed stack, then an edit to the web chat
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    (deploy.FRONTEND / "assets" / "app.js").write_text("export const version = 2;\n")
+
+    # When make deploy runs
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then only the web chat was published (and CloudFront told); no program ran
+    assert code == 0, err
+    assert rehearsal.calls == []
+    assert invalidations(rehearsal.resources["WebDistributionId"]) == 2
+    assert "changed    published the web chat\n" in out
+
+
 def test_an_upgrade_builds_a_new_image_and_deploys_it_by_digest_and_the_choice_is_kept(
     rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
 ) -> None:
