@@ -190,6 +190,8 @@ def gather_answers(args: argparse.Namespace, region_default: str | None, console
     if answers is None:
         answers = first_answers(args, region_default, console)
     apply_flags(answers, args)
+    if answers.provider == "openai-compatible" and not answers.model_base_url and console.interactive:
+        answers.model_base_url = console.question("Base URL of the openai-compatible API (https://…)")
     check_answers(answers)
     return answers
 
@@ -241,7 +243,7 @@ def apply_flags(answers: Answers, args: argparse.Namespace) -> None:
     for item in args.parameter:
         key, separator, value = item.partition("=")
         if not separator:
-            raise UsageError(f"--parameter takes KEY=VALUE, not {item!r}")
+            raise UsageError("--parameter takes KEY=VALUE (one was given without '=')")
         answers.parameters[key] = value
 
 
@@ -606,7 +608,7 @@ def connect_telegram(
     cloudformation = aws.client("cloudformation")
     target = telegram.Target(
         stack=answers.stack,
-        api_base=telegram.resolve_api_base(None, env),
+        api_base=telegram.resolve_api_base(answers.parameters.get("TelegramApiBase"), env),
         ssm=aws.client("ssm"),
         webhook_url=lambda: telegram.stack_webhook_url(cloudformation, answers.stack),
     )
@@ -614,7 +616,10 @@ def connect_telegram(
         token = telegram.read_parameter(target.ssm, target.token_parameter)
         if token is None:
             return "off (make deploy ARGS=--telegram to add a bot)"
-        if _webhook_url(target, token) == target.webhook_url():
+        registered = _webhook_url(target, token)
+        if registered is None:
+            return "the stored bot's webhook could not be checked (Telegram did not answer): run again later"
+        if registered == target.webhook_url():
             return "webhook registered"
     try:
         telegram.register(target, token, rotate_secret=False, drop_pending=False, out=console.out)
@@ -623,12 +628,13 @@ def connect_telegram(
     return "webhook registered (send /link CODE from the web chat's settings to the bot)"
 
 
-def _webhook_url(target: telegram.Target, token: str) -> str:
-    """Where Telegram posts this bot's updates now ('' when nowhere or Telegram cannot be asked)."""
+def _webhook_url(target: telegram.Target, token: str) -> str | None:
+    """Where Telegram posts this bot's updates now ('' when nowhere); None when Telegram cannot be asked."""
     try:
-        info = TelegramClient(token, api_base=target.api_base).call("getWebhookInfo")
+        # One quick look: an unreachable Telegram must not hold up a deploy that is otherwise done.
+        info = TelegramClient(token, api_base=target.api_base, attempts=1).call("getWebhookInfo")
     except TelegramError:
-        return ""
+        return None
     return str(info.get("url") or "")
 
 

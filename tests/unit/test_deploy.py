@@ -610,6 +610,27 @@ def test_the_bot_token_and_api_key_reach_ssm_and_telegram_but_no_output_argument
     assert "Topic (AWS::SNS::Topic)" in err
 
 
+def test_telegram_out_of_reach_on_a_later_run_does_not_fail_the_deploy(
+    rehearsal: Rehearsal,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    telegram: TelegramSimulator,
+) -> None:
+    # Given a stack deployed with a bot
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
+
+    # When the next run cannot reach Telegram (nothing listens where the Bot API was)
+    monkeypatch.setenv("TELEGRAM_API_BASE", "http://127.0.0.1:9")
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then the deploy succeeds and says the webhook could not be checked; nothing was re-registered
+    assert code == 0, err
+    assert "Telegram   the stored bot's webhook could not be checked (Telegram did not answer)" in out
+    assert [method for method, _ in telegram.calls].count("setWebhook") == 1
+
+
 def test_a_secret_refused_by_ssm_is_not_in_the_error(
     rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
