@@ -94,8 +94,8 @@ lint: $(VENV)/.installed $(SAM_VENV)/.installed ## ruff, mypy, hadolint, cfn-lin
 	@$(VENV)/bin/mypy $(MYPY_DIRS)
 	@echo "==> hadolint bridge/Dockerfile"
 	@$(VENV)/bin/hadolint bridge/Dockerfile
-	@echo "==> cfn-lint"
-	@$(VENV)/bin/cfn-lint template.yaml
+	@echo "==> cfn-lint template.yaml deploy/images.yaml"
+	@$(VENV)/bin/cfn-lint template.yaml deploy/images.yaml
 	@echo "==> sam validate --lint"
 	@$(SAM) validate --lint --template template.yaml
 
@@ -119,10 +119,13 @@ test-all: $(TEST_DEPS)
 
 build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on PATH)
 	@test -n "$(PYTHON312_DIR)" || { echo "sam build needs python3.12 on PATH (pyenv install 3.12)"; exit 1; }
-	PATH="$(PYTHON312_DIR):$$PATH" $(SAM) build --template template.yaml
+	PATH="$(PYTHON312_DIR):$$PATH" $(SAM) build --template-file template.yaml
 
-deploy: build ## sam deploy --guided (first time), then the scripts in README
-	$(SAM) deploy --guided
+# OPENCLAW_VERSION reaches the script only when given on make's command line (an upgrade); otherwise the
+# script builds the version the checkout pins (or the one an earlier upgrade chose).
+deploy: $(VENV)/.installed $(SAM_VENV)/.installed $(FRONTEND_DEPS) ## deploy or upgrade on AWS: make deploy [OPENCLAW_VERSION=…] [ARGS=--rollback|--help]
+	@PYTHON312="$(PYTHON312)" $(PY) scripts/deploy.py \
+		$(if $(filter command line,$(origin OPENCLAW_VERSION)),--openclaw-version $(OPENCLAW_VERSION)) $(ARGS)
 
 bench: $(VENV)/.installed ## print the benchmark figures (never pass/fail on time)
 	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done

@@ -33,7 +33,7 @@ class Deployed:
     distribution_id: str
     web_url: str
 
-    def invalidations(self) -> list[dict[str, Any]]:
+    def invalidations(self) -> list[Any]:
         cloudfront = boto3.client("cloudfront")
         listed = cloudfront.list_invalidations(DistributionId=self.distribution_id)["InvalidationList"]
         return [

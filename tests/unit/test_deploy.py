@@ -1,0 +1,760 @@
+"""scripts/deploy.py rehearsed: moto for every AWS call, a recording runner for `sam` and the image builder.
+
+Each test deploys as a person would (`make deploy`, again, with another OpenClaw, --rollback) and checks what
+they would see — the closing block, the error line — and what reached AWS: the stack's parameters, the
+image in ECR, the secrets in SSM, the owner in Cognito, the web chat in S3. The exact commands the real
+`sam` and builder would have run are checked too, and no secret may appear in any output, argument list,
+stdin other than the login's, answers file or error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from local.runtime import openclaw_version
+from local.telegram import TelegramSimulator
+from scripts import costs, deploy
+from scripts.aws_errors import Failure, exit_code
+from scripts.bridge_image import PLATFORM, REPOSITORY, context_tag, dockerfile_sources
+from scripts.stack_events import wait_until_settled
+from tests.local.servers import serve
+from tests.unit.deploy_rehearsal import (
+    ACCOUNT,
+    PYTHON312,
+    REGION,
+    Refusal,
+    Rehearsal,
+    ecr_password,
+)
+from tests.unit.test_publish_frontend import write_frontend
+
+STACK = "claw-test"
+OWNER = "owner@example.com"
+API_KEY = "sk-ant-api03-SECRET-qwertyuiopasdfghjklzxcvbnm"
+BOT_TOKEN = "7000000001:AAH-deploy_test_token_mnbvcxzlkjhgfdsa"
+REPOSITORY_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{STACK}-bridge"
+FIRST_RUN = ("--stack", STACK, "--region", REGION, "--provider", "anthropic", "--owner-email", OWNER)
+
+
+@pytest.fixture
+def rehearsal(aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rehearsal:
+    """moto, an empty answers folder, a small web chat, the provider's key in the environment."""
+    monkeypatch.setattr(deploy, "ANSWERS_DIR", tmp_path / ".deploy")
+    monkeypatch.setattr(deploy, "FRONTEND", write_frontend(tmp_path / "frontend"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
+    monkeypatch.setenv("PYTHON312", PYTHON312)  # as the Makefile passes it
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    return Rehearsal()
+
+
+@pytest.fixture
+def telegram(monkeypatch: pytest.MonkeyPatch) -> Iterator[TelegramSimulator]:
+    """The local Bot API for BOT_TOKEN on a loopback port (TELEGRAM_API_BASE points there)."""
+    simulator = TelegramSimulator(BOT_TOKEN)
+    with serve(simulator.app) as server:
+        monkeypatch.setenv("TELEGRAM_API_BASE", server.url)
+        yield simulator
+
+
+def make_deploy(
+    rehearsal: Rehearsal,
+    capsys: pytest.CaptureFixture[str],
+    *argv: str,
+    console: deploy.Console | None = None,
+) -> tuple[int, str, str]:
+    """`make deploy ARGS=…` without a terminal: exit code, stdout, stderr (all checked for secrets)."""
+    rehearsal.calls.clear()
+    rehearsal.stdins.clear()
+    args = deploy.parse_args(list(argv))
+    shown = console or deploy.Console(out=io.StringIO(), interactive=False)
+    if console is None:
+        shown = deploy.Console(out=_stdout(), interactive=False)
+    code = exit_code(lambda: deploy.run(args, dict(os.environ), shown, rehearsal))
+    out, err = capsys.readouterr()
+    assert_no_secret(out + err, *argument_lists(rehearsal), *answers_files())
+    return code, out, err
+
+
+def _stdout() -> Any:
+    import sys
+
+    return sys.stdout
+
+
+def argument_lists(rehearsal: Rehearsal) -> list[str]:
+    return [" ".join(argv) for argv in rehearsal.calls]
+
+
+def answers_files() -> list[str]:
+    return [path.read_text() for path in deploy.ANSWERS_DIR.glob("*.json")]
+
+
+def assert_no_secret(*texts: str) -> None:
+    """No part (8 characters or more) of the API key or the bot token appears, nor the registry password.
+
+    (moto's registry password starts with the account id, which is shown on purpose: it is matched whole.)
+    """
+    password = ecr_password()
+    for text in texts:
+        assert password not in text, "the registry password was shown"
+        for secret in (API_KEY, BOT_TOKEN):
+            leaked = [secret[i : i + 8] for i in range(len(secret) - 7) if secret[i : i + 8] in text]
+            assert not leaked, f"part of a secret was shown: {leaked[:1]}"
+
+
+def stack_parameters(stack: str = STACK) -> dict[str, str]:
+    described = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+    return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+
+
+def image_digests() -> dict[str, str]:
+    """tag → digest of every image in the stack's repository."""
+    images = boto3.client("ecr").describe_images(repositoryName=f"{STACK}-bridge")["imageDetails"]
+    return {image["imageTags"][0]: image["imageDigest"] for image in images}
+
+
+def secure_parameter(name: str) -> Any:
+    found: Any = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]
+    return found
+
+
+def expected_tag(version: str) -> str:
+    return context_tag(
+        REPOSITORY, REPOSITORY / "bridge" / "Dockerfile", {"OPENCLAW_VERSION": version}, PLATFORM
+    )
+
+
+def invalidations(distribution_id: str) -> int:
+    listed = boto3.client("cloudfront").list_invalidations(DistributionId=distribution_id)["InvalidationList"]
+    return len(listed.get("Items") or [])
+
+
+def expected_sam_deploy(parameters: dict[str, str]) -> list[str]:
+    return [
+        str(deploy.SAM),
+        "deploy",
+        "--template-file",
+        ".aws-sam/build/template.yaml",
+        "--stack-name",
+        STACK,
+        "--region",
+        REGION,
+        "--capabilities",
+        "CAPABILITY_IAM",
+        "--resolve-s3",
+        "--s3-prefix",
+        STACK,
+        "--no-confirm-changeset",
+        "--no-fail-on-empty-changeset",
+        "--no-progressbar",
+        "--parameter-overrides",
+        *[f'{key}="{value}"' for key, value in parameters.items()],
+    ]
+
+
+# ------------------------------------------------------------------------------------------- first run
+
+
+def test_the_first_run_builds_pushes_deploys_and_ends_with_the_login(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a clone that never deployed, an account with nothing in it, Docker with buildx
+    version = openclaw_version()
+    tag = expected_tag(version)
+
+    # When make deploy runs with the first run's answers as flags
+    code, out, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then the image was built for arm64 with buildx and pushed, after a login with the password on stdin
+    assert code == 0, err
+    assert rehearsal.programs() == [
+        "docker buildx version",
+        "docker login",
+        "docker buildx build",
+        "sam build",
+        "sam deploy",
+    ]
+    assert rehearsal.call("docker login") == [
+        "docker", "login", "--username", "AWS", "--password-stdin",
+        f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+    ]  # fmt: skip
+    assert rehearsal.stdins == [ecr_password() + "\n"]
+    assert rehearsal.call("docker buildx build") == [
+        "docker", "buildx", "build", "--platform", "linux/arm64",
+        "--file", str(REPOSITORY / "bridge" / "Dockerfile"),
+        "--tag", f"{REPOSITORY_URI}:{tag}", "--build-arg", f"OPENCLAW_VERSION={version}",
+        "--provenance=false", "--push", str(REPOSITORY),
+    ]  # fmt: skip
+    # and sam ran without --guided, with python3.12 first on PATH, the image given by digest
+    digest = image_digests()[tag]
+    parameters = {
+        "BridgeImageUri": f"{REPOSITORY_URI}@{digest}",
+        "OpenClawVersion": version,
+        "ModelProvider": "anthropic",
+        "ModelId": "",
+        "ModelBaseUrl": "",
+        "EnableBedrock": "false",
+        "AlarmEmail": "",
+    }
+    assert rehearsal.call("sam build") == [
+        str(deploy.SAM),
+        "build",
+        "--template-file",
+        "template.yaml",
+        "--cached",
+        "--parallel",
+    ]
+    assert rehearsal.envs[rehearsal.programs().index("sam build")]["PATH"].startswith(
+        str(Path(PYTHON312).parent)
+    )
+    assert rehearsal.call("sam deploy") == expected_sam_deploy(parameters)
+    assert stack_parameters() == parameters
+    # and the key is a SecureString, the owner exists, the web chat is published and CloudFront told
+    assert secure_parameter(f"/{STACK}/secrets/anthropic-api-key")["Type"] == "SecureString"
+    assert secure_parameter(f"/{STACK}/secrets/anthropic-api-key")["Value"] == API_KEY
+    bucket = rehearsal.resources["WebBucketName"]
+    config = json.loads(boto3.client("s3").get_object(Bucket=bucket, Key="config.json")["Body"].read())
+    assert config["userPoolId"] == rehearsal.resources["UserPoolId"]
+    assert invalidations(rehearsal.resources["WebDistributionId"]) == 1
+    # and the closing block says where, who (with the password shown once), which model, what it costs
+    assert f"web chat   {rehearsal.resources['WebUrl']}" in out
+    password = out.split(f"login      {OWNER}   temporary password: ")[1].split()[0]
+    assert len(password) >= 8
+    pool = rehearsal.resources["UserPoolId"]
+    owner = boto3.client("cognito-idp").admin_get_user(UserPoolId=pool, Username=OWNER)
+    assert owner["UserStatus"] == "FORCE_CHANGE_PASSWORD"
+    assert "model      anthropic (its default model)" in out
+    assert f"OpenClaw {version}, image {REPOSITORY_URI}@{digest}" in out
+    estimate = costs.describe(parameters, REGION).splitlines()
+    assert "cost       " + "\n             ".join(estimate) in out
+    assert "Telegram   off" in out
+    # and the answers are kept for the next run, outside git
+    kept = json.loads((deploy.ANSWERS_DIR / f"{STACK}.json").read_text())
+    assert (kept["stack"], kept["region"], kept["owner_email"]) == (STACK, REGION, OWNER)
+    assert (deploy.ANSWERS_DIR / ".gitignore").read_text() == "*\n"
+
+
+def test_the_first_run_in_a_terminal_asks_once_and_reads_the_key_hidden(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a person at a terminal without the key in the environment
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    asked: list[str] = []
+    typed = iter([STACK, REGION, "anthropic", "", OWNER])
+    hidden: list[str] = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return next(typed)
+
+    def ask_hidden(prompt: str) -> str:
+        hidden.append(prompt)
+        return API_KEY if "API key" in prompt else ""
+
+    console = deploy.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=ask_hidden)
+
+    # When make deploy runs, and then again
+    first = make_deploy(rehearsal, capsys, console=console)
+    second = make_deploy(rehearsal, capsys, console=console)
+
+    # Then the five questions were asked once, the key and the (skipped) bot token without echo
+    assert first[0] == 0, first[2]
+    assert second[0] == 0, second[2]
+    assert [prompt.split(" [")[0].split(" (")[0].rstrip(": ") for prompt in asked] == [
+        "Stack name",
+        "AWS region",
+        "Model provider",
+        "E-mail for alarms",
+        "Your e-mail",
+    ]
+    assert len(hidden) == 2 and "API key" in hidden[0] and "Telegram" in hidden[1]
+    assert secure_parameter(f"/{STACK}/secrets/anthropic-api-key")["Value"] == API_KEY
+    assert "nothing changed" in second[1]
+
+
+def test_without_a_terminal_a_first_run_names_the_flags_it_needs(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given CI (no terminal) and only a stack name
+    # When make deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, "--stack", STACK)
+
+    # Then it stops before touching AWS and says which flags to pass
+    assert code == 2
+    assert "pass --provider, --owner-email" in err
+    assert rehearsal.calls == []
+    assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
+# ------------------------------------------------------------------------------------------- later runs
+
+
+def test_a_second_run_with_nothing_changed_touches_nothing(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployed stack
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    key_version = secure_parameter(f"/{STACK}/secrets/anthropic-api-key")["Version"]
+    updated = (
+        boto3.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0].get("LastUpdatedTime")
+    )
+
+    # When make deploy runs again, with no flags at all
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then no program ran (no build, push or sam), nothing was stored, deployed, uploaded or invalidated
+    assert code == 0, err
+    assert rehearsal.calls == []
+    assert "nothing changed: nothing was built, pushed, deployed or uploaded" in out
+    assert len(image_digests()) == 1
+    assert secure_parameter(f"/{STACK}/secrets/anthropic-api-key")["Version"] == key_version
+    assert (
+        boto3.client("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0].get("LastUpdatedTime")
+        == updated
+    )
+    assert invalidations(rehearsal.resources["WebDistributionId"]) == 1
+    # and the login line no longer shows a password
+    assert f"login      {OWNER}   (your password;" in out
+
+
+def test_a_changed_web_chat_alone_is_published_without_build_or_deploy(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployed stack, then an edit to the web chat
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    (deploy.FRONTEND / "assets" / "app.js").write_text("export const version = 2;\n")
+
+    # When make deploy runs
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then only the web chat was published (and CloudFront told); no program ran
+    assert code == 0, err
+    assert rehearsal.calls == []
+    assert invalidations(rehearsal.resources["WebDistributionId"]) == 2
+    assert "changed    published the web chat\n" in out
+
+
+def test_an_upgrade_builds_a_new_image_and_deploys_it_by_digest_and_the_choice_is_kept(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployed stack on the pinned OpenClaw
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    first_image = stack_parameters()["BridgeImageUri"]
+
+    # When make deploy OPENCLAW_VERSION=2026.10.1 runs
+    code, out, err = make_deploy(rehearsal, capsys, "--openclaw-version", "2026.10.1")
+
+    # Then a new tag was built with that version and pushed, and the stack runs its digest
+    assert code == 0, err
+    new_tag = expected_tag("2026.10.1")
+    assert new_tag != expected_tag(openclaw_version())
+    assert rehearsal.programs() == [
+        "docker buildx version",
+        "docker login",
+        "docker buildx build",
+        "sam build",
+        "sam deploy",
+    ]
+    assert "OPENCLAW_VERSION=2026.10.1" in rehearsal.call("docker buildx build")
+    parameters = stack_parameters()
+    assert parameters["BridgeImageUri"] == f"{REPOSITORY_URI}@{image_digests()[new_tag]}" != first_image
+    assert parameters["OpenClawVersion"] == "2026.10.1"
+    # and the web chat, unchanged, was not uploaded again
+    assert invalidations(rehearsal.resources["WebDistributionId"]) == 1
+    assert "changed    built and pushed the bridge image; deployed the stack" in out
+
+    # When make deploy runs again without the version
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then the chosen version is kept: nothing changes
+    assert code == 0, err
+    assert rehearsal.calls == []
+    assert "chosen earlier; this checkout pins" in out
+
+
+def test_rollback_redeploys_the_previous_image_without_building(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stack upgraded from the pinned OpenClaw to another
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    first_image = stack_parameters()["BridgeImageUri"]
+    assert make_deploy(rehearsal, capsys, "--openclaw-version", "2026.10.1")[0] == 0
+
+    # When make deploy ARGS=--rollback runs
+    code, out, err = make_deploy(rehearsal, capsys, "--rollback")
+
+    # Then nothing was built or pushed; the stack runs the first image and its OpenClaw version again
+    assert code == 0, err
+    assert rehearsal.programs() == ["sam build", "sam deploy"]
+    assert stack_parameters()["BridgeImageUri"] == first_image
+    assert stack_parameters()["OpenClawVersion"] == openclaw_version()
+    assert f"rolling back from {REPOSITORY_URI}@" in out
+
+
+def test_rollback_without_an_earlier_image_says_so(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a stack deployed once
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+
+    # When a rollback is asked for
+    code, _, err = make_deploy(rehearsal, capsys, "--rollback")
+
+    # Then there is nothing to go back to, and nothing ran
+    assert code == 2
+    assert "nothing to roll back to" in err
+    assert rehearsal.calls == []
+
+
+# ------------------------------------------------------------------------------------------- failures
+
+
+def test_without_a_container_builder_it_stops_before_the_stack_and_says_what_to_install(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a machine with neither Docker, Podman nor Finch
+    rehearsal.installed -= {"docker"}
+
+    # When make deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then it exits 2 with what to install; sam never ran and the main stack does not exist
+    assert code == 2
+    assert "no container builder found: install Docker with buildx" in err
+    assert "Traceback" not in err
+    assert not any(name.startswith("sam") for name in rehearsal.programs())
+    names = [s["StackName"] for s in boto3.client("cloudformation").list_stacks()["StackSummaries"]]
+    assert names == [f"{STACK}-images"]
+
+
+def test_podman_builds_then_pushes(rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given a machine with Podman only
+    rehearsal.installed = (rehearsal.installed - {"docker"}) | {"podman"}
+
+    # When make deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then podman built for arm64 (cross-building via --platform), then pushed the same tag
+    assert code == 0, err
+    assert rehearsal.programs() == [
+        "podman --version",
+        "podman login",
+        "podman build",
+        "podman push",
+        "sam build",
+        "sam deploy",
+    ]
+    image = f"{REPOSITORY_URI}:{expected_tag(openclaw_version())}"
+    assert rehearsal.call("podman build")[:8] == [
+        "podman", "build", "--platform", "linux/arm64",
+        "--file", str(REPOSITORY / "bridge" / "Dockerfile"), "--tag", image,
+    ]  # fmt: skip
+    assert rehearsal.call("podman push") == ["podman", "push", image]
+
+
+def test_missing_credentials_are_a_clear_error_before_anything_runs(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Given a shell with no AWS credentials anywhere
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_PROFILE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+    # When make deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then it says how to provide them, and nothing ran
+    assert code == 2
+    assert "no usable AWS credentials: run `aws configure`" in err
+    assert rehearsal.calls == []
+
+
+def test_a_refused_change_set_is_shown_as_the_resource_and_its_reason(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a deployed stack, and an update CloudFormation will refuse on the task definition
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    reason = 'Resource handler returned message: "Invalid request provided: Create TaskDefinition: No Fargate configuration exists for given values: 512 CPU, 16384 memory"'  # noqa: E501
+    rehearsal.refuse = Refusal("BridgeTaskDefinition", "AWS::ECS::TaskDefinition", reason)
+
+    # When make deploy runs with new sizes
+    code, _, err = make_deploy(
+        rehearsal, capsys, "--parameter", "TaskCpu=512", "--parameter", "TaskMemory=16384"
+    )
+
+    # Then it exits 1 naming the resource and CloudFormation's reason, not a stack trace or the cascade
+    assert code == 1
+    assert f"stack {STACK} failed:\n  BridgeTaskDefinition (AWS::ECS::TaskDefinition): {reason}" in err
+    assert "Resource update cancelled" not in err
+    assert "Traceback" not in err
+    # and the next run tries again (the failed deploy is not remembered as deployed)
+    rehearsal.refuse = None
+    code, _, err = make_deploy(rehearsal, capsys)
+    assert code == 0, err
+    assert rehearsal.programs() == ["sam build", "sam deploy"]
+    assert stack_parameters()["TaskCpu"] == "512"
+
+
+def test_a_failed_first_creation_is_explained_and_the_next_run_says_to_delete_it(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given an account where CloudFormation refuses to create the alarm topic's subscription
+    reason = "Invalid parameter: Email address"
+    rehearsal.refuse = Refusal("AlarmSubscription", "AWS::SNS::Subscription", reason)
+
+    # When the first deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then the resource and reason are shown
+    assert code == 1
+    assert f"stack {STACK} failed:\n  AlarmSubscription (AWS::SNS::Subscription): {reason}" in err
+
+    # When make deploy runs again
+    code, _, err = make_deploy(rehearsal, capsys)
+
+    # Then it does not try an update CloudFormation would refuse: it says to delete the stack first
+    assert code == 2
+    assert "failed and CloudFormation cannot update it: fix the cause, delete it (make destroy" in err
+    assert not any(name.startswith("sam") for name in rehearsal.programs())
+
+
+def test_a_key_pasted_on_the_command_line_is_refused_without_being_repeated(
+    aws: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a key typed where a flag should be
+    # When the command line is read
+    with pytest.raises(SystemExit) as exited:
+        deploy.parse_args(["--stack", STACK, API_KEY])
+
+    # Then it exits 2 without printing the key
+    _, err = capsys.readouterr()
+    assert exited.value.code == 2
+    assert "unrecognized arguments (not shown in case one is a secret" in err
+    assert_no_secret(err)
+
+
+def test_an_unknown_parameter_or_a_quote_is_refused_before_anything_runs(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a first run with a parameter the template does not have
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN, "--parameter", "TaskCPU=512")
+
+    # Then it is refused, naming it
+    assert code == 2
+    assert "--parameter TaskCPU: not a template parameter" in err
+
+    # When a value holds a quote (sam's --parameter-overrides would cut it there)
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN, "--parameter", 'TelegramAllowedUserIds=1"2')
+
+    # Then that is refused too; nothing ran and no stack exists
+    assert code == 2
+    assert "--parameter TelegramAllowedUserIds: quotes and backslashes are not allowed" in err
+    assert rehearsal.calls == []
+    assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+
+# ------------------------------------------------------------------------------------------- secrets
+
+
+def test_the_bot_token_and_api_key_reach_ssm_and_telegram_but_no_output_argument_or_error(
+    rehearsal: Rehearsal,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    telegram: TelegramSimulator,
+) -> None:
+    # Given a bot token in the environment
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+
+    # When make deploy runs (every output, argv and answers file is scanned by make_deploy)
+    code, out, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then both secrets are SecureStrings and Telegram posts to the stack's webhook
+    assert code == 0, err
+    assert secure_parameter(f"/{STACK}/secrets/telegram-bot-token")["Value"] == BOT_TOKEN
+    assert secure_parameter(f"/{STACK}/secrets/telegram-bot-token")["Type"] == "SecureString"
+    webhooks = [params for method, params in telegram.calls if method == "setWebhook"]
+    assert [hook["url"] for hook in webhooks] == [rehearsal.resources["TelegramWebhookUrl"]]
+    assert "Telegram   webhook registered" in out
+
+    # When the next run has no token in the environment and a refused change
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then Telegram is only asked where it posts (no second registration)
+    assert code == 0, err
+    assert [method for method, _ in telegram.calls].count("setWebhook") == 1
+    assert "Telegram   webhook registered" in out
+
+    # And when an AWS call fails while the secrets are in memory, the error holds neither
+    rehearsal.refuse = Refusal("Topic", "AWS::SNS::Topic", f"bad value {API_KEY[:4]}…")
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    code, _, err = make_deploy(rehearsal, capsys, "--replace-secrets", "--alarm-email", "ops@example.com")
+    assert code == 1
+    assert "Topic (AWS::SNS::Topic)" in err
+
+
+def test_telegram_out_of_reach_on_a_later_run_does_not_fail_the_deploy(
+    rehearsal: Rehearsal,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    telegram: TelegramSimulator,
+) -> None:
+    # Given a stack deployed with a bot
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", BOT_TOKEN)
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN")
+
+    # When the next run cannot reach Telegram (nothing listens where the Bot API was)
+    monkeypatch.setenv("TELEGRAM_API_BASE", "http://127.0.0.1:9")
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then the deploy succeeds and says the webhook could not be checked; nothing was re-registered
+    assert code == 0, err
+    assert "Telegram   the stored bot's webhook could not be checked (Telegram did not answer)" in out
+    assert [method for method, _ in telegram.calls].count("setWebhook") == 1
+
+
+def test_a_secret_refused_by_ssm_is_not_in_the_error(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given SSM that refuses the key and quotes it back (as validation errors may)
+    real_client = deploy.Aws.client
+
+    class QuotingSsm:
+        def __init__(self, ssm: Any) -> None:
+            self.ssm = ssm
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.ssm, name)
+
+        def put_parameter(self, **kwargs: Any) -> None:
+            from botocore.exceptions import ClientError
+
+            message = f"Value '{kwargs['Value']}' failed to satisfy constraint"
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": message}}, "PutParameter")
+
+    def client(self: deploy.Aws, service: str) -> Any:
+        made = real_client(self, service)
+        return QuotingSsm(made) if service == "ssm" else made
+
+    monkeypatch.setattr(deploy.Aws, "client", client)
+
+    # When make deploy runs
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then it fails with AWS's words, the key blanked out
+    assert code == 1
+    assert "ValidationException: Value '***' failed to satisfy constraint" in err
+
+
+# ------------------------------------------------------------------------------------------- the image tag
+
+
+def write_context(root: Path) -> Path:
+    files = {
+        "bridge/Dockerfile": (
+            "FROM base AS deps\nCOPY bridge/requirements.txt /r.txt\nFROM base\n"
+            "COPY --from=deps /opt /opt\nCOPY layers/shared/pkg \\\n  /app/pkg\n"
+            'COPY ["bridge/app", "/app/app"]\n'
+        ),
+        "bridge/requirements.txt": "boto3==1\n",
+        "bridge/app/main.py": "print(1)\n",
+        "layers/shared/pkg/mod.py": "X = 1\n",
+        "README.md": "not copied\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root / "bridge" / "Dockerfile"
+
+
+def test_the_tag_changes_with_what_the_image_is_built_from_and_nothing_else(tmp_path: Path) -> None:
+    # Given a build context and its tag
+    dockerfile = write_context(tmp_path)
+
+    def tag(version: str = "1") -> str:
+        return context_tag(tmp_path, dockerfile, {"OPENCLAW_VERSION": version}, PLATFORM)
+
+    before = tag()
+
+    # Then the Dockerfile's sources are found (shell and JSON form, continued lines, not --from)
+    assert dockerfile_sources(dockerfile) == ["bridge/requirements.txt", "layers/shared/pkg", "bridge/app"]
+    # and caches and files it does not copy leave the tag alone
+    (tmp_path / "layers/shared/pkg/__pycache__").mkdir()
+    (tmp_path / "layers/shared/pkg/__pycache__/mod.cpython-312.pyc").write_bytes(b"\0")
+    (tmp_path / "README.md").write_text("changed\n")
+    assert tag() == before
+    # while a copied file, the Dockerfile or a build argument change it
+    seen = {before}
+    (tmp_path / "layers/shared/pkg/mod.py").write_text("X = 2\n")
+    seen.add(tag())
+    dockerfile.write_text(dockerfile.read_text() + "USER 1\n")
+    seen.add(tag())
+    seen.add(tag("2"))
+    assert len(seen) == 4
+
+
+def test_the_real_dockerfiles_sources_exist() -> None:
+    # Given the repository's bridge/Dockerfile
+    sources: Sequence[str] = dockerfile_sources(REPOSITORY / "bridge" / "Dockerfile")
+
+    # Then every path it copies from the context is in the repository (else the tag would miss it)
+    assert sources
+    assert all((REPOSITORY / source).exists() for source in sources), sources
+
+
+# ------------------------------------------------------------------------------------------- waiting
+
+
+class SettlingStacks:
+    """DescribeStacks of a stack that passes through the given statuses, one per call."""
+
+    def __init__(self, *statuses: str) -> None:
+        self.statuses = list(statuses)
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        return {"Stacks": [{"StackName": StackName, "StackStatus": status}]}
+
+
+def test_waiting_for_a_stack_shows_each_status_it_passes() -> None:
+    # Given a stack still being created
+    stacks = SettlingStacks("CREATE_IN_PROGRESS", "CREATE_IN_PROGRESS", "CREATE_COMPLETE")
+    out, slept = io.StringIO(), []
+
+    # When the deploy waits for it
+    final = wait_until_settled(stacks, "s-images", out, poll_seconds=5, sleep=slept.append)  # type: ignore[arg-type]
+
+    # Then each status was shown once, the polls were spaced, and the final status is returned
+    assert final == "CREATE_COMPLETE"
+    assert out.getvalue() == "  s-images: CREATE_IN_PROGRESS\n  s-images: CREATE_COMPLETE\n"
+    assert slept == [5, 5]
+
+
+def test_a_stack_that_never_settles_is_reported_not_waited_on_forever() -> None:
+    # Given a stack stuck in progress
+    stacks = SettlingStacks("UPDATE_IN_PROGRESS")
+
+    # When the deploy waits with no time left
+    with pytest.raises(Failure) as failed:
+        wait_until_settled(stacks, "s", io.StringIO(), timeout_seconds=0, sleep=lambda _: None)  # type: ignore[arg-type]
+
+    # Then it says so and what to do
+    assert str(failed.value) == "stack s is still UPDATE_IN_PROGRESS after 0 minutes: run again later"
