@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, TypedDict
+from typing import TYPE_CHECKING, Any, TextIO
 
 # Runnable as `python scripts/telegram_webhook.py` from anywhere: the shared package lives in the Lambda
 # layer's directory, not in site-packages, and scripts/aws_errors.py beside this file.
@@ -36,10 +36,15 @@ if __name__ == "__main__":
     # The shared package logs JSON lines for CloudWatch; on a terminal this script's own messages say it all.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "ERROR")
 
-import boto3  # noqa: E402
 
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
-from serverless_openclaw import untrusted  # noqa: E402
+from scripts.stacks import (  # noqa: E402
+    check_stack_name,
+    deployed_session,
+    local_endpoints,
+    local_session,
+    stack_outputs,
+)
 from serverless_openclaw.aws.parameters import read_secure  # noqa: E402
 from serverless_openclaw.telegram import DEFAULT_API_BASE, TelegramClient, TelegramError  # noqa: E402
 
@@ -53,10 +58,6 @@ TOKEN_PATTERN = re.compile(r"[0-9]{1,20}:[A-Za-z0-9_-]{20,}")
 SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 """What Telegram accepts as a webhook `secret_token`."""
 
-STACK_NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}")
-"""CloudFormation's rule for stack names; the name becomes part of the SSM parameter paths."""
-MAX_ENDPOINTS_BYTES = 64 * 1024
-
 WEBHOOK_OUTPUT = "TelegramWebhookUrl"
 ALLOWED_UPDATES = ["message"]
 WEBHOOK_CONNECTIONS = 1
@@ -65,16 +66,6 @@ Inbox) in the order they were sent. Telegram may deliver out of order over paral
 person's bot never needs the throughput (docs/decisions.md)."""
 """The only kind of update the webhook handles; Telegram does not even send the others."""
 
-
-class _Credentials(TypedDict, total=False):
-    """The keys a boto3 session signs its requests with, as its keyword arguments."""
-
-    aws_access_key_id: str
-    aws_secret_access_key: str
-
-
-_FAKE_CREDENTIALS: _Credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-"""The local stack's moto server accepts any signature; these only exist so that requests can be signed."""
 
 # --------------------------------------------------------------------------------------------------------
 # Where the stack lives
@@ -113,9 +104,7 @@ def resolve_api_base(flag: str | None, env: Mapping[str, str], from_endpoints: s
 def deployed_target(stack: str, region: str | None, api_base: str) -> Target:
     """A stack deployed to AWS: credentials, region and endpoints as boto3 finds them."""
     check_stack_name(stack)
-    session = boto3.session.Session(region_name=region)
-    if not session.region_name:
-        raise UsageError("no AWS region: pass --region or set AWS_REGION")
+    session = deployed_session(region)
     with aws_errors():
         ssm = session.client("ssm")
         cloudformation = session.client("cloudformation")
@@ -127,57 +116,20 @@ def deployed_target(stack: str, region: str | None, api_base: str) -> Target:
     )
 
 
-def check_stack_name(stack: str) -> None:
-    """UsageError unless CloudFormation could have named a stack so (no '/' may reach an SSM path)."""
-    if not STACK_NAME_PATTERN.fullmatch(stack):
-        raise UsageError(
-            "that is not a stack name (a letter, then up to 127 letters, digits or '-'): "
-            + ascii(stack[:140])
-        )
-
-
 def stack_webhook_url(cloudformation: CloudFormationClient, stack: str) -> str:
     """The stack's TelegramWebhookUrl output."""
-    with aws_errors():
-        described = cloudformation.describe_stacks(StackName=stack)
-    outputs = described["Stacks"][0].get("Outputs") or []
-    for output in outputs:
-        if output.get("OutputKey") == WEBHOOK_OUTPUT and output.get("OutputValue"):
-            return str(output["OutputValue"])
+    url = stack_outputs(cloudformation, stack).get(WEBHOOK_OUTPUT)
+    if url:
+        return url
     raise UsageError(
         f"stack {stack} has no {WEBHOOK_OUTPUT} output: deploy a template with the Telegram route"
     )
 
 
-def load_endpoints(path: Path) -> dict[str, Any]:
-    """The local stack's endpoints.json (written by `python -m local up`)."""
-    try:
-        data = untrusted.parse_json(path.read_bytes(), max_bytes=MAX_ENDPOINTS_BYTES)
-    except FileNotFoundError:
-        raise UsageError(f"{path} does not exist: start the local stack first (python -m local up)") from None
-    except untrusted.BadInput as exc:
-        raise UsageError(f"cannot read {path}: {exc.reason}") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} is not a JSON object")
-    return data
-
-
 def local_target(path: Path, region: str | None, api_base_flag: str | None, env: Mapping[str, str]) -> Target:
     """The local stack described by endpoints.json: SSM on its moto server, no CloudFormation."""
-    endpoints = load_endpoints(path)
-    missing = [key for key in ("stackName", "awsEndpoint", "telegramWebhookUrl") if not endpoints.get(key)]
-    if missing:
-        raise UsageError(f"{path} has no {', '.join(missing)}: is the local stack up to date?")
-    try:
-        check_stack_name(str(endpoints["stackName"]))
-    except UsageError as exc:
-        raise UsageError(f"{path}: {exc}") from None
-    region = region or str(endpoints.get("region") or "us-east-1")
-    has_credentials = env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_PROFILE")
-    credentials: _Credentials = {} if has_credentials else _FAKE_CREDENTIALS
-    session = boto3.session.Session(region_name=region, **credentials)
+    endpoints = local_endpoints(path, "telegramWebhookUrl")
+    session = local_session(endpoints, region, env)
     try:
         with aws_errors():
             ssm = session.client("ssm", endpoint_url=str(endpoints["awsEndpoint"]))
