@@ -30,7 +30,7 @@ export SAM_CLI_TELEMETRY := 0
 # Progress lines of the installers reach the terminal as they happen, also while make runs jobs in parallel.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy bench clean
+.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy destroy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -117,6 +117,10 @@ build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on P
 
 deploy: build ## sam deploy --guided (first time), then the scripts in README
 	$(SAM) deploy --guided
+
+destroy: $(VENV)/.installed ## delete the stack: make destroy STACK=name [ARGS="--purge"] (data, tables, users kept)
+	@test -n "$(STACK)" || { echo "usage: make destroy STACK=<stack name> [REGION=…] [ARGS=--purge]"; exit 2; }
+	@$(PY) scripts/destroy.py --stack "$(STACK)" $(if $(REGION),--region "$(REGION)") $(ARGS)
 
 bench: $(VENV)/.installed ## print the benchmark figures (never pass/fail on time)
 	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done
