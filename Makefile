@@ -8,7 +8,8 @@ SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
-# `sam build` runs pip for the python3.12 runtime without Docker, so python3.12 must be on PATH.
+# `sam build` runs pip for the python3.12 runtime without Docker, and layers/shared/Makefile compiles the
+# layer's bytecode with it (cpython-312 .pyc files), so python3.12 must be on PATH.
 PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
 	[ -x "$$p" ] && "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
