@@ -32,19 +32,20 @@ for _path in (str(_REPO / "layers" / "shared"), str(_REPO)):
 
 from local.template import load_template  # noqa: E402
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
-from scripts.stacks import check_stack_name, deployed_session  # noqa: E402
+from scripts.buckets import delete_objects  # noqa: E402
+from scripts.stacks import add_stack_arguments, check_stack_name, deployed_session  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_cognito_idp import CognitoIdentityProviderClient
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
     from mypy_boto3_ssm import SSMClient
 
 POLL_SECONDS = 5.0
 DELETE_TIMEOUT_SECONDS = 3600.0
 """CloudFront distributions alone take 15 minutes or more to go."""
-_S3_BATCH = 1000
 _SSM_BATCH = 10
 _ECR_BATCH = 100
 WEB_BUCKET = "WebBucket"
@@ -202,36 +203,21 @@ class Destroyer:
 
     def empty_bucket(self, bucket: str) -> int:
         """Delete every object of the bucket, every version and delete marker too; how many went."""
-        s3, deleted = self.account.s3, 0
+        s3 = self.account.s3
+        versions: list[ObjectIdentifierTypeDef] = []
         with aws_errors(hint=f"run again, or empty s3://{bucket} by hand"):
-            batch: list[dict[str, str]] = []
             try:
                 for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket):
                     for item in [*(page.get("Versions") or []), *(page.get("DeleteMarkers") or [])]:
-                        batch.append(
+                        versions.append(
                             {"Key": str(item["Key"]), "VersionId": str(item.get("VersionId") or "null")}
                         )
-                        if len(batch) == _S3_BATCH:
-                            deleted += self._delete_objects(bucket, batch)
-                            batch = []
             except s3.exceptions.NoSuchBucket:  # an earlier, interrupted run got that far
-                return deleted
-            if batch:
-                deleted += self._delete_objects(bucket, batch)
-        return deleted
-
-    def _delete_objects(self, bucket: str, batch: list[dict[str, str]]) -> int:
-        """Delete one batch of object versions; Failure naming the first that would not go."""
-        result = self.account.s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})  # type: ignore[typeddict-item]
-        errors = result.get("Errors") or []
-        if errors:
-            first = errors[0]
-            raise Failure(
-                f"S3 would not delete {first.get('Key')} from {bucket}: "
-                f"{first.get('Code')} {first.get('Message')}"
-            )
-        self.say(f"  deleted {len(batch)} objects from s3://{bucket}")
-        return len(batch)
+                return 0
+        delete_objects(s3, bucket, versions, hint=f"run again, or empty s3://{bucket} by hand")
+        if versions:
+            self.say(f"  deleted {len(versions)} objects from s3://{bucket}")
+        return len(versions)
 
     def delete_stack(self, stack: str) -> None:
         """Delete the stack and wait, printing its events; Failure with every resource that would not go."""
@@ -404,8 +390,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Delete a deployed stack; its data, tables, users and secrets stay unless --purge.",
         epilog="Exit codes: 0 done, 1 AWS failed, 2 usage.",
     )
-    parser.add_argument("--stack", metavar="NAME", required=True, help="deployed stack (CloudFormation name)")
-    parser.add_argument("--region", help="AWS region (default: boto3's)")
+    add_stack_arguments(parser)
     parser.add_argument(
         "--purge", action="store_true", help="also delete the kept data, users, secrets and the image stack"
     )
