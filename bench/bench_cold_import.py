@@ -6,7 +6,7 @@ Then the layer's bytecode: the layer is built as `sam build` builds it (layers/s
 machine's wheels instead of arm64 ones), and each function is imported by python3.12 (the runtime's
 version) with the layer as built (its .pyc files) and with the same layer stripped of them, as SAM's own
 build shipped it; both with bytecode writing off, as on Lambda's read-only /opt. boto3 comes compiled, as
-the runtime's does. Wall and CPU time of the import, medians of fresh processes, both in the same run.
+the runtime's does. Wall and CPU time of the import, medians of fresh processes taking turns, same run.
 Prints figures; never fails on time.
 """
 
@@ -69,22 +69,32 @@ print((time.perf_counter() - t) * 1000, (time.process_time() - c) * 1000)
 """
 
 
-def measure_layer(python: str, module: str, paths: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Import `module` RUNS times in fresh python3.12 processes (no bytecode written): median wall, CPU ms."""
-    walls, cpus = [], []
+def probe_layer(python: str, module: str, paths: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Import `module` once in a fresh python3.12 process that writes no bytecode: wall and CPU ms."""
+    out = subprocess.run(
+        [python, "-s", "-B", "-c", LAYER_PROBE.format(paths=paths, module=module)],
+        env=env,
+        cwd=paths[0],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    wall, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(wall), float(cpu)
+
+
+def measure_layers(
+    python: str, module: str, variants: list[list[str]], env: dict[str, str]
+) -> list[tuple[float, float]]:
+    """Median wall and CPU ms of RUNS imports per variant, the variants taking turns (a machine whose
+    load drifts during the run weighs on both alike)."""
+    samples: list[list[tuple[float, float]]] = [[] for _ in variants]
     for _ in range(RUNS):
-        out = subprocess.run(
-            [python, "-s", "-B", "-c", LAYER_PROBE.format(paths=paths, module=module)],
-            env=env,
-            cwd=paths[0],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        wall, cpu = out.stdout.strip().splitlines()[-1].split()
-        walls.append(float(wall))
-        cpus.append(float(cpu))
-    return statistics.median(walls), statistics.median(cpus)
+        for index, paths in enumerate(variants):
+            samples[index].append(probe_layer(python, module, paths, env))
+    return [
+        (statistics.median(s[0] for s in runs), statistics.median(s[1] for s in runs)) for runs in samples
+    ]
 
 
 def prepare_layers(python: str, root: Path) -> tuple[Path, Path, Path, Path] | None:
@@ -138,9 +148,10 @@ def layer_bytecode(env: dict[str, str]) -> None:
         for app in sorted(ROOT.glob("functions/*/app.py")):
             module = f"functions.{app.parent.name}.app"
             for paths in (with_pyc, without):  # warm the file cache, unmeasured
-                measure_layer(python, module, paths, layer_env)
-            wall_pyc, cpu_pyc = measure_layer(python, module, with_pyc, layer_env)
-            wall_bare, cpu_bare = measure_layer(python, module, without, layer_env)
+                probe_layer(python, module, paths, layer_env)
+            (wall_pyc, cpu_pyc), (wall_bare, cpu_bare) = measure_layers(
+                python, module, [with_pyc, without], layer_env
+            )
             name = app.parent.name
             print(
                 f"  {name:<24} {wall_pyc:7.1f} / {cpu_pyc:6.1f}  {wall_bare:7.1f} / {cpu_bare:6.1f}"
