@@ -8,7 +8,8 @@ SAM_VENV := .venv-sam
 PY := $(VENV)/bin/python
 SAM := $(SAM_VENV)/bin/sam
 SAM_CLI_VERSION := 1.170.0
-# `sam build` runs pip for the python3.12 runtime without Docker, so python3.12 must be on PATH.
+# `sam build` runs pip for the python3.12 runtime without Docker, and layers/shared/Makefile compiles the
+# layer's bytecode with it (cpython-312 .pyc files), so python3.12 must be on PATH.
 PYTHON312 := $(shell for p in "$$(command -v python3.12)" $$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
 	[ -x "$$p" ] && "$$p" -c 'import sys' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 PYTHON312_DIR := $(if $(PYTHON312),$(shell dirname "$(PYTHON312)"))
@@ -33,7 +34,7 @@ export SAM_CLI_TELEMETRY := 0
 # Progress lines of the installers reach the terminal as they happen, also while make runs jobs in parallel.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy bench clean
+.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy destroy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -126,6 +127,10 @@ build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on P
 deploy: $(VENV)/.installed $(SAM_VENV)/.installed $(FRONTEND_DEPS) ## deploy or upgrade on AWS: make deploy [OPENCLAW_VERSION=…] [ARGS=--rollback|--help]
 	@PYTHON312="$(PYTHON312)" $(PY) scripts/deploy.py \
 		$(if $(filter command line,$(origin OPENCLAW_VERSION)),--openclaw-version $(OPENCLAW_VERSION)) $(ARGS)
+
+destroy: $(VENV)/.installed ## delete the stack: make destroy STACK=name [ARGS="--purge"] (data, tables, users kept)
+	@test -n "$(STACK)" || { echo "usage: make destroy STACK=<stack name> [REGION=…] [ARGS=--purge]"; exit 2; }
+	@$(PY) scripts/destroy.py --stack "$(STACK)" $(if $(REGION),--region "$(REGION)") $(ARGS)
 
 bench: $(VENV)/.installed ## print the benchmark figures (never pass/fail on time)
 	@for b in bench/bench_*.py; do echo "==> $$b"; $(PY) $$b || exit 1; done

@@ -34,7 +34,8 @@ if _REPO not in sys.path:
 
 import boto3  # noqa: E402
 
-from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
+from scripts.aws_errors import UsageError, aws_errors, exit_code  # noqa: E402
+from scripts.buckets import delete_objects  # noqa: E402
 from scripts.build_frontend import FRONTEND, NO_CACHE, Build, BuildError, BuiltFile, build  # noqa: E402
 
 if TYPE_CHECKING:
@@ -58,9 +59,6 @@ CONFIG = "config.json"
 ASSETS = "assets/"
 INVALIDATED_PATHS = ("/", "/index.html", "/config.json")
 """What CloudFront may still hold from the last publish; hashed assets never need invalidating."""
-
-_DELETE_BATCH = 1000
-"""The most keys one DeleteObjects call accepts."""
 
 # --------------------------------------------------------------------------------------------------------
 # The stack
@@ -213,19 +211,12 @@ class Publisher:
 
     def delete(self, keys: Sequence[str]) -> None:
         """Delete objects, a thousand per request."""
-        with aws_errors(hint="the new build is live; run again to finish the clean-up"):
-            for start in range(0, len(keys), _DELETE_BATCH):
-                batch = keys[start : start + _DELETE_BATCH]
-                result = self.s3.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True}
-                )
-                errors = result.get("Errors") or []
-                if errors:
-                    first = errors[0]
-                    raise Failure(
-                        f"AWS DeleteObjects failed for {len(errors)} objects, e.g. {first.get('Key')}: "
-                        f"{first.get('Code')} (the new build is live; run again to finish the clean-up)"
-                    )
+        delete_objects(
+            self.s3,
+            self.bucket,
+            [{"Key": key} for key in keys],
+            hint="the new build is live; run again to finish the clean-up",
+        )
 
 
 def invalidate(cloudfront: CloudFrontClient, distribution_id: str) -> str:

@@ -6,6 +6,7 @@ A deployed stack is reached with the credentials, region and endpoints boto3 fin
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,20 @@ class Credentials(TypedDict, total=False):
 
 FAKE_CREDENTIALS: Credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 """The local stack's moto server accepts any signature; these only exist so that requests can be signed."""
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser, *, local: bool = False) -> None:
+    """--stack NAME (or, with `local`, --endpoints PATH of the local stack instead) and --region."""
+    if not local:
+        parser.add_argument(
+            "--stack", metavar="NAME", required=True, help="deployed stack (CloudFormation name)"
+        )
+        parser.add_argument("--region", help="AWS region (default: boto3's)")
+        return
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", metavar="NAME", help="deployed stack (CloudFormation name)")
+    where.add_argument("--endpoints", metavar="PATH", type=Path, help="local stack's endpoints.json")
+    parser.add_argument("--region", help="AWS region (default: boto3's, or endpoints.json's)")
 
 
 def check_stack_name(stack: str) -> None:

@@ -39,6 +39,7 @@ if __name__ == "__main__":
 
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
 from scripts.stacks import (  # noqa: E402
+    add_stack_arguments,
     check_stack_name,
     deployed_session,
     local_endpoints,
@@ -320,10 +321,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Store a Telegram bot's token and webhook secret in SSM; register the stack's webhook.",
         epilog="The token is read from TELEGRAM_BOT_TOKEN, a hidden prompt, or SSM; never from arguments.",
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stack", metavar="NAME", help="deployed stack (CloudFormation name)")
-    where.add_argument("--endpoints", metavar="PATH", type=Path, help="local stack's endpoints.json")
-    parser.add_argument("--region", help="AWS region (default: boto3's, or endpoints.json's)")
+    add_stack_arguments(parser, local=True)
     parser.add_argument("--api-base", help="Bot API base URL (default: TELEGRAM_API_BASE or Telegram's)")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--status", action="store_true", help="show getWebhookInfo; store nothing")

@@ -34,14 +34,8 @@ for _path in (str(_REPO / "layers" / "shared"), str(_REPO)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
+from scripts import stacks  # noqa: E402
 from scripts.aws_errors import UsageError, aws_errors, exit_code  # noqa: E402
-from scripts.stacks import (  # noqa: E402
-    check_stack_name,
-    deployed_session,
-    local_endpoints,
-    local_session,
-    stack_outputs,
-)
 
 if TYPE_CHECKING:
     from mypy_boto3_cognito_idp import CognitoIdentityProviderClient
@@ -230,12 +224,12 @@ class Pool:
 
 def deployed_pool(stack: str, region: str | None) -> Pool:
     """The pool named by a deployed stack's UserPoolId output."""
-    check_stack_name(stack)
-    session = deployed_session(region)
+    stacks.check_stack_name(stack)
+    session = stacks.deployed_session(region)
     with aws_errors():
         cloudformation = session.client("cloudformation")
         cognito = session.client("cognito-idp")
-    outputs = stack_outputs(cloudformation, stack)
+    outputs = stacks.stack_outputs(cloudformation, stack)
     pool_id = outputs.get(POOL_OUTPUT)
     if not pool_id:
         raise UsageError(f"stack {stack} has no {POOL_OUTPUT} output: deploy the current template.yaml first")
@@ -244,8 +238,8 @@ def deployed_pool(stack: str, region: str | None) -> Pool:
 
 def local_pool(path: Path, region: str | None, env: Mapping[str, str]) -> Pool:
     """The local stack's pool, on its moto server."""
-    endpoints = local_endpoints(path, "userPoolId")
-    session = local_session(endpoints, region, env)
+    endpoints = stacks.local_endpoints(path, "userPoolId")
+    session = stacks.local_session(endpoints, region, env)
     try:
         with aws_errors():
             cognito = session.client("cognito-idp", endpoint_url=str(endpoints["awsEndpoint"]))
@@ -317,10 +311,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Add, list, remove users of a stack's web chat, or give one a new temporary password.",
         epilog="Passwords are generated here and shown once. Exit codes: 0 done, 1 AWS failed, 2 usage.",
     )
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stack", metavar="NAME", help="deployed stack (CloudFormation name)")
-    where.add_argument("--endpoints", metavar="PATH", type=Path, help="local stack's endpoints.json")
-    parser.add_argument("--region", help="AWS region (default: boto3's, or endpoints.json's)")
+    stacks.add_stack_arguments(parser, local=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add = commands.add_parser("add", help="create a user with a temporary password shown once")
     add.add_argument("email")

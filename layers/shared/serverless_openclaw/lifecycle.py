@@ -113,11 +113,12 @@ def action_for_message(state: TaskState, now: float, cfg: LifecycleConfig) -> Me
 
 def stopping_overdue(state: TaskState, now: float, cfg: LifecycleConfig) -> bool:
     """A Stopping task whose STOPPED event never came within the deadline."""
-    return (
-        state.status is Status.STOPPING
-        and state.changed_at is not None
-        and now - state.changed_at > cfg.stopping_deadline_seconds
-    )
+    if state.status is not Status.STOPPING:
+        return False
+    # A row with no time to count from (another version's, or one edited by hand) has waited long enough:
+    # otherwise it would wait for ever, and its user's messages with it.
+    since = state.changed_at if state.changed_at is not None else state.started_at
+    return since is None or now - since > cfg.stopping_deadline_seconds
 
 
 def idle_expired(state: TaskState, now: float, idle_timeout_minutes: int) -> bool:

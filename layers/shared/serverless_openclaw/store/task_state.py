@@ -39,25 +39,67 @@ def user_key(user_id: str) -> dict[str, AttributeValueTypeDef]:
 
 
 def from_item(item: Mapping[str, Any]) -> TaskState:
-    """A loaded TaskState item → TaskState."""
-    capacity = item.get("capacity")
+    """A loaded TaskState item → TaskState; a value this version cannot read never blocks the row.
+
+    Rows outlive deploys: one written by an older version (or a newer one, before a rollback) may lack an
+    attribute, carry one no code reads any more, or hold a status or shape this version does not know.
+    Each is read as the nearest state the lifecycle rules can settle on their own (docs/decisions.md).
+    """
     return TaskState(
         user_id=str(item["PK"]).removeprefix("USER#"),
-        status=Status(item.get("status", Status.IDLE.value)),
+        status=_status(item.get("status")),
         version=int(item.get("version", 0)),
-        task_arn=item.get("taskArn"),
-        capacity=Capacity(capacity) if capacity else None,
-        agent_connection_id=item.get("agentConnectionId"),
-        agent_token_hash=item.get("agentTokenHash"),
-        started_at=item.get("startedAt"),
-        heartbeat_at=item.get("heartbeatAt"),
-        last_activity=item.get("lastActivity"),
-        changed_at=item.get("changedAt"),
-        busy=bool(item.get("busy", False)),
-        start_attempts=int(item.get("startAttempts", 0)),
-        last_error=item.get("lastError"),
-        restarting_until=item.get("restartingUntil"),
+        task_arn=_text(item.get("taskArn")),
+        capacity=_capacity(item.get("capacity")),
+        agent_connection_id=_text(item.get("agentConnectionId")),
+        agent_token_hash=_text(item.get("agentTokenHash")),
+        started_at=_seconds(item.get("startedAt")),
+        heartbeat_at=_seconds(item.get("heartbeatAt")),
+        last_activity=_seconds(item.get("lastActivity")),
+        changed_at=_seconds(item.get("changedAt")),
+        busy=item.get("busy") is True,
+        start_attempts=_count(item.get("startAttempts")),
+        last_error=_text(item.get("lastError")),
+        restarting_until=_seconds(item.get("restartingUntil")),
     )
+
+
+def _status(value: Any) -> Status:
+    """The row's status; one this version does not know counts as Stopping: the task it names is on its
+    way out, messages wait, and the watchdog settles the row once the stopping deadline has passed."""
+    if value is None:
+        return Status.IDLE
+    try:
+        return Status(value)
+    except ValueError:
+        return Status.STOPPING
+
+
+def _capacity(value: Any) -> Capacity | None:
+    """The capacity provider of the row's task; None when absent or not one this version starts on."""
+    try:
+        return Capacity(value) if value else None
+    except ValueError:
+        return None
+
+
+def _seconds(value: Any) -> float | None:
+    """An epoch time in seconds; None when absent or not a number (a time nobody can read is no time)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int:
+    """A non-negative counter; 0 when absent or unreadable."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return max(0, int(value))
+
+
+def _text(value: Any) -> str | None:
+    """A string attribute; None when absent or of another type."""
+    return value if isinstance(value, str) and value else None
 
 
 def _update(
