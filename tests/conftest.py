@@ -136,6 +136,9 @@ def fresh_aws(pristine: tuple[dict[str, str], bytes]) -> Iterator[dict[str, str]
             yield dict(names)
         finally:
             clients.forget_clients()
+            # moto's own reset on exit does not always reach backends swapped in by hand (after a test that
+            # used CloudFormation, the next mock_aws still held these tables): drop them here.
+            dynamodb.clear()
 
 
 @pytest.fixture
