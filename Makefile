@@ -34,7 +34,7 @@ export SAM_CLI_TELEMETRY := 0
 # Progress lines of the installers reach the terminal as they happen, also while make runs jobs in parallel.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv openclaw frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy destroy bench clean
+.PHONY: help venv openclaw openclaw-pin frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy destroy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed $(OPENCLAW_PR
 	@touch $@
 
 openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the locked OpenClaw tree (cached)
+
+openclaw-pin: $(VENV)/.installed ## pin another OpenClaw: make openclaw-pin OPENCLAW_VERSION=… (then make test, commit)
+	@test "$(origin OPENCLAW_VERSION)" = "command line" || { echo "usage: make openclaw-pin OPENCLAW_VERSION=<release>"; exit 2; }
+	@$(PY) scripts/openclaw_pin.py $(OPENCLAW_VERSION)
 
 $(FRONTEND_DEPS): frontend/package.json frontend/package-lock.json
 	@echo "==> installing the web chat's pinned libraries (npm ci in frontend/)"
@@ -122,8 +126,8 @@ build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on P
 	@test -n "$(PYTHON312_DIR)" || { echo "sam build needs python3.12 on PATH (pyenv install 3.12)"; exit 1; }
 	PATH="$(PYTHON312_DIR):$$PATH" $(SAM) build --template-file template.yaml
 
-# OPENCLAW_VERSION reaches the script only when given on make's command line (an upgrade); otherwise the
-# script builds the version the checkout pins (or the one an earlier upgrade chose).
+# OPENCLAW_VERSION reaches the script only when given on make's command line (an upgrade: the script pins
+# the repository to it first, scripts/openclaw_pin.py); otherwise it builds the version the checkout pins.
 deploy: $(VENV)/.installed $(SAM_VENV)/.installed $(FRONTEND_DEPS) ## deploy or upgrade on AWS: make deploy [OPENCLAW_VERSION=…] [ARGS=--rollback|--help]
 	@PYTHON312="$(PYTHON312)" $(PY) scripts/deploy.py \
 		$(if $(filter command line,$(origin OPENCLAW_VERSION)),--openclaw-version $(OPENCLAW_VERSION)) $(ARGS)

@@ -318,8 +318,10 @@ def build_and_push(
     tag: str,
     build_args: Mapping[str, str],
     out: TextIO,
+    *,
+    context: Path = REPOSITORY,
 ) -> str:
-    """Log in, build for linux/arm64, push; the pushed image's digest."""
+    """Log in, build the context's bridge/Dockerfile for linux/arm64, push; the pushed image's digest."""
     image = repository.tagged(tag)
     password = registry.password()
     registry_host = repository.uri.split("/", 1)[0]
@@ -333,7 +335,8 @@ def build_and_push(
         file=out,
         flush=True,
     )
-    built = runner.run(Command(builder.build(image, DOCKERFILE, REPOSITORY, build_args)))
+    dockerfile = context / DOCKERFILE.relative_to(REPOSITORY)
+    built = runner.run(Command(builder.build(image, dockerfile, context, build_args)))
     if built.code != 0:
         if "exec format error" in built.output:
             raise UsageError(CANNOT_RUN_ARM64)

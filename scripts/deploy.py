@@ -1,17 +1,19 @@
 """Deploy the stack to AWS in one command, from a clone to a working web chat; run again to upgrade.
 
     make deploy                                   # first run asks a few questions, later runs ask nothing
-    make deploy OPENCLAW_VERSION=2026.10.2        # another OpenClaw: a new image, deployed
+    make deploy OPENCLAW_VERSION=2026.10.2        # pin another OpenClaw (scripts/openclaw_pin.py), deploy it
     make deploy ARGS=--rollback                   # back to the previously deployed image
     python scripts/deploy.py --help               # every flag (to answer without prompts, e.g. in CI)
 
-Steps: preflight (credentials, region, SAM CLI, python3.12, a container builder), the model's API key and
+Steps: preflight (credentials, region, SAM CLI, python3.12, a container builder), with OPENCLAW_VERSION the
+repository's pin moved to that release (the lockfile re-resolved; tracked files change, to test and commit),
+the model's API key and
 the Telegram bot token (environment or hidden prompt, stored as SSM SecureStrings), the image (an ECR
 repository declared in `deploy/images.yaml`, built for linux/arm64 and tagged by a hash of its build
 context, so an unchanged bridge is neither built nor pushed), `sam build` + `sam deploy` (skipped when the
 template, the code and the parameters are those last deployed), the owner's login, the web chat, the
 Telegram webhook, and one closing block. The answers of the first run are kept in `.deploy/<stack>.json`
-(git-ignored); nothing is written to tracked files. Exit codes: 0 done, 1 AWS or a command failed,
+(git-ignored); nothing else is written to tracked files. Exit codes: 0 done, 1 AWS or a command failed,
 2 usage, configuration or a missing prerequisite (the message says what to do).
 """
 
@@ -43,7 +45,7 @@ import boto3  # noqa: E402
 from bridge.secrets import API_KEY_PARAMETERS  # noqa: E402
 from local.runtime import openclaw_version as pinned_openclaw_version  # noqa: E402
 from local.template import load_template  # noqa: E402
-from scripts import costs, users  # noqa: E402
+from scripts import costs, openclaw_pin, users  # noqa: E402
 from scripts import publish_frontend as web  # noqa: E402
 from scripts import telegram_webhook as telegram  # noqa: E402
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
@@ -64,17 +66,19 @@ from scripts.commands import Command, CommandRunner, Runner  # noqa: E402
 from scripts.stack_events import describe_stack, stack_failure  # noqa: E402
 from scripts.stacks import check_stack_name  # noqa: E402
 from serverless_openclaw.observability import logger  # noqa: E402
+from serverless_openclaw.settings import UNAVAILABLE_PROVIDERS  # noqa: E402
 from serverless_openclaw.telegram import TelegramClient, TelegramError  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
     from mypy_boto3_ssm import SSMClient
 
+CHECKOUT = _REPO
+"""The checkout deployed: its template, the image's build context and the pins an upgrade rewrites."""
 ANSWERS_DIR = _REPO / ".deploy"
 SAM = _REPO / ".venv-sam" / "bin" / "sam"
 TEMPLATE = "template.yaml"
 BUILT_TEMPLATE = ".aws-sam/build/template.yaml"
-PROVIDERS = ("anthropic", "openai", "bedrock", "openai-compatible", "offline")
 DEFAULT_STACK = "serverless-openclaw"
 MANAGED_PARAMETERS = frozenset(
     {
@@ -83,13 +87,23 @@ MANAGED_PARAMETERS = frozenset(
         "ModelProvider",
         "ModelId",
         "ModelBaseUrl",
-        "EnableBedrock",
         "AlarmEmail",
     }
 )
 """Stack parameters this script sets from its answers; any other one can be given with --parameter."""
-template = functools.cache(load_template)
-"""template.yaml, parsed once per process (PyYAML takes about a second over it)."""
+_parsed_template = functools.cache(load_template)
+
+
+def template() -> dict[str, Any]:
+    """The checkout's template.yaml, parsed once per process (PyYAML takes about a second over it)."""
+    return _parsed_template(CHECKOUT / TEMPLATE)
+
+
+def providers() -> tuple[str, ...]:
+    """The model providers the stack accepts: its ModelProvider parameter's AllowedValues."""
+    return tuple(str(value) for value in template()["Parameters"]["ModelProvider"]["AllowedValues"])
+
+
 HISTORY = 20
 """Deployed images remembered for --rollback (the repository keeps the last 10 anyway)."""
 STACK_CODE = ("functions", "layers")
@@ -122,8 +136,6 @@ class Answers:
     alarm_email: str = ""
     model_id: str = ""
     model_base_url: str = ""
-    openclaw_version: str = ""
-    """Chosen with OPENCLAW_VERSION / --openclaw-version; empty means the repository's pin."""
     telegram: bool | None = None
     """Whether a bot was wanted: None until asked (or a token is given)."""
     parameters: dict[str, str] = field(default_factory=dict)
@@ -162,6 +174,8 @@ def load_answers(stack: str | None) -> Answers | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         deployed = [Deployment(**item) for item in data.pop("deployed", [])]
+        # Kept by the first version of this script; the checkout's pin is now the only choice of version.
+        data.pop("openclaw_version", None)
         return Answers(**data, deployed=deployed)
     except (ValueError, TypeError) as exc:
         raise UsageError(
@@ -222,7 +236,7 @@ def first_answers(args: argparse.Namespace, region_default: str | None, console:
     if values["region"] is None:
         values["region"] = console.question("AWS region", region_default or "us-east-1")
     if values["provider"] is None:
-        values["provider"] = console.question(f"Model provider ({', '.join(PROVIDERS)})", "anthropic")
+        values["provider"] = console.question(f"Model provider ({', '.join(providers())})", "anthropic")
     if values["alarm_email"] is None:
         values["alarm_email"] = console.question("E-mail for alarms (Enter for none)")
     if values["owner_email"] is None:
@@ -236,8 +250,6 @@ def apply_flags(answers: Answers, args: argparse.Namespace) -> None:
         value = getattr(args, key)
         if value is not None:
             setattr(answers, key, value)
-    if args.openclaw_version:
-        answers.openclaw_version = args.openclaw_version
     if args.telegram is not None:
         answers.telegram = args.telegram
     for item in args.parameter:
@@ -250,14 +262,16 @@ def apply_flags(answers: Answers, args: argparse.Namespace) -> None:
 def check_answers(answers: Answers) -> None:
     """UsageError for an answer the stack would refuse (before anything is created)."""
     check_stack_name(answers.stack)
-    if answers.provider not in PROVIDERS:
-        raise UsageError(f"unknown model provider {answers.provider!r}: one of {', '.join(PROVIDERS)}")
+    if answers.provider in UNAVAILABLE_PROVIDERS:
+        raise UsageError(f"model provider {answers.provider}: {UNAVAILABLE_PROVIDERS[answers.provider]}")
+    if answers.provider not in providers():
+        raise UsageError(f"unknown model provider {answers.provider!r}: one of {', '.join(providers())}")
     if "@" not in answers.owner_email or answers.owner_email.strip() != answers.owner_email:
         raise UsageError(f"{answers.owner_email!r} is not an e-mail address (--owner-email)")
     if answers.provider == "openai-compatible" and not answers.model_base_url:
         raise UsageError("provider openai-compatible needs its base URL: pass --model-base-url https://…")
     given = {"--alarm-email": answers.alarm_email, "--model-id": answers.model_id}
-    given |= {"--model-base-url": answers.model_base_url, "--openclaw-version": answers.openclaw_version}
+    given |= {"--model-base-url": answers.model_base_url}
     given |= {f"--parameter {key}": value for key, value in answers.parameters.items()}
     for flag, value in given.items():
         if '"' in value or "\\" in value:  # sam's --parameter-overrides cannot carry them
@@ -366,7 +380,7 @@ def provider_key(
     """Store the provider's API key (environment or hidden prompt) unless SSM holds one; the name stored."""
     entry = API_KEY_PARAMETERS.get(answers.provider)
     if entry is None:
-        return None  # Bedrock signs with the task role; the offline model needs nothing
+        return None  # the offline model needs no key
     name, env_name = f"/{answers.stack}/secrets/{entry[0]}", entry[1]
     if not replace and telegram.read_parameter(ssm, name):
         print(f"  {name} is stored already (--replace-secrets stores a new one)", file=console.out)
@@ -427,25 +441,23 @@ class Image:
     built: bool
 
 
-def openclaw_version(answers: Answers, console: Console) -> str:
-    """The OpenClaw release to build: the one chosen with OPENCLAW_VERSION, else the repository's pin."""
-    pinned = pinned_openclaw_version(template())
-    if answers.openclaw_version == pinned:
-        answers.openclaw_version = ""  # back on the pin: follow it when the checkout moves it
-    if answers.openclaw_version and answers.openclaw_version != pinned:
+def pin_openclaw(version: str, runner: Runner, env: Mapping[str, str], console: Console) -> list[str]:
+    """Move the checkout's pins to OpenClaw `version` (OPENCLAW_VERSION); the tracked files rewritten."""
+    pinned = openclaw_pin.pin(version, runner, console.out, root=CHECKOUT, env=env)
+    if pinned.changed:
+        _parsed_template.cache_clear()  # its OpenClawVersion default moved
         print(
-            f"  OpenClaw  {answers.openclaw_version} (chosen earlier; this checkout pins {pinned}: "
-            f"make deploy OPENCLAW_VERSION={pinned} follows it again)",
+            f"  these tracked files now pin OpenClaw {version}: {', '.join(pinned.changed)}\n"
+            "  run make test, then commit them (this deploy ships them as they are)",
             file=console.out,
         )
-        return answers.openclaw_version
-    return pinned
+    return pinned.changed
 
 
 def current_image(aws: Aws, runner: Runner, repository: Repository, version: str, console: Console) -> Image:
     """This checkout's bridge image in ECR: found by its context tag, else built and pushed."""
     build_args = {"OPENCLAW_VERSION": version}
-    tag = context_tag(_REPO, DOCKERFILE, build_args, PLATFORM)
+    tag = context_tag(CHECKOUT, CHECKOUT / DOCKERFILE.relative_to(_REPO), build_args, PLATFORM)
     registry = Registry(aws.client("ecr"))
     digest = registry.digest(repository, tag)
     if digest is not None:
@@ -454,7 +466,9 @@ def current_image(aws: Aws, runner: Runner, repository: Repository, version: str
     builder = find_builder(runner)
     if builder is None:
         raise UsageError(NO_BUILDER)
-    digest = build_and_push(runner, builder, registry, repository, tag, build_args, console.out)
+    digest = build_and_push(
+        runner, builder, registry, repository, tag, build_args, console.out, context=CHECKOUT
+    )
     print(f"  pushed {repository.tagged(tag)} ({digest})", file=console.out)
     return Image(repository.pinned(digest), version, built=True)
 
@@ -488,7 +502,6 @@ def stack_parameters(answers: Answers, image: Image) -> dict[str, str]:
         "ModelProvider": answers.provider,
         "ModelId": answers.model_id,
         "ModelBaseUrl": answers.model_base_url,
-        "EnableBedrock": "true" if answers.provider == "bedrock" else "false",
         "AlarmEmail": answers.alarm_email,
         **answers.parameters,
     }
@@ -497,7 +510,7 @@ def stack_parameters(answers: Answers, image: Image) -> dict[str, str]:
 
 def fingerprint(parameters: Mapping[str, str]) -> str:
     """A hash of what `sam deploy` would send: the template, the functions' and layers' code, parameters."""
-    return files_digest(_REPO, [TEMPLATE, *STACK_CODE], parameters)
+    return files_digest(CHECKOUT, [TEMPLATE, *STACK_CODE], parameters)
 
 
 def unchanged(
@@ -663,25 +676,29 @@ def step(console: Console, title: str) -> None:
 def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runner: Runner) -> Outcome:
     """Every step of the deploy, in order; the outcome for the closing block."""
     region_default = boto3.session.Session().region_name
+    if args.rollback and args.openclaw_version:
+        raise UsageError("--rollback redeploys an earlier image as it was built: drop OPENCLAW_VERSION")
     answers = gather_answers(args, region_default, console)
     answers.save()
     step(console, f"preflight: stack {answers.stack}")
     aws = connect(answers.region, console)
     python_dir = preflight(runner, env, console)
+    outcome = Outcome()
+    if args.openclaw_version:
+        step(console, f"OpenClaw {args.openclaw_version}")
+        if repinned := pin_openclaw(args.openclaw_version, runner, env, console):
+            outcome.changed.append(
+                f"pinned OpenClaw {args.openclaw_version} in {', '.join(repinned)} (make test, then commit)"
+            )
     step(console, "secrets")
     secrets = gather_secrets(aws, answers, env, console, args.replace_secrets)
     answers.save()
-    outcome = Outcome(changed=[f"stored {name}" for name in secrets.stored])
+    outcome.changed += [f"stored {name}" for name in secrets.stored]
     cloudformation = aws.client("cloudformation")
     step(console, "bridge image")
     repository = ensure_repository(cloudformation, answers.stack, console.out)
     stack = describe_stack(cloudformation, answers.stack)
-    live_image = _live_parameter(stack, "BridgeImageUri")
-    if args.rollback:
-        image = previous_image(aws, answers, repository, live_image)
-        print(f"  rolling back from {live_image} to {image.uri}", file=console.out)
-    else:
-        image = current_image(aws, runner, repository, openclaw_version(answers, console), console)
+    image = choose_image(aws, runner, answers, repository, stack, console, rollback=args.rollback)
     if image.built:
         outcome.changed.append("built and pushed the bridge image")
     outcome.image = image
@@ -691,6 +708,36 @@ def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runn
     finish(aws, answers, secrets, outcome, env, console)
     print(closing(answers, outcome, aws.region), file=console.out)
     return outcome
+
+
+def choose_image(
+    aws: Aws,
+    runner: Runner,
+    answers: Answers,
+    repository: Repository,
+    stack: Mapping[str, Any] | None,
+    console: Console,
+    *,
+    rollback: bool,
+) -> Image:
+    """The image to deploy: the checkout's pinned OpenClaw (built unless in ECR), or the previous one."""
+    pinned = pinned_openclaw_version(template())
+    live_image = _live_parameter(stack, "BridgeImageUri")
+    if not rollback:
+        live_version = _live_parameter(stack, "OpenClawVersion")
+        if live_version and live_version != pinned:
+            print(f"  OpenClaw  the stack runs {live_version}; this checkout pins {pinned}", file=console.out)
+        return current_image(aws, runner, repository, pinned, console)
+    image = previous_image(aws, answers, repository, live_image)
+    print(f"  rolling back from {live_image} to {image.uri}", file=console.out)
+    if image.openclaw != pinned:
+        # The pins are the checkout's, not the stack's: a rollback changes what runs, never the repository.
+        print(
+            f"  the repository still pins OpenClaw {pinned}, newer than the image rolled back to (OpenClaw "
+            f"{image.openclaw}): the next make deploy without ARGS=--rollback deploys {pinned} again",
+            file=console.out,
+        )
+    return image
 
 
 def _live_parameter(stack: Mapping[str, Any] | None, key: str) -> str | None:
@@ -815,7 +862,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--stack", metavar="NAME", help=f"stack name (first run; default {DEFAULT_STACK})")
     parser.add_argument("--region", help="AWS region (first run; default: boto3's, e.g. AWS_REGION)")
-    parser.add_argument("--provider", choices=PROVIDERS, help="model provider")
+    parser.add_argument("--provider", help="model provider: one of the template's ModelProvider values")
     parser.add_argument("--model-id", help="model id for the provider (default: the bridge's choice)")
     parser.add_argument("--model-base-url", help="base URL of an openai-compatible provider (https://…)")
     parser.add_argument("--owner-email", metavar="EMAIL", help="your e-mail: the first user of the web chat")
@@ -823,7 +870,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--alarm-email", metavar="EMAIL", help="e-mail subscribed to the alarms ('' for none)"
     )
     parser.add_argument(
-        "--openclaw-version", metavar="VERSION", help="OpenClaw release to build (OPENCLAW_VERSION)"
+        "--openclaw-version",
+        metavar="VERSION",
+        help="pin this OpenClaw release first (rewrites the lockfile and pins: test and commit them)",
     )
     parser.add_argument(
         "--parameter",

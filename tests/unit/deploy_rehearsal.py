@@ -4,8 +4,10 @@ Everything scripts/deploy.py does through boto3 (STS, ECR, SSM, Cognito, S3, Clo
 runs against moto in-process. The programs it runs are played by `Rehearsal`, which records every argument
 list (and what went to its stdin) and does, in moto, what the real program would have done to AWS: the
 builder's push puts an image into the ECR repository, `sam deploy` creates or updates the stack with the
-parameters it was given and the outputs the real template declares. Shared by tests/unit/test_deploy.py
-and bench/bench_deploy.py.
+parameters it was given and the outputs the real template declares. The builder refuses, as bridge/Dockerfile
+does, a context whose lockfile does not lock the OPENCLAW_VERSION it is given; npm resolving a new OpenClaw
+(`--package-lock-only`) rewrites the project's package.json and lockfile for that version, offline. Shared by
+tests/unit/test_deploy.py, tests/unit/test_openclaw_pin.py and bench/bench_deploy.py.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import base64
 import hashlib
 import json
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,9 +26,11 @@ import boto3
 from moto.cloudformation.models import Event, cloudformation_backends
 
 from scripts import deploy
+from scripts.bridge_image import REPOSITORY
 from scripts.commands import Command, Completed
 from scripts.publish_frontend import STACK_OUTPUTS
 from scripts.stack_events import describe_stack
+from tests.unit.fake_npm import npm_main
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -48,7 +53,7 @@ class Refusal:
 class Rehearsal:
     """The programs `make deploy` runs, played against moto; every call recorded."""
 
-    installed: set[str] = field(default_factory=lambda: {"docker", str(deploy.SAM), PYTHON312})
+    installed: set[str] = field(default_factory=lambda: {"docker", "npm", str(deploy.SAM), PYTHON312})
     refuse: Refusal | None = None
     calls: list[list[str]] = field(default_factory=list)
     stdins: list[str] = field(default_factory=list)
@@ -74,6 +79,8 @@ class Rehearsal:
             self.stdins.append(command.stdin)
         if Path(argv[0]).name == "sam":
             return self._sam(argv, command.env)
+        if argv[0] == self.which("npm"):
+            return Completed(npm_main(argv[1:]), "")
         if self.which(argv[0]) is None:
             return Completed(127, f"{argv[0]}: not found")
         return self._builder(argv, command.stdin)
@@ -91,6 +98,9 @@ class Rehearsal:
             self._push(argv[2], self.built.pop(argv[2]))
             return Completed(0, "pushed")
         image = argv[argv.index("--tag") + 1]
+        refused = refused_by_dockerfile(argv)
+        if refused:
+            return Completed(1, refused)
         manifest = manifest_of(argv)
         if "--push" in argv:
             self._push(image, manifest)
@@ -142,6 +152,38 @@ class Rehearsal:
         if len(found) != 1:
             raise AssertionError(f"{len(found)} calls of {prefix}: {self.programs()}")
         return found[0]
+
+
+def refused_by_dockerfile(argv: Sequence[str]) -> str:
+    """bridge/Dockerfile's own check: the context's lock must lock the OPENCLAW_VERSION build argument."""
+    context = Path(argv[-1])
+    version = next(arg.split("=", 1)[1] for arg in argv if arg.startswith("OPENCLAW_VERSION="))
+    lock = json.loads((context / "bridge" / "openclaw" / "package-lock.json").read_text())
+    locked = lock["packages"]["node_modules/openclaw"]["version"]
+    if locked != version:
+        return f"bridge/openclaw/package-lock.json does not lock OpenClaw {version}: regenerate it first"
+    return ""
+
+
+PINNED_FILES = [
+    "Makefile",
+    "bridge/Dockerfile",
+    "bridge/openclaw/package-lock.json",
+    "bridge/openclaw/package.json",
+    "template.yaml",
+]
+"""What an OpenClaw upgrade rewrites (tests/template/test_openclaw_lock.py checks they agree)."""
+
+
+def copy_checkout(destination: Path) -> Path:
+    """What a deploy reads and an upgrade rewrites: template, Makefile, bridge, functions, layers."""
+    ignore = shutil.ignore_patterns("__pycache__", "node_modules", "*.pyc")
+    for name in ("template.yaml", "Makefile", ".dockerignore"):
+        destination.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPOSITORY / name, destination / name)
+    for name in ("bridge", "functions", "layers"):
+        shutil.copytree(REPOSITORY / name, destination / name, ignore=ignore)
+    return destination
 
 
 def ecr_password() -> str:

@@ -19,21 +19,26 @@ from typing import Any
 import boto3
 import pytest
 
-from local.runtime import openclaw_version
+from local.runtime import openclaw_version, runtime
 from local.telegram import TelegramSimulator
+from local.template import load_template
 from scripts import costs, deploy
 from scripts.aws_errors import Failure, exit_code
 from scripts.bridge_image import PLATFORM, REPOSITORY, context_tag, dockerfile_sources
 from scripts.stack_events import wait_until_settled
+from serverless_openclaw.settings import UNAVAILABLE_PROVIDERS
 from tests.local.servers import serve
 from tests.unit.deploy_rehearsal import (
     ACCOUNT,
+    PINNED_FILES,
     PYTHON312,
     REGION,
     Refusal,
     Rehearsal,
+    copy_checkout,
     ecr_password,
 )
+from tests.unit.fake_npm import NPM_EXIT_ENV, NPM_LOG_ENV
 from tests.unit.test_publish_frontend import write_frontend
 
 STACK = "claw-test"
@@ -42,6 +47,7 @@ API_KEY = "sk-ant-api03-SECRET-qwertyuiopasdfghjklzxcvbnm"
 BOT_TOKEN = "7000000001:AAH-deploy_test_token_mnbvcxzlkjhgfdsa"
 REPOSITORY_URI = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{STACK}-bridge"
 FIRST_RUN = ("--stack", STACK, "--region", REGION, "--provider", "anthropic", "--owner-email", OWNER)
+NEWER = "2026.10.1"
 
 
 @pytest.fixture
@@ -54,6 +60,23 @@ def rehearsal(aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
     monkeypatch.delenv("CI", raising=False)
     return Rehearsal()
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The checkout's copy to deploy from (an upgrade rewrites its pins); the local Node npm runs on."""
+    copy = copy_checkout(tmp_path / "checkout")
+    monkeypatch.setattr(deploy, "CHECKOUT", copy)
+    monkeypatch.setenv("OPENCLAW_RUNTIME_DIR", str(tmp_path / "runtime"))
+    node = runtime(tmp_path / "runtime").node
+    node.parent.mkdir(parents=True)
+    node.touch()
+    monkeypatch.setenv(NPM_LOG_ENV, str(tmp_path / "npm.log"))
+    return copy
+
+
+def pins(root: Path) -> dict[str, bytes]:
+    return {name: (root / name).read_bytes() for name in PINNED_FILES}
 
 
 @pytest.fixture
@@ -74,6 +97,7 @@ def make_deploy(
     """`make deploy ARGS=…` without a terminal: exit code, stdout, stderr (all checked for secrets)."""
     rehearsal.calls.clear()
     rehearsal.stdins.clear()
+    rehearsal.envs.clear()
     args = deploy.parse_args(list(argv))
     shown = console or deploy.Console(out=io.StringIO(), interactive=False)
     if console is None:
@@ -128,9 +152,9 @@ def secure_parameter(name: str) -> Any:
 
 
 def expected_tag(version: str) -> str:
-    return context_tag(
-        REPOSITORY, REPOSITORY / "bridge" / "Dockerfile", {"OPENCLAW_VERSION": version}, PLATFORM
-    )
+    """The tag of the image of the checkout deployed (the repository's, or the fixture's copy)."""
+    root = deploy.CHECKOUT
+    return context_tag(root, root / "bridge" / "Dockerfile", {"OPENCLAW_VERSION": version}, PLATFORM)
 
 
 def invalidations(distribution_id: str) -> int:
@@ -202,7 +226,6 @@ def test_the_first_run_builds_pushes_deploys_and_ends_with_the_login(
         "ModelProvider": "anthropic",
         "ModelId": "",
         "ModelBaseUrl": "",
-        "EnableBedrock": "false",
         "AlarmEmail": "",
     }
     assert rehearsal.call("sam build") == [
@@ -281,6 +304,42 @@ def test_the_first_run_in_a_terminal_asks_once_and_reads_the_key_hidden(
     assert "nothing changed" in second[1]
 
 
+def test_bedrock_is_refused_with_the_reason_and_only_the_templates_providers_are_offered(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the providers the stack's ModelProvider parameter allows
+    allowed = load_template()["Parameters"]["ModelProvider"]["AllowedValues"]
+
+    # When a first run asks for Bedrock on the command line
+    code, _, err = make_deploy(rehearsal, capsys, *FIRST_RUN[:4], "--provider", "bedrock", *FIRST_RUN[6:])
+
+    # Then it is refused with the reason the bridge gives, before anything ran or was created
+    assert code == 2
+    assert f"error: model provider bedrock: {UNAVAILABLE_PROVIDERS['bedrock']}" in err
+    assert rehearsal.calls == []
+    assert boto3.client("cloudformation").list_stacks()["StackSummaries"] == []
+
+    # When a person at a terminal is asked for the provider, and types bedrock
+    asked: list[str] = []
+    typed = iter([STACK, REGION, "bedrock", "", OWNER])
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return next(typed)
+
+    console = deploy.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=lambda _: "")
+    code, _, err = make_deploy(rehearsal, capsys, console=console)
+
+    # Then the question offered exactly the template's providers, and the answer is refused the same way
+    assert [prompt for prompt in asked if prompt.startswith("Model provider")] == [
+        f"Model provider ({', '.join(allowed)}) [anthropic]: "
+    ]
+    assert "bedrock" not in allowed
+    assert code == 2
+    assert f"model provider bedrock: {UNAVAILABLE_PROVIDERS['bedrock']}" in err
+    assert rehearsal.calls == []
+
+
 def test_without_a_terminal_a_first_run_names_the_flags_it_needs(
     rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -343,61 +402,137 @@ def test_a_changed_web_chat_alone_is_published_without_build_or_deploy(
     assert "changed    published the web chat\n" in out
 
 
-def test_an_upgrade_builds_a_new_image_and_deploys_it_by_digest_and_the_choice_is_kept(
-    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+def test_an_upgrade_pins_the_new_openclaw_then_builds_and_deploys_it_by_digest(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], checkout: Path
 ) -> None:
-    # Given a deployed stack on the pinned OpenClaw
+    # Given a stack deployed from a checkout pinned to the current OpenClaw
     assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
     first_image = stack_parameters()["BridgeImageUri"]
+    before = pins(checkout)
 
     # When make deploy OPENCLAW_VERSION=2026.10.1 runs
-    code, out, err = make_deploy(rehearsal, capsys, "--openclaw-version", "2026.10.1")
+    code, out, err = make_deploy(rehearsal, capsys, "--openclaw-version", NEWER)
 
-    # Then a new tag was built with that version and pushed, and the stack runs its digest
+    # Then npm re-resolved the lockfile for it (lockfile only, no scripts, on the local Node, not in the
+    # checkout itself), before the image was built and the stack deployed
     assert code == 0, err
-    new_tag = expected_tag("2026.10.1")
-    assert new_tag != expected_tag(openclaw_version())
     assert rehearsal.programs() == [
+        "npm install",
         "docker buildx version",
         "docker login",
         "docker buildx build",
         "sam build",
         "sam deploy",
     ]
-    assert "OPENCLAW_VERSION=2026.10.1" in rehearsal.call("docker buildx build")
+    npm = rehearsal.call("npm install")
+    assert {"--package-lock-only", "--ignore-scripts", "--save-exact", f"openclaw@{NEWER}"} <= set(npm)
+    assert not Path(npm[npm.index("--prefix") + 1]).is_relative_to(checkout)
+    node_dir = str(runtime().node.parent)
+    assert rehearsal.envs[0]["PATH"].startswith(node_dir)
+    # and every pin of the checkout now names the new version (what test_openclaw_lock.py checks)
+    after = pins(checkout)
+    assert [name for name in PINNED_FILES if after[name] != before[name]] == PINNED_FILES
+    assert openclaw_version(load_template(checkout / "template.yaml")) == NEWER
+    assert f"OPENCLAW_VERSION := {NEWER}\n" in (checkout / "Makefile").read_text()
+    assert f"ARG OPENCLAW_VERSION={NEWER}\n" in (checkout / "bridge" / "Dockerfile").read_text()
+    lock = json.loads((checkout / "bridge" / "openclaw" / "package-lock.json").read_text())
+    assert lock["packages"]["node_modules/openclaw"]["version"] == NEWER
+    # and the person is told which tracked files changed and to test and commit them
+    assert f"these tracked files now pin OpenClaw {NEWER}: {', '.join(PINNED_FILES)}" in out
+    assert "run make test, then commit them" in out
+    # and the image was built from the new lock with that version (the builder checks they agree, as
+    # the Dockerfile does) and the stack runs it by digest
+    new_tag = expected_tag(NEWER)
+    assert f"OPENCLAW_VERSION={NEWER}" in rehearsal.call("docker buildx build")
+    assert rehearsal.call("docker buildx build")[-1] == str(checkout)
     parameters = stack_parameters()
     assert parameters["BridgeImageUri"] == f"{REPOSITORY_URI}@{image_digests()[new_tag]}" != first_image
-    assert parameters["OpenClawVersion"] == "2026.10.1"
+    assert parameters["OpenClawVersion"] == NEWER
     # and the web chat, unchanged, was not uploaded again
     assert invalidations(rehearsal.resources["WebDistributionId"]) == 1
-    assert "changed    built and pushed the bridge image; deployed the stack" in out
+    assert (
+        f"changed    pinned OpenClaw {NEWER} in {', '.join(PINNED_FILES)} (make test, then commit); "
+        "built and pushed the bridge image; deployed the stack"
+    ) in out
 
-    # When make deploy runs again without the version
-    code, out, err = make_deploy(rehearsal, capsys)
+    # When make deploy runs again, with or without the version
+    for argv in ((), ("--openclaw-version", NEWER)):
+        code, out, err = make_deploy(rehearsal, capsys, *argv)
 
-    # Then the chosen version is kept: nothing changes
-    assert code == 0, err
+        # Then nothing is rewritten, built or deployed: the checkout pins that version now
+        assert code == 0, err
+        assert rehearsal.calls == []
+        assert pins(checkout) == after
+        assert "nothing changed" in out
+
+
+def test_an_upgrade_npm_cannot_resolve_changes_no_file_and_deploys_nothing(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], checkout: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a deployed stack, and a version the registry does not have
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+    before, parameters = pins(checkout), stack_parameters()
+    monkeypatch.setenv(NPM_EXIT_ENV, "1")
+
+    # When make deploy OPENCLAW_VERSION=… runs
+    code, _, err = make_deploy(rehearsal, capsys, "--openclaw-version", NEWER)
+
+    # Then it says what failed and that nothing changed; no file, image or stack was touched
+    assert code == 1
+    assert f"npm could not resolve openclaw@{NEWER} (exit 1)" in err and "no file was changed" in err
+    assert rehearsal.programs() == ["npm install"]
+    assert pins(checkout) == before
+    assert stack_parameters() == parameters
+
+
+def test_a_version_that_is_not_a_release_is_refused_before_npm(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], checkout: Path
+) -> None:
+    # Given a deployed stack
+    assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
+
+    # When OPENCLAW_VERSION is not a release number (an npm tag, a path)
+    code, _, err = make_deploy(rehearsal, capsys, "--openclaw-version", "latest")
+
+    # Then it is refused, and nothing ran
+    assert code == 2
+    assert "'latest' is not an OpenClaw release version" in err
     assert rehearsal.calls == []
-    assert "chosen earlier; this checkout pins" in out
 
 
-def test_rollback_redeploys_the_previous_image_without_building(
-    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+def test_rollback_redeploys_the_previous_image_without_building_or_touching_the_pins(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str], checkout: Path
 ) -> None:
     # Given a stack upgraded from the pinned OpenClaw to another
+    pinned = openclaw_version()
     assert make_deploy(rehearsal, capsys, *FIRST_RUN)[0] == 0
     first_image = stack_parameters()["BridgeImageUri"]
-    assert make_deploy(rehearsal, capsys, "--openclaw-version", "2026.10.1")[0] == 0
+    assert make_deploy(rehearsal, capsys, "--openclaw-version", NEWER)[0] == 0
+    upgraded = pins(checkout)
 
     # When make deploy ARGS=--rollback runs
     code, out, err = make_deploy(rehearsal, capsys, "--rollback")
 
-    # Then nothing was built or pushed; the stack runs the first image and its OpenClaw version again
+    # Then nothing was resolved, built or pushed; the stack runs the first image and its OpenClaw again
     assert code == 0, err
     assert rehearsal.programs() == ["sam build", "sam deploy"]
     assert stack_parameters()["BridgeImageUri"] == first_image
-    assert stack_parameters()["OpenClawVersion"] == openclaw_version()
+    assert stack_parameters()["OpenClawVersion"] == pinned
     assert f"rolling back from {REPOSITORY_URI}@" in out
+    # and the checkout keeps its newer pins, which the output says
+    assert pins(checkout) == upgraded
+    assert (
+        f"the repository still pins OpenClaw {NEWER}, newer than the image rolled back to (OpenClaw "
+        f"{pinned}): the next make deploy without ARGS=--rollback deploys {NEWER} again"
+    ) in out
+
+    # When a rollback is asked together with a version
+    code, _, err = make_deploy(rehearsal, capsys, "--rollback", "--openclaw-version", NEWER)
+
+    # Then that is refused before anything runs
+    assert code == 2
+    assert "--rollback redeploys an earlier image as it was built" in err
+    assert rehearsal.calls == []
 
 
 def test_rollback_without_an_earlier_image_says_so(
