@@ -74,7 +74,8 @@ chromium: ## install Debian's chromium for the browser tests unless one is on PA
 
 # The bridge image, built here without Docker or a registry: Debian's buildah builds bridge/Dockerfile on
 # stand-in bases (debootstrap, Node from npm, this machine's CPython 3.12); cached by input hash in
-# .cache/image (IMAGE_CACHE moves it). `make test` builds it while lint runs.
+# ~/.cache/serverless-openclaw/image (IMAGE_CACHE moves it), outside the checkout so fresh clones reuse it.
+# `make test` builds it while lint runs.
 image-tools: ## install Debian's buildah and debootstrap for the image unless they are there
 	@command -v buildah >/dev/null 2>&1 && { command -v debootstrap || test -x /usr/sbin/debootstrap; } >/dev/null 2>&1 || { \
 		echo "==> installing Debian's buildah and debootstrap for the bridge image"; \

@@ -66,7 +66,8 @@ def image_size(buildah: Buildah, image: str, work: Path) -> None:
     plain, packed = work / "oci-plain", work / "oci-gzip"
     buildah.run("push", "--quiet", "--disable-compression", image, f"oci:{plain}", quiet=True)
     started = time.monotonic()
-    buildah.run("push", "--quiet", "--compression-format", "gzip", image, f"oci:{packed}", quiet=True)
+    gzip = ["--disable-compression=false", "--compression-format", "gzip"]
+    buildah.run("push", "--quiet", *gzip, image, f"oci:{packed}", quiet=True)
     gzip_seconds = time.monotonic() - started
     print(f"  image {image}")
     print(f"    uncompressed (layer tars)  {_mb(_layer_bytes(plain))}")

@@ -65,6 +65,21 @@ class ContainerRuntime(Protocol):
         ...
 
 
+async def start_in_session(
+    command: list[str], task: Task, output: IO[bytes], env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """A task's process: in the task's directory, in a session of its own, its output to `output`."""
+    return await asyncio.create_subprocess_exec(
+        *command,
+        env=dict(env) if env is not None else None,
+        cwd=str(task.directory),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+    )
+
+
 class HostProcess:
     """The image's entrypoint as a process of this machine, with the image's ENV given by
     `image_environment` (this machine's paths in place of the image's)."""
@@ -80,15 +95,7 @@ class HostProcess:
     ) -> asyncio.subprocess.Process:
         """`command` in the task's directory, in a session of its own."""
         image = self.image_environment(task) if self.image_environment else {}
-        return await asyncio.create_subprocess_exec(
-            *self.command,
-            env={**environment, **image},
-            cwd=str(task.directory),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
+        return await start_in_session(self.command, task, output, env={**environment, **image})
 
     def entry_pid(self, task: Task) -> int | None:
         """The process itself."""

@@ -10,8 +10,9 @@ like the official ones:
   python   + a shared-library CPython 3.12 build of this machine (pyenv's) in /usr/local, with pip
 
 Everything else is the Dockerfile unchanged. Each image is tagged by a hash of its inputs and kept in a
-buildah storage under the cache folder (git-ignored), so a second build with nothing changed takes
-seconds and a changed input rebuilds what depends on it. Both bases trust this machine's CA bundle (npm's
+buildah storage in the user's cache folder (~/.cache/serverless-openclaw/image, or IMAGE_CACHE), outside
+the checkout: a second build with nothing changed takes a second, also from a fresh clone, and a
+changed input rebuilds what depends on it. Both bases trust this machine's CA bundle (npm's
 `cafile`, pip's `cert`): where a TLS-inspecting proxy stands between the machine and the registries, the
 npm and pip steps inside the build would fail without it.
 
@@ -38,11 +39,13 @@ from pathlib import Path
 from typing import IO
 
 from local.ecs_task import Task
+from local.fargate import start_in_session
 from local.runtime import node_package
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "bridge" / "Dockerfile"
-DEFAULT_CACHE = REPO / ".cache" / "image"
+KEEP_BUILDS = 3
+"""Bridge images of earlier inputs kept (other checkouts of the repository may be testing them)."""
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 NPM_MAJOR = "11"
@@ -63,9 +66,13 @@ class ImageError(Exception):
 
 
 def cache_folder() -> Path:
-    """Where buildah's storage and the build contexts live (IMAGE_CACHE, else .cache/image)."""
+    """Where buildah's storage and the build contexts live: IMAGE_CACHE, else the user's cache folder
+    (outside the checkout, so a fresh clone, CI's, finds the bases and images already built)."""
     configured = os.environ.get("IMAGE_CACHE", "").strip()
-    return Path(configured).resolve() if configured else DEFAULT_CACHE
+    if configured:
+        return Path(configured).resolve()
+    user_cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(user_cache) / "serverless-openclaw" / "image"
 
 
 def buildah_available() -> bool:
@@ -140,11 +147,13 @@ class Buildah:
             args += ["--build-arg", f"{name}={value}"]
         self.run(*args, "-f", str(containerfile), "-t", tag, str(context))
 
-    def prune(self, repository: str, keep: str) -> None:
+    def prune(self, repository: str, keep: str, *, also_keep: int = 0) -> None:
         """Remove the other tags of one repository (earlier builds whose inputs changed), and their run
-        containers."""
+        containers, but the `also_keep` newest of them."""
         listed = self.run("images", "--format", "{{.Name}}:{{.Tag}}", quiet=True)
-        stale = [name for name in listed.split() if name.startswith(repository + ":") and name != keep]
+        # `buildah images` lists the newest first.
+        others = [name for name in listed.split() if name.startswith(repository + ":") and name != keep]
+        stale = others[also_keep:]
         if stale:
             containers = [run_container(name) for name in stale]
             subprocess.run(self.argv("rm", *containers), capture_output=True, check=False)
@@ -305,7 +314,7 @@ class ImageBuilder:
             build_args={"NODE_IMAGE": node, "PYTHON_IMAGE": python},
             jobs=2,  # the OpenClaw and Python stages are independent: their downloads overlap
         )
-        self.buildah.prune(name.split(":")[0], name)
+        self.buildah.prune(name.split(":")[0], name, also_keep=KEEP_BUILDS - 1)
         self.say(f"==> bridge image built in {time.monotonic() - started:.0f} s")
         return name
 
@@ -314,7 +323,8 @@ class ImageBuilder:
         mirror = apt_mirror()
         arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False)
         architecture = arch.stdout.strip() or platform.machine()
-        name = f"{NAME_PREFIX}-debian:{SUITE}-{digest(SUITE, 'minbase', mirror, architecture)}"
+        key = digest(SUITE, "minbase", "without apt's caches", mirror, architecture)
+        name = f"{NAME_PREFIX}-debian:{SUITE}-{key}"
         if self.buildah.has_image(name):
             self.say(f"==> [1/4] Debian {SUITE} base {name} is up to date")
             return name
@@ -351,6 +361,9 @@ class ImageBuilder:
                 f"debootstrap {SUITE} from {mirror} failed (exit {done.returncode}); it needs root and the "
                 f"mirror (set DEBIAN_MIRROR to another):\n{done.stdout[-2000:]}"
             )
+        # As Debian's own images: no downloaded packages, no package lists (an image runs apt-get update).
+        for cached in [*rootfs.glob("var/cache/apt/archives/*.deb"), *rootfs.glob("var/lib/apt/lists/*_*")]:
+            cached.unlink()
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
@@ -399,12 +412,7 @@ class ImageBuilder:
             raise ImageError(
                 f"`npm install {package}@{version}` failed (exit {fetched.returncode}); see above"
             )
-        (context / "host-ca.crt").write_bytes(ca)
-        (context / "Containerfile").write_text(containerfile)
-        self.buildah.build(context, name, containerfile=context / "Containerfile", build_args={})
-        shutil.rmtree(context)
-        self.buildah.prune(name.split(":")[0], name)
-        return name
+        return self._build_base(context, name, containerfile, ca)
 
     def python_base(self, debian: str) -> str:
         """The Debian base + this machine's CPython 3.12 in /usr/local, as the official python image."""
@@ -457,6 +465,11 @@ class ImageBuilder:
             ignore=_standard_library_only,
             symlinks=True,
         )
+        return self._build_base(context, name, containerfile, ca)
+
+    def _build_base(self, context: Path, name: str, containerfile: str, ca: bytes) -> str:
+        """Build a stand-in base from its staged context (with this machine's CA bundle), then drop the
+        context and the base's earlier tags."""
         (context / "host-ca.crt").write_bytes(ca)
         (context / "Containerfile").write_text(containerfile)
         self.buildah.build(context, name, containerfile=context / "Containerfile", build_args={})
@@ -564,20 +577,8 @@ class ImageContainers:
         # its fixed throwaway credentials, no secret (the bridge reads those from SSM).
         variables = [f"--env={key}={value}" for key, value in environment.items()]
         run = self.buildah.argv("run", "--isolation", "chroot", *volumes, *variables, self.container)
-        return await asyncio.create_subprocess_exec(
-            "unshare",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            *run,
-            "--",
-            *self.entrypoint,
-            cwd=str(task.directory),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
+        command = ["unshare", "--pid", "--fork", "--kill-child", *run, "--", *self.entrypoint]
+        return await start_in_session(command, task, output)
 
     def entry_pid(self, task: Task) -> int | None:
         """The ENTRYPOINT's process: the task's descendant running exactly that command (ECS signals the
