@@ -85,7 +85,7 @@ image-tools: ## install Debian's buildah and debootstrap for the image unless th
 image: image-tools $(VENV)/.installed ## build bridge/Dockerfile with buildah (root; cached, rebuilt when an input changes)
 	@$(PY) -m local.image build
 
-image-test: image $(TEST_DEPS) ## build the bridge image and chat through the local stack with every agent inside it
+image-test: image $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(FRONTEND_DEPS) ## build the bridge image and chat through the local stack with every agent inside it
 	@echo "==> pytest tests/e2e/test_image.py"
 	@$(PY) -m pytest -p no:xdist tests/e2e/test_image.py
 

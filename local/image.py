@@ -315,7 +315,7 @@ class ImageBuilder:
             jobs=2,  # the OpenClaw and Python stages are independent: their downloads overlap
         )
         self.buildah.prune(name.split(":")[0], name, also_keep=KEEP_BUILDS - 1)
-        self.say(f"==> bridge image built in {time.monotonic() - started:.0f} s")
+        self.say(f"==> bridge image (and any base it needed) built in {time.monotonic() - started:.0f} s")
         return name
 
     def debian_base(self) -> str:
