@@ -34,7 +34,8 @@ export SAM_CLI_TELEMETRY := 0
 # Progress lines of the installers reach the terminal as they happen, also while make runs jobs in parallel.
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help venv openclaw openclaw-pin frontend chromium dev dev-reset invoke lint format test test-fast test-all build deploy destroy bench clean
+.PHONY: help venv openclaw openclaw-pin frontend chromium image-tools image image-test dev dev-reset invoke lint format \
+	test test-fast test-all build deploy destroy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -79,7 +80,25 @@ frontend: $(FRONTEND_DEPS) $(VENV)/.installed ## build the web chat into fronten
 chromium: ## install Debian's chromium for the browser tests unless one is on PATH
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 		echo "==> installing Debian's chromium for the browser tests"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			-o DPkg::Lock::Timeout=600 --no-install-recommends chromium; }
+
+# The bridge image, built here without Docker or a registry: Debian's buildah builds bridge/Dockerfile on
+# stand-in bases (debootstrap, Node from npm, this machine's CPython 3.12); cached by input hash in
+# ~/.cache/serverless-openclaw/image (IMAGE_CACHE moves it), outside the checkout so fresh clones reuse it.
+# `make test` builds it while lint runs.
+image-tools: ## install Debian's buildah and debootstrap for the image unless they are there
+	@command -v buildah >/dev/null 2>&1 && { command -v debootstrap || test -x /usr/sbin/debootstrap; } >/dev/null 2>&1 || { \
+		echo "==> installing Debian's buildah and debootstrap for the bridge image"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			-o DPkg::Lock::Timeout=600 buildah debootstrap; }
+
+image: image-tools $(VENV)/.installed ## build bridge/Dockerfile with buildah (root; cached, rebuilt when an input changes)
+	@$(PY) -m local.image build
+
+image-test: image $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(FRONTEND_DEPS) ## build the bridge image and chat through the local stack with every agent inside it
+	@echo "==> pytest tests/e2e/test_image.py"
+	@$(PY) -m pytest -p no:xdist tests/e2e/test_image.py
 
 dev: $(VENV)/.installed $(FRONTEND_DEPS) ## run the whole product on this machine: web chat, APIs, agent (Ctrl-C keeps state)
 	@$(PY) -m local up $(if $(PORT_BASE),--port-base $(PORT_BASE)) $(ARGS)
@@ -108,10 +127,11 @@ format: $(VENV)/.installed ## apply ruff's formatting and fixes
 	@$(VENV)/bin/ruff format .
 	@$(VENV)/bin/ruff check --fix .
 
-# Lint runs while OpenClaw, the page's libraries and Chromium download (whole lines, as they come), then
-# every tier of tests. `make test-fast` is the inner loop: no OpenClaw, no browser, no npm.
+# Lint runs while OpenClaw, the page's libraries and Chromium download and the bridge image builds (whole
+# lines, as they come), then every tier of tests, the image's end-to-end test (`make image-test`) among
+# them. `make test-fast` is the inner loop: no OpenClaw, no browser, no npm, no image.
 test: ## everything CI runs: lint, then every test (installing what the tests need meanwhile)
-	@$(MAKE) --no-print-directory --jobs=4 --output-sync=line lint $(TEST_DEPS)
+	@$(MAKE) --no-print-directory --jobs=4 --output-sync=line lint $(TEST_DEPS) image
 	@$(MAKE) --no-print-directory test-all
 
 test-fast: $(VENV)/.installed ## unit, template and bridge tests only (no OpenClaw, browser or npm): about a minute

@@ -69,6 +69,13 @@ def parser() -> argparse.ArgumentParser:
         "protocol-v4 stand-in to measure the stack's own share of a reply)",
     )
 
+    up.add_argument(
+        "--bridge-image",
+        metavar="IMAGE",
+        help="run each agent task's container inside this image with `buildah run` (its own entrypoint, "
+        "the host's loopback) instead of as a process; `python -m local.image build` builds it",
+    )
+
     reset = commands.add_parser("reset", help="delete the local state")
     reset.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
 
@@ -98,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 model=args.model,
                 parameters=dict(args.parameter),
                 gateway_command=tuple(args.gateway_command) if args.gateway_command else None,
+                bridge_image=args.bridge_image,
             )
         )
     if args.command == "reset":

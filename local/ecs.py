@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from local.ecs_task import Task
 from local.events import eventbridge_event, matches
-from local.fargate import Fargate, container_metadata, task_metadata
+from local.fargate import ContainerRuntime, Fargate, HostProcess, container_metadata, task_metadata
 from local.functions import FunctionError, FunctionHost
 from local.request_shapes import ServiceShapes, ShapeError
 from local.resolve import ACCOUNT, REGION, Resolver
@@ -74,6 +74,7 @@ class EcsStandIn:
         broken_environment: Callable[[Task], Mapping[str, str]],
         say: Callable[[str], None],
         credentials: Mapping[str, str],
+        runtime: ContainerRuntime | None = None,
     ) -> None:
         self.resolver = resolver
         self.verifier = SigV4Verifier(credentials, "ecs")
@@ -89,7 +90,7 @@ class EcsStandIn:
         self.fail_starts = 0
         self.spot_capacity_failures = 0
         self.events_delivered: list[dict[str, Any]] = []
-        self.fargate = Fargate(command, on_stopped=self._stopped, say=say)
+        self.fargate = Fargate(runtime or HostProcess(command), on_stopped=self._stopped, say=say)
         clusters = resources_of_type(resolver.template, "AWS::ECS::Cluster")
         definitions = resources_of_type(resolver.template, "AWS::ECS::TaskDefinition")
         if len(clusters) != 1 or len(definitions) != 1:

@@ -1,8 +1,10 @@
-"""What Fargate does for the ECS stand-in: run each task's container as a process, stop it, clean up.
+"""What Fargate does for the ECS stand-in: run each task's container, stop it, clean up.
 
 A task's container is the bridge image's entrypoint, run in a session of its own (OpenClaw, its child,
-goes with it) with a fresh working directory as its storage, deleted when the task stops, like Fargate's
-ephemeral storage: anything that should outlive a task must be in S3. A stop sends SIGTERM and, after the
+goes with it) with fresh storage, deleted when the task stops, like Fargate's ephemeral storage: anything
+that should outlive a task must be in S3. By default the entrypoint runs as a host process in a fresh
+working directory (`HostProcess`); `python -m local up --bridge-image NAME` runs it inside the built image
+with `buildah run` instead (local/image.py). A stop sends SIGTERM to the entrypoint and, after the
 container's `StopTimeout`, SIGKILL to everything the task started. The task metadata endpoint
 (`ECS_CONTAINER_METADATA_URI_V4`) is what the container reads about itself.
 """
@@ -21,7 +23,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 from local.ecs_task import Task
 from local.template import TemplateError
@@ -41,36 +43,93 @@ def image_entrypoint(dockerfile: Path) -> list[str]:
     return [str(part) for part in command]
 
 
+class ContainerRuntime(Protocol):
+    """How a task's container runs: its entrypoint as a host process, or inside the image (buildah)."""
+
+    async def start(
+        self, task: Task, environment: Mapping[str, str], output: IO[bytes]
+    ) -> asyncio.subprocess.Process:
+        """Start the container's entrypoint with the task's environment, its output to `output`."""
+        ...
+
+    def entry_pid(self, task: Task) -> int | None:
+        """The entrypoint's process (what a stop's SIGTERM goes to), None when it is not there (yet)."""
+        ...
+
+    async def remove(self, task: Task) -> None:
+        """The task has ended: delete its container and whatever of it is left."""
+        ...
+
+    def discard(self, task_id: str) -> None:
+        """Delete what is left of a task a killed local stack never saw end."""
+        ...
+
+
+async def start_in_session(
+    command: list[str], task: Task, output: IO[bytes], env: Mapping[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """A task's process: in the task's directory, in a session of its own, its output to `output`."""
+    return await asyncio.create_subprocess_exec(
+        *command,
+        env=dict(env) if env is not None else None,
+        cwd=str(task.directory),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=output,
+        stderr=output,
+        start_new_session=True,
+    )
+
+
+class HostProcess:
+    """The image's entrypoint as a process of this machine, with the image's ENV given by
+    `image_environment` (this machine's paths in place of the image's)."""
+
+    def __init__(
+        self, command: list[str], image_environment: Callable[[Task], Mapping[str, str]] | None = None
+    ) -> None:
+        self.command = command
+        self.image_environment = image_environment
+
+    async def start(
+        self, task: Task, environment: Mapping[str, str], output: IO[bytes]
+    ) -> asyncio.subprocess.Process:
+        """`command` in the task's directory, in a session of its own."""
+        image = self.image_environment(task) if self.image_environment else {}
+        return await start_in_session(self.command, task, output, env={**environment, **image})
+
+    def entry_pid(self, task: Task) -> int | None:
+        """The process itself."""
+        return task.pid
+
+    async def remove(self, task: Task) -> None:
+        """Nothing beyond the task's directory, which Fargate deletes."""
+
+    def discard(self, task_id: str) -> None:
+        """Likewise (the stack deletes a leftover task's directory)."""
+
+
 class Fargate:
-    """Runs tasks' containers as processes, stops them, and reports each end once the process is gone."""
+    """Runs tasks' containers, stops them, and reports each end once the container's process is gone."""
 
     def __init__(
         self,
-        command: list[str],
+        runtime: ContainerRuntime,
         *,
         on_stopped: Callable[[Task], Awaitable[None]],
         say: Callable[[str], None],
     ) -> None:
-        self.command = command
+        self.runtime = runtime
         self.on_stopped = on_stopped
         self.say = say
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def launch(self, task: Task, environment: Mapping[str, str]) -> None:
-        """Start the task's container process; the task is RUNNING once it is."""
+        """Start the task's container; the task is RUNNING once its process is."""
         task.directory.mkdir(parents=True, exist_ok=True)
         task.log_path.parent.mkdir(parents=True, exist_ok=True)
         task.last_status = "PENDING"
         with task.log_path.open("ab") as out:
-            process = await asyncio.create_subprocess_exec(
-                *self.command,
-                env=dict(environment),
-                cwd=str(task.directory),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
+            process = await self.runtime.start(task, environment, out)
         task.process = process
         task.started_at = time.time()
         task.last_status = "RUNNING"
@@ -82,12 +141,12 @@ class Fargate:
         self._follow(self._watch(task, process))
 
     def stop(self, task: Task, timeout: float) -> None:
-        """SIGTERM the task's process; SIGKILL it if it is still there after `timeout` seconds."""
+        """SIGTERM the container's entrypoint; SIGKILL the task if it is still there after `timeout` s."""
         process = task.process
         if process is None or process.returncode is not None:
             return
         with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+            os.kill(self.runtime.entry_pid(task) or process.pid, signal.SIGTERM)
         self._follow(self._kill_after(task, process, timeout))
 
     async def settled(self) -> None:
@@ -113,6 +172,7 @@ class Fargate:
         returncode = await process.wait()
         # The container is gone: so is everything it started (OpenClaw runs in its own process group).
         kill_leftovers(task.directory, process.pid)
+        await self.runtime.remove(task)
         task.exited(returncode, time.time())
         shutil.rmtree(task.directory, ignore_errors=True)
         for reservation in task.ports:

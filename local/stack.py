@@ -37,10 +37,11 @@ from local.console import Console, banner, configure_logging
 from local.ecs import EcsStandIn
 from local.ecs_task import Task
 from local.events import Schedules
-from local.fargate import image_entrypoint, kill_leftovers
+from local.fargate import ContainerRuntime, HostProcess, image_entrypoint, kill_leftovers
 from local.functions import FunctionHost
 from local.http_api import HttpApi
 from local.http_server import server_config
+from local.image import Buildah, ImageContainers, ImageError, cache_folder
 from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver
@@ -80,6 +81,8 @@ class Options:
     runtime_dir: Path | None = None
     gateway_command: tuple[str, str] | None = None
     """(program, entry) run instead of the pinned OpenClaw: for benchmarks that isolate our own share."""
+    bridge_image: str | None = None
+    """Run each task's container inside this image (`python -m local.image build`) with buildah."""
 
 
 @dataclass(frozen=True)
@@ -302,6 +305,7 @@ class LocalStack:
             broken_environment=lambda task: {"DATA_BUCKET": f"{self.aws.bucket}-missing"},
             say=self.say,
             credentials=LOCAL_CREDENTIALS,
+            runtime=self.container_runtime,
         )
         self.ecs.port = self.sockets["ecs"].getsockname()[1]
         return self._reap_stale_tasks()
@@ -323,30 +327,45 @@ class LocalStack:
         except RuntimeInstallError as exc:
             raise StackError(str(exc)) from None
 
-    def _task_environment(self, task: Task) -> dict[str, str]:
-        """What the bridge process gets: task definition + overrides + image + Fargate + local endpoints."""
-        env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ") if name in os.environ}
-        env.update(self.ecs.container_environment())
-        for container in task.overrides.get("containerOverrides") or []:
-            for pair in container.get("environment") or []:
-                env[str(pair["name"])] = str(pair.get("value", ""))
+    @property
+    def container_runtime(self) -> ContainerRuntime:
+        """Where tasks' containers run: inside the built image (--bridge-image), else as host processes."""
+        if self.options.bridge_image is None:
+            return HostProcess(image_entrypoint(REPO / "bridge" / "Dockerfile"), self._image_environment_here)
+        try:
+            return ImageContainers(Buildah(cache_folder()), self.options.bridge_image)
+        except ImageError as exc:
+            raise StackError(f"--bridge-image {self.options.bridge_image}: {exc}") from None
+
+    def _image_environment_here(self, task: Task) -> dict[str, str]:
+        """The image's ENV (bridge/Dockerfile) with this machine's paths, for a task run as a process."""
         state_root = task.directory / "data"
         state_root.mkdir(parents=True, exist_ok=True)
-        metadata = f"{self.ecs.url}/v4/{task.task_id}"
+        env = {name: os.environ[name] for name in ("PATH", "LANG", "LC_ALL", "TZ") if name in os.environ}
+        gateway = self.options.gateway_command or (str(self.runtime.node), str(self.runtime.entry))
         env.update(
             {
-                # The image's ENV (bridge/Dockerfile), with this machine's paths.
                 "PYTHONPATH": os.pathsep.join([str(REPO / "bridge"), str(REPO / "layers" / "shared")]),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "HOME": str(task.directory / "home"),
                 "STATE_ROOT": str(state_root),
-                "OPENCLAW_NODE": self.options.gateway_command[0]
-                if self.options.gateway_command
-                else str(self.runtime.node),
-                "OPENCLAW_ENTRY": self.options.gateway_command[1]
-                if self.options.gateway_command
-                else str(self.runtime.entry),
+                "OPENCLAW_NODE": gateway[0],
+                "OPENCLAW_ENTRY": gateway[1],
+            }
+        )
+        return env
+
+    def _task_environment(self, task: Task) -> dict[str, str]:
+        """What the task's container gets on top of its image's ENV: task definition + overrides +
+        Fargate + local endpoints."""
+        env = self.ecs.container_environment()
+        for container in task.overrides.get("containerOverrides") or []:
+            for pair in container.get("environment") or []:
+                env[str(pair["name"])] = str(pair.get("value", ""))
+        metadata = f"{self.ecs.url}/v4/{task.task_id}"
+        env.update(
+            {
                 # What Fargate adds. Each task has its own network namespace there; here, free ports.
                 "ECS_CONTAINER_METADATA_URI_V4": metadata,
                 "ECS_CONTAINER_METADATA_URI": metadata,
@@ -377,6 +396,7 @@ class LocalStack:
         for leftover in tasks_dir.iterdir():
             if leftover.is_dir():
                 kill_leftovers(leftover)  # the same teardown a stopping task gets
+                self.ecs.fargate.runtime.discard(leftover.name)
                 shutil.rmtree(leftover, ignore_errors=True)
                 lost.append(leftover.name)
         if lost:

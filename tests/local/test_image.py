@@ -1,0 +1,119 @@
+"""How the bridge image's build finds its inputs: apt's mirror, the build context, the interpreter.
+
+The build itself and a run inside the image are tests/e2e/test_image.py (`make image-test`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from local.image import (
+    DOCKERFILE,
+    ImageError,
+    apt_mirror,
+    bridge_inputs_digest,
+    build_context_files,
+    node_version,
+    python312_prefix,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_debootstrap_uses_the_mirror_apt_uses_in_either_sources_format(tmp_path: Path) -> None:
+    # Given one machine with a deb822 sources file (security first) and one with a classic sources.list
+    deb822 = tmp_path / "deb822" / "sources.list.d"
+    deb822.mkdir(parents=True)
+    (deb822 / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian/\nSuites: bookworm bookworm-updates\n"
+    )
+    classic = tmp_path / "classic"
+    (classic / "sources.list.d").mkdir(parents=True)
+    (classic / "sources.list").write_text(
+        "# a comment\ndeb http://ppa.example/ubuntu jammy main\n"
+        "deb http://other.example/debian bookworm main\n"
+    )
+    empty = tmp_path / "empty"
+    (empty / "sources.list.d").mkdir(parents=True)
+
+    # When the mirror is looked up, Then it is Debian's main archive of each
+    assert apt_mirror([deb822.parent]) == "http://mirror.example/debian"
+    assert apt_mirror([classic]) == "http://other.example/debian"
+    # And without any, Debian's own
+    assert apt_mirror([empty]) == "http://deb.debian.org/debian"
+
+
+def test_the_build_context_is_what_dockerignore_lets_in_and_the_dockerfile_copies() -> None:
+    # When the repository's build context is listed
+    files = {str(path.relative_to(REPO)) for path in build_context_files(REPO)}
+
+    # Then it holds the bridge, the shared package and their requirements, and nothing else
+    assert {"bridge/requirements.txt", "layers/shared/requirements.txt", "bridge/bridge/__main__.py"} <= files
+    assert any(name.startswith("layers/shared/serverless_openclaw/") for name in files)
+    assert all(
+        name in ("bridge/requirements.txt", "layers/shared/requirements.txt")
+        or name.startswith(("bridge/bridge/", "layers/shared/serverless_openclaw/"))
+        for name in files
+    ), sorted(files)
+    assert not any("__pycache__" in name for name in files)
+
+
+def _repo(root: Path) -> Path:
+    (root / "bridge" / "app").mkdir(parents=True)
+    (root / "bridge" / "Dockerfile").write_text("FROM scratch\nCOPY bridge/app /app\n")
+    (root / ".dockerignore").write_text("*\n!bridge/app/\n")
+    (root / "bridge" / "app" / "main.py").write_text("print('v1')\n")
+    (root / "README.md").write_text("docs\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    return root
+
+
+def test_the_image_is_rebuilt_when_a_file_of_its_context_changes_and_only_then(tmp_path: Path) -> None:
+    # Given a repository and the tag its bridge image gets
+    repo = _repo(tmp_path)
+    before = bridge_inputs_digest(repo, "node-base:1", "python-base:1")
+
+    # When a file outside the build context changes, Then the tag stays
+    (repo / "README.md").write_text("more docs\n")
+    assert bridge_inputs_digest(repo, "node-base:1", "python-base:1") == before
+
+    # When a file the image copies changes, or a base, Then the tag changes
+    (repo / "bridge" / "app" / "main.py").write_text("print('v2')\n")
+    changed = bridge_inputs_digest(repo, "node-base:1", "python-base:1")
+    assert changed != before
+    assert bridge_inputs_digest(repo, "node-base:2", "python-base:1") != changed
+
+
+def test_the_node_base_carries_the_node_the_dockerfile_names(tmp_path: Path) -> None:
+    # Given the repository's Dockerfile, and one naming an image that is no node:X.Y.Z
+    other = tmp_path / "Dockerfile"
+    other.write_text("ARG NODE_IMAGE=node:lts\n")
+
+    # Then the version is read from the first, and the second is refused with the reason
+    assert node_version(DOCKERFILE).split(".")[0] == "24"
+    with pytest.raises(ImageError, match="node:X.Y.Z"):
+        node_version(other)
+
+
+def test_without_a_shared_library_python_3_12_the_build_says_how_to_get_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given neither PYTHON312_PREFIX nor pyenv has a shared-library 3.12 (a static build is there)
+    static = tmp_path / "versions" / "3.12.4"
+    (static / "bin").mkdir(parents=True)
+    (static / "bin" / "python3.12").write_text("")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path))
+    monkeypatch.delenv("PYTHON312_PREFIX", raising=False)
+
+    # When the Python base looks for its interpreter, Then it fails saying how to build one
+    with pytest.raises(ImageError, match="--enable-shared pyenv install 3.12"):
+        python312_prefix()
+
+    # And a shared-library build is found
+    (static / "lib").mkdir()
+    (static / "lib" / "libpython3.12.so.1.0").write_text("")
+    assert python312_prefix() == static
