@@ -51,12 +51,19 @@ def test_the_build_context_is_what_dockerignore_lets_in_and_the_dockerfile_copie
     # When the repository's build context is listed
     files = {str(path.relative_to(REPO)) for path in build_context_files(REPO)}
 
-    # Then it holds the bridge, the shared package and their requirements, and nothing else
-    assert {"bridge/requirements.txt", "layers/shared/requirements.txt", "bridge/bridge/__main__.py"} <= files
+    # Then it holds the bridge, the shared package, their requirements and the locked OpenClaw project, and
+    # nothing else
+    single = {
+        "bridge/requirements.txt",
+        "layers/shared/requirements.txt",
+        "bridge/openclaw/package.json",
+        "bridge/openclaw/package-lock.json",
+        "bridge/openclaw/trim.sh",
+    }
+    assert single | {"bridge/bridge/__main__.py"} <= files
     assert any(name.startswith("layers/shared/serverless_openclaw/") for name in files)
     assert all(
-        name in ("bridge/requirements.txt", "layers/shared/requirements.txt")
-        or name.startswith(("bridge/bridge/", "layers/shared/serverless_openclaw/"))
+        name in single or name.startswith(("bridge/bridge/", "layers/shared/serverless_openclaw/"))
         for name in files
     ), sorted(files)
     assert not any("__pycache__" in name for name in files)
