@@ -32,8 +32,8 @@ os.environ.update({"LOG_LEVEL": "WARNING", "AWS_DEFAULT_REGION": "us-east-1"})
 from local.ecs_task import Task  # noqa: E402
 from local.image import Buildah, ImageContainers, ImageError, cache_folder, ensure_image  # noqa: E402
 from local.offline_model import serve  # noqa: E402
+from local.runtime import runtime  # noqa: E402
 from serverless_openclaw.config import Tables  # noqa: E402
-from tests.contract.conftest import require_runtime  # noqa: E402
 from tests.contract.harness import (  # noqa: E402
     AgentSocket,
     ManagementServer,
@@ -215,7 +215,9 @@ async def starts(image: str, buildah: Buildah, work: Path) -> None:
 
 def main() -> int:
     """Print the figures."""
-    require_runtime()
+    if not runtime().installed:
+        print("  the pinned OpenClaw runtime is not installed: run `make openclaw` first")
+        return 1
     started = time.monotonic()
     try:
         image = ensure_image(say=lambda line: print(f"  {line}"))
