@@ -114,7 +114,7 @@ export class SettingsDialog {
       telegramCode.hidden = true;
       clearInterval(this.countdown);
     } else {
-      telegramStatus.textContent = "Not linked. Get a code and send it to your bot to chat from Telegram.";
+      telegramStatus.textContent = "Not linked. Get a link code and send it to your bot to chat from Telegram.";
       if (link.pendingCode?.code) this.#showCode(link.pendingCode);
     }
     // The button keeps one name ("Get a link code"): the bot's refusal tells strangers to press it by name.
