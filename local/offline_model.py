@@ -10,6 +10,7 @@ real tool calls the OpenClaw gateway offers (write, ls, read), so the agent real
 - "fail with 500"                           → HTTP 500
 - "say N words"                             → N words
 - "write N paragraphs"                      → N numbered paragraphs of about 450 characters each
+- "wide markdown demo"                      → a long code line, a wide table and a long link (phones)
 - "markdown demo"                           → a heading, a list, a table, a code block and a link
 - anything else                             → an echo explaining that no API key is configured
 
@@ -59,6 +60,17 @@ MARKDOWN_DEMO: Final = (
     "- a [link to OpenClaw](https://docs.openclaw.ai)\n\n",
     "| provider | offline |\n|---|---|\n| this model | yes |\n\n",
     '```python\nprint("hello from the offline model")\n```\n',
+)
+_WIDE_MARKDOWN = re.compile(r"\bwide markdown demo\b", re.I)
+# Wider than any phone: a code line and a table that must scroll inside their message, a link that must wrap.
+_WIDE_COLUMNS: Final = 10
+WIDE_MARKDOWN_DEMO: Final = (
+    "## Wider than a phone\n\n",
+    "```python\nresult = combine(" + ", ".join(f"argument_number_{i}" for i in range(1, 13)) + ")\n```\n\n",
+    "| " + " | ".join(f"column {i}" for i in range(1, _WIDE_COLUMNS + 1)) + " |\n",
+    "|" + "---|" * _WIDE_COLUMNS + "\n",
+    "| " + " | ".join(f"value-of-column-{i}" for i in range(1, _WIDE_COLUMNS + 1)) + " |\n\n",
+    "See https://docs.openclaw.ai/" + "averylongpathsegment" * 12 + " for more.\n",
 )
 _SAY = re.compile(r"\bsay (?P<n>\d+) words\b", re.I)
 _PARAGRAPHS = re.compile(r"\bwrite (?P<n>\d+) paragraphs\b", re.I)
@@ -156,6 +168,8 @@ def _answer(text: str, tools: dict[str, set[str]]) -> Reply:
     if match := _PARAGRAPHS.search(text):
         paragraphs = _series(match["n"], MAX_PARAGRAPHS, lambda i: f"Paragraph {i}. {_FILLER}", "\n\n")
         return Reply(pieces=(PREFIX.strip() + "\n\n", *paragraphs))
+    if _WIDE_MARKDOWN.search(text):
+        return Reply(pieces=(PREFIX.strip() + "\n\n", *WIDE_MARKDOWN_DEMO))
     if _MARKDOWN.search(text):
         return Reply(pieces=(PREFIX.strip() + "\n\n", *MARKDOWN_DEMO))
     if match := _SHOW.search(text):

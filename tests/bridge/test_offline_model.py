@@ -312,6 +312,18 @@ def test_markdown_demo_shows_what_the_web_chat_renders(client: httpx.Client) -> 
         assert part in text
 
 
+def test_wide_markdown_demo_is_wider_than_a_phone_in_code_table_and_link(client: httpx.Client) -> None:
+    # Given / When
+    text = answer_text(ask(client, user("wide markdown demo please")))
+
+    # Then a labelled reply whose code line, table row and link are each far wider than 390 px of text
+    assert text.startswith("(offline model)\n\n## ")
+    code = text.split("```python\n")[1].split("\n```")[0]
+    row = next(line for line in text.splitlines() if line.startswith("| value-of-column-1 "))
+    link = next(word for word in text.split() if word.startswith("https://"))
+    assert len(code) > 150 and row.count("|") == 11 and len(link) > 150
+
+
 def test_write_n_paragraphs_replies_with_that_many_numbered_paragraphs() -> None:
     # Given / When
     reply = decide(request(user("write 3 paragraphs")))

@@ -11,7 +11,9 @@ import copy
 import importlib
 import itertools
 import json
+import re
 from dataclasses import replace
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -37,6 +39,7 @@ from tests.unit.test_http_api import ALICE, BOB, Api
 
 SECRET = "webhook-secret_0123456789-abcdefghij"
 TOKEN = "123456789:AAbbCCddEEffGGhhIIjjKKllMMnnOOppQQ"
+WEB_CHAT = Path(__file__).resolve().parents[2] / "frontend"
 STRANGER = 777
 ADA = 424242  # the sender in events/telegram_webhook_message.json
 ALLOWED = 555
@@ -305,6 +308,23 @@ def test_a_stranger_asking_for_help_is_told_how_to_link(tg: Telegram, telegram: 
     tg.say(STRANGER, "/start")
     tg.say(STRANGER, "/status")  # not theirs to ask: the refusal is not repeated within the hour
     assert len(telegram.chat(STRANGER)) == 1 and "/link CODE" in telegram.chat(STRANGER)[0]
+
+
+def test_the_refusal_names_the_web_chats_link_button_as_the_page_labels_it(
+    tg: Telegram, telegram: RecordingBot
+) -> None:
+    # Given the web chat's button that makes a link code, labelled in the page and never renamed by script
+    page = (WEB_CHAT / "index.html").read_text()
+    found = re.search(r'<button id="telegram-link"[^>]*>([^<]+)</button>', page)
+    assert found is not None
+    label = found[1]
+    assert "telegramLink.textContent" not in (WEB_CHAT / "assets" / "app" / "settings.js").read_text()
+
+    # When a stranger writes to the bot
+    tg.say(STRANGER, "hello?")
+
+    # Then the refusal tells them to press that very button, by its name
+    assert f'"{label}"' in telegram.chat(STRANGER)[0]
 
 
 # ---------------------------------------------------------------------------------------- messages

@@ -29,6 +29,7 @@ export class ChatView {
     this.loadingHistory = false;
     this.renderQueued = new Set();
     this.listing = null; // a conversation listing in flight
+    this.agentRunning = false; // from the status frames: a reply can be stopped only on a running agent
     this.el = {
       list: byId("conversation-list"),
       more: byId("conversations-more"),
@@ -81,6 +82,14 @@ export class ChatView {
       if (id !== this.currentId) this.open(id, { fromHash: true });
     });
     this.socket.addEventListener("frame", (event) => this.#onFrame(event.detail));
+    // "Stop this reply" applies only on a running agent: while it starts there is no reply to stop yet,
+    // and the server ignores the request (the top bar's "Stop the agent" is what applies then).
+    this.socket.addEventListener("frame", ({ detail: frame }) => {
+      if (frame.type === "status" || (frame.type === "ack" && frame.status)) {
+        this.agentRunning = frame.status === "running";
+        this.#updateStop();
+      }
+    });
     this.socket.addEventListener("state", (event) => {
       const { state, reconnected } = event.detail;
       if (state === "open" && reconnected) this.refresh();
@@ -153,7 +162,7 @@ export class ChatView {
     const conversation = conversationId ? this.conversations.get(conversationId) : null;
     if (conversation) conversation.unread = false;
     this.el.title.textContent = conversation?.title || (conversationId ? "Conversation" : "New conversation");
-    document.title = `${this.el.title.textContent} · OpenClaw`;
+    document.title = `${this.el.title.textContent} · Serverless OpenClaw`;
     if (!fromHash) {
       const hash = conversationId ? `#c=${encodeURIComponent(conversationId)}` : "";
       if (location.hash !== hash) history.replaceState(null, "", hash || location.pathname);
@@ -420,6 +429,7 @@ export class ChatView {
   #running() {
     const messages = [...this.messages.values()];
     if (messages.some((m) => m.status === "streaming")) return true;
+    if (!this.agentRunning) return false;
     // A sent message with no reply after it yet: its run may be starting.
     const lastUser = messages.filter((m) => m.role === "user" && m.status === "sent").pop();
     if (!lastUser) return false;
@@ -431,7 +441,7 @@ export class ChatView {
     this.el.stop.hidden = !running;
     if (!running) {
       this.el.stop.disabled = false;
-      this.el.stop.textContent = "Stop";
+      this.el.stop.textContent = "Stop this reply";
     }
   }
 

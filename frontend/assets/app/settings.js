@@ -107,24 +107,26 @@ export class SettingsDialog {
   }
 
   #showLink(link) {
-    const { telegramStatus, telegramUnlink, telegramLink, telegramCode } = this.el;
+    const { telegramStatus, telegramUnlink, telegramCode } = this.el;
     if (link.linked) {
       const who = link.username ? `@${link.username}` : link.firstName || `user ${link.telegramUserId}`;
-      telegramStatus.textContent = `Linked to Telegram ${who}.`;
+      telegramStatus.textContent = `Linked to Telegram ${who}. To link another account instead, get a link code and send it from there.`;
       telegramCode.hidden = true;
       clearInterval(this.countdown);
     } else {
-      telegramStatus.textContent = "Not linked. Get a code and send it to your bot to chat from Telegram.";
+      telegramStatus.textContent = "Not linked. Get a link code and send it to your bot to chat from Telegram.";
       if (link.pendingCode?.code) this.#showCode(link.pendingCode);
     }
+    // The button keeps one name ("Get a link code"): the bot's refusal tells strangers to press it by name.
     telegramUnlink.hidden = !link.linked;
-    telegramLink.textContent = link.linked ? "Link another Telegram account" : "Get a link code";
   }
 
   async linkCode() {
     this.el.telegramLink.disabled = true;
     try {
       this.#showCode(await this.api.telegramLinkCode());
+      // Asked for just now: bring it into view (the dialog's body may be scrolled, the screen short).
+      this.el.telegramCode.scrollIntoView({ block: "nearest" });
     } catch (error) {
       this.el.telegramStatus.textContent = `Could not create a code: ${error.message}`;
     } finally {

@@ -59,8 +59,8 @@ HELP = (
 )
 HOW_TO_LINK = (
     "Hello! This bot is a private AI agent, and this Telegram account is not linked to it yet.\n\n"
-    'If it is yours: sign in to the web chat, open Settings, choose "Link Telegram", and send me the '
-    f"code it shows: /link CODE (the code has {CODE_LENGTH} characters and works for "
+    'If it is yours: sign in to the web chat, open Settings, press "Get a link code" under Telegram, and '
+    f"send me what it shows: /link CODE (the code has {CODE_LENGTH} characters and works for "
     f"{CODE_TTL_SECONDS // 60} minutes)."
 )
 

@@ -7,6 +7,8 @@ No browser is downloaded: Playwright's driver comes with its PyPI package and la
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,7 +57,10 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
 @pytest.fixture
 def new_user(shared_stack: LocalStackProcess, request: pytest.FixtureRequest) -> tuple[str, str]:
     """A fresh user of the shared stack (its own agent, history and settings)."""
-    name = request.node.name.replace("_", "-")[:40].strip("-")
+    # The test's name, cut to fit an email, with a digest of the whole name so that the cases of a
+    # parametrized test (the same first 40 characters) are different users.
+    whole = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+    name = f"{whole[:40].strip('-')}-{hashlib.sha256(whole.encode()).hexdigest()[:6]}"
     username, password = f"{name}@example.com", "Browser-test-1!"
     shared_stack.create_user(username, password)
     return username, password

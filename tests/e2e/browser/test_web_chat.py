@@ -120,7 +120,7 @@ def test_stop_aborts_a_running_reply(
     expect(streaming).to_contain_text(re.compile(r"\b5\b"), timeout=120_000)
 
     # When the stop button is pressed
-    tab.page.get_by_role("button", name="Stop", exact=True).click()
+    tab.page.get_by_role("button", name="Stop this reply").click()
 
     # Then the reply ends as stopped, far from its end, and stays so
     stopped = tab.page.locator("#message-list article.message.assistant.stopped")
@@ -128,7 +128,7 @@ def test_stop_aborts_a_running_reply(
     text = stopped.inner_text()
     tab.page.wait_for_timeout(1500)
     assert stopped.inner_text() == text and "2000" not in text
-    expect(tab.page.get_by_role("button", name="Stop", exact=True)).to_be_hidden()
+    expect(tab.page.get_by_role("button", name="Stop this reply")).to_be_hidden()
 
     # And the agent is free for the next message
     tab.send("say 3 words")
@@ -397,9 +397,9 @@ def test_history_pages_in_as_the_user_scrolls_up_and_the_agent_starts_and_stops_
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep")
     tab.page.get_by_role("button", name="Start agent").click()
 
-    # Then it starts and runs; and "Stop agent" puts it back to sleep
+    # Then it starts and runs; and "Stop the agent" puts it back to sleep
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Running", timeout=120_000)
-    tab.page.get_by_role("button", name="Stop agent").click()
+    tab.page.get_by_role("button", name="Stop the agent").click()
     expect(tab.page.locator("#agent-status")).to_have_text(re.compile("Stopping|Asleep"))
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep", timeout=120_000)
     assert tab.console_errors == []
