@@ -61,6 +61,9 @@ class _Field:
     names: dict[str, int] = field(default_factory=dict)
 
 
+_SPECIAL = re.compile(r"L|LW|\d+W|(?:\d+|[A-Z]{3})L|.*#.*")
+"""AWS's last (`L`, `6L`), weekday (`15W`, `LW`) and nth (`6#3`) forms; not a name such as WED."""
+
 _FIELDS = (
     _Field("minutes", 0, 59),
     _Field("hours", 0, 23),
@@ -117,7 +120,7 @@ def parse_cron(fields: str) -> Cron:
 def _values(text: str, spec: _Field) -> frozenset[int]:
     found: set[int] = set()
     for item in text.split(","):
-        if re.search(r"[LW#]", item.upper()):
+        if _SPECIAL.fullmatch(item.strip().upper()):
             raise ExpressionError(
                 f"cron(): {spec.name} {item!r} uses L, W or #, which the local Scheduler does not evaluate; "
                 "write the days out (e.g. 1-5 or MON-FRI)"

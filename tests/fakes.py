@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from serverless_openclaw.aws.scheduler import Wanted
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.tasks import Launched, StartError
+from serverless_openclaw.wake_schedules import Wanted
 
 
 @dataclass
@@ -29,7 +29,7 @@ class Clock:
 
 @dataclass
 class FakeSchedules:
-    """Each user's wake schedules in memory; `failing` makes writes fail as a throttled Scheduler API would."""
+    """Each user's wake schedules in memory; `failing` makes writes fail like a throttled Scheduler API."""
 
     kept: dict[tuple[str, str], list[Wanted]] = field(default_factory=dict)
     failing: bool = False

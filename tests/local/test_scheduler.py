@@ -107,6 +107,13 @@ def _fires(schedule: Schedule, after: str, until: str) -> list[str]:
             "2027-01-04 09:30",
             ["2027-01-04 Mon 09:01", "2027-01-04 Mon 09:11", "2027-01-04 Mon 09:21"],
         ),
+        # Day names, WED and SAT among them (not AWS's W and L forms)
+        (
+            "0 8 ? * WED,SAT *",
+            "2027-01-04 00:00",
+            "2027-01-10 00:00",
+            ["2027-01-06 Wed 08:00", "2027-01-09 Sat 08:00"],
+        ),
         # Day-of-week numbers: 1 is Sunday, 7 Saturday
         (
             "0 9 ? * 1,7 *",
@@ -139,6 +146,8 @@ def test_cron_fires_when_the_guide_says(fields: str, after: str, until: str, exp
         ("0 10 L * ? *", "L, W or #"),
         ("0 10 3W * ? *", "L, W or #"),
         ("0 10 ? * 3#2 *", "L, W or #"),
+        ("0 10 ? * 6L *", "L, W or #"),
+        ("0 10 LW * ? *", "L, W or #"),
         ("0 24 * * ? *", "hours 24 is outside 0-23"),
         ("60 1 * * ? *", "minutes 60 is outside 0-59"),
         ("0 1 * FOO ? *", "not a value of that field"),

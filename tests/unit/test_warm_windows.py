@@ -15,11 +15,12 @@ import pytest
 
 from serverless_openclaw import prices, wake, warm_windows, watchdog
 from serverless_openclaw.aws.clients import client as aws_client
-from serverless_openclaw.aws.scheduler import WakeSchedules, Wanted, schedule_prefix
+from serverless_openclaw.aws.scheduler import WakeSchedules, schedule_prefix
 from serverless_openclaw.config import WakeSchedulesConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
 from serverless_openclaw.settings import InvalidSettings, validate
+from serverless_openclaw.wake_schedules import Wanted
 from tests.fakes import Clock, FakeLauncher, FakeSchedules
 from tests.unit.conftest_agents import USER, running
 from tests.unit.test_http_api import ALICE, Api

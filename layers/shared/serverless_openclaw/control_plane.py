@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from serverless_openclaw.aws.ecs import EcsLauncher
 from serverless_openclaw.aws.pusher import ConnectionPusher
-from serverless_openclaw.aws.scheduler import Wanted
 from serverless_openclaw.config import ControlPlaneConfig, TelegramConfig
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.store.connections import ConnectionStore
@@ -20,6 +19,7 @@ from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
 from serverless_openclaw.tasks import Launched
+from serverless_openclaw.wake_schedules import Wanted
 
 if TYPE_CHECKING:
     from serverless_openclaw.store.telegram_links import TelegramLinkStore

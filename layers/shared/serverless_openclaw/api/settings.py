@@ -11,9 +11,9 @@ from serverless_openclaw import settings as user_settings
 from serverless_openclaw import wake, warm_windows
 from serverless_openclaw.api.errors import SchedulesNotWritten
 from serverless_openclaw.api.request import caller_id, control_plane, json_object
-from serverless_openclaw.aws.scheduler import Wanted
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import count, logger
+from serverless_openclaw.wake_schedules import Wanted
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves Router.__init__ unannotated
 

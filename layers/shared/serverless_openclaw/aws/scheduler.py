@@ -11,24 +11,16 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.config import WakeSchedulesConfig
+from serverless_openclaw.wake_schedules import Wanted
 
 _SAFE_USER = re.compile(r"[0-9A-Za-z_.-]{1,40}")
 """Schedule names are at most 64 of [0-9A-Za-z_.-]; a Cognito sub (36) fits as it is."""
-
-
-@dataclass(frozen=True, slots=True)
-class Wanted:
-    """One schedule a user should have: when it fires, on whose clocks."""
-
-    expression: str
-    timezone: str
 
 
 def schedule_prefix(user_id: str, reason: str) -> str:
