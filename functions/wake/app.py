@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -27,4 +26,4 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         logger.error("wake event refused", reason=str(exc))
         count("WakeRefused")
         return {"result": "refused", "error": str(exc)}
-    return asdict(wake(plane, parsed))
+    return wake(plane, parsed).as_dict()

@@ -16,7 +16,7 @@ from serverless_openclaw import lifecycle, protocol, warm_windows
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import MessageAction
 from serverless_openclaw.observability import count, logger
-from serverless_openclaw.routing import start_agent
+from serverless_openclaw.routing import StartOutcome, start_agent
 
 WINDOW = "window"
 """A warm window opens (warm_windows.py)."""
@@ -38,12 +38,20 @@ class WakeEvent:
 
 @dataclass(frozen=True, slots=True)
 class WakeResult:
-    """What a wake did: `result` is started, already (an agent is there or on its way), not_due or failed."""
+    """What a wake did: `result` is started, already (an agent is there or on its way), not_due or failed;
+    `outcome` is the start's, as the user's tabs see it."""
 
     result: str
-    status: str
-    task_arn: str | None = None
-    error: str | None = None
+    outcome: StartOutcome
+
+    def as_dict(self) -> dict[str, Any]:
+        """The wake function's answer (Scheduler ignores it; logs and `make invoke` show it)."""
+        return {
+            "result": self.result,
+            "status": self.outcome.status,
+            "taskArn": self.outcome.task_arn,
+            "error": self.outcome.error,
+        }
 
 
 def parse_event(event: Any) -> WakeEvent:
@@ -61,20 +69,19 @@ def parse_event(event: Any) -> WakeEvent:
 def wake(cp: ControlPlane, event: WakeEvent) -> WakeResult:
     """Start the user's agent unless one is running or starting, or the wake is no longer wanted."""
     now = cp.clock()
+    state = cp.task_state.get(event.user_id)
+    shown = lifecycle.client_status(state, now, cp.cfg.lifecycle)[0]
     if not _still_wanted(cp, event, now):
         logger.info("wake not due, ignored", user_id=event.user_id, reason=event.reason)
         count("WakeNotDue")
-        return WakeResult(result="not_due", status="idle")
-    state = cp.task_state.get(event.user_id)
+        return WakeResult("not_due", StartOutcome(started=False, status=shown))
     if lifecycle.action_for_message(state, now, cp.cfg.lifecycle) is not MessageAction.START:
-        return WakeResult(result="already", status=lifecycle.client_status(state, now, cp.cfg.lifecycle)[0])
+        return WakeResult("already", StartOutcome(started=False, status=shown))
     outcome = start_agent(cp, state, reason=event.reason)
     count("WakeStarted" if outcome.started else "WakeNotStarted")
     if outcome.error:
-        return WakeResult(result="failed", status=outcome.status, error=outcome.error)
-    return WakeResult(
-        result="started" if outcome.started else "already", status=outcome.status, task_arn=outcome.task_arn
-    )
+        return WakeResult("failed", outcome)
+    return WakeResult("started" if outcome.started else "already", outcome)
 
 
 def _still_wanted(cp: ControlPlane, event: WakeEvent, now: float) -> bool:
