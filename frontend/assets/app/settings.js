@@ -1,5 +1,6 @@
 // The settings dialog: model/provider, idle timeout and time zone (validated by the HTTP API, whose
-// reasons are shown beside the form), and linking a Telegram account with a one-time code.
+// reasons are shown beside the form), warm windows (warm_windows.js), and linking a Telegram account
+// with a one-time code.
 import { byId, replaceChildren, h } from "./dom.js";
 import { WarmWindowsEditor } from "./warm_windows.js";
 
