@@ -22,7 +22,7 @@ from serverless_openclaw.lifecycle import Capacity, Status
 from serverless_openclaw.settings import InvalidSettings, validate
 from serverless_openclaw.wake_schedules import Wanted
 from tests.fakes import Clock, FakeLauncher, FakeSchedules
-from tests.unit.conftest_agents import USER, running
+from tests.unit.conftest_agents import OTHER, USER, running
 from tests.unit.test_http_api import ALICE, Api
 
 MINUTE = 60.0
@@ -487,6 +487,30 @@ def test_outside_a_window_the_idle_timeout_applies_again(
     # Then the quiet agent is stopped for idleness
     assert [(a.user_id, a.action) for a in actions] == [(USER, "stop_idle")]
     assert launcher.stopped == [(task, "idle timeout")]
+
+
+def test_an_idle_agent_is_not_stopped_minutes_before_a_window_opens(
+    cp: ControlPlane, clock: Clock, launcher: FakeLauncher
+) -> None:
+    # Given two agents quiet since 08:00 (past the 15-minute timeout): one user's window opens at 08:45,
+    # the other's at 08:56
+    cp.settings.put(USER, {"warmWindows": [{"days": ["fri"], "start": "08:45", "end": "10:00"}]}, clock())
+    cp.settings.put(OTHER, {"warmWindows": [{"days": ["fri"], "start": "08:56", "end": "10:00"}]}, clock())
+    mine, other = running(cp), running(cp, OTHER)
+    passed = 0.0
+    while passed < 41 * MINUTE:
+        clock.advance(MINUTE)
+        passed += MINUTE
+        cp.task_state.heartbeat(USER, mine, False, cp.clock())
+        cp.task_state.heartbeat(OTHER, other, False, cp.clock())
+
+    # When the watchdog runs at 08:41
+    actions = watchdog.sweep(cp)
+
+    # Then the agent whose window opens in 4 minutes is kept (its start would otherwise find it Stopping
+    # and could not start another); the one whose window is a quarter of an hour away is stopped
+    assert [(a.user_id, a.action) for a in actions] == [(OTHER, "stop_idle")]
+    assert launcher.stopped == [(other, "idle timeout")]
 
 
 def test_changing_the_time_zone_moves_the_window_the_watchdog_honours(

@@ -87,5 +87,5 @@ def wake(cp: ControlPlane, event: WakeEvent) -> WakeResult:
 def _still_wanted(cp: ControlPlane, event: WakeEvent, now: float) -> bool:
     if event.reason == WINDOW:
         windows, zone = warm_windows.for_user(cp.settings.get_all(event.user_id))
-        return warm_windows.wake_due(windows, zone, now)
+        return warm_windows.open_or_opening(windows, zone, now)
     return True

@@ -24,9 +24,10 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 """Weekday names as the settings spell them, Monday first (datetime.weekday() order)."""
 MAX_WINDOWS = 7
 """At most this many windows per user (one schedule each)."""
-WAKE_GRACE_SECONDS = 300
-"""A window wake is honoured when a window covers now or starts within this many seconds (a scheduler fires
-at the minute; a clock a little behind must not make it refuse)."""
+OPENING_SECONDS = 300
+"""A window opening within this many seconds counts as open: a wake a little early (clocks disagree) is
+honoured, and the watchdog does not stop an idle agent a window is about to keep (its start would find
+the agent Stopping and could not start another)."""
 WEEKS_PER_MONTH = 365.25 / 7 / 12
 """An average month, for hours a month from hours a week."""
 
@@ -143,9 +144,9 @@ def covers(windows: Sequence[Window], zone: str, now: float) -> bool:
     return False
 
 
-def wake_due(windows: Sequence[Window], zone: str, now: float) -> bool:
-    """A window is open now or opens within WAKE_GRACE_SECONDS: a window wake at `now` is genuine."""
-    return covers(windows, zone, now) or covers(windows, zone, now + WAKE_GRACE_SECONDS)
+def open_or_opening(windows: Sequence[Window], zone: str, now: float) -> bool:
+    """A window is open at `now` or opens within OPENING_SECONDS."""
+    return covers(windows, zone, now) or covers(windows, zone, now + OPENING_SECONDS)
 
 
 def hours_per_week(windows: Sequence[Window]) -> float:

@@ -87,13 +87,13 @@ def _skip_malformed(item: Mapping[str, Any]) -> None:
 
 
 def _idle_rule(cp: ControlPlane, state: TaskState, now: float) -> tuple[int, bool]:
-    """The user's idle timeout, and whether one of their warm windows is open at `now`."""
+    """The user's idle timeout, and whether one of their warm windows is open (or about to open) at `now`."""
     default = cp.cfg.lifecycle.idle_timeout_minutes
     if state.status is not Status.RUNNING or state.busy:
         return default, False  # only a quiet Running agent is ever judged on its idle timeout
     stored = cp.settings.get_all(state.user_id)
     windows, zone = warm_windows.for_user(stored)
-    return user_settings.idle_timeout_for(stored, default), warm_windows.covers(windows, zone, now)
+    return user_settings.idle_timeout_for(stored, default), warm_windows.open_or_opening(windows, zone, now)
 
 
 def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] | None:
