@@ -196,6 +196,22 @@ class EmbeddedAws:
             if logical_id == "DataBucket":
                 self.bucket = name
         self._create_user_pool(resolver)
+        self._create_schedule_groups(resolver)
+
+    def _create_schedule_groups(self, resolver: Resolver) -> None:
+        """The template's EventBridge Scheduler groups (kept across restarts with their schedules)."""
+        scheduler = boto3.client(
+            "scheduler",
+            endpoint_url=self.url,
+            region_name=REGION,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        existing = {group["Name"] for group in scheduler.list_schedule_groups().get("ScheduleGroups", [])}
+        for logical_id in resolver.resources("AWS::Scheduler::ScheduleGroup"):
+            name = resolver.physical_id(logical_id)
+            if name not in existing:
+                scheduler.create_schedule_group(Name=name)
 
     def _create_user_pool(self, resolver: Resolver) -> None:
         pools = resolver.resources("AWS::Cognito::UserPool")
@@ -290,8 +306,8 @@ class EmbeddedAws:
     # ------------------------------------------------------------------------------------ snapshots
 
     def snapshot(self) -> bool:
-        """Save DynamoDB, S3 and Cognito atomically and start the journal afresh; nothing when the journal
-        is empty (the last snapshot is exact). False if it never got a consistent copy (the previous
+        """Save DynamoDB, S3, Cognito and Scheduler atomically and start the journal afresh; nothing when the
+        journal is empty (the last snapshot is exact). False if it never got a consistent copy (the previous
         snapshot and the journal stay)."""
         with self._snapshot_lock:
             if self.journal.empty and self.snapshot_path.exists():

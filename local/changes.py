@@ -228,6 +228,9 @@ def capture(request: Request) -> Capture | None:
         return _WholeService("cognito-idp")
     if service == "s3" and request.method not in ("GET", "HEAD", "OPTIONS"):
         return _s3_capture(request)
+    if service == "scheduler" and request.method not in ("GET", "HEAD", "OPTIONS"):
+        # Users' wake schedules: few and small, so the whole service is recorded.
+        return _WholeService("scheduler")
     return None
 
 

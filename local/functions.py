@@ -119,6 +119,14 @@ class FunctionHost:
             raise TemplateError(f"no function {logical_id!r} in the template (functions: {known})")
         return self.functions[logical_id]
 
+    def by_arn(self, arn: str) -> str:
+        """The logical id of the function with this ARN (what Scheduler and rules name as targets)."""
+        name = arn.rsplit(":", 1)[-1] if arn.startswith("arn:aws:lambda:") else ""
+        for logical_id, fn in self.functions.items():
+            if fn.name == name:
+                return logical_id
+        raise TemplateError(f"{arn!r} is not a function of this stack; the local stack invokes only its own")
+
     def load(self, logical_id: str) -> Handler:
         """The function's handler; the first call imports its module (its cold start) in its environment."""
         fn = self.get(logical_id)

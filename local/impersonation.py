@@ -9,6 +9,7 @@ none of them, so `invoke` puts its demo user where each kind of event carries th
   the kind that sends such a frame (a heartbeat comes from the agent's bridge, the rest from a browser).
 - Telegram webhook: the sender (`from.id`, and the chat of a private chat) becomes the Telegram account
   the demo user linked, and the secret header the stack's webhook secret.
+- A wake event (EventBridge Scheduler → the wake function): its `userId`.
 - ECS task state change: the task's user (its `USER_ID` override, and any tag naming that user) becomes
   the demo user and its cluster the stack's. The task stays the event's own: the demo user's running
   agent is never reported stopped.
@@ -95,6 +96,9 @@ def impersonate(event: dict[str, Any], user: DemoUser, records: UserRecords) -> 
             return _telegram(event, user, records)
     if event.get("detail-type") == "ECS Task State Change" and isinstance(event.get("detail"), dict):
         return _task_event(event, user, records)
+    if isinstance(event.get("userId"), str) and "reason" in event:
+        event["userId"] = user.user_id
+        return Impersonation(event, f"acting as {user}: the wake event's userId")
     return Impersonation(event, "acting as no one in particular: this event names no user")
 
 

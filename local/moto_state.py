@@ -21,7 +21,7 @@ from moto.s3.models import s3_backends
 from moto.s3.utils import _VersionedKeyStore
 from moto.utilities.utils import load_resource
 
-PERSISTED_SERVICES = ("dynamodb", "s3", "cognito-idp")
+PERSISTED_SERVICES = ("dynamodb", "s3", "cognito-idp", "scheduler")
 _TOKENS = {
     CognitoIdpUserPool: ("refresh_tokens", "access_tokens", "id_tokens"),
     CognitoIdpBackend: ("sessions",),

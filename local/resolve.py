@@ -104,6 +104,8 @@ class Resolver:
             return name or f"{self.stack_name}-{logical_id}".lower()
         if kind in ("AWS::ApiGatewayV2::Api", "AWS::Serverless::HttpApi", "AWS::Serverless::Api"):
             return api_id(logical_id)
+        if kind == "AWS::Scheduler::ScheduleGroup" and "Name" in properties:
+            return str(self.resolve(properties["Name"]))
         if kind == "AWS::ECS::TaskDefinition":
             family = self.resolve(properties.get("Family")) or f"{self.stack_name}-{logical_id}"
             return f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:1"

@@ -5,11 +5,13 @@ Reads `template.yaml` and stands in for every AWS service it uses, on loopback:
   web      the web chat (a build of `frontend/`), its runtime `config.json`, Cognito's SRP front
   http     the HTTP API (JWT authorizer, CORS, payload 2.0 events)
   ws       the WebSocket API and its `@connections` management API
-  aws      moto's server: DynamoDB, S3, SSM, Cognito, CloudWatch, … (state kept in `.local/`)
+  aws      moto's server: DynamoDB, S3, SSM, Cognito, Scheduler, CloudWatch, … (state kept in `.local/`)
   ecs      the ECS API and task metadata endpoint; each task is a real bridge + OpenClaw process
 
 The functions run in this process with the environment the template gives them; the watchdog runs on
-the template's schedule. Ctrl-C stops the agents gracefully (their final backup), then saves the state.
+the template's schedule, and the schedules kept in moto's EventBridge Scheduler fire their targets
+(local/scheduler.py; `/_local/scheduler` on the web port shows them and moves their clock forward).
+Ctrl-C stops the agents gracefully (their final backup), then saves the state.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import boto3
 import uvicorn
 
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
@@ -46,6 +49,7 @@ from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver
 from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.scheduler import SchedulerEmulation, control_app
 from local.signature import ACCESS_KEY_ID, LOCAL_CREDENTIALS, SECRET_ACCESS_KEY
 from local.state_directory import StateDirectory
 from local.telegram import TelegramSimulator
@@ -61,6 +65,8 @@ DEFAULT_PORT_BASE = 8080
 SNAPSHOT_SECONDS = 15.0
 COGNITO_PATH = "/_local/cognito"
 """Where the web server mounts the SRP-verifying Cognito front (local/cognito.py)."""
+SCHEDULER_PATH = "/_local/scheduler"
+"""Where the web server mounts the Scheduler's clock and overview (local/scheduler.py)."""
 SERVICES = ("web", "http", "ws", "aws", "ecs", "telegram")
 
 
@@ -217,6 +223,11 @@ class LocalStack:
         self.functions = FunctionHost(self.resolver, self.extra_env)
         await asyncio.to_thread(self.functions.load_all)
         lost = self._stand_in_for_the_apis_and_ecs()
+        self.scheduler = SchedulerEmulation(
+            boto3.client("scheduler", endpoint_url=self.aws.url, region_name=REGION),
+            self._invoke_target,
+            on_failure=lambda message: self.say(f"scheduler: {message}"),
+        )
         await self._serve_all()
         # What scripts/telegram_webhook.py does against Telegram: register the webhook with its secret.
         # Imported only now: the script imports the shared package, whose Powertools objects read their
@@ -242,6 +253,7 @@ class LocalStack:
             ),
         )
         self.background.extend(schedules.start())
+        self.background.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
         self.background.append(asyncio.create_task(self._snapshots(), name="snapshots"))
         endpoints = self.endpoints()
         self.state.write_endpoints(endpoints)
@@ -319,6 +331,10 @@ class LocalStack:
         for server in self.servers:
             while not server.started:
                 await asyncio.sleep(0.02)
+
+    async def _invoke_target(self, arn: str, event: Any) -> Any:
+        """What EventBridge Scheduler does with a Lambda target: invoke it with the target's Input."""
+        return await self.functions.ainvoke(self.functions.by_arn(arn), event)
 
     def _runtime(self) -> Runtime:
         root = self.options.runtime_dir
@@ -432,7 +448,10 @@ class LocalStack:
             raise StackError(str(exc)) from None
         headers = security_headers(self.resolver, ["'self'", self.http_url, self.ws_url])
         return web_app(
-            build.root, self.runtime_config, headers, mounts={COGNITO_PATH: cognito_app(self.aws.url)}
+            build.root,
+            self.runtime_config,
+            headers,
+            mounts={COGNITO_PATH: cognito_app(self.aws.url), SCHEDULER_PATH: control_app(self.scheduler)},
         )
 
     async def _snapshots(self) -> None:
@@ -461,6 +480,7 @@ class LocalStack:
             "telegramUrl": self.telegram_url,
             "telegramApiBase": self.telegram_url,
             "telegramWebhookUrl": f"{self.http_url}/telegram",
+            "schedulerUrl": f"{self.web_url}{SCHEDULER_PATH}",
             "stackName": self.options.stack_name,
             "tables": self.extra_tables(),
             "dataBucket": self.aws.bucket,

@@ -21,56 +21,40 @@ from typing import Any
 
 # Runnable as `python scripts/costs.py` from anywhere: the template reader lives in local/.
 _REPO = Path(__file__).resolve().parent.parent
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+for _path in (str(_REPO / "layers" / "shared"), str(_REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from local.template import load_template  # noqa: E402
-
-PRICES_AS_OF = "2025-06"
-"""When the list prices below were read off AWS's pricing pages (us-east-1)."""
-
-# --------------------------------------------------------------------------------------------------------
-# us-east-1 list prices (USD) as of PRICES_AS_OF
-# --------------------------------------------------------------------------------------------------------
-FARGATE_ARM_VCPU_HOUR = 0.03238
-"""Fargate, Linux/ARM (the task definition is ARM64), per vCPU-hour, on-demand."""
-FARGATE_ARM_GB_HOUR = 0.00356
-"""Fargate, Linux/ARM, per GB of memory per hour, on-demand."""
-FARGATE_SPOT_DISCOUNT = 0.70
-"""Fargate Spot's price moves with demand; about 70% below on-demand is what it has mostly been."""
-FARGATE_STORAGE_GB_HOUR = 0.000111
-"""Ephemeral storage above the 20 GB every task gets free, per GB-hour."""
-FARGATE_FREE_STORAGE_GB = 20
-PUBLIC_IPV4_HOUR = 0.005
-"""Every public IPv4 address, per hour: the task has one (public subnet, no NAT gateway)."""
-LAMBDA_ARM_GB_SECOND = 0.0000133334
-"""Lambda on arm64, per GB-second."""
-LAMBDA_REQUEST = 0.20 / 1_000_000
-DYNAMODB_WRITE_UNIT = 0.625 / 1_000_000
-"""On-demand write request unit."""
-DYNAMODB_READ_UNIT = 0.125 / 1_000_000
-"""On-demand read request unit."""
-DYNAMODB_GB_MONTH = 0.25
-DYNAMODB_PITR_GB_MONTH = 0.20
-"""Point-in-time recovery (every table has it on)."""
-S3_GB_MONTH = 0.023
-S3_PUT = 0.005 / 1000
-S3_GET = 0.0004 / 1000
-CLOUDFRONT_GB = 0.085
-"""Per GB out to viewers past the always-free 1 TB a month (a one-person chat never reaches it)."""
-CLOUDFRONT_FREE_GB = 1024
-HTTP_API_REQUEST = 1.00 / 1_000_000
-WEBSOCKET_MESSAGE = 1.00 / 1_000_000
-WEBSOCKET_CONNECTION_MINUTE = 0.25 / 1_000_000
-ALARM_MONTH = 0.10
-"""A standard-resolution CloudWatch alarm on one metric."""
-LOGS_INGEST_GB = 0.50
-LOGS_STORE_GB_MONTH = 0.03
-SSM_STANDARD_PARAMETER_MONTH = 0.0
-"""Standard-tier parameters (SecureStrings included, with the AWS-managed key) cost nothing to keep."""
-ECR_GB_MONTH = 0.10
-COGNITO_FREE_USERS = 10_000
-"""Monthly active users a user pool serves free (Lite and Essentials tiers)."""
+from serverless_openclaw.prices import (  # noqa: E402  (the one price table: docs/decisions.md)
+    ALARM_MONTH,
+    CLOUDFRONT_FREE_GB,
+    CLOUDFRONT_GB,
+    COGNITO_FREE_USERS,
+    DYNAMODB_GB_MONTH,
+    DYNAMODB_PITR_GB_MONTH,
+    DYNAMODB_READ_UNIT,
+    DYNAMODB_WRITE_UNIT,
+    ECR_GB_MONTH,
+    FARGATE_ARM_GB_HOUR,
+    FARGATE_ARM_VCPU_HOUR,
+    FARGATE_FREE_STORAGE_GB,
+    FARGATE_SPOT_DISCOUNT,
+    FARGATE_STORAGE_GB_HOUR,
+    HTTP_API_REQUEST,
+    LAMBDA_ARM_GB_SECOND,
+    LAMBDA_REQUEST,
+    LOGS_INGEST_GB,
+    LOGS_STORE_GB_MONTH,
+    PRICES_AS_OF,
+    PUBLIC_IPV4_HOUR,
+    S3_GB_MONTH,
+    S3_GET,
+    S3_PUT,
+    SSM_STANDARD_PARAMETER_MONTH,
+    WEBSOCKET_CONNECTION_MINUTE,
+    WEBSOCKET_MESSAGE,
+)
 
 # --------------------------------------------------------------------------------------------------------
 # Usage assumed when not given

@@ -44,6 +44,9 @@ TEST_ENV = {
     "TELEGRAM_API_BASE": "https://api.telegram.org",
     "TELEGRAM_BOT_TOKEN_PARAMETER": "/test/secrets/telegram-bot-token",
     "TELEGRAM_WEBHOOK_SECRET_PARAMETER": "/test/secrets/telegram-webhook-secret",
+    "WAKE_SCHEDULE_GROUP": "test-wake",
+    "WAKE_FUNCTION_ARN": "arn:aws:lambda:us-east-1:123456789012:function:test-WakeFunction",
+    "WAKE_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/test-WakeSchedulerRole",
 }
 # Function modules build their configuration at import time, so the environment is set before any import.
 # No endpoint override and no profile: boto3 can only reach moto, with the fake credentials above.
@@ -66,7 +69,7 @@ from serverless_openclaw.store.inbox import InboxStore  # noqa: E402
 from serverless_openclaw.store.intake import IntakeStore  # noqa: E402
 from serverless_openclaw.store.settings import SettingsStore  # noqa: E402
 from serverless_openclaw.store.task_state import TaskStateStore  # noqa: E402
-from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, RecordingPusher  # noqa: E402
+from tests.fakes import Clock, FakeLambdaContext, FakeLauncher, FakeSchedules, RecordingPusher  # noqa: E402
 
 
 def _one_loader_per_data_path() -> None:
@@ -159,7 +162,12 @@ def launcher() -> FakeLauncher:
 
 
 @pytest.fixture
-def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlane:
+def schedules() -> FakeSchedules:
+    return FakeSchedules()
+
+
+@pytest.fixture
+def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher, schedules: FakeSchedules) -> ControlPlane:
     """The control plane on moto tables, with a fake ECS and an in-memory WebSocket push."""
     cfg = ControlPlaneConfig.from_env()
     connections = ConnectionStore(cfg.tables.connections)
@@ -174,6 +182,7 @@ def cp(aws: dict[str, str], clock: Clock, launcher: FakeLauncher) -> ControlPlan
         pusher=RecordingPusher(connections),
         launcher=launcher,
         clock=clock,
+        schedules=schedules,
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from serverless_openclaw.lifecycle import Capacity
 from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.tasks import Launched, StartError
+from serverless_openclaw.wake_schedules import Wanted
 
 
 @dataclass
@@ -24,6 +25,22 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@dataclass
+class FakeSchedules:
+    """Each user's wake schedules in memory; `failing` makes writes fail like a throttled Scheduler API."""
+
+    kept: dict[tuple[str, str], list[Wanted]] = field(default_factory=dict)
+    failing: bool = False
+
+    def replace(self, user_id: str, reason: str, wanted: Any) -> list[str]:
+        if self.failing:
+            raise RuntimeError("ThrottlingException: Rate exceeded")
+        self.kept[(user_id, reason)] = list(wanted)
+        if not self.kept[(user_id, reason)]:
+            del self.kept[(user_id, reason)]
+        return [f"{reason}-{user_id}-{index}" for index in range(len(wanted))]
 
 
 @dataclass

@@ -9,12 +9,13 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from serverless_openclaw.api import agent, conversations, errors, request, settings, telegram
-from serverless_openclaw.config import ControlPlaneConfig
+from serverless_openclaw.aws.scheduler import WakeSchedules
+from serverless_openclaw.config import ControlPlaneConfig, WakeSchedulesConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import logger, metrics
 
 config = ControlPlaneConfig.from_env()
-plane = ControlPlane.from_config(config)
+plane = ControlPlane.from_config(config, schedules=WakeSchedules(WakeSchedulesConfig.from_env()))
 
 # CORS is answered by API Gateway (the template's CorsConfiguration), so the resolver has none.
 app = APIGatewayHttpResolver()

@@ -171,3 +171,15 @@ def test_a_task_event_names_the_demo_user_on_the_stacks_cluster_and_keeps_its_ow
     assert acting.event["resources"] == [detail["taskArn"]]
     assert detail["stopCode"] == event["detail"]["stopCode"]
     assert task_id in acting.said
+
+
+def test_a_wake_event_wakes_the_demo_users_agent() -> None:
+    # Given the sample wake event of a warm window
+    event = load_event("wake_window.json")
+
+    # When invoke fills in the demo user
+    acting = impersonate(event, DEMO, everything_recorded())
+
+    # Then it wakes the demo user's agent, for the same reason
+    assert acting.event == {"userId": DEMO.user_id, "reason": "window"}
+    assert acting.said == f"acting as {DEMO}: the wake event's userId"

@@ -41,6 +41,7 @@ RESOURCE_LESS_ACTIONS: dict[str, tuple[str, str] | None] = {
     "cloudwatch:PutMetricData": ("StringEquals", "cloudwatch:namespace"),
     "ecs:ListTasks": ("ArnEquals", "ecs:cluster"),
     "ecs:DescribeTasks": ("ArnEquals", "ecs:cluster"),
+    "scheduler:ListSchedules": None,
 }
 
 # AWS managed policies we accept, and the one role each may be attached to.
@@ -1054,3 +1055,108 @@ def test_function_definitions_merge_globals_with_the_function() -> None:
     )
     assert watchdog.environment["TASK_STATE_TABLE"] == {"Ref": "TaskStateTable"}
     assert watchdog.events["Every5Minutes"]["Type"] == "Schedule"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Warm windows: the schedule group, the role Scheduler invokes with, and who may touch either
+# --------------------------------------------------------------------------------------------------------
+
+
+def _statements_granting(action: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (logical_id, statement)
+        for logical_id, statement in _iam_statements()
+        if statement.get("Effect") == "Allow" and action in _as_list(statement.get("Action"))
+    ]
+
+
+def test_wake_schedules_live_in_a_group_of_the_stack() -> None:
+    # Given the schedule group the warm windows write to
+    group = RESOURCES["WakeScheduleGroup"]
+
+    # Then it is the stack's own, and the HTTP API is told its name and what its schedules invoke
+    assert group["Type"] == "AWS::Scheduler::ScheduleGroup"
+    assert _sub_text(group["Properties"]["Name"]) == "${AWS::StackName}-wake"
+    env = _properties("HttpApiFunction")["Environment"]["Variables"]
+    assert env["WAKE_SCHEDULE_GROUP"] == {"Ref": "WakeScheduleGroup"}
+    assert env["WAKE_FUNCTION_ARN"] == {"Fn::GetAtt": ["WakeFunction", "Arn"]}
+    assert env["WAKE_SCHEDULER_ROLE_ARN"] == {"Fn::GetAtt": ["WakeSchedulerRole", "Arn"]}
+
+
+def test_only_scheduler_of_this_account_and_group_may_assume_the_wake_role() -> None:
+    # Given the role schedules invoke their target with
+    trust = _properties("WakeSchedulerRole")["AssumeRolePolicyDocument"]["Statement"]
+
+    # Then only EventBridge Scheduler, for this account's schedules in the wake group, may assume it
+    assert len(trust) == 1
+    assert trust[0]["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust[0]["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    source = _sub_text(trust[0]["Condition"]["ArnLike"]["aws:SourceArn"])
+    assert source.endswith(":schedule/${WakeScheduleGroup}/*")
+
+
+def test_the_wake_role_may_invoke_the_wake_function_and_nothing_else() -> None:
+    # Given every statement of the wake role
+    granted = [statement for logical_id, statement in _iam_statements() if logical_id == "WakeSchedulerRole"]
+
+    # Then it is one: invoke the wake function
+    assert granted == [
+        {
+            "Sid": "InvokeWake",
+            "Effect": "Allow",
+            "Action": "lambda:InvokeFunction",
+            "Resource": {"Fn::GetAtt": ["WakeFunction", "Arn"]},
+        }
+    ]
+    assert "ManagedPolicyArns" not in _properties("WakeSchedulerRole")
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        "scheduler:CreateSchedule",
+        "scheduler:UpdateSchedule",
+        "scheduler:DeleteSchedule",
+        "scheduler:GetSchedule",
+    ],
+)
+def test_only_the_http_api_manages_schedules_and_only_in_the_wake_group(action: str) -> None:
+    # Given the statements granting a schedule-changing action
+    granted = _statements_granting(action)
+
+    # Then only the HTTP API has it, on the schedules of the wake group only
+    assert [logical_id for logical_id, _ in granted] == ["HttpApiFunction"]
+    resources = [_sub_text(r) for r in _as_list(granted[0][1]["Resource"])]
+    assert resources == [
+        "arn:${AWS::Partition}:scheduler:${AWS::Region}:${AWS::AccountId}:schedule/${WakeScheduleGroup}/*"
+    ]
+
+
+def test_the_http_api_may_pass_only_the_wake_role_and_only_to_scheduler() -> None:
+    # Given the HTTP API's PassRole statements
+    passing = [s for logical_id, s in _statements_granting("iam:PassRole") if logical_id == "HttpApiFunction"]
+
+    # Then the wake role goes to Scheduler only, and the bridge roles to ECS tasks only
+    by_service = {
+        s["Condition"]["StringEquals"]["iam:PassedToService"]: [
+            _referenced_id(r) for r in _as_list(s["Resource"])
+        ]
+        for s in passing
+    }
+    assert by_service == {
+        "scheduler.amazonaws.com": ["WakeSchedulerRole"],
+        "ecs-tasks.amazonaws.com": ["BridgeTaskRole", "BridgeExecutionRole"],
+    }
+    assert [logical_id for logical_id, _ in _statements_granting("lambda:InvokeFunction")] == [
+        "WakeSchedulerRole"
+    ]
+
+
+def test_the_functions_know_the_task_definitions_size() -> None:
+    # Given the task definition and the functions' shared environment
+    task = _properties("BridgeTaskDefinition")
+    env = globals_environment(TEMPLATE)
+
+    # Then the size they price a warm window with is the task's own
+    assert env["TASK_CPU"] == task["Cpu"] == {"Ref": "TaskCpu"}
+    assert env["TASK_MEMORY"] == task["Memory"] == {"Ref": "TaskMemory"}

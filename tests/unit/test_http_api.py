@@ -302,6 +302,7 @@ def test_settings_default_when_never_set(api: Api) -> None:
         "model": None,
         "idleTimeoutMinutes": 15,
         "timezone": "UTC",
+        "warmWindows": [],
         "supportedProviders": ["anthropic", "openai", "openai-compatible", "offline"],
     }
 

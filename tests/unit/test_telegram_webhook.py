@@ -499,6 +499,7 @@ def test_linking_routes_telegram_to_the_web_users_agent_and_history(
         "model",
         "idleTimeoutMinutes",
         "timezone",
+        "warmWindows",
         "supportedProviders",
     }
 

@@ -70,6 +70,9 @@ export class Api {
   saveSettings(changes) {
     return this.request("PUT", "/api/settings", changes);
   }
+  warmWindowsCost(warmWindows) {
+    return this.request("POST", "/api/settings/warm-windows/cost", { warmWindows });
+  }
   status() {
     return this.request("GET", "/api/status");
   }

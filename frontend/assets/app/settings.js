@@ -1,6 +1,8 @@
 // The settings dialog: model/provider, idle timeout and time zone (validated by the HTTP API, whose
-// reasons are shown beside the form), and linking a Telegram account with a one-time code.
+// reasons are shown beside the form), warm windows (warm_windows.js), and linking a Telegram account
+// with a one-time code.
 import { byId, replaceChildren, h } from "./dom.js";
+import { WarmWindowsEditor } from "./warm_windows.js";
 
 export class SettingsDialog {
   constructor({ api }) {
@@ -25,6 +27,7 @@ export class SettingsDialog {
       telegramLink: byId("telegram-link"),
       telegramUnlink: byId("telegram-unlink"),
     };
+    this.warmWindows = new WarmWindowsEditor({ api });
     const { open, close, form, telegramLink, telegramUnlink, dialog } = this.el;
     open.addEventListener("click", () => this.show());
     close.addEventListener("click", () => dialog.close());
@@ -68,6 +71,7 @@ export class SettingsDialog {
     this.el.model.value = model.join("/");
     this.el.idle.value = settings.idleTimeoutMinutes ?? "";
     this.el.timezone.value = settings.timezone || "";
+    this.warmWindows.fill(settings.warmWindows);
   }
 
   #fillTimezones() {
@@ -79,6 +83,7 @@ export class SettingsDialog {
     const { provider, model, idle, timezone, save, saved } = this.el;
     const changes = { idleTimeoutMinutes: Number(idle.value), timezone: timezone.value.trim() };
     if (provider.value) changes.model = `${provider.value}/${model.value.trim()}`;
+    changes.warmWindows = this.warmWindows.value();
     this.#error(null);
     for (const field of [model, idle, timezone]) field.removeAttribute("aria-invalid");
     save.disabled = true;
@@ -91,7 +96,10 @@ export class SettingsDialog {
       const fields = error.fields || {};
       const targets = { model, idleTimeoutMinutes: idle, timezone };
       for (const name of Object.keys(fields)) targets[name]?.setAttribute("aria-invalid", "true");
-      const reasons = Object.entries(fields).map(([name, why]) => `${LABELS[name] || name} ${why}.`);
+      const reasons = Object.entries(fields)
+        .filter(([name]) => !name.startsWith("warmWindows"))
+        .map(([name, why]) => `${LABELS[name] || name} ${why}.`);
+      reasons.push(...this.warmWindows.showProblems(fields));
       this.#error(reasons.length ? reasons.join(" ") : `Could not save: ${error.message}`);
     } finally {
       save.disabled = false;

@@ -101,10 +101,14 @@ class LaunchConfig:
     subnets: tuple[str, ...]
     security_groups: tuple[str, ...]
     container_name: str = "bridge"
+    cpu_units: int = 1024
+    """The task definition's Cpu and Memory (MiB): what a running agent costs (warm_windows.monthly_cost)."""
+    memory_mib: int = 2048
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
-        """Read ECS_CLUSTER, TASK_DEFINITION, TASK_SUBNETS, TASK_SECURITY_GROUP, TASK_CONTAINER_NAME."""
+        """Read ECS_CLUSTER, TASK_DEFINITION, TASK_SUBNETS, TASK_SECURITY_GROUP, TASK_CONTAINER_NAME and the
+        task's TASK_CPU and TASK_MEMORY."""
         subnets = tuple(s.strip() for s in require(env, "TASK_SUBNETS").split(",") if s.strip())
         groups = tuple(s.strip() for s in require(env, "TASK_SECURITY_GROUP").split(",") if s.strip())
         return cls(
@@ -113,6 +117,8 @@ class LaunchConfig:
             subnets=subnets,
             security_groups=groups,
             container_name=env.get("TASK_CONTAINER_NAME", "").strip() or "bridge",
+            cpu_units=integer(env, "TASK_CPU", 1024, minimum=256),
+            memory_mib=integer(env, "TASK_MEMORY", 2048, minimum=512),
         )
 
 
@@ -165,6 +171,26 @@ def parse_allowlist(raw: str) -> frozenset[int]:
             raise ConfigError(f"TELEGRAM_ALLOWED_USER_IDS: {entry!r} is not a numeric Telegram user id")
         ids.add(int(entry))
     return frozenset(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class WakeSchedulesConfig:
+    """Where the HTTP API writes users' wake schedules (warm windows) and what they invoke: only the HTTP
+    API function's environment has these."""
+
+    group: str
+    target_arn: str
+    role_arn: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WakeSchedulesConfig:
+        """Read WAKE_SCHEDULE_GROUP, WAKE_FUNCTION_ARN and WAKE_SCHEDULER_ROLE_ARN."""
+        env = os.environ if env is None else env
+        return cls(
+            group=require(env, "WAKE_SCHEDULE_GROUP"),
+            target_arn=require(env, "WAKE_FUNCTION_ARN"),
+            role_arn=require(env, "WAKE_SCHEDULER_ROLE_ARN"),
+        )
 
 
 @dataclass(frozen=True, slots=True)

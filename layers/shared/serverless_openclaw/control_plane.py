@@ -19,6 +19,7 @@ from serverless_openclaw.store.intake import IntakeStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
 from serverless_openclaw.tasks import Launched
+from serverless_openclaw.wake_schedules import Wanted
 
 if TYPE_CHECKING:
     from serverless_openclaw.store.telegram_links import TelegramLinkStore
@@ -62,6 +63,14 @@ class TelegramOnDemand:
         return self._notifier.notify(targets, text)
 
 
+class ScheduleWriter(Protocol):
+    """Keeps a user's wake schedules for one reason exactly as wanted (aws/scheduler.py)."""
+
+    def replace(self, user_id: str, reason: str, wanted: Sequence[Wanted]) -> list[str]:
+        """Create, update and delete until the user's schedules are `wanted`; their names."""
+        ...
+
+
 class Launcher(Protocol):
     """Starts and stops agent tasks."""
 
@@ -97,6 +106,8 @@ class ControlPlane:
     launcher: Launcher
     clock: Callable[[], float] = field(default=time.time)
     telegram: Notifier | None = None
+    schedules: ScheduleWriter | None = None
+    """Only the HTTP API writes schedules (warm windows); other functions have none."""
 
     @functools.cached_property
     def telegram_links(self) -> TelegramLinkStore:
@@ -110,8 +121,9 @@ class ControlPlane:
         return TelegramLinkStore(self.cfg.tables.settings)
 
     @classmethod
-    def from_config(cls, cfg: ControlPlaneConfig) -> ControlPlane:
-        """The production wiring: DynamoDB stores, ECS launcher, API Gateway pusher."""
+    def from_config(cls, cfg: ControlPlaneConfig, schedules: ScheduleWriter | None = None) -> ControlPlane:
+        """The production wiring: DynamoDB stores, ECS launcher, API Gateway pusher (and the schedule
+        writer, where the function has one)."""
         connections = ConnectionStore(cfg.tables.connections)
         return cls(
             cfg=cfg,
@@ -124,4 +136,5 @@ class ControlPlane:
             pusher=ConnectionPusher(cfg.websocket_endpoint, connections),
             launcher=EcsLauncher(cfg.launch),
             telegram=TelegramOnDemand(cfg.telegram),
+            schedules=schedules,
         )

@@ -130,16 +130,21 @@ def idle_expired(state: TaskState, now: float, idle_timeout_minutes: int) -> boo
 
 
 def watchdog_verdict(
-    state: TaskState, now: float, cfg: LifecycleConfig, idle_timeout_minutes: int
+    state: TaskState,
+    now: float,
+    cfg: LifecycleConfig,
+    idle_timeout_minutes: int,
+    *,
+    in_warm_window: bool = False,
 ) -> Verdict:
-    """The safety net's decision for one TaskState row."""
+    """The safety net's decision for one TaskState row; inside a warm window idleness stops nothing."""
     if start_overdue(state, now, cfg):
         return Verdict.RESET_FAILED_START
     if state.status is Status.RUNNING and not heartbeat_fresh(state, now, cfg):
         return Verdict.RESET_STALE
     if stopping_overdue(state, now, cfg):
         return Verdict.RESET_STUCK_STOPPING
-    if idle_expired(state, now, idle_timeout_minutes):
+    if idle_expired(state, now, idle_timeout_minutes) and not in_warm_window:
         return Verdict.STOP_IDLE
     return Verdict.KEEP
 

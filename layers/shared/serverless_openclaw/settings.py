@@ -8,6 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from serverless_openclaw import warm_windows
+
 SUPPORTED_PROVIDERS = ("anthropic", "openai", "openai-compatible", "offline")
 """Model providers the bridge can configure OpenClaw for."""
 
@@ -34,7 +36,12 @@ class InvalidSettings(ValueError):
 
 def defaults(idle_timeout_minutes: int) -> dict[str, Any]:
     """Values a user who never changed anything sees."""
-    return {"model": None, "idleTimeoutMinutes": idle_timeout_minutes, "timezone": "UTC"}
+    return {
+        "model": None,
+        "idleTimeoutMinutes": idle_timeout_minutes,
+        "timezone": "UTC",
+        "warmWindows": [],  # warm windows (warm_windows.py): none until the user sets some
+    }
 
 
 def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -44,9 +51,11 @@ def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
     for key, val in changes.items():
         check = _CHECKS.get(key)
         problem = check(val) if check else "is not a setting"
-        if problem:
+        if isinstance(problem, Mapping):
+            problems.update(problem)  # a setting with parts names each part that is wrong
+        elif problem:
             problems[key] = problem
-        else:
+        if not problem:
             clean[key] = val
     if problems:
         raise InvalidSettings(problems)
@@ -81,10 +90,11 @@ def _timezone_problem(val: Any) -> str | None:
     return None
 
 
-_CHECKS: dict[str, Callable[[Any], str | None]] = {
+_CHECKS: dict[str, Callable[[Any], str | Mapping[str, str] | None]] = {
     "idleTimeoutMinutes": _idle_timeout_problem,
     "model": _model_problem,
     "timezone": _timezone_problem,
+    "warmWindows": warm_windows.problems,
 }
 """Every setting a user may change, and what is wrong with a value for it (None: nothing)."""
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from serverless_openclaw import lifecycle, routing
+from serverless_openclaw import lifecycle, routing, warm_windows
 from serverless_openclaw import settings as user_settings
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status, TaskState, Verdict
@@ -86,18 +86,22 @@ def _skip_malformed(item: Mapping[str, Any]) -> None:
     logger.exception("malformed TaskState row skipped", pk=str(item.get("PK", "")))
 
 
-def _idle_timeout(cp: ControlPlane, state: TaskState) -> int:
+def _idle_rule(cp: ControlPlane, state: TaskState, now: float) -> tuple[int, bool]:
+    """The user's idle timeout, and whether one of their warm windows is open (or about to open) at `now`."""
     default = cp.cfg.lifecycle.idle_timeout_minutes
     if state.status is not Status.RUNNING or state.busy:
-        return default  # only a quiet Running agent is ever judged on its idle timeout
-    return user_settings.idle_timeout_for(cp.settings.get_all(state.user_id), default)
+        return default, False  # only a quiet Running agent is ever judged on its idle timeout
+    stored = cp.settings.get_all(state.user_id)
+    windows, zone = warm_windows.for_user(stored)
+    return user_settings.idle_timeout_for(stored, default), warm_windows.open_or_opening(windows, zone, now)
 
 
 def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] | None:
     """Apply the per-row rules; returns the action taken and the task it stopped, or None."""
     now = cp.clock()
     cfg = cp.cfg.lifecycle
-    verdict = lifecycle.watchdog_verdict(state, now, cfg, _idle_timeout(cp, state))
+    idle_minutes, in_window = _idle_rule(cp, state, now)
+    verdict = lifecycle.watchdog_verdict(state, now, cfg, idle_minutes, in_warm_window=in_window)
     user_id = state.user_id
     if verdict is Verdict.KEEP:
         return None

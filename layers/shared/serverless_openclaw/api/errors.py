@@ -60,6 +60,13 @@ class PayloadTooLarge(ApiError):
     code = "too_large"
 
 
+class SchedulesNotWritten(ApiError):
+    """Settings were saved but the schedules that start the agent could not be brought in line."""
+
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    code = "schedules_not_written"
+
+
 def json_response(status: int, body: dict[str, Any]) -> Response[dict[str, Any]]:
     """A JSON response with the given status."""
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)

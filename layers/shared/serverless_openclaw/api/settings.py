@@ -1,4 +1,5 @@
-"""`/api/settings`: the caller's settings (model, idle timeout, time zone) merged over the defaults."""
+"""`/api/settings`: the caller's settings (model, idle timeout, time zone, warm windows) merged over the
+defaults; `/api/settings/warm-windows/cost`: what a set of warm windows would cost a month, before saving."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from serverless_openclaw import settings as user_settings
+from serverless_openclaw import wake, warm_windows
+from serverless_openclaw.api.errors import SchedulesNotWritten
 from serverless_openclaw.api.request import caller_id, control_plane, json_object
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import count, logger
+from serverless_openclaw.wake_schedules import Wanted
 
 router = Router()  # type: ignore[no-untyped-call]  # Powertools leaves Router.__init__ unannotated
 
@@ -38,4 +42,40 @@ def put_settings() -> dict[str, Any]:
     cp.settings.put(user_id, changes, cp.clock())
     count("SettingsChanged")
     logger.info("settings changed", user_id=user_id, keys=sorted(changes))
-    return effective_settings(cp, user_id)
+    effective = effective_settings(cp, user_id)
+    if "warmWindows" in changes or "timezone" in changes:
+        write_window_schedules(cp, user_id, effective)
+    return effective
+
+
+def write_window_schedules(cp: ControlPlane, user_id: str, effective: dict[str, Any]) -> list[str]:
+    """Replace the user's warm-window schedules with one per window start, on the user's clocks."""
+    windows, zone = warm_windows.for_user(effective)
+    wanted = [Wanted(expression, zone) for expression in warm_windows.cron_expressions(windows)]
+    if cp.schedules is None:
+        raise RuntimeError("this function has no schedule writer (ControlPlane.schedules)")
+    try:
+        names = cp.schedules.replace(user_id, wake.WINDOW, wanted)
+    except Exception as exc:
+        # The settings are stored and are the truth; saving again brings the schedules in line.
+        logger.exception("warm-window schedules not written", user_id=user_id)
+        raise SchedulesNotWritten(
+            "Your settings were saved, but the schedule that starts your agent for its warm windows could "
+            "not be updated. Save again in a minute."
+        ) from exc
+    logger.info("warm-window schedules written", user_id=user_id, schedules=len(names))
+    return names
+
+
+@router.post("/settings/warm-windows/cost")
+def warm_windows_cost() -> dict[str, Any]:
+    """What the windows in the body would cost a month (nothing is stored); 400 naming each bad field."""
+    cp = control_plane(router)
+    value = json_object(router.current_event).get("warmWindows")
+    found = warm_windows.problems(value)
+    if found:
+        raise user_settings.InvalidSettings(found)
+    launch = cp.cfg.launch
+    return warm_windows.monthly_cost(
+        warm_windows.parse(value), warm_windows.task_size(launch.cpu_units, launch.memory_mib)
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import boto3
 from botocore.config import Config
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_ssm import SSMClient
 
-Service = Literal["apigatewaymanagementapi", "cloudwatch", "dynamodb", "ecs", "s3", "ssm"]
+Service = Literal["apigatewaymanagementapi", "cloudwatch", "dynamodb", "ecs", "s3", "scheduler", "ssm"]
 """The services the functions and the bridge call."""
 
 _CONFIG = Config(
@@ -56,6 +56,13 @@ def client(service: Literal["ecs"], endpoint_url: str | None = None) -> ECSClien
 def client(service: Literal["s3"], endpoint_url: str | None = None) -> S3Client: ...
 @overload
 def client(service: Literal["ssm"], endpoint_url: str | None = None) -> SSMClient: ...
+@overload
+def client(service: Literal["scheduler"], endpoint_url: str | None = None) -> Any:
+    # Any: mypy-boto3-scheduler is not among the pinned stubs (requirements.txt); aws/scheduler.py checks
+    # the shapes it reads.
+    ...
+
+
 def client(service: Service, endpoint_url: str | None = None) -> BaseClient:
     """A shared boto3 client; boto3 itself applies AWS_ENDPOINT_URL_<SERVICE> when endpoint_url is None."""
     return _client(service, endpoint_url)
