@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Runnable as `python scripts/costs.py` from anywhere: the template reader lives in local/.
+# Runnable as `python scripts/costs.py` from anywhere: the template reader lives in local/, the task's
+# prices in the shared package.
 _REPO = Path(__file__).resolve().parent.parent
 for _path in (str(_REPO / "layers" / "shared"), str(_REPO)):
     if _path not in sys.path:

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from serverless_openclaw import prices, wake, warm_windows, watchdog
+from serverless_openclaw import prices, routing, wake, warm_windows, watchdog
 from serverless_openclaw.aws.clients import client as aws_client
 from serverless_openclaw.aws.scheduler import WakeSchedules, schedule_prefix
 from serverless_openclaw.config import WakeSchedulesConfig
@@ -529,3 +529,25 @@ def test_changing_the_time_zone_moves_the_window_the_watchdog_honours(
     # Then the same quiet agent is stopped for idleness
     assert [(a.user_id, a.action) for a in actions] == [(USER, "stop_idle")]
     assert launcher.stopped == [(task, "idle timeout")]
+
+
+def test_an_agent_woken_by_an_open_chat_before_its_window_is_kept_once_the_window_opens(
+    cp: ControlPlane, clock: Clock, launcher: FakeLauncher
+) -> None:
+    # Given Alice opened the chat at 07:58 (woken without a message, warmSince) and her window opens at 08:00
+    cp.settings.put(USER, {"warmWindows": OFFICE_HOURS}, clock())
+    clock.advance(-2 * MINUTE)
+    assert routing.wake_on_intent(cp, USER).wake == "started"
+    state = cp.task_state.get(USER)
+    assert cp.task_state.transition(state, Status.RUNNING, cp.clock(), set_={"startAttempts": 0})
+    _keep_alive(cp, clock, state.task_arn or "", 2 * MINUTE)
+
+    # When the window's schedule fires and finds it running
+    result = wake.wake(cp, wake.WakeEvent(USER, wake.WINDOW))
+
+    # Then the window keeps it: the warm mark is gone, so neither the bridge nor the watchdog stops it
+    # after the short warm timeout, and no second task is started
+    assert result.result == "already" and len(launcher.launched) == 1
+    assert cp.task_state.get(USER).warm_since is None
+    _keep_alive(cp, clock, state.task_arn or "", 30 * MINUTE)
+    assert watchdog.sweep(cp) == [] and launcher.stopped == []

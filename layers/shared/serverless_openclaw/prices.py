@@ -13,6 +13,8 @@ https://aws.amazon.com/cognito/pricing/. Other regions differ, and AWS changes p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PRICES_SOURCE = "AWS list prices for us-east-1 (aws.amazon.com/fargate/pricing, aws.amazon.com/vpc/pricing)"
 """What the web chat names as the origin of the prices it quotes."""
 PRICES_AS_OF = "2025-06"
@@ -62,7 +64,43 @@ COGNITO_FREE_USERS = 10_000
 """Monthly active users a user pool serves free (Lite and Essentials tiers)."""
 
 
+def fargate_on_demand_hour(vcpu: float, memory_gb: float) -> float:
+    """Dollars an hour for one Linux/ARM on-demand Fargate task of this size (compute only)."""
+    return vcpu * FARGATE_ARM_VCPU_HOUR + memory_gb * FARGATE_ARM_GB_HOUR
+
+
 def fargate_spot_hour(vcpu: float, memory_gb: float) -> float:
     """Dollars an hour for one Linux/ARM Fargate Spot task of this size (at the usual Spot discount)."""
-    on_demand = vcpu * FARGATE_ARM_VCPU_HOUR + memory_gb * FARGATE_ARM_GB_HOUR
-    return on_demand * (1 - FARGATE_SPOT_DISCOUNT)
+    return fargate_on_demand_hour(vcpu, memory_gb) * (1 - FARGATE_SPOT_DISCOUNT)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningCost:
+    """What keeping the agent task up for `minutes` costs, on Spot (the usual) and on-demand (the
+    fallback when Spot has no capacity), its public address included; list prices of `prices_as_of`."""
+
+    minutes: float
+    spot: float
+    on_demand: float
+    prices_as_of: str = PRICES_AS_OF
+
+    def as_json(self) -> dict[str, object]:
+        """The shape the HTTP API returns (dollars rounded to a hundredth of a cent)."""
+        return {
+            "minutes": self.minutes,
+            "spotUsd": round(self.spot, 4),
+            "onDemandUsd": round(self.on_demand, 4),
+            "pricesAsOf": self.prices_as_of,
+        }
+
+
+def running_cost(cpu_units: int, memory_mib: int, minutes: float) -> RunningCost:
+    """What `minutes` of one agent task of this size cost (compute and its public IPv4 address)."""
+    hours = minutes / 60
+    vcpu, memory_gb = cpu_units / 1024, memory_mib / 1024
+    address = PUBLIC_IPV4_HOUR * hours
+    return RunningCost(
+        minutes=minutes,
+        spot=fargate_spot_hour(vcpu, memory_gb) * hours + address,
+        on_demand=fargate_on_demand_hour(vcpu, memory_gb) * hours + address,
+    )

@@ -76,6 +76,10 @@ def wake(cp: ControlPlane, event: WakeEvent) -> WakeResult:
         count("WakeNotDue")
         return WakeResult("not_due", StartOutcome(started=False, status=shown))
     if lifecycle.action_for_message(state, now, cp.cfg.lifecycle) is not MessageAction.START:
+        if state.warm_since is not None:
+            # Woken by an open chat just before the window: the window keeps it now, so it must not stop
+            # itself after the short warm timeout (the bridge watches `warmSince`).
+            cp.task_state.touch_activity(event.user_id, now)
         return WakeResult("already", StartOutcome(started=False, status=shown))
     outcome = start_agent(cp, state, reason=event.reason)
     count("WakeStarted" if outcome.started else "WakeNotStarted")

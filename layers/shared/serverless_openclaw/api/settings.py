@@ -1,5 +1,6 @@
-"""`/api/settings`: the caller's settings (model, idle timeout, time zone, warm windows) merged over the
-defaults; `/api/settings/warm-windows/cost`: what a set of warm windows would cost a month, before saving."""
+"""`/api/settings`: the caller's settings (model, idle timeout, time zone, wake on intent, warm windows)
+merged over the defaults, with what the dialog needs to explain them (providers, the cost of a wake);
+`/api/settings/warm-windows/cost`: what a set of warm windows would cost a month, before saving."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
+from serverless_openclaw import prices, wake, warm_windows
 from serverless_openclaw import settings as user_settings
-from serverless_openclaw import wake, warm_windows
 from serverless_openclaw.api.errors import SchedulesNotWritten
 from serverless_openclaw.api.request import caller_id, control_plane, json_object
 from serverless_openclaw.control_plane import ControlPlane
@@ -25,6 +26,11 @@ def effective_settings(cp: ControlPlane, user_id: str) -> dict[str, Any]:
     # Only known settings: other rows of the partition (links, codes) are not the client's business here.
     merged.update({key: val for key, val in stored.items() if key in merged})
     merged["supportedProviders"] = list(user_settings.SUPPORTED_PROVIDERS)
+    launch = cp.cfg.launch
+    # What one wake nobody writes after costs: the task runs for the warm idle timeout, then stops.
+    merged["wakeOnIntentCost"] = prices.running_cost(
+        launch.cpu_units, launch.memory_mib, cp.cfg.lifecycle.warm_idle_timeout_minutes
+    ).as_json()
     return merged
 
 
