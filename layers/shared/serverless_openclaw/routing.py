@@ -107,10 +107,7 @@ def start_agent(
         capacity=launched.capacity.value,
         trigger=reason,
     )
-    cp.pusher.to_user(
-        state.user_id,
-        protocol.status("starting", phase="provisioning", eta_seconds=cp.cfg.lifecycle.start_eta_seconds),
-    )
+    cp.pusher.to_user(state.user_id, status_frame(cp, state.user_id, starting))
     return StartOutcome(started=True, status="starting", task_arn=launched.task_arn)
 
 
@@ -207,5 +204,7 @@ def abort_reply(cp: ControlPlane, user_id: str, conversation_id: str | None) -> 
 def status_frame(cp: ControlPlane, user_id: str, state: TaskState | None = None) -> dict[str, object]:
     """The `status` frame for a user right now (from `state` when the caller has already read it)."""
     state = state or cp.task_state.get(user_id, consistent=False)
-    name, phase, eta = lifecycle.client_status(state, cp.clock(), cp.cfg.lifecycle)
-    return protocol.status(name, phase=phase, eta_seconds=eta)
+    now = cp.clock()
+    name, phase, eta = lifecycle.client_status(state, now, cp.cfg.lifecycle)
+    usual, elapsed = lifecycle.start_timing(state, now, cp.cfg.lifecycle) or (None, None)
+    return protocol.status(name, phase=phase, eta_seconds=eta, usual_seconds=usual, elapsed_seconds=elapsed)

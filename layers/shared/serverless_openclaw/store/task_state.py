@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
+from serverless_openclaw.start_estimate import readable_starts
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
 
@@ -30,6 +31,9 @@ _ATTRS = {
     "startAttempts",
     "lastError",
     "restartingUntil",
+    "startPhase",
+    "phaseAt",
+    "recentStarts",
 }
 
 
@@ -61,6 +65,9 @@ def from_item(item: Mapping[str, Any]) -> TaskState:
         start_attempts=_count(item.get("startAttempts")),
         last_error=_text(item.get("lastError")),
         restarting_until=_seconds(item.get("restartingUntil")),
+        start_phase=_text(item.get("startPhase")),
+        phase_at=_seconds(item.get("phaseAt")),
+        recent_starts=readable_starts(item.get("recentStarts")),
     )
 
 
@@ -273,6 +280,17 @@ class TaskStateStore:
             expression, vals[":until"] = "SET restartingUntil = :until", until
         return self._conditional_update(
             user_id, expression, "taskArn = :arn AND #s = :running", {"#s": "status"}, vals
+        )
+
+    def enter_start_phase(self, user_id: str, task_arn: str, phase: str, now: float) -> bool:
+        """A Starting bridge says which start-up phase it is in (what getStatus and new tabs are shown);
+        refused once the row no longer names its task or is no longer Starting."""
+        return self._conditional_update(
+            user_id,
+            "SET startPhase = :phase, phaseAt = :now",
+            "taskArn = :arn AND #s = :starting",
+            {"#s": "status"},
+            {":phase": phase, ":now": now, ":arn": task_arn, ":starting": Status.STARTING.value},
         )
 
     def names_task(self, user_id: str, task_arn: str) -> bool:
