@@ -67,6 +67,14 @@ export class ChatView {
     newConversation.addEventListener("click", () => this.open(null));
     more.addEventListener("click", () => this.loadConversations({ more: true }));
     sidebarToggle.addEventListener("click", () => this.#toggleSidebar());
+    // A banner appearing above the list (the agent waking up, a notice) shrinks it: a list that was
+    // scrolled to its end stays there, so the message just sent is never pushed out of sight.
+    const { scroller } = this.el;
+    this.pinned = true;
+    scroller.addEventListener("scroll", () => (this.pinned = this.#atBottom()), { passive: true });
+    new ResizeObserver(() => {
+      if (this.pinned) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
     this.el.sidebar.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && document.body.classList.contains("sidebar-open")) {
         this.#toggleSidebar(false);
@@ -343,6 +351,8 @@ export class ChatView {
       case "stream_chunk":
       case "stream_end":
         return this.#onStream(frame);
+      case "thinking":
+        return this.#onThinking(frame);
       case "error":
         if (frame.messageId) return this.#onStream(frame);
         if (frame.clientMessageId) return this.#onRefused(frame);
@@ -375,6 +385,19 @@ export class ChatView {
     message.error = `Not sent: ${frame.error || "refused by the server"}`;
     this.#render(message);
     return undefined;
+  }
+
+  /** The agent took a message of this tab's conversation: its reply shows typing until the first text. */
+  #onThinking(frame) {
+    if (frame.conversationId !== this.currentId || !this.#find(frame.replyTo)) return;
+    if (this.#find(frame.messageId)) return; // text came first (frames may cross): nothing to announce
+    const message = { key: `m:${frame.messageId}`, messageId: frame.messageId, role: "assistant", content: "", status: "streaming" };
+    this.messages.set(message.key, message);
+    const atBottom = this.#atBottom();
+    this.#render(message);
+    this.#place();
+    this.#updateStop();
+    if (atBottom) this.#scrollToBottom();
   }
 
   #onStream(frame) {
@@ -471,7 +494,9 @@ export class ChatView {
         label ? h("span.state", {}, label) : null,
       ),
       body,
-      message.status === "streaming" && !message.content ? h("div.typing", { "aria-label": "The agent is writing" }, "…") : null,
+      message.status === "streaming" && !message.content
+        ? h("div.typing", { role: "status", "aria-label": "The agent is working on your message" }, h("span"), h("span"), h("span"))
+        : null,
       message.error ? h("div.error-note", { role: "note" }, message.error) : null,
     );
   }
