@@ -321,7 +321,8 @@ def test_allowlisted_user_message_is_queued_and_starts_their_own_agent(
     assert item.channel == "telegram" and item.text == "What is on my list today?"
     # One "waking up" message, whose id the bridge will edit into the answer.
     (waking,) = telegram.chat(ALLOWED)
-    assert "Waking up" in waking
+    # It names the phase and the ETA (the stack default: this user never started an agent before).
+    assert "Waking up your agent: finding a machine" in waking and "(about 45 s)" in waking
     assert item.reply_to == {"chatId": ALLOWED, "messageId": 1, "placeholderId": 1000}
     stored = cp.conversations.messages(user, item.conversation_id, 10, None).items
     assert [m["content"] for m in stored] == ["What is on my list today?"]
