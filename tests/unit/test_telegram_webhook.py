@@ -429,7 +429,10 @@ def test_status_reports_the_agent(tg: Telegram, telegram: RecordingBot) -> None:
     assert "asleep" in telegram.chat(ALLOWED)[-1] and "allowlist" in telegram.chat(ALLOWED)[-1]
     tg.say(ALLOWED, "start please")
     tg.say(ALLOWED, "/status@openclaw_local_bot")
-    assert "starting" in telegram.chat(ALLOWED)[-1]
+    # The phase in words and the seconds left, as the waiting message says them
+    assert telegram.chat(ALLOWED)[-1].startswith(
+        "⏳ Your agent is starting: finding a machine and fetching the agent, about 45 s to go."
+    )
 
 
 def test_unknown_slash_commands_go_to_the_agent(tg: Telegram, cp: ControlPlane) -> None:

@@ -29,6 +29,7 @@ export class ChatView {
     this.loadingHistory = false;
     this.renderQueued = new Set();
     this.listing = null; // a conversation listing in flight
+    this.early = new Map(); // replyTo → a `thinking` frame that came before its message's ack
     this.el = {
       list: byId("conversation-list"),
       more: byId("conversations-more"),
@@ -376,6 +377,11 @@ export class ChatView {
     this.#render(message);
     this.#place();
     this.#updateStop();
+    const early = this.early.get(frame.messageId);
+    if (early) {
+      this.early.delete(frame.messageId);
+      this.#onThinking(early);
+    }
   }
 
   #onRefused(frame) {
@@ -389,7 +395,13 @@ export class ChatView {
 
   /** The agent took a message of this tab's conversation: its reply shows typing until the first text. */
   #onThinking(frame) {
-    if (frame.conversationId !== this.currentId || !this.#find(frame.replyTo)) return;
+    if (frame.conversationId !== this.currentId) return;
+    if (!this.#find(frame.replyTo)) {
+      // A running agent may take the message before the tab has its ack (which names its id).
+      if (this.early.size > 20) this.early.clear();
+      this.early.set(frame.replyTo, frame);
+      return;
+    }
     if (this.#find(frame.messageId)) return; // text came first (frames may cross): nothing to announce
     const message = { key: `m:${frame.messageId}`, messageId: frame.messageId, role: "assistant", content: "", status: "streaming" };
     this.messages.set(message.key, message);

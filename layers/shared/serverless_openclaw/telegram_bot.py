@@ -293,7 +293,11 @@ class TelegramBot:
                 if phase == lifecycle.RESTARTING_PHASE
                 else "⏳ Your agent is starting"
             )
-            + (f" ({phase})" if phase and phase != lifecycle.RESTARTING_PHASE else "")
+            + (
+                f": {start_estimate.phase_text(phase)}"
+                if phase and phase != lifecycle.RESTARTING_PHASE
+                else ""
+            )
             + (f", about {eta} s to go." if eta else "."),
             "running": "✅ Your agent is running" + (" and writing a reply." if state.busy else "."),
             "stopping": "⏹ Your agent is stopping.",
