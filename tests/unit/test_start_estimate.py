@@ -3,6 +3,7 @@ going backwards while a start runs, and rows without a history (or with a broken
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from serverless_openclaw import lifecycle, routing, start_estimate
@@ -45,29 +46,14 @@ def test_with_history_each_phase_is_its_median_over_the_users_recent_starts() ->
 def test_the_eta_shown_during_a_start_never_goes_up() -> None:
     # Given a user with a history, and a start whose provisioning is twice as slow as usual
     state = TaskState(USER, Status.STARTING, started_at=1000.0, recent_starts=tuple(STARTS))
+    entered = {25: "restoring", 30: "booting"}
     etas = []
 
     # When the status is asked every second, the bridge entering its phases late
     for second in range(0, 60):
         now = 1000.0 + second
-        if second >= 25:
-            state = TaskState(
-                USER,
-                Status.STARTING,
-                started_at=1000.0,
-                recent_starts=tuple(STARTS),
-                start_phase="restoring",
-                phase_at=1025.0,
-            )
-        if second >= 30:
-            state = TaskState(
-                USER,
-                Status.STARTING,
-                started_at=1000.0,
-                recent_starts=tuple(STARTS),
-                start_phase="booting",
-                phase_at=1030.0,
-            )
+        if second in entered:
+            state = dataclasses.replace(state, start_phase=entered[second], phase_at=now)
         etas.append(lifecycle.client_status(state, now, CFG)[2])
 
     # Then the ETA starts at the user's usual 31 s and never goes up, whatever the phases did
