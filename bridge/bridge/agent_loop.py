@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from bridge.delivery import Delivery, ReplyStream, readable_error
 from bridge.fence import Claim, Fence
+from serverless_openclaw import protocol
 from serverless_openclaw.messages import InboxItem, reply_id
 from serverless_openclaw.observability import logger
 from serverless_openclaw.store.conversations import ConversationStore
@@ -149,6 +150,7 @@ class InboxLoop:
         self._wake = asyncio.Event()
         self._claiming = True
         self._shutting_down = False
+        self._announcements: set[asyncio.Task[None]] = set()
 
     @property
     def busy(self) -> bool:
@@ -196,6 +198,7 @@ class InboxLoop:
         )
         stream = FencedStream(self.delivery.open(item, message_id), lambda: self._holds(current))
         self.current = current
+        self._announce(item, message_id)
         # Renewed until the reply is recorded: the backup before it may take a while.
         renewer = asyncio.create_task(self._renew_lease(current))
         try:
@@ -234,6 +237,14 @@ class InboxLoop:
                 # Only now is the message settled: a shutdown waits for this, not just for the model.
                 self.current = None
                 current.done.set()
+
+    def _announce(self, item: InboxItem, message_id: str) -> None:
+        """Tell the tabs, without delaying the run, that the agent works on `item`: they show it typing
+        under the message until the first text (a tab ignores this frame once text has come)."""
+        frame = protocol.thinking(item.conversation_id, message_id, item.message_id)
+        task = asyncio.create_task(self.delivery.notice(item.user_id, frame), name="thinking")
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
 
     async def _holds(self, current: CurrentRun) -> bool:
         """Whether the item is still ours; the first time it is not, the run is stopped."""

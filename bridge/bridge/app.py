@@ -46,11 +46,11 @@ from bridge.openclaw_session import session_key_for
 from bridge.parts import Gateway, GatewayConnection, Link, Sync
 from bridge.restarts import GatewayRestarts
 from bridge.secrets import model_secrets
-from bridge.startup import Phases, Progress
+from bridge.startup import Phases, Progress, StartClock
 from bridge.state_sync import RestoreReport, StateSync, default_roots
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from bridge.warm_idle import WarmIdle
-from serverless_openclaw import protocol
+from serverless_openclaw import protocol, start_estimate
 from serverless_openclaw.agent_credentials import hash_agent_token
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.aws.pusher import ConnectionPusher
@@ -114,6 +114,7 @@ class Bridge:
         self.on_exit = on_exit
         self.clock = clock
         self.phases = Phases()
+        self.start_clock = StartClock(clock, cfg.start_eta_seconds)
         self.progress = Progress(delivery, inbox, cfg.user_id, clock)
         self.restarts = GatewayRestarts(self.progress, delivery, task_state, cfg.user_id, clock=clock)
         self.task_arn: str | None = None
@@ -176,6 +177,7 @@ class Bridge:
     async def _boot(self) -> None:
         """The start-up phases in order; each timed one is logged and later reported as a metric."""
         task_arn = await self._find_task()
+        await self._read_start(task_arn)
         choice, api_keys = await self._read_secrets()
         restoring_workspace = await self._restore_state()
         token, env = await self._write_config(choice, api_keys)
@@ -196,6 +198,24 @@ class Bridge:
             task_arn = self.task_arn = await self.find_task_arn()
         return task_arn
 
+    async def _read_start(self, task_arn: str) -> None:
+        """The start so far (when it was asked for) and the user's recent starts, which the ETAs shown
+        from now on are computed from; then the user is told the files are being restored."""
+        try:
+            state = await asyncio.to_thread(self.task_state.get, self.cfg.user_id)
+        except Exception as exc:  # only the ETA suffers: it falls back to the stack's default
+            logger.warning("start history not read", error=repr(exc))
+        else:
+            self.start_clock.read(state)
+        self._enter("restoring", task_arn)
+
+    def _enter(self, phase: str, task_arn: str) -> None:
+        """Tell the user's tabs and Telegram which start-up phase began, and record it in TaskState."""
+        record = functools.partial(
+            self.task_state.enter_start_phase, self.cfg.user_id, task_arn, phase, self.clock()
+        )
+        self.progress.enter(self.start_clock, phase, record)
+
     async def _read_secrets(self) -> tuple[ModelChoice, dict[str, str]]:
         """secrets: the model and its API key; the Telegram bot when one is configured."""
         async with self.phases.timed("secrets"):
@@ -206,7 +226,6 @@ class Bridge:
     async def _restore_state(self) -> asyncio.Task[RestoreReport]:
         """restore: OpenClaw's own state, which it needs to boot. The workspace is only needed by the first
         run: its restore is returned still running, and comes down while OpenClaw boots."""
-        self.progress.show("⏳ Waking up your agent: restoring your files…", "restoring", 15)
         async with self.phases.timed("restore"):
             await asyncio.to_thread(self.sync.restore, {"state"})
             workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
@@ -243,9 +262,8 @@ class Bridge:
     async def _start_gateway(self, env: Mapping[str, str]) -> None:
         """gateway: OpenClaw as a supervised child, up once it listens on its port."""
         cfg = self.cfg
-        self.progress.show(
-            "⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…", "gateway", 11
-        )
+        if self.task_arn is not None:
+            self._enter("booting", self.task_arn)
         async with self.phases.timed("gateway"):
             command = gateway_command(cfg.openclaw_node, cfg.openclaw_entry, cfg.gateway_port)
             gateway = self.gateway = self.make_gateway(
@@ -340,7 +358,16 @@ class Bridge:
             Status.RUNNING,
             now,
             from_=(Status.STARTING, Status.RUNNING),
-            set_={"startAttempts": 0, "heartbeatAt": now, "busy": False},
+            set_={
+                "startAttempts": 0,
+                "heartbeatAt": now,
+                "busy": False,
+                # The next start's ETA: this one's phases join the user's last few.
+                "recentStarts": start_estimate.recorded(
+                    self.start_clock.history, self.start_clock.durations()
+                ),
+            },
+            remove=("startPhase", "phaseAt"),
         )
         if not running:
             raise RuntimeError("TaskState no longer names this task")

@@ -42,6 +42,7 @@ class BridgeConfig:
     heartbeat_interval: float
     heartbeat_stale_seconds: float
     warm_idle_timeout_minutes: float
+    start_eta_seconds: int
     claim_lease_seconds: int
     run_timeout: float
     max_message_attempts: int
@@ -83,6 +84,8 @@ class BridgeConfig:
             heartbeat_stale_seconds=number(env, "HEARTBEAT_STALE_SECONDS", 180, minimum=10),
             # A task woken without a message stops itself when none came within this (bridge/warm_idle.py).
             warm_idle_timeout_minutes=warm_idle_timeout(env),
+            # A whole start's ETA while the user has no history of their own (the stack's StartEtaSeconds).
+            start_eta_seconds=integer(env, "START_ETA_SECONDS", 45, minimum=1),
             claim_lease_seconds=integer(env, "CLAIM_LEASE_SECONDS", 120, minimum=10),
             # Providers are retried by OpenClaw for ~90 s before it reports an error: never cut a run short.
             run_timeout=number(env, "RUN_TIMEOUT_SECONDS", 300, minimum=180),

@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from bridge.telegram_delivery import ChannelDelivery
-from serverless_openclaw import protocol
+from serverless_openclaw import protocol, start_estimate
+from serverless_openclaw.lifecycle import TaskState
 from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.observability import logger
 from serverless_openclaw.store.inbox import InboxStore
@@ -33,6 +34,48 @@ class Phases:
         logger.info("startup phase done", phase=name, seconds=self.durations[name])
 
 
+class StartClock:
+    """This start as the user sees it: the phase it is in, the seconds left by the user's own recent starts,
+    and, once Running, how long each phase took (the history the next start's ETA is made of)."""
+
+    def __init__(self, clock: Callable[[], float], default_seconds: float) -> None:
+        self._clock = clock
+        self.booted_at = clock()
+        """When this process began: the end of provisioning (the machine found, the image pulled)."""
+        self.started_at = self.booted_at
+        self.history: tuple[dict[str, float], ...] = ()
+        self.expected = start_estimate.estimate((), default_seconds)
+        self._default_seconds = default_seconds
+        self._entered: dict[str, float] = {}
+
+    def read(self, state: TaskState) -> None:
+        """Take the start's beginning and the user's history from their TaskState row."""
+        if state.started_at is not None and state.started_at <= self.booted_at:
+            self.started_at = state.started_at
+        self.history = state.recent_starts
+        self.expected = start_estimate.estimate(self.history, self._default_seconds)
+
+    def enter(self, phase: str) -> int:
+        """Mark `phase` begun now; the whole seconds left by the estimate (at least 1)."""
+        self._entered[phase] = self._clock()
+        return max(1, round(self.expected.remaining(phase, 0.0)))
+
+    def usual(self) -> int:
+        """How long a whole start takes this user (the stack's default without history)."""
+        return round(self.expected.total)
+
+    def elapsed(self) -> int:
+        """Seconds since the start was asked for."""
+        return round(max(0.0, self._clock() - self.started_at))
+
+    def durations(self) -> dict[str, float]:
+        """Seconds per phase of this start, measured up to now (call it when the agent is Running)."""
+        marks = [("provisioning", self.started_at), ("restoring", self.booted_at)]
+        marks += [(p, self._entered[p]) for p in start_estimate.PHASES[2:] if p in self._entered]
+        ends = [at for _, at in marks[1:]] + [self._clock()]
+        return {phase: max(0.0, end - at) for (phase, at), end in zip(marks, ends, strict=True)}
+
+
 class Progress:
     """Tells the user's web tabs (a `status` frame) and "waking up" Telegram messages which start-up step is
     running: in the background and in order, never delaying boot."""
@@ -46,16 +89,42 @@ class Progress:
         self._clock = clock
         self._last: asyncio.Task[None] | None = None
 
+    def enter(self, start: StartClock, phase: str, record: Callable[[], object] | None = None) -> None:
+        """Queue one start-up phase: its name, the seconds left and the user's usual start for the web,
+        the same in words for Telegram; `record` (writing the phase into TaskState) runs first, in order."""
+        eta = start.enter(phase)
+        frame = protocol.status(
+            "starting",
+            phase=phase,
+            eta_seconds=eta,
+            usual_seconds=start.usual(),
+            elapsed_seconds=start.elapsed(),
+        )
+        self._queue(frame, start_estimate.waiting_text(phase, eta), None, record)
+
     def show(self, text: str, phase: str, eta_seconds: int, *, answering: InboxItem | None = None) -> None:
         """Queue one step: `phase` and its ETA for the web, `text` for Telegram's waiting messages (those of
         the queued messages, and of the one `answering` when a reply is under way)."""
+        self._queue(protocol.status("starting", phase=phase, eta_seconds=eta_seconds), text, answering, None)
+
+    def _queue(
+        self,
+        frame: dict[str, object],
+        text: str,
+        answering: InboxItem | None,
+        record: Callable[[], object] | None,
+    ) -> None:
         telegram = self._delivery.telegram
         previous = self._last
-        frame = protocol.status("starting", phase=phase, eta_seconds=eta_seconds)
 
         async def show() -> None:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
+            if record is not None:
+                try:
+                    await asyncio.to_thread(record)
+                except Exception as exc:  # a tab that asks gets the previous phase: still a start
+                    logger.info("start phase not recorded", error=repr(exc))
             await self._delivery.notice(self._user_id, frame)
             if telegram is None:
                 return

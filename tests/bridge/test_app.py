@@ -62,20 +62,36 @@ class TaskStateRow:
     status: Status = Status.STARTING
     agent_token_hash: str | None = None
 
+    started_at: float | None = None
+    recent_starts: tuple[dict[str, float], ...] = ()
+    phases: list[str] = field(default_factory=list)
+    settled_with: dict[str, Any] = field(default_factory=dict)
+
+    def get(self, user_id: str, *, consistent: bool = True) -> TaskState:
+        # Started by a message, never by a `warm` frame: the warm idle rule leaves it alone.
+        return TaskState(
+            user_id=user_id,
+            status=self.status,
+            task_arn=TASK,
+            started_at=self.started_at,
+            recent_starts=self.recent_starts,
+        )
+
+    def enter_start_phase(self, user_id: str, task_arn: str, phase: str, now: float) -> bool:
+        self.phases.append(phase)
+        return True
+
     def register_agent_token(self, user_id: str, task_arn: str, token_hash: str) -> bool:
         self.agent_token_hash = token_hash
         return True
 
     def settle_own(self, user_id: str, task_arn: str, to: Status, now: float, **changes: Any) -> bool:
         self.status = to
+        self.settled_with = changes
         return True
 
     def heartbeat(self, user_id: str, task_arn: str, busy: bool, now: float) -> bool:
         return True
-
-    def get(self, user_id: str, *, consistent: bool = True) -> TaskState:
-        # Started by a message, never by a `warm` frame: the warm idle rule leaves it alone.
-        return TaskState(user_id=user_id, status=self.status, task_arn=TASK)
 
     def stop_unused_warm(self, user_id: str, task_arn: str, seen: TaskState, now: float) -> bool:
         raise AssertionError("a task started by a message never stops as unused")
@@ -315,11 +331,26 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     assert (tmp_path / "home" / ".openclaw" / "openclaw.json").exists()
     # And the row is Running with the link's token registered, and the tabs were told each step in order
     assert row.status is Status.RUNNING and row.agent_token_hash
-    assert [(f["status"], f.get("phase")) for f in tabs.frames] == [
+    statuses = [f for f in tabs.frames if f["type"] == "status"]
+    assert [(f["status"], f.get("phase")) for f in statuses] == [
         ("starting", "restoring"),
-        ("starting", "gateway"),
+        ("starting", "booting"),
         ("running", None),
     ]
+    # And each phase was recorded in TaskState (what getStatus and a new tab are shown)
+    assert row.phases == ["restoring", "booting"]
+    # And, with no history of this user's starts, the ETAs split the stack's default, never going up
+    etas = [f["etaSeconds"] for f in statuses if f["status"] == "starting"]
+    assert etas == sorted(etas, reverse=True) and etas[0] <= cfg.start_eta_seconds
+    assert {f["usualSeconds"] for f in statuses if f["status"] == "starting"} == {cfg.start_eta_seconds}
+    # And once Running, the tabs were told the agent took the waiting message (they show it typing)
+    assert [f for f in tabs.frames if f["type"] == "thinking"] == [
+        {"type": "thinking", "conversationId": "c1", "messageId": "m1-reply", "replyTo": "m1"}
+    ]
+    # And this start's phases became the user's history, for the next start's ETA
+    [recorded] = row.settled_with["set_"]["recentStarts"]
+    assert set(recorded) == {"provisioning", "restoring", "booting"}
+    assert row.settled_with["remove"] == ("startPhase", "phaseAt")
     # And the message that waited was answered, stored and taken off the Inbox; the bridge is healthy
     assert tabs.replies == ["echo: hello"] and conversations.stored == [("assistant", "echo: hello")]
     assert inbox.completed == ["m1"] and bridge.health() == (True, "ok")

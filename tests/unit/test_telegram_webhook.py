@@ -341,7 +341,8 @@ def test_allowlisted_user_message_is_queued_and_starts_their_own_agent(
     assert item.channel == "telegram" and item.text == "What is on my list today?"
     # One "waking up" message, whose id the bridge will edit into the answer.
     (waking,) = telegram.chat(ALLOWED)
-    assert "Waking up" in waking
+    # It names the phase and the ETA (the stack default: this user never started an agent before).
+    assert "Waking up your agent: finding a machine" in waking and "(about 45 s)" in waking
     assert item.reply_to == {"chatId": ALLOWED, "messageId": 1, "placeholderId": 1000}
     stored = cp.conversations.messages(user, item.conversation_id, 10, None).items
     assert [m["content"] for m in stored] == ["What is on my list today?"]
@@ -448,7 +449,10 @@ def test_status_reports_the_agent(tg: Telegram, telegram: RecordingBot) -> None:
     assert "asleep" in telegram.chat(ALLOWED)[-1] and "allowlist" in telegram.chat(ALLOWED)[-1]
     tg.say(ALLOWED, "start please")
     tg.say(ALLOWED, "/status@openclaw_local_bot")
-    assert "starting" in telegram.chat(ALLOWED)[-1]
+    # The phase in words and the seconds left, as the waiting message says them
+    assert telegram.chat(ALLOWED)[-1].startswith(
+        "⏳ Your agent is starting: finding a machine and fetching the agent, about 45 s to go."
+    )
 
 
 def test_unknown_slash_commands_go_to_the_agent(tg: Telegram, cp: ControlPlane) -> None:

@@ -91,6 +91,8 @@ def test_opening_the_chat_of_an_idle_agent_starts_it_as_a_message_would_marked_a
         "status": "starting",
         "phase": "provisioning",
         "etaSeconds": cp.cfg.lifecycle.start_eta_seconds,
+        "usualSeconds": cp.cfg.lifecycle.start_eta_seconds,
+        "elapsedSeconds": 0,
         "wake": "started",
     }
     assert launcher.launched == [(USER, lifecycle.Capacity.SPOT)]

@@ -178,7 +178,14 @@ def test_status_while_starting_has_phase_and_eta(
     routing.request_start(cp, USER)
     cp.clock.advance(15)  # type: ignore[attr-defined]
     status = json.loads(app.lambda_handler(load_event("ws_message_get_status.json"), lambda_context)["body"])
-    assert status == {"type": "status", "status": "starting", "phase": "provisioning", "etaSeconds": 30}
+    assert status == {
+        "type": "status",
+        "status": "starting",
+        "phase": "provisioning",
+        "etaSeconds": 30,
+        "usualSeconds": 45,
+        "elapsedSeconds": 15,
+    }
 
 
 def test_stop_without_an_agent_reports_nothing_aborted(app: ModuleType, lambda_context: Any) -> None:

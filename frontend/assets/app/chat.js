@@ -30,6 +30,7 @@ export class ChatView {
     this.renderQueued = new Set();
     this.listing = null; // a conversation listing in flight
     this.agentRunning = false; // from the status frames: a reply can be stopped only on a running agent
+    this.early = new Map(); // replyTo → a `thinking` frame that came before its message's ack
     this.el = {
       list: byId("conversation-list"),
       more: byId("conversations-more"),
@@ -68,6 +69,14 @@ export class ChatView {
     newConversation.addEventListener("click", () => this.open(null));
     more.addEventListener("click", () => this.loadConversations({ more: true }));
     sidebarToggle.addEventListener("click", () => this.#toggleSidebar());
+    // A banner appearing above the list (the agent waking up, a notice) shrinks it: a list that was
+    // scrolled to its end stays there, so the message just sent is never pushed out of sight.
+    const { scroller } = this.el;
+    this.pinned = true;
+    scroller.addEventListener("scroll", () => (this.pinned = this.#atBottom()), { passive: true });
+    new ResizeObserver(() => {
+      if (this.pinned) scroller.scrollTop = scroller.scrollHeight;
+    }).observe(scroller);
     this.el.sidebar.addEventListener("keydown", (event) => {
       if (event.key === "Escape" && document.body.classList.contains("sidebar-open")) {
         this.#toggleSidebar(false);
@@ -352,6 +361,8 @@ export class ChatView {
       case "stream_chunk":
       case "stream_end":
         return this.#onStream(frame);
+      case "thinking":
+        return this.#onThinking(frame);
       case "error":
         if (frame.messageId) return this.#onStream(frame);
         if (frame.clientMessageId) return this.#onRefused(frame);
@@ -375,6 +386,11 @@ export class ChatView {
     this.#render(message);
     this.#place();
     this.#updateStop();
+    const early = this.early.get(frame.messageId);
+    if (early) {
+      this.early.delete(frame.messageId);
+      this.#onThinking(early);
+    }
   }
 
   #onRefused(frame) {
@@ -384,6 +400,25 @@ export class ChatView {
     message.error = `Not sent: ${frame.error || "refused by the server"}`;
     this.#render(message);
     return undefined;
+  }
+
+  /** The agent took a message of this tab's conversation: its reply shows typing until the first text. */
+  #onThinking(frame) {
+    if (frame.conversationId !== this.currentId) return;
+    if (!this.#find(frame.replyTo)) {
+      // A running agent may take the message before the tab has its ack (which names its id).
+      if (this.early.size > 20) this.early.clear();
+      this.early.set(frame.replyTo, frame);
+      return;
+    }
+    if (this.#find(frame.messageId)) return; // text came first (frames may cross): nothing to announce
+    const message = { key: `m:${frame.messageId}`, messageId: frame.messageId, role: "assistant", content: "", status: "streaming" };
+    this.messages.set(message.key, message);
+    const atBottom = this.#atBottom();
+    this.#render(message);
+    this.#place();
+    this.#updateStop();
+    if (atBottom) this.#scrollToBottom();
   }
 
   #onStream(frame) {
@@ -481,7 +516,9 @@ export class ChatView {
         label ? h("span.state", {}, label) : null,
       ),
       body,
-      message.status === "streaming" && !message.content ? h("div.typing", { "aria-label": "The agent is writing" }, "…") : null,
+      message.status === "streaming" && !message.content
+        ? h("div.typing", { role: "status", "aria-label": "The agent is working on your message" }, h("span"), h("span"), h("span"))
+        : null,
       message.error ? h("div.error-note", { role: "note" }, message.error) : null,
     );
   }

@@ -1,14 +1,17 @@
 // The agent's state at a glance (idle / starting / running / stopping), the start-up banner with its
-// phase and a live ETA, and the manual start and stop buttons. A running agent whose OpenClaw restarts
-// is "starting" with phase "restarting": the same banner, worded as a restart rather than a wake-up.
+// phase, a live ETA from the user's own recent starts and a bar that moves with time (start_clock.js),
+// and the manual start and stop buttons. A running agent whose OpenClaw restarts is "starting" with
+// phase "restarting": the same banner, worded as a restart rather than a wake-up.
 import { byId } from "./dom.js";
+import { StartClock } from "./start_clock.js";
 
 const LABELS = { idle: "Asleep", starting: "Starting", running: "Running", stopping: "Stopping", unknown: "…" };
 const PHASES = {
-  provisioning: "finding a machine",
-  booting: "starting the container",
+  provisioning: "finding a machine and fetching the agent",
+  pulling: "fetching the agent",
   restoring: "restoring your files",
-  gateway: "starting OpenClaw",
+  booting: "starting OpenClaw",
+  gateway: "starting OpenClaw", // a bridge of an earlier version
   connecting: "connecting",
   restarting: "OpenClaw stopped unexpectedly",
 };
@@ -20,8 +23,7 @@ export class AgentStatusView {
     this.socket = socket;
     this.notify = notify;
     this.status = "unknown";
-    this.startedAt = null;
-    this.totalSeconds = null;
+    this.clock = null;
     this.el = {
       pill: byId("agent-status"),
       start: byId("agent-start"),
@@ -57,7 +59,7 @@ export class AgentStatusView {
   }
 
   /** Apply a `status` frame (or the /api/status body). */
-  show({ status, phase, etaSeconds, lastError }) {
+  show({ status, phase, etaSeconds, usualSeconds, elapsedSeconds, lastError }) {
     const previous = this.status;
     this.status = LABELS[status] ? status : "unknown";
     const { pill, start, stop, banner } = this.el;
@@ -68,13 +70,14 @@ export class AgentStatusView {
     stop.hidden = this.status !== "running" && this.status !== "starting";
     start.disabled = stop.disabled = false;
     if (this.status === "starting") {
-      if (previous !== "starting" || this.startedAt === null) this.startedAt = Date.now();
-      if (Number.isFinite(etaSeconds)) {
-        this.deadline = Date.now() + etaSeconds * 1000;
-        this.totalSeconds = Math.max(this.totalSeconds || 0, (this.deadline - this.startedAt) / 1000);
-      }
       // An ack says "starting" without a phase: keep the last phase the server named.
-      if (phase || previous !== "starting") this.phase = phase || "provisioning";
+      const nextPhase = phase || (previous !== "starting" ? "provisioning" : this.phase);
+      // A restart is a new wait of its own; the phases of one start share one clock.
+      if (previous !== "starting" || this.clock === null || (nextPhase === RESTARTING) !== (this.phase === RESTARTING)) {
+        this.clock = new StartClock(Date.now());
+      }
+      this.clock.update({ etaSeconds, usualSeconds, elapsedSeconds }, Date.now());
+      this.phase = nextPhase;
       this.el.phase.textContent = PHASES[this.phase] || this.phase;
       const restarting = this.phase === RESTARTING;
       if (restarting) pill.textContent = "Agent: Restarting";
@@ -82,28 +85,22 @@ export class AgentStatusView {
       banner.hidden = false;
       this.#tick();
       clearInterval(this.timer);
-      this.timer = setInterval(() => this.#tick(), 1000);
+      // Four times a second: the bar moves smoothly and the seconds never skip.
+      this.timer = setInterval(() => this.#tick(), 250);
     } else {
       banner.hidden = true;
       clearInterval(this.timer);
-      this.startedAt = null;
-      this.totalSeconds = null;
-      this.deadline = null;
+      this.clock = null;
     }
   }
 
   #tick() {
-    const { eta, progress } = this.el;
-    if (!this.deadline) {
-      eta.textContent = "";
-      progress.removeAttribute("value");
-      return;
-    }
-    const left = Math.round((this.deadline - Date.now()) / 1000);
-    eta.textContent = left > 0 ? `about ${left} s left` : "almost there…";
-    const total = this.totalSeconds || 1;
-    const done = Math.min(0.97, (Date.now() - this.startedAt) / 1000 / total);
-    progress.value = Math.round(done * 100);
+    const { eta, progress, banner } = this.el;
+    const { text, percent, late } = this.clock.view(Date.now());
+    eta.textContent = text;
+    banner.dataset.late = String(late);
+    if (percent === null) progress.removeAttribute("value");
+    else progress.value = percent;
   }
 
   async #request(action) {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from serverless_openclaw import start_estimate
 from serverless_openclaw.config import LifecycleConfig
 
 
@@ -52,6 +53,11 @@ class TaskState:
     warm_since: float | None = None
     """Set when the task was started by a `warm` frame (someone about to type) rather than a message;
     cleared by the user's next message. While set, the short warm idle timeout applies."""
+    start_phase: str | None = None
+    """Set by a Starting bridge: the start-up phase it is in (start_estimate.PHASES), since `phase_at`."""
+    phase_at: float | None = None
+    recent_starts: tuple[dict[str, float], ...] = ()
+    """The user's last few starts, seconds per phase, oldest first: what the next start's ETA is made of."""
 
 
 RESTARTING_PHASE = "restarting"
@@ -65,6 +71,8 @@ LIVE_TASK_ATTRIBUTES = (
     "busy",
     "restartingUntil",
     "warmSince",
+    "startPhase",
+    "phaseAt",
 )
 """TaskState attributes that describe a live task and go when it stops or is declared dead."""
 
@@ -174,12 +182,27 @@ def may_restart_automatically(state: TaskState, cfg: LifecycleConfig) -> bool:
     return state.start_attempts < cfg.max_start_attempts
 
 
+def expected_start(state: TaskState, cfg: LifecycleConfig) -> start_estimate.StartEstimate:
+    """How long this user's next (or current) start should take, from their own recent starts."""
+    return start_estimate.estimate(state.recent_starts, cfg.start_eta_seconds)
+
+
+def start_phase(state: TaskState) -> str:
+    """The start-up phase a Starting row is in: the bridge's own word once it runs, else provisioning."""
+    if state.start_phase is not None and state.start_phase in start_estimate.PHASES:
+        return state.start_phase
+    # A bridge of an earlier version says nothing; once it registers its agent token it is nearly done.
+    return "booting" if state.heartbeat_at is not None else "provisioning"
+
+
 def client_status(state: TaskState, now: float, cfg: LifecycleConfig) -> tuple[str, str | None, int | None]:
-    """(status, phase, etaSeconds) to show a client."""
+    """(status, phase, etaSeconds) to show a client; a start's ETA comes from the user's own recent starts."""
     if state.status is Status.STARTING:
-        elapsed = now - state.started_at if state.started_at is not None else 0.0
-        eta = max(1, round(cfg.start_eta_seconds - elapsed))
-        phase = "booting" if state.heartbeat_at is not None else "provisioning"
+        phase = start_phase(state)
+        since = state.phase_at if state.start_phase == phase and state.phase_at is not None else None
+        since = since if since is not None else state.started_at
+        in_phase = now - since if since is not None else 0.0
+        eta = max(1, round(expected_start(state, cfg).remaining(phase, in_phase)))
         return "starting", phase, eta
     if state.status is Status.RUNNING and not heartbeat_fresh(state, now, cfg):
         return "idle", None, None
@@ -187,3 +210,12 @@ def client_status(state: TaskState, now: float, cfg: LifecycleConfig) -> tuple[s
         # The task is up but cannot answer until OpenClaw is back: as good as starting, for the user.
         return "starting", RESTARTING_PHASE, max(1, round(state.restarting_until - now))
     return state.status.value.lower(), None, None
+
+
+def start_timing(state: TaskState, now: float, cfg: LifecycleConfig) -> tuple[int, int] | None:
+    """(usual, elapsed) seconds of a start under way: how long this user's starts take, how long this one
+    has taken so far; None when the agent is not starting (or only its OpenClaw restarts)."""
+    if state.status is not Status.STARTING:
+        return None
+    elapsed = max(0.0, now - state.started_at) if state.started_at is not None else 0.0
+    return round(expected_start(state, cfg).total), round(elapsed)

@@ -203,13 +203,26 @@ def ack(
     return frame
 
 
-def status(state: str, *, phase: str | None = None, eta_seconds: int | None = None) -> dict[str, Any]:
-    """The agent's state: idle, starting, running or stopping."""
+def status(
+    state: str,
+    *,
+    phase: str | None = None,
+    eta_seconds: int | None = None,
+    usual_seconds: int | None = None,
+    elapsed_seconds: int | None = None,
+) -> dict[str, Any]:
+    """The agent's state: idle, starting, running or stopping; while starting, the phase, the seconds left,
+    how long a whole start usually takes this user and how long this one has taken so far."""
     frame: dict[str, Any] = {"type": "status", "status": state}
     if phase:
         frame["phase"] = phase
-    if eta_seconds is not None:
-        frame["etaSeconds"] = eta_seconds
+    for name, value in (
+        ("etaSeconds", eta_seconds),
+        ("usualSeconds", usual_seconds),
+        ("elapsedSeconds", elapsed_seconds),
+    ):
+        if value is not None:
+            frame[name] = value
     return frame
 
 
@@ -220,6 +233,16 @@ def warmed(status_frame: dict[str, Any], wake: str, error_text: str | None = Non
     if error_text:
         frame["lastError"] = error_text
     return frame
+
+
+def thinking(conversation_id: str, message_id: str, reply_to: str) -> dict[str, Any]:
+    """The agent has taken the message `reply_to` and works on its reply `message_id` (no text yet)."""
+    return {
+        "type": "thinking",
+        "conversationId": conversation_id,
+        "messageId": message_id,
+        "replyTo": reply_to,
+    }
 
 
 def error(code: str, text: str, **extra: Any) -> dict[str, Any]:

@@ -97,14 +97,10 @@ def wake_on_intent(cp: ControlPlane, user_id: str) -> WakeOutcome:
     outcome = start_agent(cp, state, reason="warm", warm=True)
     if outcome.started:
         count("AgentWarmed")
-        return WakeOutcome("started", _starting_frame(cp))
+        return WakeOutcome("started", status_frame(cp, user_id, cp.task_state.get(user_id)))
     if outcome.error is not None or outcome.status == "idle":
         return WakeOutcome("failed", protocol.status("idle"), outcome.error)
     return WakeOutcome("awake", status_frame(cp, user_id))  # a concurrent frame or message won the start
-
-
-def _starting_frame(cp: ControlPlane) -> dict[str, object]:
-    return protocol.status("starting", phase="provisioning", eta_seconds=cp.cfg.lifecycle.start_eta_seconds)
 
 
 def start_agent(
@@ -161,7 +157,7 @@ def start_agent(
         capacity=launched.capacity.value,
         trigger=reason,
     )
-    cp.pusher.to_user(state.user_id, _starting_frame(cp))
+    cp.pusher.to_user(state.user_id, status_frame(cp, state.user_id, starting))
     return StartOutcome(started=True, status="starting", task_arn=launched.task_arn)
 
 
@@ -274,5 +270,7 @@ def abort_reply(cp: ControlPlane, user_id: str, conversation_id: str | None) -> 
 def status_frame(cp: ControlPlane, user_id: str, state: TaskState | None = None) -> dict[str, object]:
     """The `status` frame for a user right now (from `state` when the caller has already read it)."""
     state = state or cp.task_state.get(user_id, consistent=False)
-    name, phase, eta = lifecycle.client_status(state, cp.clock(), cp.cfg.lifecycle)
-    return protocol.status(name, phase=phase, eta_seconds=eta)
+    now = cp.clock()
+    name, phase, eta = lifecycle.client_status(state, now, cp.cfg.lifecycle)
+    usual, elapsed = lifecycle.start_timing(state, now, cp.cfg.lifecycle) or (None, None)
+    return protocol.status(name, phase=phase, eta_seconds=eta, usual_seconds=usual, elapsed_seconds=elapsed)

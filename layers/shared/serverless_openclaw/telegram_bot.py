@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-from serverless_openclaw import lifecycle, protocol, routing, untrusted
+from serverless_openclaw import lifecycle, protocol, routing, start_estimate, untrusted
 from serverless_openclaw.config import TelegramConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.messages import IncomingMessage
@@ -231,7 +231,7 @@ class TelegramBot:
                 f"⏳ Your agent is restarting (about {eta} s)… I will replace this message with the answer."
             )
         return (
-            f"⏳ Waking up your agent (about {self.cp.cfg.lifecycle.start_eta_seconds} s)… "
+            f"⏳ Waking up your agent: {start_estimate.phase_text(phase)} (about {eta} s)… "
             "I will replace this message with the answer."
         )
 
@@ -319,7 +319,11 @@ class TelegramBot:
                 if phase == lifecycle.RESTARTING_PHASE
                 else "⏳ Your agent is starting"
             )
-            + (f" ({phase})" if phase and phase != lifecycle.RESTARTING_PHASE else "")
+            + (
+                f": {start_estimate.phase_text(phase)}"
+                if phase and phase != lifecycle.RESTARTING_PHASE
+                else ""
+            )
             + (f", about {eta} s to go." if eta else "."),
             "running": "✅ Your agent is running" + (" and writing a reply." if state.busy else "."),
             "stopping": "⏹ Your agent is stopping.",

@@ -66,7 +66,7 @@ def test_sign_in_send_stream_reload_and_a_second_tab_sees_the_stream(
     # Then the start-up shows its phase and an ETA, and the reply streams in
     banner = tab.page.locator("#starting-banner")
     expect(banner).to_be_visible(timeout=15_000)
-    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|almost there"))
+    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|taking longer than usual"))
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Starting")
     screenshot(tab, "02-starting-banner")
     tab.wait_reply("You said: hello from the browser")
@@ -436,7 +436,7 @@ def test_openclaw_restarting_mid_reply_is_shown_as_a_restart_then_the_chat_goes_
     expect(banner).to_be_visible(timeout=30_000)
     expect(tab.page.locator("#starting-title")).to_have_text("Restarting your agent")
     expect(tab.page.locator("#starting-phase")).to_have_text("OpenClaw stopped unexpectedly")
-    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|almost there"))
+    expect(tab.page.locator("#starting-eta")).to_contain_text(re.compile(r"s left|taking longer than usual"))
     expect(tab.page.locator("#agent-status")).to_have_text("Agent: Restarting")
     screenshot(tab, "08-openclaw-restarting")
 

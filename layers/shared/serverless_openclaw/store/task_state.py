@@ -9,6 +9,7 @@ from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
+from serverless_openclaw.start_estimate import readable_starts
 from serverless_openclaw.store import codec
 from serverless_openclaw.store.conditions import condition_failed
 
@@ -31,6 +32,9 @@ _ATTRS = {
     "lastError",
     "restartingUntil",
     "warmSince",
+    "startPhase",
+    "phaseAt",
+    "recentStarts",
 }
 
 
@@ -63,6 +67,9 @@ def from_item(item: Mapping[str, Any]) -> TaskState:
         last_error=_text(item.get("lastError")),
         restarting_until=_seconds(item.get("restartingUntil")),
         warm_since=_seconds(item.get("warmSince")),
+        start_phase=_text(item.get("startPhase")),
+        phase_at=_seconds(item.get("phaseAt")),
+        recent_starts=readable_starts(item.get("recentStarts")),
     )
 
 
@@ -301,6 +308,17 @@ class TaskStateStore:
             condition,
             {"#s": "status", "#v": "version"},
             vals,
+        )
+
+    def enter_start_phase(self, user_id: str, task_arn: str, phase: str, now: float) -> bool:
+        """A Starting bridge says which start-up phase it is in (what getStatus and new tabs are shown);
+        refused once the row no longer names its task or is no longer Starting."""
+        return self._conditional_update(
+            user_id,
+            "SET startPhase = :phase, phaseAt = :now",
+            "taskArn = :arn AND #s = :starting",
+            {"#s": "status"},
+            {":phase": phase, ":now": now, ":arn": task_arn, ":starting": Status.STARTING.value},
         )
 
     def names_task(self, user_id: str, task_arn: str) -> bool:
