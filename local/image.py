@@ -371,7 +371,7 @@ class ImageBuilder:
             cached.unlink()
         # As the -slim images the Dockerfile's bases are: no documentation, manual pages or translations
         # (dpkg leaves out those of packages installed later too), and apt keeps no downloaded package.
-        _slim(rootfs)
+        make_slim(rootfs)
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
@@ -514,7 +514,7 @@ APT_CLEAN = (
 """Debian's images' /etc/apt/apt.conf.d/docker-clean: apt keeps no package it downloaded."""
 
 
-def _slim(rootfs: Path) -> None:
+def make_slim(rootfs: Path) -> None:
     """Make a debootstrapped tree like Debian's -slim image: its dpkg and apt settings, and without the
     files those settings leave out of every package installed later."""
     (rootfs / "etc" / "dpkg" / "dpkg.cfg.d" / "docker").write_text(SLIM_DPKG)
@@ -528,10 +528,12 @@ def _slim(rootfs: Path) -> None:
     left_out += [entry for entry in (share / "locale").glob("*") if entry.name != "locale.alias"]
     left_out += [entry for entry in (share / "doc").glob("*/*") if entry.name != "copyright"]
     for entry in left_out:
+        if entry.parent.is_symlink():
+            continue  # a package's doc folder linking to another's: emptied there
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
-            entry.unlink()
+            entry.unlink(missing_ok=True)
 
 
 def _standard_library_only(directory: str, names: list[str]) -> set[str]:
