@@ -6,8 +6,8 @@ default, against this checkout's), what a bridge-only change re-pushes, and the 
 2. Both images built with buildah on the same stand-in bases (local/image.py; one layer per instruction, as
    Docker builds them), each layer's size uncompressed and gzip-compressed (pushed to an OCI layout on disk
    as a registry would receive it), the totals and the ratio.
-3. This checkout's build context again with one bridge module changed: which layers' digests change (only
-   those must be pushed again, and pulled by a host that has the others).
+3. With BENCH_IMAGE_BRIDGE_CHANGE=1 (about 7 GB more disk), this checkout's build context again with one
+   bridge module changed: which layers' digests change (only those are pushed again).
 4. Pull + provisioning on Fargate for both images, and with a SOCI index, from the published figures in
    docs/cold-start.md (a paper estimate: nothing here reaches AWS).
 
@@ -44,6 +44,10 @@ from local.runtime import runtime  # noqa: E402
 
 MB = 1_000_000
 BEFORE = os.environ.get("BENCH_IMAGE_BEFORE", "main")
+BRIDGE_CHANGE = os.environ.get("BENCH_IMAGE_BRIDGE_CHANGE") == "1"
+"""Build step 3 too (vfs keeps a whole copy of the tree per instruction: about 7 GB more disk)."""
+MIN_FREE_DISK = 20_000_000_000
+"""Free disk the image builds need in the image cache (vfs keeps a whole copy of the tree per layer)."""
 CHANGED_MODULE = Path("bridge") / "bridge" / "__init__.py"
 """The bridge module a bridge-only change touches (a comment appended)."""
 
@@ -226,7 +230,6 @@ def images() -> None:
         work = Path(tmp)
         old = builder.bridge(export_context(work / "before", ref=BEFORE), f"bridge-{BEFORE}")
         new = builder.bridge()
-        edited = builder.bridge(export_context(work / "changed", changed=True), "bridge-changed")
         print(
             "\nlayers (stand-in bases: the Debian, Node and Python layers are close to, not equal to, the "
             "official images')"
@@ -235,8 +238,10 @@ def images() -> None:
         print_layers(f"before ({BEFORE})", old, before)
         print_layers("after (this checkout)", new, after)
         compare(before, after)
-        print("\na bridge-only change")
-        bridge_change(after, layers(buildah, edited, work))
+        if BRIDGE_CHANGE:
+            edited = builder.bridge(export_context(work / "changed", changed=True), "bridge-changed")
+            print("\na bridge-only change")
+            bridge_change(after, layers(buildah, edited, work))
     fixed, rate = fit()
     print(
         f"\npull + provisioning on Fargate, on paper (docs/cold-start.md): {fixed:.0f} s besides the pull, "
@@ -254,6 +259,14 @@ def main() -> int:
         print(f"  the OpenClaw tree: {exc}")
     if not buildah_available() or os.geteuid() != 0:
         print("\nthe images need buildah and root: `sudo make image-tools`, then run this again as root")
+        return 0
+    cache_folder().mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(cache_folder()).free
+    if free < MIN_FREE_DISK:
+        print(
+            f"\nthe image builds need {MIN_FREE_DISK / 1e9:.0f} GB free in {cache_folder()}, "
+            f"which has {free / 1e9:.0f} GB"
+        )
         return 0
     try:
         images()
