@@ -71,7 +71,7 @@ def image_size(buildah: Buildah, image: str, work: Path) -> None:
     index = json.loads((layout / "index.json").read_text())
     digest = index["manifests"][0]["digest"].split(":")[1]
     packed = _layer_sizes(json.loads((layout / "blobs" / "sha256" / digest).read_text()))
-    print(f"  image {image} ({len(plain)} layers: Debian, Node base, the Dockerfile's final stage)")
+    print(f"  image {image} ({len(plain)} layers: bench/bench_image_size.py shows each)")
     print(f"    uncompressed (layer tars)  {_mb(sum(plain))}   ({', '.join(_mb(n).strip() for n in plain)})")
     print(f"    gzip (as a registry stores it) {_mb(sum(packed))}   ({gzip_seconds:.0f} s to compress)")
 

@@ -45,7 +45,8 @@ from local.runtime import node_package
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "bridge" / "Dockerfile"
 KEEP_BUILDS = 3
-"""Bridge images of earlier inputs kept (other checkouts of the repository may be testing them)."""
+"""Images of earlier inputs kept, per repository (bridge and bases: other checkouts of the repository may be
+testing theirs)."""
 SUITE = "bookworm"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 NPM_MAJOR = "11"
@@ -142,6 +143,9 @@ class Buildah:
             "--format",
             "docker",
             "--pull=never",
+            # One layer per instruction, as Docker builds it for the deploy (not one per stage), and each
+            # kept as a cache: a bridge change rebuilds only the layers after the bridge's COPY.
+            "--layers",
         ]
         for name, value in build_args.items():
             args += ["--build-arg", f"{name}={value}"]
@@ -296,22 +300,23 @@ class ImageBuilder:
         """The cache folder."""
         return self.buildah.cache
 
-    def bridge(self) -> str:
-        """The bridge image's name, built unless an image of the same inputs is already there."""
+    def bridge(self, context: Path = REPO, repository: str = "bridge") -> str:
+        """The bridge image's name, built unless an image of the same inputs is already there (`context`:
+        a checkout whose bridge/Dockerfile to build; `repository`: the name's part after the prefix)."""
         started = time.monotonic()
         debian = self.debian_base()
         node = self.node_base(debian)
         python = self.python_base(debian)
-        name = f"{NAME_PREFIX}-bridge:{bridge_inputs_digest(REPO, node, python)}"
+        name = f"{NAME_PREFIX}-{repository}:{bridge_inputs_digest(context, debian, node, python)}"
         if self.buildah.has_image(name):
             self.say(f"==> [4/4] bridge image {name} is up to date")
             return name
         self.say(f"==> [4/4] building bridge/Dockerfile as {name} (npm, pip and apt inside: minutes)")
         self.buildah.build(
-            REPO,
+            context,
             name,
-            containerfile=DOCKERFILE,
-            build_args={"NODE_IMAGE": node, "PYTHON_IMAGE": python},
+            containerfile=context / DOCKERFILE.relative_to(REPO),
+            build_args={"DEBIAN_IMAGE": debian, "NODE_IMAGE": node, "PYTHON_IMAGE": python},
             jobs=2,  # the OpenClaw and Python stages are independent: their downloads overlap
         )
         self.buildah.prune(name.split(":")[0], name, also_keep=KEEP_BUILDS - 1)
@@ -323,7 +328,7 @@ class ImageBuilder:
         mirror = apt_mirror()
         arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=False)
         architecture = arch.stdout.strip() or platform.machine()
-        key = digest(SUITE, "minbase", "without apt's caches", mirror, architecture)
+        key = digest(SUITE, "minbase", "without apt's caches", SLIM_DPKG, APT_CLEAN, mirror, architecture)
         name = f"{NAME_PREFIX}-debian:{SUITE}-{key}"
         if self.buildah.has_image(name):
             self.say(f"==> [1/4] Debian {SUITE} base {name} is up to date")
@@ -337,7 +342,7 @@ class ImageBuilder:
             f'FROM scratch\nADD rootfs.tar /\nENV PATH={BASE_PATH} LANG=C.UTF-8\nCMD ["bash"]\n'
         )
         self.buildah.build(context, name, containerfile=context / "Containerfile", build_args={})
-        self.buildah.prune(name.split(":")[0], name)
+        self.buildah.prune(name.split(":")[0], name, also_keep=KEEP_BUILDS - 1)
         return name
 
     def _debootstrap(self, mirror: str, context: Path, tarball: Path) -> None:
@@ -364,6 +369,9 @@ class ImageBuilder:
         # As Debian's own images: no downloaded packages, no package lists (an image runs apt-get update).
         for cached in [*rootfs.glob("var/cache/apt/archives/*.deb"), *rootfs.glob("var/lib/apt/lists/*_*")]:
             cached.unlink()
+        # As the -slim images the Dockerfile's bases are: no documentation, manual pages or translations
+        # (dpkg leaves out those of packages installed later too), and apt keeps no downloaded package.
+        make_slim(rootfs)
         partial = tarball.with_suffix(".partial")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
@@ -474,7 +482,7 @@ class ImageBuilder:
         (context / "Containerfile").write_text(containerfile)
         self.buildah.build(context, name, containerfile=context / "Containerfile", build_args={})
         shutil.rmtree(context)
-        self.buildah.prune(name.split(":")[0], name)
+        self.buildah.prune(name.split(":")[0], name, also_keep=KEEP_BUILDS - 1)
         return name
 
     @staticmethod
@@ -482,6 +490,50 @@ class ImageBuilder:
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         return folder
+
+
+SLIM_DPKG = """path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/locale/*
+path-include /usr/share/locale/locale.alias
+"""
+"""What Debian's -slim images tell dpkg to leave out (their /etc/dpkg/dpkg.cfg.d/docker)."""
+_APT_CLEAN_COMMAND = (
+    '"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"'
+)
+APT_CLEAN = (
+    f"DPkg::Post-Invoke {{ {_APT_CLEAN_COMMAND}; }};\n"
+    f"APT::Update::Post-Invoke {{ {_APT_CLEAN_COMMAND}; }};\n"
+    'Dir::Cache::pkgcache "";\nDir::Cache::srcpkgcache "";\n'
+)
+"""Debian's images' /etc/apt/apt.conf.d/docker-clean: apt keeps no package it downloaded."""
+
+
+def make_slim(rootfs: Path) -> None:
+    """Make a debootstrapped tree like Debian's -slim image: its dpkg and apt settings, and without the
+    files those settings leave out of every package installed later."""
+    (rootfs / "etc" / "dpkg" / "dpkg.cfg.d" / "docker").write_text(SLIM_DPKG)
+    (rootfs / "etc" / "apt" / "apt.conf.d" / "docker-clean").write_text(APT_CLEAN)
+    share = rootfs / "usr" / "share"
+    left_out = [
+        entry
+        for folder in ("man", "groff", "info", "lintian", "linda")
+        for entry in (share / folder).glob("*")
+    ]
+    left_out += [entry for entry in (share / "locale").glob("*") if entry.name != "locale.alias"]
+    left_out += [entry for entry in (share / "doc").glob("*/*") if entry.name != "copyright"]
+    for entry in left_out:
+        if entry.parent.is_symlink():
+            continue  # a package's doc folder linking to another's: emptied there
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _standard_library_only(directory: str, names: list[str]) -> set[str]:

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 import shlex
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -359,3 +360,121 @@ def _last_line(output: str) -> str:
     """The last non-empty line of a command's output."""
     lines = [line for line in output.splitlines() if line.strip()]
     return lines[-1].strip() if lines else "no output"
+
+
+# --------------------------------------------------------------------------------------------------------
+# The SOCI index (lazy loading on Fargate)
+# --------------------------------------------------------------------------------------------------------
+
+SOCI_SUFFIX = "-soci"
+"""The tag of the SOCI-enabled image is the image's own tag with this suffix."""
+SOCI_MISSING = (
+    "  no SOCI index: {missing} not installed, so Fargate downloads the whole image before each start "
+    "(docs/cold-start.md). To have it lazy-loaded, install the SOCI CLI 0.10 or newer "
+    "(https://github.com/awslabs/soci-snapshotter/releases) and ORAS (https://oras.land/docs/installation); "
+    "the next make deploy adds the index"
+)
+
+
+@dataclass(frozen=True)
+class SociIndexer:
+    """The SOCI CLI and ORAS: they make a pushed image a SOCI-enabled one (index manifest v2).
+
+    `soci convert --standalone` needs neither containerd nor root: ORAS copies the pushed image from ECR
+    into an OCI layout, soci packs the image and its SOCI index (a table of contents of each layer of
+    10 MiB or more) into a new image index there, and ORAS pushes that index back; its layers are the
+    pushed image's, so only a few kilobytes of metadata go up."""
+
+    soci: str
+    oras: str
+
+    def login(self, registry: str) -> list[str]:
+        """ORAS's login to the registry; the password goes to its stdin."""
+        return [self.oras, "login", "--username", "AWS", "--password-stdin", registry]
+
+    def fetch(self, image: str, layout: Path) -> list[str]:
+        """Copy the pushed image from the registry into an OCI layout folder."""
+        return [self.oras, "cp", "--to-oci-layout", image, f"{layout}:image"]
+
+    def convert(self, source: Path, target: Path) -> list[str]:
+        """Make the SOCI-enabled image of the task's platform in a new layout (no containerd: standalone)."""
+        return [
+            self.soci,
+            "convert",
+            "--standalone",
+            "--format",
+            "oci-dir",
+            "--platform",
+            PLATFORM,
+            str(source),
+            str(target),
+        ]
+
+    def push(self, layout: Path, digest: str, image: str) -> list[str]:
+        """Copy the SOCI-enabled image (by its digest in the layout) to the registry under `image`."""
+        return [self.oras, "cp", "--from-oci-layout", f"{layout}@{digest}", image]
+
+
+def find_soci_indexer(runner: Runner) -> SociIndexer | str:
+    """The SOCI CLI and ORAS when both are installed, else the names of those missing."""
+    missing = [name for name in ("soci", "oras") if runner.which(name) is None]
+    return " and ".join(missing) if missing else SociIndexer("soci", "oras")
+
+
+def add_soci_index(
+    runner: Runner, indexer: SociIndexer, registry: Registry, repository: Repository, tag: str, out: TextIO
+) -> str | None:
+    """Push the SOCI-enabled image of the image `tag` as `tag`-soci; its digest, or None (told why) when a
+    step failed: the plain image still runs, only its start is slower."""
+    image, indexed = repository.tagged(tag), repository.tagged(tag + SOCI_SUFFIX)
+    password = registry.password()
+    host = repository.uri.split("/", 1)[0]
+    with tempfile.TemporaryDirectory(prefix="soci-") as scratch:
+        source, target = Path(scratch) / "image", Path(scratch) / "soci"
+        steps = [
+            (f"logging ORAS in to {host}", Command(indexer.login(host), stdin=password + "\n", show=False)),
+            (
+                f"fetching {image} to index it (its compressed size, once per image)",
+                Command(indexer.fetch(image, source)),
+            ),
+            ("building its SOCI index (soci convert)", Command(indexer.convert(source, target))),
+        ]
+        for what, command in steps:
+            print(f"  {what}", file=out, flush=True)
+            done = runner.run(command)
+            if done.code != 0:
+                _soci_failed(what, done.output, password, out)
+                return None
+        digest = _layout_digest(target)
+        if digest is None:
+            _soci_failed("reading the SOCI-enabled image", "no image in its layout", password, out)
+            return None
+        print(f"  pushing the SOCI-enabled image as {indexed}", file=out, flush=True)
+        pushed = runner.run(Command(indexer.push(target, digest, indexed)))
+        if pushed.code != 0:
+            _soci_failed(f"pushing {indexed}", pushed.output, password, out)
+            return None
+    found = registry.digest(repository, tag + SOCI_SUFFIX)
+    if found is None:
+        _soci_failed(f"finding {indexed} in ECR", "not listed after the push", password, out)
+        return None
+    return found
+
+
+def _layout_digest(layout: Path) -> str | None:
+    """The digest of the (only) image of an OCI layout folder."""
+    try:
+        manifests = json.loads((layout / "index.json").read_text(encoding="utf-8")).get("manifests") or []
+    except (OSError, ValueError):
+        return None
+    return str(manifests[0]["digest"]) if manifests and "digest" in manifests[0] else None
+
+
+def _soci_failed(step: str, output: str, password: str, out: TextIO) -> None:
+    """Say which step of the SOCI index failed and that the deploy goes on with the plain image."""
+    print(
+        f"  warning: no SOCI index ({step} failed: {redact(_last_line(output), [password])}); "
+        "the stack runs the image without it, which Fargate downloads whole before each start",
+        file=out,
+        flush=True,
+    )

@@ -53,13 +53,18 @@ from scripts.bridge_image import (  # noqa: E402
     DOCKERFILE,
     NO_BUILDER,
     PLATFORM,
+    SOCI_MISSING,
+    SOCI_SUFFIX,
     Registry,
     Repository,
+    SociIndexer,
+    add_soci_index,
     build_and_push,
     context_tag,
     ensure_repository,
     files_digest,
     find_builder,
+    find_soci_indexer,
 )
 from scripts.build_frontend import FRONTEND, BuildError, build  # noqa: E402
 from scripts.commands import Command, CommandRunner, Runner  # noqa: E402
@@ -455,22 +460,40 @@ def pin_openclaw(version: str, runner: Runner, env: Mapping[str, str], console: 
 
 
 def current_image(aws: Aws, runner: Runner, repository: Repository, version: str, console: Console) -> Image:
-    """This checkout's bridge image in ECR: found by its context tag, else built and pushed."""
+    """This checkout's bridge image in ECR: found by its context tag, else built and pushed; its
+    SOCI-enabled form (lazy loading on Fargate) when the SOCI CLI is installed."""
     build_args = {"OPENCLAW_VERSION": version}
     tag = context_tag(CHECKOUT, CHECKOUT / DOCKERFILE.relative_to(_REPO), build_args, PLATFORM)
     registry = Registry(aws.client("ecr"))
+    indexer = find_soci_indexer(runner)
+    if isinstance(indexer, SociIndexer):
+        indexed = registry.digest(repository, tag + SOCI_SUFFIX)
+        if indexed is not None:
+            print(f"  image {tag} and its SOCI index are in ECR already: no build, no push", file=console.out)
+            return Image(repository.pinned(indexed), version, built=False)
     digest = registry.digest(repository, tag)
+    built = digest is None
     if digest is not None:
         print(f"  image {tag} is in ECR already: no build, no push", file=console.out)
-        return Image(repository.pinned(digest), version, built=False)
-    builder = find_builder(runner)
-    if builder is None:
-        raise UsageError(NO_BUILDER)
-    digest = build_and_push(
-        runner, builder, registry, repository, tag, build_args, console.out, context=CHECKOUT
+    else:
+        builder = find_builder(runner)
+        if builder is None:
+            raise UsageError(NO_BUILDER)
+        digest = build_and_push(
+            runner, builder, registry, repository, tag, build_args, console.out, context=CHECKOUT
+        )
+        print(f"  pushed {repository.tagged(tag)} ({digest})", file=console.out)
+    if not isinstance(indexer, SociIndexer):
+        print(SOCI_MISSING.format(missing=indexer), file=console.out)
+        return Image(repository.pinned(digest), version, built=built)
+    indexed = add_soci_index(runner, indexer, registry, repository, tag, console.out)
+    if indexed is None:
+        return Image(repository.pinned(digest), version, built=built)
+    print(
+        f"  pushed {repository.tagged(tag + SOCI_SUFFIX)} ({indexed}): Fargate lazy-loads it",
+        file=console.out,
     )
-    print(f"  pushed {repository.tagged(tag)} ({digest})", file=console.out)
-    return Image(repository.pinned(digest), version, built=True)
+    return Image(repository.pinned(indexed), version, built=built)
 
 
 def previous_image(aws: Aws, answers: Answers, repository: Repository, deployed_image: str | None) -> Image:

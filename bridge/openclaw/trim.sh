@@ -33,6 +33,20 @@ if getconf GNU_LIBC_VERSION >/dev/null 2>&1; then
     find "$modules" -type d -name '*musl*' -prune -exec rm -rf {} +
 fi
 
+# Packages of features a headless task cannot use, each loaded only when its feature is used (a dynamic
+# import or require inside that feature, never at boot):
+#  - the CUA computer-control driver's native binaries (@trycua/cua-driver-<os>-<arch>, 42 MB): it drives
+#    a desktop, and a Fargate task has no display;
+#  - Playwright and the Chrome DevTools MCP server: the Browser tool drives a Chromium, and the image has
+#    none (the bridge's openclaw.json configures no remote browser either);
+#  - TypeScript: OpenClaw compiles with it only the bootstrap bundle of a paired remote node host and
+#    TypeScript setup modules of plugins installed at run time; the gateway listens on loopback (no node
+#    host can pair) and nothing installs a plugin in the image.
+# When one of them is used anyway, that tool call fails with "Cannot find module", the gateway stays up.
+rm -rf "$modules"/@trycua/cua-driver-* "$modules/playwright-core" "$modules/typescript" \
+    "$openclaw/node_modules/chrome-devtools-mcp" "$modules/chrome-devtools-mcp" "$modules/.bin/tsc" \
+    "$modules/.bin/tsserver" "$modules/.bin/playwright-core" "$openclaw"/node_modules/.bin/chrome-devtools*
+
 # The dependencies' read-me and change-log files. OpenClaw's own Markdown stays whole: its skills and
 # plugins are Markdown it reads.
 for tree in "$modules" "$openclaw/node_modules"; do

@@ -16,6 +16,7 @@ from local.image import (
     apt_mirror,
     bridge_inputs_digest,
     build_context_files,
+    make_slim,
     node_version,
     python312_prefix,
 )
@@ -124,3 +125,41 @@ def test_without_a_shared_library_python_3_12_the_build_says_how_to_get_one(
     (static / "lib").mkdir()
     (static / "lib" / "libpython3.12.so.1.0").write_text("")
     assert python312_prefix() == static
+
+
+def test_the_stand_in_debian_is_slim_like_the_official_bases(tmp_path: Path) -> None:
+    # Given a debootstrapped tree with documentation, manual pages, translations and a doc folder that is a
+    # link to another package's
+    files = [
+        "usr/share/doc/git/changelog.gz",
+        "usr/share/doc/git/copyright",
+        "usr/share/man/man1/git.1.gz",
+        "usr/share/locale/de/LC_MESSAGES/git.mo",
+        "usr/share/locale/locale.alias",
+        "usr/share/info/dir",
+        "usr/bin/git",
+    ]
+    for name in files:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    (tmp_path / "usr/share/doc/git-man").symlink_to("git")
+    for folder in ("etc/dpkg/dpkg.cfg.d", "etc/apt/apt.conf.d"):
+        (tmp_path / folder).mkdir(parents=True)
+
+    # When it is made slim
+    make_slim(tmp_path)
+
+    # Then what Debian's -slim images leave out is gone, copyrights and the locale alias stay, and dpkg and
+    # apt are told to do the same for every package installed later
+    left = sorted(
+        str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+    assert left == [
+        "etc/apt/apt.conf.d/docker-clean",
+        "etc/dpkg/dpkg.cfg.d/docker",
+        "usr/bin/git",
+        "usr/share/doc/git/copyright",
+        "usr/share/locale/locale.alias",
+    ]
+    assert "path-exclude /usr/share/doc/*" in (tmp_path / "etc/dpkg/dpkg.cfg.d/docker").read_text()
+    assert "/var/cache/apt/archives/*.deb" in (tmp_path / "etc/apt/apt.conf.d/docker-clean").read_text()

@@ -43,21 +43,83 @@ def test_every_copied_path_exists() -> None:
         assert (ROOT / source).exists(), f"COPY {source}: missing"
 
 
+def _stages() -> dict[str, list[str]]:
+    """Each stage's instructions (continued lines joined), by its `AS` name; the final stage as ""."""
+    stages: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in re.sub(r"\\\n\s*", " ", DOCKERFILE).splitlines():
+        instruction = line.strip()
+        if instruction.startswith("FROM "):
+            named = re.search(r"\sAS\s+(\S+)$", instruction)
+            current = stages.setdefault(named.group(1) if named else "", [])
+        elif instruction and not instruction.startswith("#"):
+            current.append(instruction)
+    return stages
+
+
 def test_every_bridge_module_is_in_the_image_and_byte_compiled() -> None:
     # Given the bridge's modules, subpackages included (state_sync is one)
     package = ROOT / "bridge" / "bridge"
     modules = [f"/app/bridge/{path.relative_to(package).as_posix()}" for path in package.rglob("*.py")]
     assert "/app/bridge/state_sync/backup.py" in modules
-    # Then the build context and the image take the package folder whole
+    # Then the build context and the image take the package folder whole, compiled in the app stage
     assert "!bridge/bridge/" in (ROOT / ".dockerignore").read_text().splitlines()
-    assert re.search(r"^COPY bridge/bridge /app/bridge$", DOCKERFILE, re.MULTILINE)
-    # And compileall walks /app to any depth, its exclusion skipping none of them
-    line = re.search(r"python3 -m compileall (.+)$", DOCKERFILE, re.MULTILINE)
-    assert line
-    args = shlex.split(line.group(1))
-    assert "/app" in args and "-l" not in args
-    excluded = args[args.index("-x") + 1] if "-x" in args else None
-    assert not excluded or not [m for m in modules if re.search(excluded, m)]
+    app = _stages()["app"]
+    assert "COPY bridge/bridge /app/bridge" in app
+    assert "COPY --from=app /app/bridge /app/bridge" in _stages()[""]
+    # And compileall walks /app/bridge (after its COPY) to any depth, its exclusion skipping none of them
+    compiled = [shlex.split(line.split("compileall", 1)[1]) for line in app if "compileall" in line]
+    after_copy = app[app.index("COPY bridge/bridge /app/bridge") + 1]
+    assert "compileall" in after_copy and "/app/bridge" in shlex.split(after_copy)
+    for args in compiled:
+        assert "-l" not in args
+        excluded = args[args.index("-x") + 1] if "-x" in args else None
+        assert not excluded or not [m for m in modules if re.search(excluded, m)]
+
+
+def test_the_layers_go_from_the_least_to_the_most_often_changed() -> None:
+    # Given the final image's instructions that make a layer
+    final = [line for line in _stages()[""] if line.split()[0] in ("COPY", "ADD", "RUN")]
+    parts = [
+        ("Node", "COPY --from=openclaw /usr/local/bin/node "),
+        ("Python", "COPY --from=python /runtime/ /"),
+        ("OS packages and the user", "RUN apt-get update"),
+        ("OpenClaw", "COPY --from=openclaw /opt/openclaw "),
+        ("Python dependencies", "COPY --from=python /deps/ /"),
+        ("shared package", "COPY --from=app /app/serverless_openclaw "),
+        ("bridge", "COPY --from=app /app/bridge "),
+    ]
+
+    # Then each part is a layer of its own, in this order, the bridge last: a bridge change re-pushes (and
+    # a task re-pulls) one small layer, and a Python dependency change neither re-pulls OpenClaw
+    positions = {}
+    for part, start in parts:
+        found = [n for n, line in enumerate(final) if line.startswith(start)]
+        assert len(found) == 1, f"{part}: {len(found)} layers start with {start!r}"
+        positions[part] = found[0]
+    assert list(positions.values()) == sorted(positions.values())
+    assert positions["bridge"] == len(final) - 1
+    # and at most one step (OpenClaw's build-time preparation) sits between OpenClaw and the Python layers
+    assert positions["Python dependencies"] - positions["OpenClaw"] <= 2
+    # and the shared package's bytecode is made before the bridge is copied (a bridge change keeps it)
+    app = _stages()["app"]
+    shared = app.index("COPY layers/shared/serverless_openclaw /app/serverless_openclaw")
+    assert shared < app.index("COPY bridge/bridge /app/bridge")
+    assert "/app/serverless_openclaw" in app[shared + 1] and "compileall" in app[shared + 1]
+
+
+def test_the_runtime_has_only_the_node_binary_and_no_pip() -> None:
+    # Given the final stage's base and what it copies from the Node image
+    final = _stages()[""]
+    froms = re.findall(r"^FROM (\S+)(?:\s+AS\s+\S+)?$", DOCKERFILE, re.MULTILINE)
+
+    # Then the runtime starts from Debian (no npm, npx, corepack or yarn of the Node image) and takes node
+    assert froms[-1] == "${DEBIAN_IMAGE}"
+    assert re.search(r"^ARG DEBIAN_IMAGE=debian:bookworm-slim$", DOCKERFILE, re.MULTILINE)
+    assert "COPY --from=openclaw /usr/local/bin/node /usr/local/bin/node" in final
+    # and the Python it copies has no pip (nothing installs at run time)
+    python = " ".join(_stages()["python"])
+    assert "site-packages/*" in python and "ensurepip" in python
 
 
 def test_runs_as_the_task_definitions_non_root_user_with_exec_form_entrypoint() -> None:

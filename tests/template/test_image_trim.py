@@ -24,7 +24,8 @@ KEPT = [
     "node_modules/openclaw/dist/extensions/memory-core/skills/recall/SKILL.md",
     "node_modules/openclaw/skills/notes/SKILL.md",
     "node_modules/openclaw/docs/reference/templates/AGENTS.md",
-    "node_modules/openclaw/node_modules/chrome-devtools-mcp/index.js",
+    "node_modules/openclaw/node_modules/undici/index.js",
+    "node_modules/@trycua/cua-driver/dist/index.js",
     "node_modules/zod/package.json",
     "node_modules/zod/index.js",
     "node_modules/zod/LICENSE",
@@ -51,6 +52,13 @@ REMOVED = [
     "node_modules/pi-tui/native/win32/prebuilds/win32-x64/console.node",
     "node_modules/koffi/build/android_arm64/koffi.node",
     "node_modules/koffi/build/freebsd_x64/koffi.node",
+    "node_modules/@trycua/cua-driver-linux-x64-gnu/cua-driver",
+    "node_modules/@trycua/cua-driver-linux-arm64-gnu/cua-driver",
+    "node_modules/playwright-core/index.js",
+    "node_modules/typescript/lib/typescript.js",
+    "node_modules/.bin/tsc",
+    "node_modules/openclaw/node_modules/chrome-devtools-mcp/build/src/index.js",
+    "node_modules/openclaw/node_modules/.bin/chrome-devtools-mcp",
 ]
 
 
@@ -71,7 +79,8 @@ def test_trim_removes_what_the_gateway_never_reads_and_keeps_the_rest(tmp_path: 
     )
 
     # Then it succeeds quietly, removing docs (but the templates), the Control UI, maps, declarations,
-    # TypeScript, read-me files of dependencies and other systems' binaries; every other file is as it was
+    # TypeScript, read-me files of dependencies, other systems' binaries and the packages of features a
+    # headless task cannot use (desktop control, a browser, TypeScript); every other file is as it was
     assert (result.returncode, result.stderr) == (0, "")
     assert [relative for relative in REMOVED if (tmp_path / relative).exists()] == []
     assert [relative for relative in KEPT if (tmp_path / relative).read_text() != relative] == []

@@ -55,6 +55,8 @@ class Rehearsal:
 
     installed: set[str] = field(default_factory=lambda: {"docker", "npm", str(deploy.SAM), PYTHON312})
     refuse: Refusal | None = None
+    failing: set[str] = field(default_factory=set)
+    """Programs (by name) that fail whatever they are asked, as on a broken installation."""
     calls: list[list[str]] = field(default_factory=list)
     stdins: list[str] = field(default_factory=list)
     envs: list[Mapping[str, str]] = field(default_factory=list)
@@ -83,6 +85,12 @@ class Rehearsal:
             return Completed(npm_main(argv[1:]), "")
         if self.which(argv[0]) is None:
             return Completed(127, f"{argv[0]}: not found")
+        if Path(argv[0]).name in self.failing:
+            return Completed(1, f"Error: {Path(argv[0]).name} failed")
+        if Path(argv[0]).name == "oras":
+            return self._oras(argv, command.stdin)
+        if Path(argv[0]).name == "soci":
+            return self._soci(argv)
         return self._builder(argv, command.stdin)
 
     # What the programs do -------------------------------------------------------------------------------
@@ -107,6 +115,51 @@ class Rehearsal:
         else:
             self.built[image] = manifest
         return Completed(0, "built")
+
+    def _oras(self, argv: list[str], stdin: str | None) -> Completed:
+        """ORAS: login (password on stdin), an image from ECR into a layout, a layout's image to ECR."""
+        if argv[1] == "login":
+            return (
+                Completed(0, "Login Succeeded") if stdin == ecr_password() + "\n" else Completed(1, "denied")
+            )
+        if argv[1:3] == ["cp", "--to-oci-layout"]:
+            repository_uri, _, tag = argv[3].rpartition(":")
+            ecr = boto3.client("ecr", region_name=REGION)
+            found = ecr.batch_get_image(
+                repositoryName=repository_uri.split("/", 1)[1], imageIds=[{"imageTag": tag}]
+            )["images"]
+            if not found:
+                return Completed(1, f"Error: {argv[3]}: not found")
+            write_layout(Path(argv[4].rpartition(":")[0]), found[0]["imageManifest"])
+            return Completed(0, f"Copied [registry] {argv[3]} => [oci-layout] {argv[4]}")
+        if argv[1:3] == ["cp", "--from-oci-layout"]:
+            layout, _, digest = argv[3].partition("@")
+            blob = Path(layout) / "blobs" / "sha256" / digest.removeprefix("sha256:")
+            self._push(argv[4], blob.read_text())
+            return Completed(0, f"Copied [oci-layout] {argv[3]} => [registry] {argv[4]}")
+        return Completed(2, f"oras: unexpected {argv[1:3]}")
+
+    def _soci(self, argv: list[str]) -> Completed:
+        """`soci convert --standalone`: a layout's image and its SOCI index packed into one image index."""
+        if argv[1:3] != ["convert", "--standalone"]:
+            return Completed(2, f"soci: unexpected {argv[1:3]}")
+        source, target = Path(argv[-2]), Path(argv[-1])
+        image = json.loads((source / "index.json").read_text())["manifests"][0]
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                {**image, "platform": {"architecture": "arm64", "os": "linux"}},
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "artifactType": "application/vnd.amazon.soci.index.v2+json",
+                    "digest": "sha256:" + hashlib.sha256(image["digest"].encode()).hexdigest(),
+                    "size": 1,
+                },
+            ],
+        }
+        write_layout(target, json.dumps(index))
+        return Completed(0, "converted")
 
     def _push(self, image: str, manifest: str) -> None:
         repository_uri, _, tag = image.rpartition(":")
@@ -143,7 +196,8 @@ class Rehearsal:
     def programs(self) -> list[str]:
         """Each call as `program verb` (`sam deploy`, `docker buildx build`, `docker login`)."""
         return [
-            " ".join([Path(argv[0]).name, *argv[1 : 3 if argv[1] == "buildx" else 2]]) for argv in self.calls
+            " ".join([Path(argv[0]).name, *argv[1 : 3 if argv[1] in ("buildx", "cp") else 2]])
+            for argv in self.calls
         ]
 
     def call(self, prefix: str) -> list[str]:
@@ -152,6 +206,17 @@ class Rehearsal:
         if len(found) != 1:
             raise AssertionError(f"{len(found)} calls of {prefix}: {self.programs()}")
         return found[0]
+
+
+def write_layout(layout: Path, manifest: str) -> None:
+    """An OCI layout folder holding one manifest (its blob and its entry in index.json)."""
+    digest = "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    (blobs / digest.removeprefix("sha256:")).write_text(manifest)
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    entry = {"mediaType": json.loads(manifest).get("mediaType", ""), "digest": digest, "size": len(manifest)}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
 
 
 def refused_by_dockerfile(argv: Sequence[str]) -> str:

@@ -212,6 +212,9 @@ def test_the_first_run_builds_pushes_deploys_and_ends_with_the_login(
         f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
     ]  # fmt: skip
     assert rehearsal.stdins == [ecr_password() + "\n"]
+    # (without the SOCI CLI the image is pushed as it is, and the output says what to install for an index)
+    assert "no SOCI index: soci and oras not installed" in out
+    assert "https://github.com/awslabs/soci-snapshotter/releases" in out
     assert rehearsal.call("docker buildx build") == [
         "docker", "buildx", "build", "--platform", "linux/arm64",
         "--file", str(REPOSITORY / "bridge" / "Dockerfile"),
@@ -594,6 +597,81 @@ def test_podman_builds_then_pushes(rehearsal: Rehearsal, capsys: pytest.CaptureF
         "--file", str(REPOSITORY / "bridge" / "Dockerfile"), "--tag", image,
     ]  # fmt: skip
     assert rehearsal.call("podman push") == ["podman", "push", image]
+
+
+def test_with_the_soci_cli_the_stack_runs_the_soci_enabled_image_and_a_second_run_finds_it(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a machine with Docker, the SOCI CLI and ORAS
+    rehearsal.installed |= {"soci", "oras"}
+    tag = expected_tag(openclaw_version())
+
+    # When make deploy runs
+    code, out, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then after the push ORAS logged in (password on stdin), fetched the pushed image into a layout, soci
+    # packed it with its SOCI index for the task's platform without containerd, and ORAS pushed the result
+    assert code == 0, err
+    assert rehearsal.programs() == [
+        "docker buildx version",
+        "docker login",
+        "docker buildx build",
+        "oras login",
+        "oras cp --to-oci-layout",
+        "soci convert",
+        "oras cp --from-oci-layout",
+        "sam build",
+        "sam deploy",
+    ]
+    assert rehearsal.stdins == [ecr_password() + "\n"] * 2
+    host = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
+    assert rehearsal.call("oras login") == ["oras", "login", "--username", "AWS", "--password-stdin", host]
+    fetch = rehearsal.call("oras cp --to-oci-layout")
+    assert fetch[:4] == ["oras", "cp", "--to-oci-layout", f"{REPOSITORY_URI}:{tag}"]
+    source = fetch[4].removesuffix(":image")
+    convert = rehearsal.call("soci convert")
+    assert convert[:-1] == [
+        "soci", "convert", "--standalone", "--format", "oci-dir", "--platform", "linux/arm64", source,
+    ]  # fmt: skip
+    push = rehearsal.call("oras cp --from-oci-layout")
+    assert push[3].startswith(convert[-1] + "@sha256:") and push[4] == f"{REPOSITORY_URI}:{tag}-soci"
+    # and the stack runs the SOCI-enabled image (an image index holding the image and its SOCI index)
+    indexed = image_digests()[f"{tag}-soci"]
+    assert (
+        stack_parameters()["BridgeImageUri"]
+        == f"{REPOSITORY_URI}@{indexed}"
+        != (f"{REPOSITORY_URI}@{image_digests()[tag]}")
+    )
+    assert f"pushed {REPOSITORY_URI}:{tag}-soci ({indexed}): Fargate lazy-loads it" in out
+    assert "no SOCI index" not in out
+
+    # When make deploy runs again with nothing changed
+    code, out, err = make_deploy(rehearsal, capsys)
+
+    # Then the indexed image is found in ECR: nothing is built, fetched, converted or pushed
+    assert code == 0, err
+    assert rehearsal.calls == []
+    assert f"image {tag} and its SOCI index are in ECR already" in out
+
+
+def test_a_failed_soci_index_still_deploys_the_image_and_says_why(
+    rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the SOCI CLI installed but broken
+    rehearsal.installed |= {"soci", "oras"}
+    rehearsal.failing.add("soci")
+    tag = expected_tag(openclaw_version())
+
+    # When make deploy runs
+    code, out, err = make_deploy(rehearsal, capsys, *FIRST_RUN)
+
+    # Then the deploy succeeds with the plain image (only its start is slower), and the output says which
+    # step failed with the tool's own words
+    assert code == 0, err
+    assert stack_parameters()["BridgeImageUri"] == f"{REPOSITORY_URI}@{image_digests()[tag]}"
+    assert f"{tag}-soci" not in image_digests()
+    assert "warning: no SOCI index (building its SOCI index (soci convert) failed: Error: soci failed)" in out
+    assert "oras cp --from-oci-layout" not in rehearsal.programs()
 
 
 def test_missing_credentials_are_a_clear_error_before_anything_runs(
