@@ -240,7 +240,7 @@ class Bridge:
         return token, env
 
     async def _start_gateway(self, env: Mapping[str, str]) -> None:
-        """gateway: OpenClaw as a supervised child, up once it listens on its port."""
+        """gateway: OpenClaw as a supervised child, up once its `/readyz` answers 200."""
         cfg = self.cfg
         self.progress.show(
             "⏳ Waking up your agent: starting OpenClaw (the longest step, about 10 s)…", "gateway", 11
@@ -251,7 +251,7 @@ class Bridge:
                 command, env, cwd=cfg.state_root, on_exit=self.restarts.died
             )
             await gateway.start()
-            await gateway.wait_until_listening(cfg.gateway_port, timeout=180)
+            await gateway.wait_until_ready(cfg.gateway_port, timeout=180)
 
     async def _connect_gateway(self, token: str) -> GatewayConnection:
         """handshake: the bridge's operator connection to OpenClaw, which runs every message."""

@@ -200,7 +200,7 @@ class GatewayChild:
     async def start(self) -> None:
         self.running = True
 
-    async def wait_until_listening(self, port: int, timeout: float) -> None:
+    async def wait_until_ready(self, port: int, timeout: float) -> None:
         assert self.running
 
     async def stop(self, timeout: float = 15) -> int:
