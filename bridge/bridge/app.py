@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bridge import task_metadata
+from bridge import compile_cache, task_metadata
 from bridge.agent_link import AgentLink
 from bridge.agent_loop import InboxLoop
 from bridge.backups import Backups
@@ -230,12 +230,18 @@ class Bridge:
                 log_file=cfg.state_root / "logs" / "openclaw.log",
             )
             write_config(state_dir / "openclaw.json", config)
+            tmp_dir = cfg.state_root / "tmp"
             env = gateway_environment(
                 os.environ,
                 home=home,
                 cache_dir=cfg.state_root / "cache",
+                tmp_dir=tmp_dir,
                 token=token,
                 secrets=api_keys,
+            )
+            # Prepared when the image was built: spares the gateway compiling its modules at every boot.
+            await asyncio.to_thread(
+                compile_cache.seed, compile_cache.prepared_dir(cfg.openclaw_entry), tmp_dir
             )
         return token, env
 

@@ -184,9 +184,16 @@ def gateway_environment(
     cache_dir: Path,
     token: str,
     secrets: Mapping[str, str],
+    tmp_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys."""
+    """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys.
+
+    `tmp_dir` becomes its TMPDIR (else it inherits ours): OpenClaw keeps Node's compile cache there, which
+    the bridge seeds with the prepared one (compile_cache.py).
+    """
     env = {name: value for name, value in base_env.items() if name in _INHERITED}
+    if tmp_dir is not None:
+        env["TMPDIR"] = str(tmp_dir)
     env.update(_HEADLESS_ENV)
     env.update(
         {

@@ -296,3 +296,15 @@ def test_write_config_failure_keeps_the_previous_file(tmp_path: Path) -> None:
     # Then the gateway still sees the previous, complete file and no temporary file is left
     assert json.loads(path.read_text()) == {"gateway": {"mode": "local"}}
     assert [p.name for p in tmp_path.iterdir()] == ["openclaw.json"]
+
+
+def test_the_gateway_gets_a_temporary_folder_of_its_own_when_given_one() -> None:
+    # Given a bridge whose own TMPDIR is the machine's
+    base = {"PATH": "/usr/bin", "TMPDIR": "/tmp"}
+
+    # When the child's environment is built with and without a folder of its own
+    own = child_env(base, tmp_dir=Path("/state/tmp"))
+    inherited = child_env(base)
+
+    # Then OpenClaw (and its compile cache) use that folder, else the inherited one
+    assert own["TMPDIR"] == "/state/tmp" and inherited["TMPDIR"] == "/tmp"
