@@ -111,7 +111,7 @@ def default_setup(home: Home, token: str) -> dict[str, str]:
     }
 
 
-def config_setup(module: types.ModuleType, *, warm_tmp: bool = False) -> Setup:
+def config_setup(module: types.ModuleType, *, warm_tmp: bool = False, prepared: Path | None = None) -> Setup:
     """The bridge's own config writer and environment, from `module` (main's or this checkout's).
 
     main's gateway inherits the bridge's TMPDIR: empty in a fresh task, or (warm_tmp) this machine's /tmp,
@@ -128,7 +128,7 @@ def config_setup(module: types.ModuleType, *, warm_tmp: bool = False) -> Setup:
         module.write_config(home.state_dir / "openclaw.json", config)
         if module is openclaw_config:
             tmp_dir = home.scratch / "tmp"
-            compile_cache.seed(compile_cache.prepared_dir(runtime().entry), tmp_dir)
+            compile_cache.seed(prepared or compile_cache.prepared_dir(runtime().entry), tmp_dir)
             return openclaw_config.gateway_environment(
                 os.environ,
                 home=home.home,
@@ -159,6 +159,7 @@ def baseline_module() -> types.ModuleType | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     module = types.ModuleType("openclaw_config_on_main")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up there
     exec(compile(source, f"{BASELINE_COMMIT}:openclaw_config.py", "exec"), module.__dict__)
     return module
 
@@ -287,16 +288,17 @@ def main() -> None:
         if main_module is not None:
             variants[MAIN] = config_setup(main_module)
             variants[f"{MAIN}, warm /tmp"] = config_setup(main_module, warm_tmp=True)
-        prepared = compile_cache.prepared_dir(rt.entry)
-        if not prepared.is_dir():
-            asyncio.run(compile_cache.prepare(str(rt.node), str(rt.entry), prepared))
-        variants["our config now"] = config_setup(openclaw_config)
+        # Prepared here as the image build and `make openclaw` do, in a folder of this run's own.
+        prepared = Path(tempfile.mkdtemp(prefix="bench-compile-cache-")) / "compile-cache"
+        asyncio.run(compile_cache.prepare(str(rt.node), str(rt.entry), prepared))
+        variants["our config now"] = config_setup(openclaw_config, prepared=prepared)
         results = measure_boots(variants, server.url, ROUNDS)
         baseline = results.get(MAIN)
         print("boot to /readyz 200 (fresh home each; fresh TMPDIR unless warm, as a new task has):")
         for name, boots in results.items():
             print("  " + _row(name, boots, baseline if name == "our config now" else None))
-        asyncio.run(first_turns(config_setup(openclaw_config), server.url, ROUNDS))
+        asyncio.run(first_turns(config_setup(openclaw_config, prepared=prepared), server.url, ROUNDS))
+        shutil.rmtree(prepared.parent, ignore_errors=True)
     finally:
         server.shutdown()
 

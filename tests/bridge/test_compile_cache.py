@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import io
-import json
-import uuid
 from pathlib import Path
-from typing import Any
-
-from aws_lambda_powertools import Logger
 
 from bridge.compile_cache import CACHE_FOLDER, prepared_dir, seed
-
-
-class LogCapture:
-    """A Powertools Logger writing JSON lines to memory."""
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        self.logger = Logger(service=f"test-{uuid.uuid4().hex}", level="DEBUG", stream=self.stream)
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line.strip()]
+from tests.bridge.test_gateway_process import LogCapture
 
 
 def prepared(root: Path) -> Path:
