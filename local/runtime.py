@@ -198,7 +198,7 @@ def ensure_compile_cache(rt: Runtime, *, say: Callable[[str], None] = print) -> 
     so it is told, not raised.
     """
     prepared = rt.root / COMPILE_CACHE_FOLDER
-    if (prepared / "openclaw").is_dir():
+    if prepared.is_dir() and any(child.is_dir() for child in prepared.iterdir()):
         return True
     command = [
         sys.executable,

@@ -258,7 +258,7 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     # Given a bridge whose every collaborator is an in-memory fake, and a message waiting in the Inbox,
     # with OpenClaw installed beside the compile cache the image build prepared
     entry = tmp_path / "opt" / "openclaw" / "node_modules" / "openclaw" / "openclaw.mjs"
-    prepared_entry = tmp_path / "opt" / "openclaw" / "compile-cache" / "openclaw" / "2026.9.6" / "entry"
+    prepared_entry = tmp_path / "opt" / "openclaw" / "compile-cache" / "v24.22.3-x64-964aae3f-0" / "entry"
     prepared_entry.parent.mkdir(parents=True)
     prepared_entry.write_bytes(b"compiled")
     cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="", OPENCLAW_ENTRY=str(entry))
@@ -313,7 +313,7 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     assert (tmp_path / "home" / ".openclaw" / "openclaw.json").exists()
     # And OpenClaw's temporary folder (where it keeps Node's compile cache) started with the prepared cache
     assert openclaw.env["TMPDIR"] == str(tmp_path / "tmp")
-    seeded = tmp_path / "tmp" / "node-compile-cache" / "openclaw" / "2026.9.6" / "entry"
+    seeded = tmp_path / "tmp" / "node-compile-cache" / "v24.22.3-x64-964aae3f-0" / "entry"
     assert seeded.read_bytes() == b"compiled"
     # And the row is Running with the link's token registered, and the tabs were told each step in order
     assert row.status is Status.RUNNING and row.agent_token_hash

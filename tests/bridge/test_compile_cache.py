@@ -10,7 +10,7 @@ from tests.bridge.test_gateway_process import LogCapture
 
 def prepared(root: Path) -> Path:
     """A prepared cache as `python -m bridge.compile_cache` leaves it (two entries)."""
-    entries = root / "compile-cache" / "openclaw" / "2026.9.6" / "1796-142802" / "v24-x64"
+    entries = root / "compile-cache" / "v24.22.3-x64-964aae3f-0"
     entries.mkdir(parents=True)
     (entries / "44e88211").write_bytes(b"code for one module")
     (entries / "a6b99f3f").write_bytes(b"code for another")
@@ -58,7 +58,7 @@ def test_a_missing_prepared_cache_only_means_a_slower_boot(tmp_path: Path) -> No
 def test_a_damaged_prepared_cache_is_skipped_without_a_half_copy(tmp_path: Path) -> None:
     # Given a prepared cache with an entry that cannot be read (a dangling link, as a broken copy leaves)
     source = prepared(tmp_path / "opt")
-    entries = next(p for p in source.rglob("v24-x64"))
+    entries = next(source.iterdir())
     (entries / "ffffffff").symlink_to(tmp_path / "gone")
     capture = LogCapture()
     tmp_dir = tmp_path / "tmp"
@@ -76,12 +76,12 @@ def test_a_restarted_gateway_keeps_the_cache_its_task_already_has(tmp_path: Path
     # Given a task whose gateway already has a cache (it was seeded, then the gateway restarted)
     source = prepared(tmp_path / "opt")
     tmp_dir = tmp_path / "tmp"
-    (tmp_dir / CACHE_FOLDER / "openclaw").mkdir(parents=True)
-    (tmp_dir / CACHE_FOLDER / "openclaw" / "newer").write_bytes(b"written by the gateway")
+    (tmp_dir / CACHE_FOLDER / "v24").mkdir(parents=True)
+    (tmp_dir / CACHE_FOLDER / "v24" / "newer").write_bytes(b"written by the gateway")
 
     # When the bridge seeds again
     used = seed(source, tmp_dir, log=LogCapture().logger)
 
     # Then the gateway's own, newer cache is kept as it is
     assert used
-    assert [p.name for p in (tmp_dir / CACHE_FOLDER / "openclaw").iterdir()] == ["newer"]
+    assert [p.name for p in (tmp_dir / CACHE_FOLDER / "v24").iterdir()] == ["newer"]

@@ -306,5 +306,9 @@ def test_the_gateway_gets_a_temporary_folder_of_its_own_when_given_one() -> None
     own = child_env(base, tmp_dir=Path("/state/tmp"))
     inherited = child_env(base)
 
-    # Then OpenClaw (and its compile cache) use that folder, else the inherited one
+    # Then OpenClaw uses that folder, else the inherited one; with its own folder, Node's compile cache is
+    # in it for every thread and helper, and the launcher is told not to re-execute itself to move it
     assert own["TMPDIR"] == "/state/tmp" and inherited["TMPDIR"] == "/tmp"
+    assert own["NODE_COMPILE_CACHE"] == "/state/tmp/node-compile-cache"
+    assert own["OPENCLAW_PACKAGED_COMPILE_CACHE_RESPAWNED"] == "1"
+    assert "NODE_COMPILE_CACHE" not in inherited

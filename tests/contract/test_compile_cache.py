@@ -73,9 +73,10 @@ async def test_a_prepared_cache_is_used_and_a_damaged_one_only_costs_time(
     # When a gateway boots with it
     used = await boot_with(tmp_path / "prepared", prepared, offline_model.url)
 
-    # Then Node took OpenClaw's modules from it instead of compiling them
+    # Then Node took OpenClaw's modules from it instead of compiling them, in its worker threads too
     accepted = [line for line in used.lines("was accepted") if "/openclaw/dist/" in line]
     assert len(accepted) > 100, used.lines("[compile cache]")[:20]
+    assert [line for line in accepted if ".worker" in line or "/worker/" in line], accepted[:20]
 
     # When every entry of the prepared cache is damaged (overwritten with garbage of the same size)
     for entry in prepared.rglob("*"):
