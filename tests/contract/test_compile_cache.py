@@ -63,6 +63,7 @@ async def boot_with(tmp_path: Path, prepared: Path, model_url: str) -> NodeRepor
     return report
 
 
+@pytest.mark.timeout(1200)  # a preparation and two boots, each minutes long on a loaded machine
 async def test_a_prepared_cache_is_used_and_a_damaged_one_only_costs_time(
     tmp_path: Path, offline_model: OfflineModelServer
 ) -> None:
