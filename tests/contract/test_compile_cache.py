@@ -85,6 +85,7 @@ async def test_a_prepared_cache_is_used_and_a_damaged_one_only_costs_time(
             entry.write_bytes(os.urandom(entry.stat().st_size))
     damaged = await boot_with(tmp_path / "damaged", prepared, offline_model.url)
 
-    # Then the gateway still boots to hello-ok, having used none of it
-    assert damaged.lines("was accepted") == []
-    assert damaged.lines("[compile cache]"), "Node did not report on the compile cache at all"
+    # Then the gateway still boots to hello-ok: Node read the damaged entries, rejected every one of them
+    # and compiled those modules (what it accepts later are the entries this boot wrote afresh)
+    rejected = damaged.lines("magic number mismatch")
+    assert len(rejected) > 100, damaged.lines("[compile cache]")[:20]
