@@ -62,7 +62,11 @@ $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION): $(VENV)/.installed $(OPENCLAW_PR
 	@$(PY) -m local install
 	@touch $@
 
-openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) ## install Node 24 and the locked OpenClaw tree (cached)
+# One boot of the gateway whose compile cache every later boot starts from (bridge/bridge/compile_cache.py).
+$(OPENCLAW_DIR)/compile-cache: | $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION)
+	@$(PY) -m local install
+
+openclaw: $(OPENCLAW_DIR)/.installed-$(OPENCLAW_VERSION) $(OPENCLAW_DIR)/compile-cache ## install Node 24 and the locked OpenClaw tree, prepare its compile cache (cached)
 
 openclaw-pin: $(VENV)/.installed ## pin another OpenClaw: make openclaw-pin OPENCLAW_VERSION=… (then make test, commit)
 	@test "$(origin OPENCLAW_VERSION)" = "command line" || { echo "usage: make openclaw-pin OPENCLAW_VERSION=<release>"; exit 2; }

@@ -37,6 +37,8 @@ NODE_VERSIONS: dict[str, str] = {
 A platform not listed gets the newest Node 24 npm has for it."""
 RUNTIME_DIR_ENV = "OPENCLAW_RUNTIME_DIR"
 """Installs into (and uses) this folder instead of .cache/openclaw: e.g. to try a new lockfile aside."""
+COMPILE_CACHE_FOLDER = "compile-cache"
+"""Beside node_modules: where bridge/bridge/compile_cache.py looks for the prepared cache of this install."""
 INSTALL_SIZE_MB = 840
 """What Node and the pinned OpenClaw take on disk once installed (`du -sh .cache/openclaw`)."""
 
@@ -144,6 +146,8 @@ def ensure_runtime(root: Path | None = None, *, say: Callable[[str], None] = pri
     rt.root.mkdir(parents=True, exist_ok=True)
     for stale in rt.root.glob(".installed-*"):
         stale.unlink()
+    # Compiled from the tree being replaced: Node would reject its entries anyway.
+    shutil.rmtree(rt.root / COMPILE_CACHE_FOLDER, ignore_errors=True)
     for name in PROJECT_FILES:
         shutil.copyfile(PROJECT / name, rt.root / name)
     say(f"==> installing Node {NODE_MAJOR} and OpenClaw {rt.version} (about {INSTALL_SIZE_MB} MB, once)")
@@ -187,13 +191,44 @@ def ensure_runtime(root: Path | None = None, *, say: Callable[[str], None] = pri
     return rt
 
 
+def ensure_compile_cache(rt: Runtime, *, say: Callable[[str], None] = print) -> bool:
+    """Prepare OpenClaw's compile cache beside the install unless there (bridge/bridge/compile_cache.py).
+
+    One boot of the gateway, once. Failing only costs time (every boot then compiles OpenClaw's modules),
+    so it is told, not raised.
+    """
+    prepared = rt.root / COMPILE_CACHE_FOLDER
+    if prepared.is_dir() and any(child.is_dir() for child in prepared.iterdir()):
+        return True
+    command = [
+        sys.executable,
+        "-m",
+        "bridge.compile_cache",
+        str(prepared),
+        "--node",
+        str(rt.node),
+        "--entry",
+        str(rt.entry),
+    ]
+    pythonpath = os.pathsep.join([str(REPO / "bridge"), str(REPO / "layers" / "shared")])
+    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": pythonpath}, check=False)
+    if result.returncode != 0:
+        say(
+            "==> warning: OpenClaw's compile cache could not be prepared (see above); the gateway still "
+            "starts, only slower. `make openclaw` tries again."
+        )
+        return False
+    return True
+
+
 def main() -> int:
-    """`python -m local.runtime`: install the runtime (what `make openclaw` runs)."""
+    """`python -m local.runtime`: install the runtime and prepare its compile cache (`make openclaw`)."""
     try:
         rt = ensure_runtime()
     except RuntimeInstallError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    ensure_compile_cache(rt)
     print(f"node: {rt.node}\nopenclaw: {rt.entry}")
     return 0
 

@@ -48,7 +48,7 @@ from local.image import Buildah, ImageContainers, ImageError, cache_folder
 from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver
-from local.runtime import Runtime, RuntimeInstallError, ensure_runtime
+from local.runtime import Runtime, RuntimeInstallError, ensure_compile_cache, ensure_runtime
 from local.scheduler import SchedulerEmulation, control_app
 from local.signature import ACCESS_KEY_ID, LOCAL_CREDENTIALS, SECRET_ACCESS_KEY
 from local.state_directory import StateDirectory
@@ -339,9 +339,12 @@ class LocalStack:
     def _runtime(self) -> Runtime:
         root = self.options.runtime_dir
         try:
-            return ensure_runtime(root, say=self.say) if root else ensure_runtime(say=self.say)
+            rt = ensure_runtime(root, say=self.say) if root else ensure_runtime(say=self.say)
         except RuntimeInstallError as exc:
             raise StackError(str(exc)) from None
+        if self.options.gateway_command is None:  # once; without it every agent start is only slower
+            ensure_compile_cache(rt, say=self.say)
+        return rt
 
     @property
     def container_runtime(self) -> ContainerRuntime:

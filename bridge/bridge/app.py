@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from bridge import task_metadata
+from bridge import compile_cache, task_metadata
 from bridge.agent_link import AgentLink
 from bridge.agent_loop import InboxLoop
 from bridge.backups import Backups
@@ -250,17 +250,23 @@ class Bridge:
                 log_file=cfg.state_root / "logs" / "openclaw.log",
             )
             write_config(state_dir / "openclaw.json", config)
+            tmp_dir = cfg.state_root / "tmp"
             env = gateway_environment(
                 os.environ,
                 home=home,
                 cache_dir=cfg.state_root / "cache",
+                tmp_dir=tmp_dir,
                 token=token,
                 secrets=api_keys,
+            )
+            # Prepared when the image was built: spares the gateway compiling its modules at every boot.
+            await asyncio.to_thread(
+                compile_cache.seed, compile_cache.prepared_dir(cfg.openclaw_entry), tmp_dir
             )
         return token, env
 
     async def _start_gateway(self, env: Mapping[str, str]) -> None:
-        """gateway: OpenClaw as a supervised child, up once it listens on its port."""
+        """gateway: OpenClaw as a supervised child, up once its `/readyz` answers 200."""
         cfg = self.cfg
         if self.task_arn is not None:
             self._enter("booting", self.task_arn)
@@ -270,7 +276,7 @@ class Bridge:
                 command, env, cwd=cfg.state_root, on_exit=self.restarts.died
             )
             await gateway.start()
-            await gateway.wait_until_listening(cfg.gateway_port, timeout=180)
+            await gateway.wait_until_ready(cfg.gateway_port, timeout=180)
 
     async def _connect_gateway(self, token: str) -> GatewayConnection:
         """handshake: the bridge's operator connection to OpenClaw, which runs every message."""

@@ -25,6 +25,8 @@ _MAX_LOGGED_LINE: Final = 8 * 1024
 _GROUP_GRACE_SECONDS: Final = 2.0
 _POLL_SECONDS: Final = 0.05
 _DRAIN_SECONDS: Final = 5.0
+_PROBE_SECONDS: Final = 2.0
+_MAX_PROBE_BYTES: Final = 64 * 1024
 # Values of these variables never appear in our logs, whatever the child prints.
 _SECRET_ENV = re.compile(r"(TOKEN|_API_KEY|SECRET|PASSWORD)", re.I)
 # Shapes that look like credentials even when we do not know the value (a key pasted into a chat, say).
@@ -128,23 +130,31 @@ class GatewayProcess:
             self._supervisor = None
         return self._last_exit_code
 
-    async def wait_until_listening(self, port: int, timeout: float) -> None:
-        """Return once 127.0.0.1:port accepts a TCP connection; TimeoutError after timeout seconds."""
+    async def wait_until_ready(self, port: int, timeout: float) -> None:
+        """Return once the gateway's `/readyz` on 127.0.0.1:port answers 200; TimeoutError after timeout s.
+
+        Polled every 50 ms: the gateway listens seconds before it is ready (and refuses `connect` with
+        UNAVAILABLE meanwhile), so the first handshake after this returns succeeds instead of backing off.
+        """
         deadline = time.monotonic() + timeout
+        last = "nothing listened"
         while True:
             if self._stopping.is_set():
                 raise RuntimeError("the gateway process was stopped")
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout} s") from None
-                await asyncio.sleep(_POLL_SECONDS * 2)
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return
+                status, body = await asyncio.wait_for(_get("127.0.0.1", port, "/readyz"), _PROBE_SECONDS)
+            except (OSError, TimeoutError, ValueError) as error:
+                last = f"nothing answered ({type(error).__name__})"
+            else:
+                if status == 200:
+                    return
+                last = f"/readyz answered {status} {body[:_MAX_LOGGED_LINE]}"
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"the gateway on 127.0.0.1:{port} was not ready within {timeout} s: {last}; "
+                    "its output above says why"
+                )
+            await asyncio.sleep(_POLL_SECONDS)
 
     async def _spawn(self) -> None:
         """Start one child process and the tasks that drain its output."""
@@ -296,6 +306,24 @@ class GatewayProcess:
         for shape in _SECRET_SHAPES:
             text = shape.sub(lambda match: f"{match.group(1)}***", text)
         return text
+
+
+async def _get(host: str, port: int, path: str) -> tuple[int, str]:
+    """One HTTP/1.1 GET on loopback: the status code and (the start of) the body."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
+        await writer.drain()
+        answer = await reader.read(_MAX_PROBE_BYTES)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
+        raise ValueError("not an HTTP answer")
+    return int(status_line[1]), body.decode("utf-8", "replace").strip()
 
 
 async def _exited(proc: asyncio.subprocess.Process) -> int:

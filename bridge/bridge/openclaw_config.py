@@ -34,6 +34,8 @@ _BUILTIN_API: Final[dict[str, str]] = {"anthropic": "anthropic-messages", "opena
 _ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]{0,127}")
 
 GATEWAY_TOKEN_ENV: Final = "OPENCLAW_GATEWAY_TOKEN"
+COMPILE_CACHE_FOLDER: Final = "node-compile-cache"
+"""The folder under the gateway's TMPDIR that holds Node's compile cache (NODE_COMPILE_CACHE)."""
 
 # What the child may inherit from the bridge's own environment. Everything else (the task role's AWS
 # credentials, Telegram tokens, the agent token, table names, the bridge's settings) stays out: the agent
@@ -184,9 +186,26 @@ def gateway_environment(
     cache_dir: Path,
     token: str,
     secrets: Mapping[str, str],
+    tmp_dir: Path | None = None,
 ) -> dict[str, str]:
-    """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys."""
+    """The gateway child's environment: an allow-list of base_env, headless switches, token and model keys.
+
+    `tmp_dir` becomes its TMPDIR (else it inherits ours), with Node's compile cache in it, which the bridge
+    seeds with the prepared one (compile_cache.py).
+    """
     env = {name: value for name, value in base_env.items() if name in _INHERITED}
+    if tmp_dir is not None:
+        env.update(
+            {
+                "TMPDIR": str(tmp_dir),
+                # Set for the process, Node's compile cache also serves the gateway's worker threads and
+                # helper processes (enabled from code, as OpenClaw does by default, it serves only the main
+                # thread). The second variable tells openclaw.mjs the cache is where it wants it; without it
+                # the launcher re-executes itself in a second Node to move the cache into a sub-folder.
+                "NODE_COMPILE_CACHE": str(tmp_dir / COMPILE_CACHE_FOLDER),
+                "OPENCLAW_PACKAGED_COMPILE_CACHE_RESPAWNED": "1",
+            }
+        )
     env.update(_HEADLESS_ENV)
     env.update(
         {

@@ -33,8 +33,8 @@ class Gateway(Protocol):
         """Start the child and its supervisor."""
         ...
 
-    async def wait_until_listening(self, port: int, timeout: float) -> None:
-        """Return once the child accepts connections on `port`."""
+    async def wait_until_ready(self, port: int, timeout: float) -> None:
+        """Return once the child's readiness endpoint on `port` says it is ready."""
         ...
 
     async def stop(self, timeout: float = 15) -> int | None:

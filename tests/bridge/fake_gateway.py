@@ -36,10 +36,12 @@ import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 PROVIDER_ERROR = (
     "⚠️ stub/stub-model request failed (provider internal error, HTTP 500). "
@@ -147,7 +149,9 @@ class FakeGateway:
 
     async def start(self, port: int = 0) -> FakeGateway:
         """Listen on 127.0.0.1 (port 0: any free port)."""
-        self._server = await serve(self._handle, "127.0.0.1", port, compression=None, max_size=None)
+        self._server = await serve(
+            self._handle, "127.0.0.1", port, compression=None, max_size=None, process_request=_readyz
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -570,6 +574,13 @@ async def _first(*waits: Any) -> None:
     finally:
         for task in tasks:
             task.cancel()
+
+
+def _readyz(connection: ServerConnection, request: Request) -> Response | None:
+    """GET /readyz answers 200 as the real gateway's does once ready (this one is ready at once)."""
+    if request.path != "/readyz":
+        return None
+    return connection.respond(HTTPStatus.OK, '{"ready":true,"failing":[]}\n')
 
 
 async def _serve(port: int) -> None:

@@ -223,7 +223,7 @@ class GatewayChild:
     async def start(self) -> None:
         self.running = True
 
-    async def wait_until_listening(self, port: int, timeout: float) -> None:
+    async def wait_until_ready(self, port: int, timeout: float) -> None:
         assert self.running
 
     async def stop(self, timeout: float = 15) -> int:
@@ -278,8 +278,13 @@ class ControlPlaneLink:
 async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waited_and_stops(
     tmp_path: Path,
 ) -> None:
-    # Given a bridge whose every collaborator is an in-memory fake, and a message waiting in the Inbox
-    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
+    # Given a bridge whose every collaborator is an in-memory fake, and a message waiting in the Inbox,
+    # with OpenClaw installed beside the compile cache the image build prepared
+    entry = tmp_path / "opt" / "openclaw" / "node_modules" / "openclaw" / "openclaw.mjs"
+    prepared_entry = tmp_path / "opt" / "openclaw" / "compile-cache" / "v24.22.3-x64-964aae3f-0" / "entry"
+    prepared_entry.parent.mkdir(parents=True)
+    prepared_entry.write_bytes(b"compiled")
+    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="", OPENCLAW_ENTRY=str(entry))
     row, tabs, bucket, cloudwatch = TaskStateRow(), WebTabs(), Bucket(), CloudWatch()
     children: list[GatewayChild] = []
 
@@ -329,6 +334,10 @@ async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waite
     [openclaw] = children
     assert openclaw.env["ANTHROPIC_API_KEY"] == "key-for-anthropic"
     assert (tmp_path / "home" / ".openclaw" / "openclaw.json").exists()
+    # And OpenClaw's temporary folder (where it keeps Node's compile cache) started with the prepared cache
+    assert openclaw.env["TMPDIR"] == str(tmp_path / "tmp")
+    seeded = tmp_path / "tmp" / "node-compile-cache" / "v24.22.3-x64-964aae3f-0" / "entry"
+    assert seeded.read_bytes() == b"compiled"
     # And the row is Running with the link's token registered, and the tabs were told each step in order
     assert row.status is Status.RUNNING and row.agent_token_hash
     statuses = [f for f in tabs.frames if f["type"] == "status"]

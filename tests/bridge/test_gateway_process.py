@@ -75,6 +75,31 @@ def gateway(
 SLEEPER = "import time; print('ready', flush=True); time.sleep(120)"
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def readiness_server(port: int, ready_after: float) -> str:
+    """A child that listens at once but answers /readyz 503 (as the gateway does) until ready_after s."""
+    return (
+        "import http.server, json, time\n"
+        "started = time.monotonic()\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def log_message(self, *args): pass\n"
+        "    def do_GET(self):\n"
+        f"        ready = time.monotonic() - started >= {ready_after}\n"
+        "        body = json.dumps({'ready': ready, 'failing': [] if ready else ['startup-sidecars']})\n"
+        "        self.send_response(200 if ready else 503); self.end_headers()\n"
+        "        self.wfile.write(body.encode())\n"
+        "http.server.HTTPServer.allow_reuse_address = True\n"
+        f"server = http.server.HTTPServer(('127.0.0.1', {port}), H)\n"
+        "print('listening', flush=True)\n"
+        "server.serve_forever()\n"
+    )
+
+
 async def test_output_lines_reach_the_logger_without_secrets(tmp_path: Path) -> None:
     # Given a child that prints to stdout and stderr, including the gateway token and an API key
     capture = LogCapture()
@@ -241,34 +266,60 @@ async def test_backoff_resets_after_a_stable_run(tmp_path: Path) -> None:
 
 
 async def test_a_killed_child_is_restarted_and_the_new_one_serves(tmp_path: Path) -> None:
-    # Given a running child that listens on a TCP port
+    # Given a running child that is ready on its port
     capture = LogCapture()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    code = (
-        "import socket, time\n"
-        "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-        f"s.bind(('127.0.0.1', {port})); s.listen()\n"
-        "print('listening', flush=True)\n"
-        "time.sleep(120)\n"
-    )
-    process = gateway(code, capture, tmp_path, backoff_initial=0.01)
+    port = free_port()
+    process = gateway(readiness_server(port, 0), capture, tmp_path, backoff_initial=0.01)
     await process.start()
-    await process.wait_until_listening(port, timeout=WAIT)
+    await process.wait_until_ready(port, timeout=WAIT)
     first_pid = process.pid
     assert first_pid is not None
 
     # When the child is killed from outside
     os.kill(first_pid, 9)
     await eventually(lambda: process.restarts == 1)
-    await process.wait_until_listening(port, timeout=WAIT)
+    await process.wait_until_ready(port, timeout=WAIT)
 
     # Then a new child serves again, and the exit was recorded
     try:
         assert process.running and process.pid != first_pid
         assert process.restarts == 1
         assert capture.messages("gateway exited unexpectedly; restarting")[0]["exit_code"] == -9
+    finally:
+        await process.stop()
+
+
+async def test_ready_waits_for_readyz_200_not_for_the_port_and_returns_promptly(tmp_path: Path) -> None:
+    # Given a child that listens at once but says "not ready" (503) for its first 0.6 s
+    capture = LogCapture()
+    port = free_port()
+    process = gateway(readiness_server(port, 0.6), capture, tmp_path)
+    started = time.monotonic()
+    await process.start()
+    try:
+        await eventually(lambda: capture.lines() == ["listening"])
+
+        # When the bridge waits for it to be ready
+        await process.wait_until_ready(port, timeout=WAIT)
+        waited = time.monotonic() - started
+
+        # Then it returned only once /readyz said 200, and within a poll or two of it (no fixed retries)
+        assert 0.6 <= waited < 0.6 + 1.0
+    finally:
+        await process.stop()
+
+
+async def test_ready_times_out_with_what_readyz_still_reports(tmp_path: Path) -> None:
+    # Given a child that never becomes ready
+    capture = LogCapture()
+    port = free_port()
+    process = gateway(readiness_server(port, 3600), capture, tmp_path)
+    await process.start()
+
+    # When / Then: the error names the port and what the gateway said was still failing
+    try:
+        with pytest.raises(TimeoutError, match=rf"{port}.*503.*startup-sidecars"):
+            await process.wait_until_ready(port, timeout=0.5)
     finally:
         await process.stop()
 
@@ -322,19 +373,17 @@ async def test_a_killed_child_whose_helpers_hold_its_pipes_is_still_restarted(tm
         await process.stop()
 
 
-async def test_wait_until_listening_times_out_when_nothing_listens(tmp_path: Path) -> None:
+async def test_ready_times_out_when_nothing_listens(tmp_path: Path) -> None:
     # Given a running child that never opens the port
     capture = LogCapture()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = gateway(SLEEPER, capture, tmp_path)
     await process.start()
 
     # When / Then
     try:
-        with pytest.raises(TimeoutError, match=str(port)):
-            await process.wait_until_listening(port, timeout=0.3)
+        with pytest.raises(TimeoutError, match=rf"{port}.*nothing answered"):
+            await process.wait_until_ready(port, timeout=0.3)
     finally:
         await process.stop()
 

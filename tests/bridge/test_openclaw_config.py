@@ -296,3 +296,19 @@ def test_write_config_failure_keeps_the_previous_file(tmp_path: Path) -> None:
     # Then the gateway still sees the previous, complete file and no temporary file is left
     assert json.loads(path.read_text()) == {"gateway": {"mode": "local"}}
     assert [p.name for p in tmp_path.iterdir()] == ["openclaw.json"]
+
+
+def test_the_gateway_gets_a_temporary_folder_of_its_own_when_given_one() -> None:
+    # Given a bridge whose own TMPDIR is the machine's
+    base = {"PATH": "/usr/bin", "TMPDIR": "/tmp"}
+
+    # When the child's environment is built with and without a folder of its own
+    own = child_env(base, tmp_dir=Path("/state/tmp"))
+    inherited = child_env(base)
+
+    # Then OpenClaw uses that folder, else the inherited one; with its own folder, Node's compile cache is
+    # in it for every thread and helper, and the launcher is told not to re-execute itself to move it
+    assert own["TMPDIR"] == "/state/tmp" and inherited["TMPDIR"] == "/tmp"
+    assert own["NODE_COMPILE_CACHE"] == "/state/tmp/node-compile-cache"
+    assert own["OPENCLAW_PACKAGED_COMPILE_CACHE_RESPAWNED"] == "1"
+    assert "NODE_COMPILE_CACHE" not in inherited

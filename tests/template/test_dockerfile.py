@@ -78,13 +78,15 @@ def test_every_bridge_module_is_in_the_image_and_byte_compiled() -> None:
 
 
 def test_the_layers_go_from_the_least_to_the_most_often_changed() -> None:
-    # Given the final image's instructions that make a layer
-    final = [line for line in _stages()[""] if line.split()[0] in ("COPY", "ADD", "RUN")]
+    # Given the final image's instructions that make a layer (its base stage's, then its own)
+    stages = _stages()
+    final = [line for line in stages["base"] + stages[""] if line.split()[0] in ("COPY", "ADD", "RUN")]
     parts = [
         ("Node", "COPY --from=openclaw /usr/local/bin/node "),
         ("Python", "COPY --from=python /runtime/ /"),
         ("OS packages and the user", "RUN apt-get update"),
         ("OpenClaw", "COPY --from=openclaw /opt/openclaw "),
+        ("OpenClaw's compile cache", "COPY --from=prepared /opt/openclaw/compile-cache "),
         ("Python dependencies", "COPY --from=python /deps/ /"),
         ("shared package", "COPY --from=app /app/serverless_openclaw "),
         ("bridge", "COPY --from=app /app/bridge "),
@@ -99,8 +101,10 @@ def test_the_layers_go_from_the_least_to_the_most_often_changed() -> None:
         positions[part] = found[0]
     assert list(positions.values()) == sorted(positions.values())
     assert positions["bridge"] == len(final) - 1
-    # and at most one step (OpenClaw's build-time preparation) sits between OpenClaw and the Python layers
-    assert positions["Python dependencies"] - positions["OpenClaw"] <= 2
+    # and the compile cache is prepared in a stage of its own from the same OpenClaw tree
+    prepared = stages["prepared"]
+    assert "COPY --from=openclaw /opt/openclaw /opt/openclaw" in prepared
+    assert any("bridge.compile_cache /opt/openclaw/compile-cache" in line for line in prepared)
     # and the shared package's bytecode is made before the bridge is copied (a bridge change keeps it)
     app = _stages()["app"]
     shared = app.index("COPY layers/shared/serverless_openclaw /app/serverless_openclaw")
@@ -110,11 +114,11 @@ def test_the_layers_go_from_the_least_to_the_most_often_changed() -> None:
 
 def test_the_runtime_has_only_the_node_binary_and_no_pip() -> None:
     # Given the final stage's base and what it copies from the Node image
-    final = _stages()[""]
-    froms = re.findall(r"^FROM (\S+)(?:\s+AS\s+\S+)?$", DOCKERFILE, re.MULTILINE)
+    final = _stages()["base"]
+    bases = {name: image for image, name in re.findall(r"^FROM (\S+)(?:\s+AS\s+(\S+))?$", DOCKERFILE, re.M)}
 
     # Then the runtime starts from Debian (no npm, npx, corepack or yarn of the Node image) and takes node
-    assert froms[-1] == "${DEBIAN_IMAGE}"
+    assert bases[""] == "base" and bases["base"] == "${DEBIAN_IMAGE}"
     assert re.search(r"^ARG DEBIAN_IMAGE=debian:bookworm-slim$", DOCKERFILE, re.MULTILINE)
     assert "COPY --from=openclaw /usr/local/bin/node /usr/local/bin/node" in final
     # and the Python it copies has no pip (nothing installs at run time)
