@@ -1,11 +1,12 @@
-"""The ECS stand-in: RunTask starts a task on Fargate (local/fargate.py), StopTask stops it, STOPPED events
-follow.
+"""The ECS stand-in: RunTask starts a task on Fargate (local/fargate.py), StopTask stops it, task state change
+events follow.
 
 It speaks ECS's JSON protocol (`X-Amz-Target: AmazonEC2ContainerServiceV20141113.<Action>`) for
 RunTask, StopTask, DescribeTasks and ListTasks, so the launcher's boto3 calls are unchanged. A task's
 container gets the task definition's environment, the RunTask overrides, what the image sets and what
-Fargate adds (`ECS_CONTAINER_METADATA_URI_V4`, served here too). When a task ends, an "ECS Task State
-Change" event is matched against the template's EventBridge rules and delivered to the functions, as
+Fargate adds (`ECS_CONTAINER_METADATA_URI_V4`, served here too). Each status change of a task
+(PROVISIONING, PENDING with `pullStartedAt` and then `pullStoppedAt`, RUNNING, STOPPED) is an "ECS Task State
+Change" event, matched against the template's EventBridge rules and delivered to the functions in order, as
 EventBridge would.
 
 `/_local/...` routes (never called by product code) list tasks with their PIDs, make the next starts fail,
@@ -20,6 +21,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,7 +92,10 @@ class EcsStandIn:
         self.fail_starts = 0
         self.spot_capacity_failures = 0
         self.events_delivered: list[dict[str, Any]] = []
-        self.fargate = Fargate(runtime or HostProcess(command), on_stopped=self._stopped, say=say)
+        self._delivering: asyncio.Future[None] | None = None
+        self.fargate = Fargate(
+            runtime or HostProcess(command), on_stopped=self._stopped, say=say, on_changed=self._changed
+        )
         clusters = resources_of_type(resolver.template, "AWS::ECS::Cluster")
         definitions = resources_of_type(resolver.template, "AWS::ECS::TaskDefinition")
         if len(clusters) != 1 or len(definitions) != 1:
@@ -365,15 +370,31 @@ class EcsStandIn:
     async def _stopped(self, task: Task) -> None:
         await self._emit(self._state_change_event(task))
 
+    def _changed(self, task: Task) -> None:
+        """A change before STOPPED: its event goes out in the background (EventBridge delivers
+        asynchronously; RunTask does not wait for it), after the ones before it."""
+        self._emit(self._state_change_event(task))
+
     def _state_change_event(self, task: Task) -> dict[str, Any]:
         detail = task.describe()
         detail.pop("tags", None)  # EventBridge's task events carry no tags
-        detail["updatedAt"] = detail.get("stoppedAt")
+        detail["updatedAt"] = detail.get("stoppedAt") or round(time.time(), 3)
+        # Events carry ISO 8601 timestamps where DescribeTasks has epoch seconds (ECS's documented shape).
+        for key in EVENT_TIMESTAMPS:
+            if isinstance(detail.get(key), int | float):
+                detail[key] = event_timestamp(detail[key])
         detail["cpu"], detail["memory"] = self.cpu, self.memory
         return eventbridge_event("ECS Task State Change", "aws.ecs", [task.arn], detail)
 
-    async def _emit(self, event: dict[str, Any]) -> None:
+    def _emit(self, event: dict[str, Any]) -> asyncio.Future[None]:
+        """Deliver `event` to the functions whose rules match it, once the events before it were."""
         self.events_delivered.append(event)
+        self._delivering = asyncio.ensure_future(self._deliver(event, self._delivering))
+        return self._delivering
+
+    async def _deliver(self, event: dict[str, Any], before: asyncio.Future[None] | None) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
         for logical_id, pattern in self.rules:
             if not matches(pattern, event):
                 continue
@@ -465,6 +486,25 @@ class EcsStandIn:
         if tasks:
             await asyncio.gather(*(t.ended.wait() for t in tasks))
         await self.fargate.settled()
+        if self._delivering is not None:
+            await asyncio.gather(self._delivering, return_exceptions=True)
+
+
+EVENT_TIMESTAMPS = (
+    "createdAt",
+    "pullStartedAt",
+    "pullStoppedAt",
+    "startedAt",
+    "stoppingAt",
+    "stoppedAt",
+    "updatedAt",
+)
+"""The detail fields a task state change event gives as ISO 8601 strings."""
+
+
+def event_timestamp(seconds: float) -> str:
+    """Epoch seconds as a task event writes them: `2026-11-22T06:10:04.210Z`."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _page_start(token: str | None) -> int:

@@ -34,6 +34,9 @@ class Task:
     directory: Path
     log_path: Path
     created_at: float
+    pull_started_at: float | None = None
+    """When the container's "pull" began (PENDING); locally, what stands for it is the task's setup."""
+    pull_stopped_at: float | None = None
     started_at: float | None = None
     stopping_at: float | None = None
     stopped_at: float | None = None
@@ -121,11 +124,23 @@ class Task:
             "containers": [container],
             "createdAt": _epoch(self.created_at),
             "tags": self.tags,
-            "version": 1 + sum(t is not None for t in (self.started_at, self.stopping_at, self.stopped_at)),
+            "version": 1
+            + sum(
+                t is not None
+                for t in (
+                    self.pull_started_at,
+                    self.pull_stopped_at,
+                    self.started_at,
+                    self.stopping_at,
+                    self.stopped_at,
+                )
+            ),
         }
         if self.started_by:
             task["startedBy"] = self.started_by
         for key, value in (
+            ("pullStartedAt", self.pull_started_at),
+            ("pullStoppedAt", self.pull_stopped_at),
             ("startedAt", self.started_at),
             ("stoppingAt", self.stopping_at),
             ("stoppedAt", self.stopped_at),

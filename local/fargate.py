@@ -117,22 +117,34 @@ class Fargate:
         *,
         on_stopped: Callable[[Task], Awaitable[None]],
         say: Callable[[str], None],
+        on_changed: Callable[[Task], object] = lambda task: None,
     ) -> None:
         self.runtime = runtime
         self.on_stopped = on_stopped
+        self.on_changed = on_changed
+        """Told of each status change before STOPPED (ECS sends each one as a task state change event)."""
         self.say = say
         self._watchers: set[asyncio.Task[None]] = set()
 
     async def launch(self, task: Task, environment: Mapping[str, str]) -> None:
-        """Start the task's container; the task is RUNNING once its process is."""
+        """Start the task's container; the task is RUNNING once its process is. Each step is told as ECS
+        tells it: PROVISIONING, PENDING once the image pull begins (`pullStartedAt`), again when it is done
+        (`pullStoppedAt`), RUNNING. Here the image is on this machine already (the host's files, or the
+        unpacked image under --bridge-image): what stands for the pull is the task's storage being made."""
+        self.on_changed(task)
+        task.last_status = "PENDING"
+        task.pull_started_at = time.time()
+        self.on_changed(task)
         task.directory.mkdir(parents=True, exist_ok=True)
         task.log_path.parent.mkdir(parents=True, exist_ok=True)
-        task.last_status = "PENDING"
+        task.pull_stopped_at = time.time()
+        self.on_changed(task)
         with task.log_path.open("ab") as out:
             process = await self.runtime.start(task, environment, out)
         task.process = process
         task.started_at = time.time()
         task.last_status = "RUNNING"
+        self.on_changed(task)
         user = task.user_id() or "?"
         self.say(
             f"agent task {task.task_id[:8]} started for user {user[:8]} on {task.capacity_provider} "

@@ -43,6 +43,8 @@ class StartClock:
         self.booted_at = clock()
         """When this process began: the end of provisioning (the machine found, the image pulled)."""
         self.started_at = self.booted_at
+        self.pull_started_at: float | None = None
+        """When ECS began pulling the image (the row's `pulling` phase, when task_events wrote it in time)."""
         self.history: tuple[dict[str, float], ...] = ()
         self.expected = start_estimate.estimate((), default_seconds)
         self._default_seconds = default_seconds
@@ -52,6 +54,9 @@ class StartClock:
         """Take the start's beginning and the user's history from their TaskState row."""
         if state.started_at is not None and state.started_at <= self.booted_at:
             self.started_at = state.started_at
+        pulled = state.phase_at if state.start_phase == "pulling" else None
+        if pulled is not None and self.started_at <= pulled <= self.booted_at:
+            self.pull_started_at = pulled
         self.history = state.recent_starts
         self.expected = start_estimate.estimate(self.history, self._default_seconds)
 
@@ -69,9 +74,13 @@ class StartClock:
         return round(max(0.0, self._clock() - self.started_at))
 
     def durations(self) -> dict[str, float]:
-        """Seconds per phase of this start, measured up to now (call it when the agent is Running)."""
-        marks = [("provisioning", self.started_at), ("restoring", self.booted_at)]
-        marks += [(p, self._entered[p]) for p in start_estimate.PHASES[2:] if p in self._entered]
+        """Seconds per phase of this start, measured up to now (call it when the agent is Running); without a
+        pull start the pull is inside provisioning."""
+        marks = [("provisioning", self.started_at)]
+        if self.pull_started_at is not None:
+            marks.append(("pulling", self.pull_started_at))
+        marks.append(("restoring", self.booted_at))
+        marks += [(p, self._entered[p]) for p in ("booting",) if p in self._entered]
         ends = [at for _, at in marks[1:]] + [self._clock()]
         return {phase: max(0.0, end - at) for (phase, at), end in zip(marks, ends, strict=True)}
 

@@ -117,3 +117,40 @@ def test_a_phase_that_could_not_be_recorded_is_still_told() -> None:
 
     # Then the tabs still hear of it, with the stack default split over the phases (no history)
     assert [(f["phase"], f["etaSeconds"], f["usualSeconds"]) for f in tabs.frames] == [("restoring", 29, 45)]
+
+
+def test_a_pull_ecs_reported_in_time_is_its_own_phase_in_the_next_starts_history() -> None:
+    # Given a start asked for 30 s before the bridge ran, whose row task_events moved to pulling 12 s in
+    clock = Clock()
+    start = StartClock(clock, default_seconds=45)
+    asked = clock() - 30
+    start.read(TaskState(USER, Status.STARTING, started_at=asked, start_phase="pulling", phase_at=asked + 12))
+
+    # When the bridge restores for 3 s, boots for 9 s and is Running
+    start.enter("restoring")
+    clock.advance(3)
+    start.enter("booting")
+    clock.advance(9)
+
+    # Then provisioning ended where the pull began, and the pull ran until the bridge did
+    assert start.durations() == {"provisioning": 12.0, "pulling": 18.0, "restoring": 3.0, "booting": 9.0}
+
+
+def test_a_pull_reported_too_late_or_by_a_wrong_clock_stays_inside_provisioning() -> None:
+    # Given rows whose pull start is unknown, or later than the bridge's own start (clocks disagree)
+    clock = Clock()
+    asked = clock() - 30
+    rows = [
+        TaskState(USER, Status.STARTING, started_at=asked),
+        TaskState(USER, Status.STARTING, started_at=asked, start_phase="pulling", phase_at=clock() + 5),
+    ]
+    for row in rows:
+        start = StartClock(clock, default_seconds=45)
+        start.read(row)
+
+        # When the bridge restores and boots
+        start.enter("restoring")
+        start.enter("booting")
+
+        # Then the whole wait before the bridge ran is provisioning, as before pulls were reported
+        assert start.durations() == {"provisioning": 30.0, "restoring": 0.0, "booting": 0.0}

@@ -136,6 +136,15 @@ async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_t
             assert len(tab.reply_frames(first_ack["messageId"], "stream_end")) == 1
             assert len(tab.reply_frames(second_ack["messageId"], "stream_end")) == 1
 
+        # And the tabs were told the start's phases in order, the image pull (ECS's own events) among them
+        phases = [f["phase"] for f in laptop.frames if f.get("type") == "status" and f.get("phase")]
+        order = ("provisioning", "pulling", "restoring", "booting")
+        assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases), phases
+        assert "pulling" in phases and "restoring" in phases, phases
+        # And the start's pull is in the user's history, its own phase, for the next start's ETA
+        last_start = stack.task_state(stack.endpoints["userId"])["recentStarts"][-1]["M"]
+        assert set(last_start) == set(order) and float(last_start["pulling"]["N"]) >= 0, last_start
+
         # And the other user saw nothing of it
         assert not [f for f in stranger.frames if f.get("conversationId") == conversation]
         assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")

@@ -21,6 +21,7 @@ from local.events import matches
 from local.ports import NoFreePort, reserve_port
 from local.resolve import Resolver
 from local.signature import LOCAL_CREDENTIALS
+from tests.conftest import load_event
 from tests.local.servers import FakeFunctions, LoopbackServer, eventually, serve, sigv4_headers
 
 # A stand-in for the bridge. MODE (from the RunTask overrides) picks its behaviour; it writes `ready` in its
@@ -104,6 +105,10 @@ class Ecs:
     def events(self) -> list[dict[str, Any]]:
         """The events EventBridge delivered to TaskEventsFunction."""
         return self.functions.calls["TaskEventsFunction"]
+
+    def stopped_events(self) -> list[dict[str, Any]]:
+        """The STOPPED events TaskEventsFunction got (the changes before it reach it too, for the pull)."""
+        return [e for e in self.events() if e["detail"]["lastStatus"] == "STOPPED"]
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -486,7 +491,7 @@ def test_stop_task_sends_sigterm_and_the_task_stops_cleanly_with_the_reason(ecs:
     # ... its ephemeral storage is gone, as on Fargate
     assert not (ecs.tasks_dir / arn.rsplit("/", 1)[1]).exists()
     # ... and TaskEventsFunction heard about it
-    (event,) = eventually(ecs.events, what="the STOPPED event")
+    (event,) = eventually(ecs.stopped_events, what="the STOPPED event")
     assert event["detail"]["stopCode"] == "UserInitiated"
     assert event["detail"]["stoppedReason"] == "Idle for 15 minutes"
 
@@ -545,7 +550,7 @@ def test_a_process_that_exits_sends_a_stopped_event_to_the_matching_rule(ecs: Ec
     assert task["containers"][0]["exitCode"] == 3
     assert task["stopCode"] == "EssentialContainerExited"
     # ... and TaskEventsFunction (whose EventBridge rule matches) got the "ECS Task State Change" event
-    (event,) = eventually(ecs.events, what="the STOPPED event")
+    (event,) = eventually(ecs.stopped_events, what="the STOPPED event")
     assert event["source"] == "aws.ecs"
     assert event["detail-type"] == "ECS Task State Change"
     assert event["resources"] == [arn]
@@ -562,27 +567,69 @@ def test_a_process_that_exits_sends_a_stopped_event_to_the_matching_rule(ecs: Ec
     assert others == {}
 
 
-def test_the_real_templates_rule_matches_stopped_events_of_our_cluster_only(ecs: Ecs) -> None:
-    # Given the TaskEventsFunction rule of the template, resolved
-    ((function, pattern),) = ecs.stand_in.rules
-    assert function == "TaskEventsFunction"
+def test_the_real_templates_rules_match_stopped_events_of_our_cluster_and_our_bridges_pulls(ecs: Ecs) -> None:
+    # Given the TaskEventsFunction rules of the template, resolved
+    rules = ecs.stand_in.rules
+    assert [function for function, _ in rules] == ["TaskEventsFunction", "TaskEventsFunction"]
     event: dict[str, Any] = {
         "source": "aws.ecs",
         "detail-type": "ECS Task State Change",
-        "detail": {"clusterArn": ecs.stand_in.cluster_arn, "lastStatus": "STOPPED", "extra": 1},
+        "detail": {
+            "clusterArn": ecs.stand_in.cluster_arn,
+            "group": "family:local-bridge",
+            "lastStatus": "STOPPED",
+            "extra": 1,
+        },
         "account": "123456789012",
     }
 
     def changed(**detail: Any) -> dict[str, Any]:
         return {**event, "detail": {**event["detail"], **detail}}
 
-    # When events are matched against it
-    # Then only a STOPPED task of our cluster matches
-    assert matches(pattern, event)
-    assert not matches(pattern, changed(lastStatus="RUNNING"))
-    assert not matches(pattern, changed(clusterArn="arn:aws:ecs:us-east-1:123456789012:cluster/other"))
-    assert not matches(pattern, {**event, "source": "aws.ec2"})
-    assert not matches(pattern, {k: v for k, v in event.items() if k != "detail"})
+    def taken(candidate: dict[str, Any]) -> bool:
+        return any(matches(pattern, candidate) for _, pattern in rules)
+
+    # When events are matched against them
+    # Then a STOPPED task of our cluster matches, and the changes that can carry a pull of our bridge's tasks
+    assert taken(event)
+    assert all(taken(changed(lastStatus=s)) for s in ("PENDING", "ACTIVATING", "RUNNING"))
+    assert not any(taken(changed(lastStatus=s)) for s in ("PROVISIONING", "DEACTIVATING", "STOPPING"))
+    assert not taken(changed(lastStatus="PENDING", group="family:someone-else"))
+    assert not taken(changed(clusterArn="arn:aws:ecs:us-east-1:123456789012:cluster/other"))
+    assert not taken({**event, "source": "aws.ec2"})
+    assert not taken({k: v for k, v in event.items() if k != "detail"})
+
+
+def test_a_task_tells_each_change_as_ecs_does_pending_with_its_pull_then_running_then_stopped(
+    ecs: Ecs,
+) -> None:
+    # Given the documented event of a pull that began
+    sample: Any = load_event("task_events_pull_started.json")
+
+    # When a task runs and stops
+    arn = ecs.run()["taskArn"]
+    ecs.ready_pid(arn)
+    ecs.client.stop_task(cluster="local-Cluster", task=arn, reason="test")
+    eventually(ecs.stopped_events, what="the STOPPED event")
+    delivered = [e for e in ecs.stand_in.events_delivered if e["resources"] == [arn]]
+
+    # Then every change was an event, in ECS's order: the pull began and ended while PENDING, before RUNNING
+    statuses = [e["detail"]["lastStatus"] for e in delivered]
+    assert statuses == ["PROVISIONING", "PENDING", "PENDING", "RUNNING", "STOPPED"]
+    provisioning, pull_began, pull_done, running, _ = (e["detail"] for e in delivered)
+    assert "pullStartedAt" not in provisioning
+    assert "pullStartedAt" in pull_began and "pullStoppedAt" not in pull_began
+    assert pull_done["pullStartedAt"] <= pull_done["pullStoppedAt"] <= running["startedAt"]
+    # And each has the documented event's shape: its envelope, the detail's fields, ISO timestamps
+    for event in delivered:
+        assert set(sample) <= set(event) and event["detail-type"] == sample["detail-type"]
+    for field in ("taskArn", "clusterArn", "group", "lastStatus", "desiredStatus", "overrides", "version"):
+        assert field in pull_began and type(pull_began[field]) is type(sample["detail"][field])
+    for field in ("createdAt", "pullStartedAt", "updatedAt"):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", pull_began[field]), field
+    # And the rules sent TaskEventsFunction all but PROVISIONING, the STOPPED one last
+    got = [e["detail"]["lastStatus"] for e in ecs.events() if e["resources"] == [arn]]
+    assert got == ["PENDING", "PENDING", "RUNNING", "STOPPED"]
 
 
 def test_event_pattern_semantics() -> None:

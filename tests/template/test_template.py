@@ -255,21 +255,35 @@ def test_watchdog_runs_every_five_minutes() -> None:
     assert schedules == ["rate(5 minutes)"]
 
 
-def test_task_events_rule_matches_only_stopped_tasks_of_our_cluster() -> None:
-    # Given the task events function
-    events = _properties("TaskEventsFunction")["Events"].values()
+def test_task_events_rules_match_only_our_clusters_stops_and_our_bridges_pulls() -> None:
+    # Given the task events function and the bridge's task definition family
+    events = _properties("TaskEventsFunction")["Events"]
+    family = _properties("BridgeTaskDefinition")["Family"]
 
     # When its EventBridge patterns are collected
-    patterns = [event["Properties"]["Pattern"] for event in events if event["Type"] == "EventBridgeRule"]
+    patterns = {name: event["Properties"]["Pattern"] for name, event in events.items()}
+    assert all(event["Type"] == "EventBridgeRule" for event in events.values())
 
-    # Then the only pattern is STOPPED ECS tasks of this stack's cluster
-    assert patterns == [
-        {
+    # Then one takes STOPPED ECS tasks of this stack's cluster, the other only the states that can carry
+    # pullStartedAt, of this cluster and of the bridge's own task family
+    cluster = [{"Fn::GetAtt": ["Cluster", "Arn"]}]
+    assert family == {"Fn::Sub": "${AWS::StackName}-bridge"}
+    assert patterns == {
+        "TaskStopped": {
             "source": ["aws.ecs"],
             "detail-type": ["ECS Task State Change"],
-            "detail": {"clusterArn": [{"Fn::GetAtt": ["Cluster", "Arn"]}], "lastStatus": ["STOPPED"]},
-        }
-    ]
+            "detail": {"clusterArn": cluster, "lastStatus": ["STOPPED"]},
+        },
+        "TaskPulling": {
+            "source": ["aws.ecs"],
+            "detail-type": ["ECS Task State Change"],
+            "detail": {
+                "clusterArn": cluster,
+                "group": [{"Fn::Sub": "family:${AWS::StackName}-bridge"}],
+                "lastStatus": ["PENDING", "ACTIVATING", "RUNNING"],
+            },
+        },
+    }
 
 
 def test_every_sample_event_parses_and_names_a_function_directory() -> None:

@@ -36,8 +36,9 @@ def test_with_history_each_phase_is_its_median_over_the_users_recent_starts() ->
     # Given three recent starts, one with a slow machine
     expected = start_estimate.estimate(STARTS, 45)
 
-    # Then each phase takes its median (the slow one does not drag the ETA), the total is their sum
-    assert dict(expected.seconds) == {"provisioning": 12.0, "restoring": 3.0, "booting": 16.0}
+    # Then each phase takes its median (the slow one does not drag the ETA), the total is their sum; these
+    # starts (recorded before pulls were reported) count their pull in provisioning, none in pulling
+    assert dict(expected.seconds) == {"provisioning": 12.0, "pulling": 0.0, "restoring": 3.0, "booting": 16.0}
     assert expected.total == 31.0 and expected.from_history is True
     # And the seconds left in a phase count only what is left of it, plus every later phase
     assert expected.remaining("restoring", 1.0) == 2.0 + 16.0
@@ -141,3 +142,68 @@ def test_a_row_without_history_or_with_one_of_another_shape_still_reads(cp: Cont
     assert old.recent_starts == () and lifecycle.client_status(old, cp.clock(), cp.cfg.lifecycle)[2] == 45
     assert odd.recent_starts == (STARTS[1],) and odd.start_phase is None
     assert lifecycle.client_status(odd, cp.clock(), cp.cfg.lifecycle) == ("starting", "provisioning", 46)
+
+
+def test_a_pulling_median_comes_from_the_starts_that_measured_their_pull() -> None:
+    # Given an old start without a pulling phase, and two newer ones with it
+    starts = [
+        {"provisioning": 30.0, "restoring": 2.0, "booting": 20.0},
+        {"provisioning": 5.0, "pulling": 20.0, "restoring": 4.0, "booting": 12.0},
+        {"provisioning": 7.0, "pulling": 24.0, "restoring": 3.0, "booting": 16.0},
+    ]
+
+    # When the ETA is made of them
+    expected = start_estimate.estimate(starts, 45)
+
+    # Then pulling is the median of the two that have it; the others the median of all three
+    assert dict(expected.seconds) == {"provisioning": 7.0, "pulling": 22.0, "restoring": 3.0, "booting": 16.0}
+    # And a start in pulling is told what is left of the pull plus the phases after it
+    assert expected.remaining("pulling", 2.0) == 20.0 + 3.0 + 16.0
+
+
+def test_a_start_with_its_pull_is_kept_and_read_back_with_it() -> None:
+    # Given a history an older version wrote (no pulling)
+    old = [dict(s) for s in STARTS]
+
+    # When a start with a pull is recorded, and the row is read back
+    kept = start_estimate.recorded(
+        old, {"provisioning": 4.0, "pulling": 18.04, "restoring": 2.0, "booting": 9.0}
+    )
+    read = start_estimate.readable_starts(kept)
+
+    # Then both kinds of start read, the new one with its pull (rounded like the others)
+    assert read == (*STARTS, {"provisioning": 4.0, "pulling": 18.0, "restoring": 2.0, "booting": 9.0})
+    # And a pull no clock could have measured, or a start without a required phase, is not kept
+    assert (
+        start_estimate.recorded(
+            kept, {"provisioning": 1.0, "pulling": -3.0, "restoring": 1.0, "booting": 1.0}
+        )
+        == kept
+    )
+    assert start_estimate.recorded(kept, {"provisioning": 1.0, "pulling": 3.0, "booting": 1.0}) == kept
+
+
+def test_the_eta_never_goes_up_when_the_pull_is_reported() -> None:
+    # Given a user whose starts measured their pull, and a start provisioning slowly
+    starts = tuple(
+        {"provisioning": 5.0, "pulling": 20.0, "restoring": 3.0, "booting": 12.0} for _ in range(3)
+    )
+    state = TaskState(USER, Status.STARTING, started_at=1000.0, recent_starts=starts)
+    etas = []
+
+    # When the status is asked every second; ECS reports the pull began at 8 s (the event lands at 10 s),
+    # the bridge enters its phases at 31 s and 34 s
+    for second in range(0, 50):
+        now = 1000.0 + second
+        if second == 10:
+            state = dataclasses.replace(state, start_phase="pulling", phase_at=1008.0)
+        if second in (31, 34):
+            state = dataclasses.replace(
+                state, start_phase={31: "restoring", 34: "booting"}[second], phase_at=now
+            )
+        etas.append(lifecycle.client_status(state, now, CFG)[2])
+
+    # Then the ETA starts at the usual 40 s, never goes up, and names pulling while it lasts
+    assert etas[0] == 40
+    assert all(later <= earlier for earlier, later in zip(etas, etas[1:], strict=False)), etas
+    assert lifecycle.client_status(state, 1040.0, CFG)[1] == "booting"

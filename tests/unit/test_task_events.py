@@ -503,9 +503,10 @@ def test_handler_ignores_other_clusters_and_other_states(
         SPOT, task, cluster_arn="arn:aws:ecs:us-east-1:123456789012:cluster/someone-elses-cluster"
     )
     still_running = stopped_event(SPOT, task)
-    still_running["detail"]["lastStatus"] = "RUNNING"
+    still_running["detail"]["lastStatus"] = "DEACTIVATING"
 
-    # When an event for another cluster and one that is not STOPPED arrive
+    # When an event for another cluster and one that is neither STOPPED nor able to carry a pull arrive
+    # (RUNNING and the like are the pull's: tests/unit/test_task_pulling.py)
     results = [app.lambda_handler(e, lambda_context) for e in (other_cluster, still_running)]
 
     # Then both are ignored and the agent keeps running

@@ -451,7 +451,25 @@ def test_status_reports_the_agent(tg: Telegram, telegram: RecordingBot) -> None:
     tg.say(ALLOWED, "/status@openclaw_local_bot")
     # The phase in words and the seconds left, as the waiting message says them
     assert telegram.chat(ALLOWED)[-1].startswith(
-        "⏳ Your agent is starting: finding a machine and fetching the agent, about 45 s to go."
+        "⏳ Your agent is starting: finding a machine, about 45 s to go."
+    )
+
+
+def test_status_names_the_pull_once_ecs_reports_it(
+    tg: Telegram, telegram: RecordingBot, cp: ControlPlane
+) -> None:
+    # Given a start whose image pull ECS reported
+    tg.say(ALLOWED, "start please")
+    user = f"telegram:{ALLOWED}"
+    task = cp.task_state.get(user).task_arn or ""
+    assert cp.task_state.enter_pulling(user, task, cp.clock())
+
+    # When the user asks how it goes
+    tg.say(ALLOWED, "/status")
+
+    # Then the pull is named in words, with the seconds left (the stack default less provisioning's share)
+    assert telegram.chat(ALLOWED)[-1].startswith(
+        "⏳ Your agent is starting: fetching the agent, about 36 s to go."
     )
 
 

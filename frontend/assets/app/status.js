@@ -7,7 +7,7 @@ import { StartClock } from "./start_clock.js";
 
 const LABELS = { idle: "Asleep", starting: "Starting", running: "Running", stopping: "Stopping", unknown: "…" };
 const PHASES = {
-  provisioning: "finding a machine and fetching the agent",
+  provisioning: "finding a machine",
   pulling: "fetching the agent",
   restoring: "restoring your files",
   booting: "starting OpenClaw",

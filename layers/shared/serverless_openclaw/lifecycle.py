@@ -188,7 +188,8 @@ def expected_start(state: TaskState, cfg: LifecycleConfig) -> start_estimate.Sta
 
 
 def start_phase(state: TaskState) -> str:
-    """The start-up phase a Starting row is in: the bridge's own word once it runs, else provisioning."""
+    """The start-up phase a Starting row is in: the bridge's own word once it runs, `pulling` once ECS said
+    the image pull began (task_events), else provisioning."""
     if state.start_phase is not None and state.start_phase in start_estimate.PHASES:
         return state.start_phase
     # A bridge of an earlier version says nothing; once it registers its agent token it is nearly done.

@@ -1,18 +1,21 @@
-"""ECS "Task State Change" STOPPED events: release the user's lease at once, count failed starts, retry.
+"""ECS "Task State Change" events: STOPPED releases the user's lease at once, counts failed starts,
+retries; an earlier change carrying `pullStartedAt` moves a start on to its `pulling` phase.
 
-The event is the fast path: ECS reports a stopped task within seconds, so the user's row is settled at once
-and queued messages get a new agent. The watchdog is the safety net for events that never come.
+The STOPPED event is the fast path: ECS reports a stopped task within seconds, so the user's row is settled
+at once and queued messages get a new agent. The watchdog is the safety net for events that never come.
 Only the TaskState row that still references the stopped task is touched: an event for a task the row has
 already let go of (superseded, reset by the watchdog) changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from serverless_openclaw import lifecycle, protocol, routing
+from serverless_openclaw import lifecycle, protocol, routing, start_estimate
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status, TaskState
 from serverless_openclaw.observability import count, logger
@@ -21,6 +24,8 @@ from serverless_openclaw.tasks import USER_TAG
 _REASON_LENGTH = 300
 _RECONCILE_TRIES = 3
 _SPOT_STOP_CODES = ("SpotInterruption", "TerminationNotice")
+_LAUNCH_RECORD_TRIES = 5
+_LAUNCH_RECORD_WAIT_SECONDS = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,20 @@ class QueuedResult:
     task_arn: str | None = None
     failed_items: int = 0
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PullOutcome:
+    """What one earlier-than-STOPPED change did: whether the user's start moved on to `pulling`."""
+
+    pulling: bool
+    user_id: str | None = None
+    task_arn: str | None = None
+    reason: str = ""
+
+
+PULL_STATUSES = ("PENDING", "ACTIVATING", "RUNNING")
+"""The task states whose change events may carry `pullStartedAt` (ECS sets it while PENDING)."""
 
 
 def is_our_cluster(cluster_arn: str | None, cluster: str) -> bool:
@@ -279,3 +298,67 @@ def give_up(cp: ControlPlane, state: TaskState) -> QueuedResult:
         # Each Telegram message's "waking up" note becomes the bad news (never left waiting forever).
         cp.telegram.notify(targets, f"⚠️ {text}")
     return QueuedResult(result="gave_up", failed_items=n, error=last_error)
+
+
+def event_time(value: object) -> float | None:
+    """A task event's timestamp (ISO 8601 in events, epoch seconds from the API) as epoch seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def on_task_pulling(
+    cp: ControlPlane, detail: Mapping[str, Any], sleep: Callable[[float], object] = time.sleep
+) -> PullOutcome:
+    """A change of a starting task that says its image pull began: the user's row moves from provisioning to
+    `pulling` since `pullStartedAt` (only forward, only the task the row names), and the user is told."""
+    task_arn = detail.get("taskArn")
+    pulled_at = event_time(detail.get("pullStartedAt"))
+    if not isinstance(task_arn, str) or not task_arn or pulled_at is None:
+        return PullOutcome(pulling=False, reason="no pull started")
+    user_id = task_user_id(detail) or _user_of_task(cp, task_arn)
+    if user_id is None:
+        return PullOutcome(pulling=False, task_arn=task_arn, reason="no user")
+    if not _enter_pulling(cp, user_id, task_arn, pulled_at, sleep):
+        # Another task, no longer Starting, or its bridge already said more (restoring, booting).
+        return PullOutcome(pulling=False, user_id=user_id, task_arn=task_arn, reason="not provisioning")
+    state = cp.task_state.get(user_id)
+    cp.pusher.to_user(user_id, routing.status_frame(cp, user_id, state))
+    _, _, eta = lifecycle.client_status(state, cp.clock(), cp.cfg.lifecycle)
+    _tell_waiting_telegram(cp, user_id, eta or 1)
+    logger.info("task image pull started", user_id=user_id, task_arn=task_arn, pull_started_at=pulled_at)
+    return PullOutcome(pulling=True, user_id=user_id, task_arn=task_arn)
+
+
+def _enter_pulling(
+    cp: ControlPlane, user_id: str, task_arn: str, pulled_at: float, sleep: Callable[[float], object]
+) -> bool:
+    """Move the row to pulling; while the row is Starting but names no task yet (RunTask answered, its
+    caller not yet recorded the task: an event can outrun it), wait a moment and try again."""
+    for attempt in range(_LAUNCH_RECORD_TRIES):
+        if cp.task_state.enter_pulling(user_id, task_arn, pulled_at):
+            return True
+        state = cp.task_state.get(user_id)
+        if state.status is not Status.STARTING or state.task_arn is not None:
+            return False
+        if attempt + 1 < _LAUNCH_RECORD_TRIES:
+            sleep(_LAUNCH_RECORD_WAIT_SECONDS)
+    return False
+
+
+def _tell_waiting_telegram(cp: ControlPlane, user_id: str, eta_seconds: int) -> None:
+    """Telegram's "waking up" messages name the phase as the web tabs do (edited in place, not sent anew)."""
+    if cp.telegram is None:
+        return
+    targets = [
+        target
+        for item in cp.inbox.pending(user_id, cp.clock())
+        if (target := item.telegram_target()) is not None and target[1] is not None
+    ]
+    if targets:
+        cp.telegram.notify(targets, start_estimate.waiting_text("pulling", eta_seconds))

@@ -321,6 +321,23 @@ class TaskStateStore:
             {":phase": phase, ":now": now, ":arn": task_arn, ":starting": Status.STARTING.value},
         )
 
+    def enter_pulling(self, user_id: str, task_arn: str, pull_started_at: float) -> bool:
+        """ECS reported this task's image pull began: the row moves to `pulling` since then, only forward
+        (refused once its bridge entered a phase itself, or the row names another task or is not Starting)."""
+        return self._conditional_update(
+            user_id,
+            "SET startPhase = :pulling, phaseAt = :at",
+            "taskArn = :arn AND #s = :starting AND (attribute_not_exists(startPhase) OR startPhase = :prov)",
+            {"#s": "status"},
+            {
+                ":pulling": "pulling",
+                ":at": pull_started_at,
+                ":arn": task_arn,
+                ":starting": Status.STARTING.value,
+                ":prov": "provisioning",
+            },
+        )
+
     def names_task(self, user_id: str, task_arn: str) -> bool:
         """Whether the row still names this task (a strongly consistent read)."""
         return self.get(user_id).task_arn == task_arn
