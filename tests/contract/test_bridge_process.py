@@ -22,6 +22,7 @@ import pytest
 import pytest_asyncio
 
 from local.offline_model import OfflineModelServer
+from serverless_openclaw import start_estimate
 from serverless_openclaw.aws import clients
 from serverless_openclaw.config import Tables
 from serverless_openclaw.connections import Connection
@@ -191,12 +192,18 @@ async def test_boot_answer_backup_and_clean_sigterm(
     assert status == 200, health
     _, info = await asyncio.to_thread(bridge.get, "/status")
     assert set(info["startup"]) >= {"metadata", "restore", "config", "gateway", "handshake", "dial-out"}
-    # And the user's tabs were told each start-up step with an ETA, then "running", in that order
+    # And the user's tabs were told each start-up step with its ETA (a user with no start of their own yet:
+    # the stack's 45 s split over the phases), then "running", in that order
     statuses = [
         (f["status"], f.get("phase"), f.get("etaSeconds"))
         for f in bridge.management.received(CLIENT, "status")
     ]
-    assert statuses == [("starting", "restoring", 15), ("starting", "gateway", 11), ("running", None, None)]
+    expected = start_estimate.estimate((), 45)
+    assert statuses == [
+        ("starting", "restoring", round(expected.remaining("restoring", 0.0))),
+        ("starting", "booting", round(expected.remaining("booting", 0.0))),
+        ("running", None, None),
+    ]
 
     # When the user asks it to create a file (queued, then nudged like ws_message does)
     message = queue(stores, "create file test.md with the text hello from the contract test")
