@@ -19,30 +19,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Runnable as `python scripts/costs.py` from anywhere: the template reader lives in local/.
+# Runnable as `python scripts/costs.py` from anywhere: the template reader lives in local/, the task's
+# prices in the shared package.
 _REPO = Path(__file__).resolve().parent.parent
-if str(_REPO) not in sys.path:
-    sys.path.insert(0, str(_REPO))
+for _path in (_REPO, _REPO / "layers" / "shared"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from local.template import load_template  # noqa: E402
-
-PRICES_AS_OF = "2025-06"
-"""When the list prices below were read off AWS's pricing pages (us-east-1)."""
+from serverless_openclaw.task_prices import FARGATE_ARM_GB_HOUR as FARGATE_ARM_GB_HOUR  # noqa: E402
+from serverless_openclaw.task_prices import FARGATE_ARM_VCPU_HOUR as FARGATE_ARM_VCPU_HOUR  # noqa: E402
+from serverless_openclaw.task_prices import FARGATE_SPOT_DISCOUNT as FARGATE_SPOT_DISCOUNT  # noqa: E402
+from serverless_openclaw.task_prices import PRICES_AS_OF as PRICES_AS_OF  # noqa: E402
+from serverless_openclaw.task_prices import PUBLIC_IPV4_HOUR as PUBLIC_IPV4_HOUR  # noqa: E402
 
 # --------------------------------------------------------------------------------------------------------
-# us-east-1 list prices (USD) as of PRICES_AS_OF
+# us-east-1 list prices (USD) as of PRICES_AS_OF; the running task's (Fargate, its public IPv4 address)
+# are in serverless_openclaw/task_prices.py, shared with the settings dialog's figures
 # --------------------------------------------------------------------------------------------------------
-FARGATE_ARM_VCPU_HOUR = 0.03238
-"""Fargate, Linux/ARM (the task definition is ARM64), per vCPU-hour, on-demand."""
-FARGATE_ARM_GB_HOUR = 0.00356
-"""Fargate, Linux/ARM, per GB of memory per hour, on-demand."""
-FARGATE_SPOT_DISCOUNT = 0.70
-"""Fargate Spot's price moves with demand; about 70% below on-demand is what it has mostly been."""
 FARGATE_STORAGE_GB_HOUR = 0.000111
 """Ephemeral storage above the 20 GB every task gets free, per GB-hour."""
 FARGATE_FREE_STORAGE_GB = 20
-PUBLIC_IPV4_HOUR = 0.005
-"""Every public IPv4 address, per hour: the task has one (public subnet, no NAT gateway)."""
 LAMBDA_ARM_GB_SECOND = 0.0000133334
 """Lambda on arm64, per GB-second."""
 LAMBDA_REQUEST = 0.20 / 1_000_000

@@ -49,6 +49,7 @@ from bridge.secrets import model_secrets
 from bridge.startup import Phases, Progress
 from bridge.state_sync import RestoreReport, StateSync, default_roots
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
+from bridge.warm_idle import WarmIdle
 from serverless_openclaw import protocol
 from serverless_openclaw.agent_credentials import hash_agent_token
 from serverless_openclaw.aws.clients import client
@@ -370,8 +371,10 @@ class Bridge:
         self.metrics.seconds("StartupTotal", round(time.monotonic() - self.phases.started, 3))
 
     def _run_in_background(self, loop: InboxLoop) -> None:
-        """From now on: answer on every nudge, heartbeat between link reconnects, back up after runs."""
+        """From now on: answer on every nudge, heartbeat between link reconnects, back up after runs, and
+        stop early if this task was woken without a message and none comes (warm_idle.py)."""
         self._tasks += [
+            asyncio.create_task(self._warm_idle().run(), name="warm-idle"),
             asyncio.create_task(loop.run_forever(), name="inbox"),
             asyncio.create_task(self._heartbeat(), name="heartbeat"),
             asyncio.create_task(
@@ -381,6 +384,23 @@ class Bridge:
                 name="backups",
             ),
         ]
+
+    def _warm_idle(self) -> WarmIdle:
+        user_id = self.cfg.user_id
+
+        async def tell(frame: dict[str, object]) -> None:
+            await _quietly(self.delivery.notice(user_id, frame))
+
+        return WarmIdle(
+            self.task_state,
+            user_id,
+            self.task_arn or "",
+            self.cfg.warm_idle_timeout_minutes,
+            clock=self.clock,
+            busy=lambda: bool(self.loop and self.loop.busy),
+            tell=tell,
+            stop=self.on_exit,
+        )
 
     def _model_choice(self) -> tuple[ModelChoice, dict[str, str]]:
         """The model to run (the user's setting when this task can run it, else the task's) and its key."""

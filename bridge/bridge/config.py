@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.openclaw_config import ENDPOINT_PROVIDERS
-from serverless_openclaw.config import ConfigError, Tables, integer, number, require
+from serverless_openclaw.config import ConfigError, Tables, integer, number, require, warm_idle_timeout
 from serverless_openclaw.settings import SUPPORTED_PROVIDERS, UNAVAILABLE_PROVIDERS
 
 DEFAULT_MODELS = {
@@ -41,6 +41,7 @@ class BridgeConfig:
     http_port: int
     heartbeat_interval: float
     heartbeat_stale_seconds: float
+    warm_idle_timeout_minutes: float
     claim_lease_seconds: int
     run_timeout: float
     max_message_attempts: int
@@ -80,6 +81,8 @@ class BridgeConfig:
             heartbeat_interval=number(env, "HEARTBEAT_INTERVAL_SECONDS", 30, minimum=1),
             # The control plane's staleness limit: past it the task may have been replaced (fencing).
             heartbeat_stale_seconds=number(env, "HEARTBEAT_STALE_SECONDS", 180, minimum=10),
+            # A task woken without a message stops itself when none came within this (bridge/warm_idle.py).
+            warm_idle_timeout_minutes=warm_idle_timeout(env),
             claim_lease_seconds=integer(env, "CLAIM_LEASE_SECONDS", 120, minimum=10),
             # Providers are retried by OpenClaw for ~90 s before it reports an error: never cut a run short.
             run_timeout=number(env, "RUN_TIMEOUT_SECONDS", 300, minimum=180),

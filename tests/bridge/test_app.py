@@ -22,7 +22,7 @@ from bridge.openclaw_config import build_config
 from bridge.state_sync import BackupReport, RestoreReport
 from bridge.telegram_delivery import ChannelDelivery
 from serverless_openclaw.config import ConfigError
-from serverless_openclaw.lifecycle import Status
+from serverless_openclaw.lifecycle import Status, TaskState
 from serverless_openclaw.messages import InboxItem
 from serverless_openclaw.store.inbox import Settled
 from tests.contract.conftest import free_port
@@ -72,6 +72,13 @@ class TaskStateRow:
 
     def heartbeat(self, user_id: str, task_arn: str, busy: bool, now: float) -> bool:
         return True
+
+    def get(self, user_id: str, *, consistent: bool = True) -> TaskState:
+        # Started by a message, never by a `warm` frame: the warm idle rule leaves it alone.
+        return TaskState(user_id=user_id, status=self.status, task_arn=TASK)
+
+    def stop_unused_warm(self, user_id: str, task_arn: str, seen: TaskState, now: float) -> bool:
+        raise AssertionError("a task started by a message never stops as unused")
 
     def names_task(self, user_id: str, task_arn: str) -> bool:
         return True

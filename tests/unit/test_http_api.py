@@ -296,13 +296,16 @@ def test_settings_default_when_never_set(api: Api) -> None:
     # Given / When a new user reads their settings (the sample event)
     status, body = api.send(load_event("http_api_get_settings.json"))
 
-    # Then the stack defaults and the providers they can pick from
+    # Then the stack defaults, the providers they can pick from, and what a wake on intent nobody writes
+    # after costs (1 vCPU / 2 GB for the 3 minutes of the warm idle timeout, its address included)
     assert status == 200
     assert body == {
         "model": None,
         "idleTimeoutMinutes": 15,
         "timezone": "UTC",
+        "wakeOnIntent": True,
         "supportedProviders": ["anthropic", "openai", "openai-compatible", "offline"],
+        "wakeOnIntentCost": {"minutes": 3.0, "spotUsd": 0.0008, "onDemandUsd": 0.0022, "pricesAsOf": "2025-06"},
     }
 
 

@@ -78,6 +78,8 @@ class LifecycleConfig:
     max_start_attempts: int = 3
     start_eta_seconds: int = 45
     stopping_deadline_seconds: int = 300
+    warm_idle_timeout_minutes: float = 3.0
+    """How long an agent woken without a message (a `warm` frame, Telegram /start) waits for one."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LifecycleConfig:
@@ -89,7 +91,13 @@ class LifecycleConfig:
             max_start_attempts=integer(env, "MAX_START_ATTEMPTS", 3, minimum=1),
             start_eta_seconds=integer(env, "START_ETA_SECONDS", 45, minimum=1),
             stopping_deadline_seconds=integer(env, "STOPPING_DEADLINE_SECONDS", 300, minimum=10),
+            warm_idle_timeout_minutes=warm_idle_timeout(env),
         )
+
+
+def warm_idle_timeout(env: Mapping[str, str]) -> float:
+    """WARM_IDLE_TIMEOUT_MINUTES (default 3; fractions allowed, so tests can make it seconds)."""
+    return number(env, "WARM_IDLE_TIMEOUT_MINUTES", 3.0, minimum=0.05)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +109,9 @@ class LaunchConfig:
     subnets: tuple[str, ...]
     security_groups: tuple[str, ...]
     container_name: str = "bridge"
+    cpu_units: int = 1024
+    """The task definition's size (TASK_CPU, TASK_MEMORY): what a minute of it costs (task_prices.py)."""
+    memory_mib: int = 2048
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LaunchConfig:
@@ -113,6 +124,8 @@ class LaunchConfig:
             subnets=subnets,
             security_groups=groups,
             container_name=env.get("TASK_CONTAINER_NAME", "").strip() or "bridge",
+            cpu_units=integer(env, "TASK_CPU", 1024, minimum=256),
+            memory_mib=integer(env, "TASK_MEMORY", 2048, minimum=512),
         )
 
 

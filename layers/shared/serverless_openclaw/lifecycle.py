@@ -49,6 +49,9 @@ class TaskState:
     last_error: str | None = None
     restarting_until: float | None = None
     """Set by a Running bridge while its OpenClaw gateway restarts: when it expects it back."""
+    warm_since: float | None = None
+    """Set when the task was started by a `warm` frame (someone about to type) rather than a message;
+    cleared by the user's next message. While set, the short warm idle timeout applies."""
 
 
 RESTARTING_PHASE = "restarting"
@@ -61,6 +64,7 @@ LIVE_TASK_ATTRIBUTES = (
     "heartbeatAt",
     "busy",
     "restartingUntil",
+    "warmSince",
 )
 """TaskState attributes that describe a live task and go when it stops or is declared dead."""
 
@@ -78,6 +82,7 @@ class Verdict(Enum):
 
     KEEP = "keep"
     STOP_IDLE = "stop_idle"
+    STOP_WARM = "stop_warm"
     RESET_FAILED_START = "reset_failed_start"
     RESET_STALE = "reset_stale"
     RESET_STUCK_STOPPING = "reset_stuck_stopping"
@@ -121,6 +126,15 @@ def stopping_overdue(state: TaskState, now: float, cfg: LifecycleConfig) -> bool
     return since is None or now - since > cfg.stopping_deadline_seconds
 
 
+def warm_expired(state: TaskState, now: float, cfg: LifecycleConfig) -> bool:
+    """A Running agent woken without a message (`warmSince`) that has had none for the warm idle timeout,
+    counted from when it became Running (`changedAt`): the person who opened the chat did not write."""
+    if state.status is not Status.RUNNING or state.busy or state.warm_since is None:
+        return False
+    since = max(t for t in (state.warm_since, state.changed_at, state.last_activity) if t is not None)
+    return now - since > cfg.warm_idle_timeout_minutes * 60
+
+
 def idle_expired(state: TaskState, now: float, idle_timeout_minutes: int) -> bool:
     """A Running agent, not busy, quiet for longer than the user's idle timeout."""
     if state.status is not Status.RUNNING or state.busy:
@@ -139,6 +153,9 @@ def watchdog_verdict(
         return Verdict.RESET_STALE
     if stopping_overdue(state, now, cfg):
         return Verdict.RESET_STUCK_STOPPING
+    if state.warm_since is not None:
+        # Woken without a message: only the short warm timeout applies (its lastActivity may be old).
+        return Verdict.STOP_WARM if warm_expired(state, now, cfg) else Verdict.KEEP
     if idle_expired(state, now, idle_timeout_minutes):
         return Verdict.STOP_IDLE
     return Verdict.KEEP

@@ -62,14 +62,22 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class Warm:
+    """`{"action":"warm"}`: the person is about to talk (the chat opened, the composer focused): start
+    the agent now if it is asleep, so it is awake by the time the message is sent."""
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """Agent connection only: `{"action":"heartbeat","busy":bool}`."""
 
     busy: bool = False
 
 
-Frame = SendMessage | GetStatus | Stop | Ping | Heartbeat
-_CLIENT_ACTIONS = ("sendMessage", "getStatus", "stop", "ping")
+Frame = SendMessage | GetStatus | Stop | Ping | Warm | Heartbeat
+_CLIENT_ACTIONS = ("sendMessage", "getStatus", "stop", "ping", "warm")
+_BARE_ACTIONS: dict[str, type[GetStatus | Ping | Warm]] = {"getStatus": GetStatus, "ping": Ping, "warm": Warm}
+"""Actions whose frame carries no field but `action`."""
 
 
 def is_identifier(value: object) -> bool:
@@ -96,10 +104,8 @@ def parse_frame(body: str | None) -> Frame:
     action = data.get("action")
     if action == "sendMessage":
         return _send_message(data)
-    if action == "getStatus":
-        return GetStatus()
-    if action == "ping":
-        return Ping()
+    if isinstance(action, str) and action in _BARE_ACTIONS:
+        return _BARE_ACTIONS[action]()
     if action == "stop":
         problems: list[str] = []
         conversation_id = _optional_identifier(data, "conversationId", problems)
@@ -204,6 +210,15 @@ def status(state: str, *, phase: str | None = None, eta_seconds: int | None = No
         frame["phase"] = phase
     if eta_seconds is not None:
         frame["etaSeconds"] = eta_seconds
+    return frame
+
+
+def warmed(status_frame: dict[str, Any], wake: str, error_text: str | None = None) -> dict[str, Any]:
+    """The reply to `warm`: the current `status` frame plus what the frame did (`wake`: started, awake,
+    off, held or failed) and, when a start failed or is held, why (`lastError`)."""
+    frame = {**status_frame, "wake": wake}
+    if error_text:
+        frame["lastError"] = error_text
     return frame
 
 

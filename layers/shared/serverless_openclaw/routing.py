@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from serverless_openclaw import lifecycle, protocol
+from serverless_openclaw import settings as user_settings
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, MessageAction, Status, TaskState
 from serverless_openclaw.messages import Accepted, IncomingMessage
@@ -18,6 +19,8 @@ from serverless_openclaw.tasks import StartError
 
 # A new start forgets the previous task (busy is set, not removed: one expression may not do both).
 _CLEARED_ON_START = (*(a for a in lifecycle.LIVE_TASK_ATTRIBUTES if a != "busy"), "capacity", "lastError")
+# A start by a `warm` frame sets warmSince instead of removing it.
+_CLEARED_ON_WARM_START = tuple(a for a in _CLEARED_ON_START if a != "warmSince")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,17 +67,68 @@ def ensure_agent(cp: ControlPlane, state: TaskState) -> str:
     return start_agent(cp, state, reason="message").status
 
 
+@dataclass(frozen=True, slots=True)
+class WakeOutcome:
+    """What a `warm` frame (or Telegram's /start, /wake) did: `wake` is started (this one started the
+    agent), awake (it was already starting, running or stopping: nothing done), off (the user turned
+    wake on intent off), held (its last starts failed: the next message tries again) or failed (the
+    start failed: `error` says why); `status` is the `status` frame the user should now see."""
+
+    wake: str
+    status: dict[str, object]
+    error: str | None = None
+
+
+def wake_on_intent(cp: ControlPlane, user_id: str) -> WakeOutcome:
+    """Someone is about to talk to their agent: start it exactly as a message would, marked as woken
+    without one (`warmSince`: the short warm idle timeout applies until a message comes).
+
+    Reads before it writes: an agent already up (the usual case, a frame per focus) costs one read.
+    """
+    state = cp.task_state.get(user_id)
+    cfg = cp.cfg.lifecycle
+    if lifecycle.action_for_message(state, cp.clock(), cfg) is not MessageAction.START:
+        return WakeOutcome("awake", status_frame(cp, user_id, state))
+    if not user_settings.wake_on_intent_for(cp.settings.get(user_id, user_settings.WAKE_ON_INTENT)):
+        return WakeOutcome("off", status_frame(cp, user_id, state))
+    if not lifecycle.may_restart_automatically(state, cfg):
+        # Starts that keep failing cost money and errors; a focus is no reason to try again, a message is.
+        return WakeOutcome("held", status_frame(cp, user_id, state), state.last_error)
+    outcome = start_agent(cp, state, reason="warm", warm=True)
+    if outcome.started:
+        count("AgentWarmed")
+        return WakeOutcome("started", _starting_frame(cp))
+    if outcome.error is not None or outcome.status == "idle":
+        return WakeOutcome("failed", protocol.status("idle"), outcome.error)
+    return WakeOutcome("awake", status_frame(cp, user_id))  # a concurrent frame or message won the start
+
+
+def _starting_frame(cp: ControlPlane) -> dict[str, object]:
+    return protocol.status("starting", phase="provisioning", eta_seconds=cp.cfg.lifecycle.start_eta_seconds)
+
+
 def start_agent(
-    cp: ControlPlane, state: TaskState, *, reason: str, prefer: Capacity = Capacity.SPOT
+    cp: ControlPlane,
+    state: TaskState,
+    *,
+    reason: str,
+    prefer: Capacity = Capacity.SPOT,
+    warm: bool = False,
 ) -> StartOutcome:
-    """Idle (or dead) → Starting with one conditional write, then RunTask; exactly one task per user."""
+    """Idle (or dead) → Starting with one conditional write, then RunTask; exactly one task per user.
+
+    `warm`: started by someone about to talk rather than by a message (recorded as `warmSince`).
+    """
     now = cp.clock()
+    set_: dict[str, object] = {"startedAt": now, "busy": False}
+    if warm:
+        set_["warmSince"] = now
     starting = cp.task_state.transition(
         state,
         Status.STARTING,
         now,
-        set_={"startedAt": now, "busy": False},
-        remove=_CLEARED_ON_START,
+        set_=set_,
+        remove=_CLEARED_ON_WARM_START if warm else _CLEARED_ON_START,
     )
     if starting is None:
         # Somebody else changed the row first (a concurrent message, the watchdog): they own the start.
@@ -107,10 +161,7 @@ def start_agent(
         capacity=launched.capacity.value,
         trigger=reason,
     )
-    cp.pusher.to_user(
-        state.user_id,
-        protocol.status("starting", phase="provisioning", eta_seconds=cp.cfg.lifecycle.start_eta_seconds),
-    )
+    cp.pusher.to_user(state.user_id, _starting_frame(cp))
     return StartOutcome(started=True, status="starting", task_arn=launched.task_arn)
 
 
@@ -182,6 +233,22 @@ def stop_agent(cp: ControlPlane, state: TaskState, reason: str) -> str | None:
         return None
     if not state.task_arn or not stop_task(cp, state.task_arn, reason):
         # No task to stop (never attached, or already gone): no STOPPED event will settle the row.
+        settle_idle(cp, stopping)
+        return "idle"
+    cp.pusher.to_user(state.user_id, protocol.status("stopping"))
+    return "stopping"
+
+
+def stop_unused_warm(cp: ControlPlane, state: TaskState) -> str | None:
+    """Stop an agent woken without a message that got none (Running → Stopping only while still unused,
+    then StopTask); the status the tabs are told, None when a message (or anything else) came first."""
+    if not state.task_arn or not cp.task_state.stop_unused_warm(
+        state.user_id, state.task_arn, state, cp.clock()
+    ):
+        return None
+    count("TaskStopRequested")
+    if not stop_task(cp, state.task_arn, "woken without a message"):
+        stopping = cp.task_state.get(state.user_id)
         settle_idle(cp, stopping)
         return "idle"
     cp.pusher.to_user(state.user_id, protocol.status("stopping"))

@@ -21,6 +21,9 @@ UNAVAILABLE_PROVIDERS: Mapping[str, str] = {
 """Providers people ask for that the bridge refuses, with the reason it gives (docs/decisions.md)."""
 
 IDLE_TIMEOUT_RANGE = (5, 240)
+WAKE_ON_INTENT = "wakeOnIntent"
+"""Start the agent when the person opens the chat or starts typing (a `warm` frame), before the first
+message; on unless turned off. An agent woken so and not written to stops after the warm idle timeout."""
 _MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}")
 
 
@@ -34,7 +37,12 @@ class InvalidSettings(ValueError):
 
 def defaults(idle_timeout_minutes: int) -> dict[str, Any]:
     """Values a user who never changed anything sees."""
-    return {"model": None, "idleTimeoutMinutes": idle_timeout_minutes, "timezone": "UTC"}
+    return {
+        "model": None,
+        "idleTimeoutMinutes": idle_timeout_minutes,
+        "timezone": "UTC",
+        WAKE_ON_INTENT: True,
+    }
 
 
 def validate(changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,10 +89,15 @@ def _timezone_problem(val: Any) -> str | None:
     return None
 
 
+def _wake_on_intent_problem(val: Any) -> str | None:
+    return None if isinstance(val, bool) else "must be true or false"
+
+
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "idleTimeoutMinutes": _idle_timeout_problem,
     "model": _model_problem,
     "timezone": _timezone_problem,
+    WAKE_ON_INTENT: _wake_on_intent_problem,
 }
 """Every setting a user may change, and what is wrong with a value for it (None: nothing)."""
 
@@ -109,3 +122,8 @@ def idle_timeout_for(settings: Mapping[str, Any], default_minutes: int) -> int:
     val = settings.get("idleTimeoutMinutes")
     low, high = IDLE_TIMEOUT_RANGE
     return val if isinstance(val, int) and low <= val <= high else default_minutes
+
+
+def wake_on_intent_for(stored: Any) -> bool:
+    """Whether wake on intent is on for a user, from their stored value (on unless stored as false)."""
+    return stored is not False

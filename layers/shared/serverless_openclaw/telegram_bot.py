@@ -46,12 +46,13 @@ MAX_BOT_API_INTEGER = 2**31 - 1
 SECRET_REFRESH_SECONDS = 30.0
 """A mismatching secret re-reads SSM at most this often (a rotation is picked up, a flood is not a DoS)."""
 
-COMMANDS = ("start", "help", "status", "stop", "new", "link", "unlink")
+COMMANDS = ("start", "help", "status", "stop", "new", "link", "unlink", "wake")
 
 HELP = (
     "I am your private OpenClaw agent. Write to me as you would in the web chat; the conversation shows "
     "up there too.\n\n"
     "/status - is your agent running?\n"
+    "/wake - wake your agent now, so it is ready when you write (opening this chat does too)\n"
     "/stop - stop the reply being written\n"
     "/new - start a new conversation\n"
     "/unlink - disconnect this Telegram account from your web account\n"
@@ -248,8 +249,13 @@ class TelegramBot:
             if due or command in ("start", "help"):
                 self._reply(account, HOW_TO_LINK)
             return
-        if command in ("start", "help"):
+        if command == "start":
+            # Opening the chat: someone is about to write, so the agent wakes now (wake on intent).
+            self._reply(account, f"{self._wake(user_id)}\n\n{HELP}")
+        elif command == "help":
             self._reply(account, HELP)
+        elif command == "wake":
+            self._reply(account, self._wake(user_id))
         elif command == "status":
             self._reply(account, self._status(user_id, account))
         elif command == "stop":
@@ -260,6 +266,26 @@ class TelegramBot:
             self._reply(account, "New conversation started. Your next message begins it.")
         elif command == "unlink":
             self._reply(account, self._unlink(account, user_id))
+
+    def _wake(self, user_id: str) -> str:
+        """Wake on intent for a known user; one line saying what happened."""
+        outcome = routing.wake_on_intent(self.cp, user_id)
+        status = outcome.status.get("status")
+        why = f" ({outcome.error})" if outcome.error else ""
+        if outcome.wake == "started":
+            return (
+                f"⏳ Waking up your agent (about {self.cp.cfg.lifecycle.start_eta_seconds} s) so it is ready "
+                "when you write."
+            )
+        if outcome.wake == "off":
+            return "💤 Waking on open is off in your settings: your agent starts with your first message."
+        if outcome.wake in ("held", "failed"):
+            return f"⚠️ Your agent could not start{why}. Your next message tries again."
+        return {
+            "running": "✅ Your agent is awake.",
+            "starting": "⏳ Your agent is already waking up.",
+            "stopping": "⏹ Your agent is stopping; your next message wakes it again.",
+        }.get(str(status), f"Your agent is {status}.")
 
     def _link(self, account: TelegramAccount, argument: str) -> str:
         if not argument.strip():

@@ -20,6 +20,7 @@ from serverless_openclaw.task_events import serve_queued, task_user_id
 
 _METRICS = {
     "stop_idle": "WatchdogStopIdle",
+    "stop_warm": "WatchdogStopWarm",
     "failed_start": "WatchdogFailedStart",
     "stale_reset": "WatchdogStaleReset",
     "stuck_stopping": "WatchdogStuckStopping",
@@ -105,6 +106,11 @@ def _check_row(cp: ControlPlane, state: TaskState) -> tuple[Action, str | None] 
         if routing.stop_agent(cp, state, "idle timeout") is None:
             return _lost_race(state, verdict)
         return Action(user_id, state.task_arn, "stop_idle", "idle timeout"), state.task_arn
+    if verdict is Verdict.STOP_WARM:
+        # Normally the bridge stops itself first; this is the net for one that did not.
+        if routing.stop_unused_warm(cp, state) is None:
+            return _lost_race(state, verdict)
+        return Action(user_id, state.task_arn, "stop_warm", "woken without a message"), state.task_arn
     if verdict is Verdict.RESET_FAILED_START:
         why = f"it did not come up within {cfg.start_deadline_seconds} seconds"
         if routing.record_failed_start(cp, state, why) is None:

@@ -79,6 +79,8 @@ def _client_frame(cp: ControlPlane, connection: Connection, frame: protocol.Fram
         return {"type": "ack", "action": "stop", "aborted": aborted}
     if isinstance(frame, protocol.SendMessage):
         return _send_message(cp, user_id, frame)
+    if isinstance(frame, protocol.Warm):
+        return _warm(cp, user_id)
     return protocol.error("unknown_action", "Heartbeats are for agent connections.")
 
 
@@ -115,6 +117,18 @@ def _send_message(cp: ControlPlane, user_id: str, frame: protocol.SendMessage) -
     )
     reply["status"] = status
     return reply
+
+
+def _warm(cp: ControlPlane, user_id: str) -> dict[str, Any]:
+    """Wake on intent; the reply is the status the tab should show and what the frame did."""
+    try:
+        outcome = routing.wake_on_intent(cp, user_id)
+    except Exception:
+        # Only a courtesy: the first message starts the agent all the same.
+        logger.exception("warm failed", user_id=user_id)
+        return protocol.error("warm_failed", "The agent could not be woken now; your next message will.")
+    logger.info("warm", user_id=user_id, wake=outcome.wake, status=outcome.status["status"])
+    return protocol.warmed(outcome.status, outcome.wake, outcome.error)
 
 
 def _web_key(user_id: str, client_message_id: str) -> str:

@@ -1,4 +1,5 @@
-"""`/api/settings`: the caller's settings (model, idle timeout, time zone) merged over the defaults."""
+"""`/api/settings`: the caller's settings (model, idle timeout, time zone, wake on intent) merged over the
+defaults, with what the dialog needs to explain them (providers, the cost of a wake)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.event_handler.api_gateway import Router
 
 from serverless_openclaw import settings as user_settings
+from serverless_openclaw import task_prices
 from serverless_openclaw.api.request import caller_id, control_plane, json_object
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.observability import count, logger
@@ -21,6 +23,11 @@ def effective_settings(cp: ControlPlane, user_id: str) -> dict[str, Any]:
     # Only known settings: other rows of the partition (links, codes) are not the client's business here.
     merged.update({key: val for key, val in stored.items() if key in merged})
     merged["supportedProviders"] = list(user_settings.SUPPORTED_PROVIDERS)
+    launch = cp.cfg.launch
+    # What one wake nobody writes after costs: the task runs for the warm idle timeout, then stops.
+    merged["wakeOnIntentCost"] = task_prices.running_cost(
+        launch.cpu_units, launch.memory_mib, cp.cfg.lifecycle.warm_idle_timeout_minutes
+    ).as_json()
     return merged
 
 

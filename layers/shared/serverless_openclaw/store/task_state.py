@@ -30,6 +30,7 @@ _ATTRS = {
     "startAttempts",
     "lastError",
     "restartingUntil",
+    "warmSince",
 }
 
 
@@ -61,6 +62,7 @@ def from_item(item: Mapping[str, Any]) -> TaskState:
         start_attempts=_count(item.get("startAttempts")),
         last_error=_text(item.get("lastError")),
         restarting_until=_seconds(item.get("restartingUntil")),
+        warm_since=_seconds(item.get("warmSince")),
     )
 
 
@@ -132,12 +134,13 @@ class TaskStateStore:
         return from_item(item) if item else TaskState(user_id=user_id)
 
     def touch_activity(self, user_id: str, now: float) -> TaskState:
-        """Record user activity and return the current state in the same round trip."""
+        """Record user activity and return the current state in the same round trip; a task woken without
+        a message (`warmSince`) now has one, so the user's normal idle timeout applies to it from here."""
         resp = client("dynamodb").update_item(
             TableName=self.table,
             Key=user_key(user_id),
             UpdateExpression="SET lastActivity = :now, version = if_not_exists(version, :zero), "
-            "#s = if_not_exists(#s, :idle)",
+            "#s = if_not_exists(#s, :idle) REMOVE warmSince",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=codec.values({":now": now, ":zero": 0, ":idle": Status.IDLE.value}),
             ReturnValues="ALL_NEW",
@@ -273,6 +276,31 @@ class TaskStateStore:
             expression, vals[":until"] = "SET restartingUntil = :until", until
         return self._conditional_update(
             user_id, expression, "taskArn = :arn AND #s = :running", {"#s": "status"}, vals
+        )
+
+    def stop_unused_warm(self, user_id: str, task_arn: str, seen: TaskState, now: float) -> bool:
+        """Running → Stopping for a task woken without a message, only while it still is (`warmSince`)
+        and nobody wrote meanwhile (`lastActivity` as `seen`); refused once a message came or the row
+        names another task, so a message racing the stop keeps its agent or waits for the next one."""
+        vals: dict[str, Any] = {
+            ":arn": task_arn,
+            ":running": Status.RUNNING.value,
+            ":stopping": Status.STOPPING.value,
+            ":now": now,
+            ":one": 1,
+        }
+        condition = "taskArn = :arn AND #s = :running AND attribute_exists(warmSince)"
+        if seen.last_activity is None:
+            condition += " AND attribute_not_exists(lastActivity)"
+        else:
+            condition += " AND lastActivity = :last"
+            vals[":last"] = seen.last_activity
+        return self._conditional_update(
+            user_id,
+            "SET #s = :stopping, changedAt = :now, #v = #v + :one",
+            condition,
+            {"#s": "status", "#v": "version"},
+            vals,
         )
 
     def names_task(self, user_id: str, task_arn: str) -> bool:
