@@ -305,7 +305,12 @@ def test_settings_default_when_never_set(api: Api) -> None:
         "timezone": "UTC",
         "wakeOnIntent": True,
         "supportedProviders": ["anthropic", "openai", "openai-compatible", "offline"],
-        "wakeOnIntentCost": {"minutes": 3.0, "spotUsd": 0.0008, "onDemandUsd": 0.0022, "pricesAsOf": "2025-06"},
+        "wakeOnIntentCost": {
+            "minutes": 3.0,
+            "spotUsd": 0.0008,
+            "onDemandUsd": 0.0022,
+            "pricesAsOf": "2025-06",
+        },
     }
 
 

@@ -479,7 +479,9 @@ def test_linking_routes_telegram_to_the_web_users_agent_and_history(
         "model",
         "idleTimeoutMinutes",
         "timezone",
+        "wakeOnIntent",
         "supportedProviders",
+        "wakeOnIntentCost",
     }
 
 
@@ -583,3 +585,65 @@ def test_parse_command() -> None:
     assert parse_command("/HELP") == ("help", "")
     assert parse_command("hello /help") == (None, "")
     assert parse_command("/unknown thing") == (None, "")
+
+
+# ------------------------------------------------------------------------------------ wake on intent
+
+
+def test_opening_the_chat_with_start_wakes_the_agent_once_and_says_so(
+    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, launcher: FakeLauncher
+) -> None:
+    # Given an allowlisted user whose agent is asleep
+    user = f"telegram:{ALLOWED}"
+
+    # When they open the chat (/start), and then ask for it again with /wake
+    tg.say(ALLOWED, "/start")
+    tg.say(ALLOWED, "/wake")
+
+    # Then one task started, marked as woken without a message; /start also shows the help, and the
+    # second command says the agent is already waking
+    assert len(launcher.launched) == 1
+    assert cp.task_state.get(user).warm_since is not None
+    first, second = telegram.chat(ALLOWED)
+    assert first.startswith("⏳ Waking up your agent") and "/wake - " in first and "/status" in first
+    assert second == "⏳ Your agent is already waking up."
+    assert cp.inbox.items(user) == []
+
+
+def test_wake_on_a_running_agent_says_it_is_awake_and_changes_nothing(
+    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, launcher: FakeLauncher
+) -> None:
+    user = f"telegram:{ALLOWED}"
+    _woken(tg, cp)
+    before = cp.task_state.get(user)
+    telegram.sent.clear()
+    tg.say(ALLOWED, "/wake")
+    assert telegram.chat(ALLOWED) == ["✅ Your agent is awake."]
+    assert len(launcher.launched) == 1 and cp.task_state.get(user) == before
+
+
+def test_wake_for_a_linked_user_who_turned_it_off_starts_nothing_and_says_why(
+    tg: Telegram, web: Api, cp: ControlPlane, telegram: RecordingBot, launcher: FakeLauncher
+) -> None:
+    # Given a linked Telegram account whose web user turned wake on intent off
+    link(web, tg, ALICE, ADA)
+    assert web.call("PUT", "/api/settings", body={"wakeOnIntent": False}, user=ALICE)[0] == 200
+    telegram.sent.clear()
+
+    # When they send /wake
+    tg.say(ADA, "/wake")
+
+    # Then nothing starts, and they are told the agent wakes with their first message instead
+    assert launcher.launched == []
+    (reply,) = telegram.chat(ADA)
+    assert "off in your settings" in reply and "first message" in reply
+
+
+def test_a_stranger_cannot_wake_anything(
+    tg: Telegram, cp: ControlPlane, telegram: RecordingBot, launcher: FakeLauncher
+) -> None:
+    tg.say(STRANGER, "/wake")
+    tg.say(STRANGER, "/start")
+    assert launcher.launched == []
+    assert all("/link CODE" in text for text in telegram.chat(STRANGER)) and telegram.chat(STRANGER)
+    assert cp.task_state.get(f"telegram:{STRANGER}").status is Status.IDLE

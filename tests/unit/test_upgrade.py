@@ -279,6 +279,34 @@ def test_an_unreadable_capacity_or_time_does_not_block_the_row(cp: ControlPlane,
     assert len(launcher.launched) == 1
 
 
+def test_a_running_row_of_a_version_without_wake_on_intent_keeps_the_users_idle_timeout(
+    cp: ControlPlane, launcher: Any
+) -> None:
+    # Given a Running row an older version wrote (no warmSince), quiet for longer than the warm timeout
+    quiet = (cp.cfg.lifecycle.warm_idle_timeout_minutes + 2) * 60
+    previous_versions_running_row(cp, lastActivity=cp.clock() - quiet, changedAt=cp.clock() - quiet)
+
+    # When the watchdog sweeps
+    actions = watchdog.sweep(cp)
+
+    # Then it is not taken for an agent woken without a message: it runs on until the idle timeout
+    assert actions == [] and launcher.stopped == []
+    assert cp.task_state.get(USER).warm_since is None
+
+
+def test_an_unreadable_warm_mark_reads_as_none_and_a_message_clears_it(cp: ControlPlane) -> None:
+    # Given a row whose warmSince is in a shape this version does not write
+    previous_versions_running_row(cp, warmSince="2026-01-01T00:00:00Z")
+
+    # When it is read, and when a message arrives
+    read = cp.task_state.get(USER)
+    send(cp, "hello")
+
+    # Then it reads as "started by a message", and the message removes the attribute
+    assert read.warm_since is None
+    assert "warmSince" not in row(cp)
+
+
 # ------------------------------------------------------------------------------------ the deploy's side
 
 
