@@ -7,6 +7,7 @@ import { byId } from "./dom.js";
 import { SettingsDialog } from "./settings.js";
 import { ChatSocket } from "./socket.js";
 import { AgentStatusView } from "./status.js";
+import { IntentWake } from "./wake.js";
 
 const CONFIG_KEYS = ["userPoolId", "userPoolClientId", "cognitoEndpoint", "webSocketUrl", "httpApiUrl"];
 
@@ -120,7 +121,8 @@ function startChat(config, auth) {
   byId("notice-close").onclick = () => (notice.hidden = true);
   const status = new AgentStatusView({ api, socket, notify });
   const chat = new ChatView({ api, socket, notify, onActivity: () => (notice.hidden = true) });
-  new SettingsDialog({ api });
+  const wake = new IntentWake({ socket, input: byId("composer-input") });
+  new SettingsDialog({ api, onWakeSetting: (on) => wake.setEnabled(on) });
   watchConnection(socket);
 
   const signOut = async (message) => {
@@ -138,6 +140,11 @@ function startChat(config, auth) {
   });
 
   socket.start();
+  // Read alongside the socket's opening: the page-open wake goes once both the status and this are known.
+  api.settings().then(
+    (settings) => wake.setEnabled(settings.wakeOnIntent),
+    () => wake.settingsUnavailable(),
+  );
   status.load();
   chat.start();
   byId("composer-input").focus();

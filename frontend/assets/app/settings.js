@@ -1,10 +1,12 @@
 // The settings dialog: model/provider, idle timeout and time zone (validated by the HTTP API, whose
 // reasons are shown beside the form), and linking a Telegram account with a one-time code.
 import { byId, replaceChildren, h } from "./dom.js";
+import { wakeCostText } from "./wake.js";
 
 export class SettingsDialog {
-  constructor({ api }) {
+  constructor({ api, onWakeSetting = () => {} }) {
     this.api = api;
+    this.onWakeSetting = onWakeSetting;
     this.el = {
       dialog: byId("settings"),
       form: byId("settings-form"),
@@ -38,6 +40,36 @@ export class SettingsDialog {
     });
     telegramLink.addEventListener("click", () => this.linkCode());
     telegramUnlink.addEventListener("click", () => this.unlink());
+    this.#wakeBlock();
+  }
+
+  // --- Wake on open: its own block, saved as soon as it is switched (not by the form's Save button).
+
+  #wakeBlock() {
+    this.wakeEl = { box: byId("settings-wake"), cost: byId("settings-wake-cost"), saved: byId("settings-wake-saved") };
+    this.wakeEl.box.addEventListener("change", () => this.#saveWake(this.wakeEl.box.checked));
+  }
+
+  #showWake(settings) {
+    const { box, cost } = this.wakeEl;
+    box.checked = settings.wakeOnIntent !== false;
+    cost.textContent = wakeCostText(settings.wakeOnIntentCost);
+    this.onWakeSetting(box.checked);
+  }
+
+  async #saveWake(on) {
+    const { box, saved } = this.wakeEl;
+    box.disabled = true;
+    saved.textContent = "Saving…";
+    try {
+      this.#showWake(await this.api.saveSettings({ wakeOnIntent: on }));
+      saved.textContent = on ? "On: opening the chat wakes your agent." : "Off: your first message wakes your agent.";
+    } catch (error) {
+      box.checked = !on;
+      saved.textContent = `Could not save: ${error.message}`;
+    } finally {
+      box.disabled = false;
+    }
   }
 
   async show() {
@@ -68,6 +100,7 @@ export class SettingsDialog {
     this.el.model.value = model.join("/");
     this.el.idle.value = settings.idleTimeoutMinutes ?? "";
     this.el.timezone.value = settings.timezone || "";
+    this.#showWake(settings);
   }
 
   #fillTimezones() {
