@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from local.runtime import REPO, runtime
+from tests.frontend import node_driver
 
 DRIVER = Path(__file__).with_name("wake_driver.mjs")
 
 
 def drive(scenario: str) -> Any:
     """Run one scenario of the Node driver and return what it printed."""
-    node = runtime().node
-    if not node.exists():
-        pytest.fail(f"Node is missing ({node.relative_to(REPO)}): run `make openclaw` first", pytrace=False)
-    done = subprocess.run(
-        [str(node), "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON", str(DRIVER), scenario],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return node_driver.drive(DRIVER, scenario)
 
 
 def test_opening_the_page_on_an_idle_agent_sends_one_warm_and_typing_is_debounced() -> None:
