@@ -54,10 +54,16 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStac
 
 @pytest.fixture
 def new_user(shared_stack: LocalStackProcess, request: pytest.FixtureRequest) -> tuple[str, str]:
-    """A fresh user of the shared stack (its own agent, history and settings)."""
+    """A fresh user of the shared stack (its own agent, history and settings), who turned Wake on open
+    off: their agent sleeps until their first message, as these tests expect. With it on, every sign-in
+    would boot an OpenClaw on the shared stack (minutes of CPU each on a small machine) whether the test
+    talks to it or not; test_wake_on_open turns it back on for its user."""
     name = request.node.name.replace("_", "-")[:40].strip("-")
     username, password = f"{name}@example.com", "Browser-test-1!"
     shared_stack.create_user(username, password)
+    token = shared_stack.login(username, password)
+    off = shared_stack.api("PUT", "/api/settings", token, json={"wakeOnIntent": False})
+    assert off.status_code == 200, off.text
     return username, password
 
 

@@ -491,3 +491,48 @@ def test_a_forced_password_change_is_asked_for_and_then_signs_in(
     # And the new password is the one that works from now on
     assert shared_stack.login(username, "Brand-new-pass-1!")
     assert tab.console_errors == []
+
+
+def test_opening_the_chat_wakes_the_agent_and_the_setting_says_what_that_costs_and_turns_it_off(
+    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts, screenshot: Screenshot
+) -> None:
+    # Given a user with Wake on open on (the default; the fixture turned it off)
+    token = shared_stack.login(*new_user)
+    user_id = _sub(token)
+    on = shared_stack.api("PUT", "/api/settings", token, json={"wakeOnIntent": True})
+    assert on.status_code == 200, on.text
+
+    # When they open the chat and do nothing else
+    tab = signed_in(contexts, shared_stack, new_user)
+
+    # Then the agent wakes (one task, marked as woken without a message) and the banner says so
+    expect(tab.page.locator("#agent-status")).to_have_text(re.compile("Starting|Running"), timeout=30_000)
+    assert len([t for t in shared_stack.tasks() if t["userId"] == user_id]) == 1
+    assert shared_stack.task_state(user_id).get("warmSince") is not None
+
+    # And the settings dialog explains it, with what a wake nobody follows up costs
+    page = tab.page
+    page.get_by_role("button", name="Settings").click()
+    wake = page.get_by_label("Wake my agent when I open the chat or start typing")
+    expect(wake).to_be_checked()
+    expect(page.locator("#settings-wake-cost")).to_contain_text(
+        re.compile(r"stops itself after 3 min: about \$0\.0\d+")
+    )
+    screenshot(tab, "09-wake-on-open")
+
+    # When they switch it off, and the agent is stopped
+    wake.uncheck()
+    expect(page.locator("#settings-wake-saved")).to_contain_text("Off")
+    assert shared_stack.api("GET", "/api/settings", token).json()["wakeOnIntent"] is False
+    assert shared_stack.api("POST", "/api/agent/stop", token).status_code == 202
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep", timeout=120_000)
+
+    # Then opening the chat again, focusing and typing in the composer, leaves it asleep
+    page.reload()
+    tab.expect_chat()
+    tab.composer.click()
+    tab.composer.type("thinking about what to ask")
+    page.wait_for_timeout(3_000)
+    expect(tab.page.locator("#agent-status")).to_have_text("Agent: Asleep")
+    assert len([t for t in shared_stack.tasks() if t["userId"] == user_id]) == 1
+    assert tab.console_errors == []
