@@ -3,8 +3,10 @@ with wake on intent.
 
 (a) cold: from an idle agent, the message is sent → its first `stream_chunk`;
 (b) intent: the chat opens (a `warm` frame), the message is sent INTENT_DELAY seconds later (the time it
-    takes to type it) → its first `stream_chunk`.
-Rounds alternate (a) and (b) so both see the same machine; between rounds the agent is stopped and the
+    takes to type it) → its first `stream_chunk`;
+(c) awake: the chat opens, the message is sent once the agent says it runs → its first `stream_chunk`
+    (what (b) becomes when the start fits in the typing time).
+Rounds rotate the three so all see the same machine; between rounds the agent is stopped and the
 stack waits until it is idle. Each start's bridge phases come from the bridge's own "bridge ready" log
 line. Goals (issue 15): cold ≤ 8 s, intent ≤ 3 s. Starts its own stack on free loopback ports in a
 temporary state dir and stops it with SIGINT. Prints figures; never fails on time.
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -47,51 +50,83 @@ async def _drain(ws: ClientConnection) -> None:
             await asyncio.wait_for(ws.recv(), 0.05)
 
 
-async def _first_chunk(ws: ClientConnection, warm_first: bool) -> tuple[float, str]:
-    """Maybe `warm` and wait INTENT_DELAY; send PROMPT; (seconds to its first chunk, what warm did)."""
+@dataclass
+class Run:
+    """One round of one mode: seconds from the message sent to its first chunk, and what led up to it."""
+
+    first_chunk: float
+    phases: dict[str, float]
+    wake: str = "-"
+    woken_to_running: float | None = None
+
+
+async def _until_running(ws: ClientConnection, timeout: float | None) -> tuple[str, float | None]:
+    """Read frames for `timeout` s (None: until the agent says running, at most 10 minutes); (what warm
+    did, when the agent said running in time.monotonic(), if it did)."""
+    wake, running = "-", None
+    deadline = time.monotonic() + (600 if timeout is None else timeout)
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            frame = json.loads(await asyncio.wait_for(ws.recv(), left))
+        except TimeoutError:
+            break
+        wake = frame.get("wake", wake)
+        if frame.get("type") == "status" and frame.get("status") == "running" and running is None:
+            running = time.monotonic()
+            if timeout is None:
+                break
+    return wake, running
+
+
+async def _first_chunk(ws: ClientConnection, mode: str) -> Run:
+    """cold: send PROMPT; intent: `warm`, send PROMPT INTENT_DELAY s later; awake: `warm`, send PROMPT once
+    the agent says running. The time from the send to the message's first chunk."""
     await _drain(ws)
-    wake = "-"
-    if warm_first:
+    wake, woken, running = "-", time.monotonic(), None
+    if mode != "cold":
         await ws.send(json.dumps({"action": "warm"}))
-        deadline = time.monotonic() + INTENT_DELAY
-        while (left := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(TimeoutError):
-                frame = json.loads(await asyncio.wait_for(ws.recv(), left))
-                wake = frame.get("wake", wake)
+        wake, running = await _until_running(ws, INTENT_DELAY if mode == "intent" else None)
     body = {"action": "sendMessage", "message": PROMPT, "clientMessageId": uuid.uuid4().hex}
-    sent = time.time()
+    sent = time.monotonic()
     await ws.send(json.dumps(body))
     while True:
         frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
         if frame["type"] == "error":
             raise RuntimeError(f"error frame: {frame}")
+        if frame["type"] == "status" and frame.get("status") == "running" and running is None:
+            running = time.monotonic()
         if frame["type"] == "stream_chunk":
-            return time.time() - sent, wake
+            first = time.monotonic() - sent
+            return Run(first, {}, wake, None if mode == "cold" or running is None else running - woken)
 
 
-async def _round(stack: Stack, ws: ClientConnection, warm_first: bool) -> tuple[float, dict[str, float], str]:
-    seconds, wake = await _first_chunk(ws, warm_first)
+async def _round(stack: Stack, ws: ClientConnection, mode: str) -> Run:
+    run = await _first_chunk(ws, mode)
     task = stack.running_task()
     if task is None:
         raise RuntimeError("no task is running after the reply")
-    phases, _ = await bridge_phases(Path(task["log"]))
+    run.phases, _ = await bridge_phases(Path(task["log"]))
     await stack.stop_agent()
-    return seconds, phases, wake
+    return run
 
 
-def _report(name: str, runs: list[tuple[float, dict[str, float], str]], goal: float) -> float:
-    times = [t for t, _, _ in runs]
+def _report(name: str, runs: list[Run], goal: float) -> float:
+    times = [r.first_chunk for r in runs]
     print(
         f"  {name}: " + ", ".join(f"{t:.2f}" for t in times) + f" s → median {median(times):.2f} s, "
         f"max {max(times):.2f} s (goal ≤ {goal:g} s)"
     )
-    phases = sorted({p for _, ps, _ in runs for p in ps})
-    medians = {p: median(ps.get(p, 0.0) for _, ps, _ in runs) for p in phases}
+    phases = sorted({p for r in runs for p in r.phases})
+    medians = {p: median(r.phases.get(p, 0.0) for r in runs) for p in phases}
     print("    bridge phases, median s: " + ", ".join(f"{p} {s:.2f}" for p, s in medians.items()))
-    wakes = [w for _, _, w in runs if w != "-"]
-    if wakes:
-        print(f"    what the warm frames did: {', '.join(wakes)}")
+    if wakes := [r.wake for r in runs if r.wake != "-"]:
+        boots = [r.woken_to_running for r in runs if r.woken_to_running is not None]
+        boot = f"; warm → running: median {median(boots):.1f} s" if boots else ""
+        print(f"    what the warm frames did: {', '.join(wakes)}{boot}")
     return median(times)
+
+
+MODES = ("cold", "intent", "awake")
 
 
 async def main() -> None:
@@ -102,26 +137,30 @@ async def main() -> None:
     )
     work = Path(tempfile.mkdtemp(prefix="bench-first-reply-"))
     stack = Stack(work)
-    cold: list[tuple[float, dict[str, float], str]] = []
-    intent: list[tuple[float, dict[str, float], str]] = []
+    runs: dict[str, list[Run]] = {mode: [] for mode in MODES}
     try:
         await stack.start()
         async with websockets.connect(f"{stack.ep['webSocketUrl']}?token={stack.token}") as ws:
             for n in range(ROUNDS):
-                # Alternate which goes first, so a trend in the machine's load hits both alike.
-                for warm_first in (n % 2 == 1, n % 2 == 0):
-                    (intent if warm_first else cold).append(await _round(stack, ws, warm_first))
+                # Rotate the order, so a trend in the machine's load hits every mode alike.
+                for mode in MODES[n % 3 :] + MODES[: n % 3]:
+                    runs[mode].append(await _round(stack, ws, mode))
     finally:
         await stack.stop()
         shutil.rmtree(work, ignore_errors=True)
-    cold_median = _report("(a) cold: message → first stream_chunk", cold, COLD_GOAL)
-    intent_median = _report(
-        f"(b) intent: warm, message {INTENT_DELAY:g} s later → first stream_chunk", intent, INTENT_GOAL
+    cold = _report("(a) cold: message → first stream_chunk", runs["cold"], COLD_GOAL)
+    _report(
+        f"(b) intent: warm, message {INTENT_DELAY:g} s later → first stream_chunk",
+        runs["intent"],
+        INTENT_GOAL,
     )
-    saved = cold_median - intent_median
+    awake = _report("(c) warm, message once it runs → first stream_chunk", runs["awake"], INTENT_GOAL)
+    pairs = [c.first_chunk - i.first_chunk for c, i in zip(runs["cold"], runs["intent"], strict=True)]
+    per_round = ", ".join(f"{d:.1f}" for d in pairs)
     print(
-        f"  wake on intent saves {saved:.2f} s of the median ({saved / cold_median:.0%}); the rest of (b) is "
-        f"the start still under way after {INTENT_DELAY:g} s plus the first run"
+        f"  (a) − (b), per round: {per_round} s (at most the {INTENT_DELAY:g} s head start while a start "
+        f"takes longer than that); (c) is what wake on intent gives once the start fits in the typing time: "
+        f"{cold - awake:.1f} s less than cold"
     )
     print(f"  (load average {os.getloadavg()[0]:.1f} at the end; other work on this machine skews the times)")
 
