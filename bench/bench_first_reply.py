@@ -35,7 +35,7 @@ from websockets.asyncio.client import ClientConnection
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from bench.bench_local_stack import PROMPT, Stack, bridge_phases  # noqa: E402
+from bench.bench_local_stack import PROMPT, Stack, _http, bridge_phases  # noqa: E402
 from tests.contract.conftest import require_runtime  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -58,6 +58,8 @@ class Run:
     phases: dict[str, float]
     wake: str = "-"
     woken_to_running: float | None = None
+    failed_starts: int = 0
+    """Starts that failed on the way (the stack retries for a queued message); each is counted in."""
 
 
 async def _until_running(ws: ClientConnection, timeout: float | None) -> tuple[str, float | None]:
@@ -71,6 +73,9 @@ async def _until_running(ws: ClientConnection, timeout: float | None) -> tuple[s
         except TimeoutError:
             break
         wake = frame.get("wake", wake)
+        if frame.get("code") == "start_failed":
+            print(f"    (the woken start failed: {frame.get('error')}; the message will start it)")
+            break
         if frame.get("type") == "status" and frame.get("status") == "running" and running is None:
             running = time.monotonic()
             if timeout is None:
@@ -78,7 +83,23 @@ async def _until_running(ws: ClientConnection, timeout: float | None) -> tuple[s
     return wake, running
 
 
-async def _first_chunk(ws: ClientConnection, mode: str) -> Run:
+def _why_it_failed(stack: Stack) -> str:
+    """The last error the most recently stopped task's bridge logged (its log is gone with the task)."""
+    stopped = [
+        t for t in _http(stack.ep["ecsEndpoint"] + "/_local/tasks")["tasks"] if t["lastStatus"] == "STOPPED"
+    ]
+    if not stopped or not Path(stopped[-1]["log"]).exists():
+        return "no log"
+    lines = [json.loads(x) for x in Path(stopped[-1]["log"]).read_text().splitlines() if x.startswith("{")]
+    errors = [x for x in lines if x.get("level") in ("ERROR", "CRITICAL")]
+    if not errors:
+        return "nothing logged as an error"
+    return str(errors[-1].get("message", "?")) + (
+        f" ({errors[-1]['reason']})" if "reason" in errors[-1] else ""
+    )
+
+
+async def _first_chunk(stack: Stack, ws: ClientConnection, mode: str) -> Run:
     """cold: send PROMPT; intent: `warm`, send PROMPT INTENT_DELAY s later; awake: `warm`, send PROMPT once
     the agent says running. The time from the send to the message's first chunk."""
     await _drain(ws)
@@ -89,19 +110,26 @@ async def _first_chunk(ws: ClientConnection, mode: str) -> Run:
     body = {"action": "sendMessage", "message": PROMPT, "clientMessageId": uuid.uuid4().hex}
     sent = time.monotonic()
     await ws.send(json.dumps(body))
+    failed = 0
     while True:
-        frame = json.loads(await asyncio.wait_for(ws.recv(), 300))
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 600))
+        if frame.get("code") == "start_failed":
+            # The message stays queued and the stack starts another task for it (task_events): keep timing.
+            failed += 1
+            print(f"    ({mode}: a start failed: {frame.get('error')}: {_why_it_failed(stack)}; retried)")
+            continue
         if frame["type"] == "error":
             raise RuntimeError(f"error frame: {frame}")
         if frame["type"] == "status" and frame.get("status") == "running" and running is None:
             running = time.monotonic()
         if frame["type"] == "stream_chunk":
             first = time.monotonic() - sent
-            return Run(first, {}, wake, None if mode == "cold" or running is None else running - woken)
+            woken_to_running = None if mode == "cold" or running is None else running - woken
+            return Run(first, {}, wake, woken_to_running, failed)
 
 
 async def _round(stack: Stack, ws: ClientConnection, mode: str) -> Run:
-    run = await _first_chunk(ws, mode)
+    run = await _first_chunk(stack, ws, mode)
     task = stack.running_task()
     if task is None:
         raise RuntimeError("no task is running after the reply")
@@ -119,6 +147,8 @@ def _report(name: str, runs: list[Run], goal: float) -> float:
     phases = sorted({p for r in runs for p in r.phases})
     medians = {p: median(r.phases.get(p, 0.0) for r in runs) for p in phases}
     print("    bridge phases, median s: " + ", ".join(f"{p} {s:.2f}" for p, s in medians.items()))
+    if failed := sum(r.failed_starts for r in runs):
+        print(f"    {failed} start(s) failed on the way and were retried by the stack (counted in the times)")
     if wakes := [r.wake for r in runs if r.wake != "-"]:
         boots = [r.woken_to_running for r in runs if r.woken_to_running is not None]
         boot = f"; warm → running: median {median(boots):.1f} s" if boots else ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import subprocess
 import uuid
 from base64 import b64encode
 from collections.abc import Iterator
@@ -17,12 +16,10 @@ import pytest
 from pycognito.aws_srp import AWSSRP
 
 from local.cognito import N, claim_signature, password_key, password_verifier, server_public
-from local.runtime import REPO, runtime
+from tests.frontend import node_driver
 from tests.local.cognito_stand import PASSWORD, Stand, running_stand
 
 DRIVER = Path(__file__).with_name("cognito_driver.mjs")
-# frontend/package.json has no "type": Node detects the ES modules by itself, and says so on stderr.
-QUIET = "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON"
 KEYS = [
     "openclaw.auth.accessToken",
     "openclaw.auth.expiresAt",
@@ -33,24 +30,7 @@ KEYS = [
 
 def drive(scenario: str, arguments: dict[str, Any]) -> Any:
     """Run one scenario of the Node driver and return what it printed."""
-    node = runtime().node
-    if not node.exists():
-        pytest.fail(f"Node is missing ({node.relative_to(REPO)}): run `make openclaw` first", pytrace=False)
-    done = subprocess.run(
-        [
-            str(node),
-            "--disable-warning=MODULE_TYPELESS_PACKAGE_JSON",
-            str(DRIVER),
-            scenario,
-            json.dumps(arguments),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return node_driver.drive(DRIVER, scenario, json.dumps(arguments))
 
 
 @pytest.fixture(scope="module")
