@@ -22,6 +22,7 @@ import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from bridge import compile_cache, task_metadata
@@ -176,11 +177,19 @@ class Bridge:
 
     async def _boot(self) -> None:
         """The start-up phases in order; each timed one is logged and later reported as a metric."""
+        # The compile cache (thousands of files) is copied while the boot reads from the network, not on
+        # the way to the gateway's start.
+        seeding = asyncio.create_task(
+            asyncio.to_thread(
+                compile_cache.seed, compile_cache.prepared_dir(self.cfg.openclaw_entry), self._gateway_tmp()
+            ),
+            name="compile-cache",
+        )
         task_arn = await self._find_task()
         await self._read_start(task_arn)
         choice, api_keys = await self._read_secrets()
         restoring_workspace = await self._restore_state()
-        token, env = await self._write_config(choice, api_keys)
+        token, env = await self._write_config(choice, api_keys, seeding)
         await self._start_gateway(env)
         runner = await self._connect_gateway(token)
         await self._finish_workspace(restoring_workspace)
@@ -231,10 +240,15 @@ class Bridge:
             workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
         return workspace
 
+    def _gateway_tmp(self) -> Path:
+        """The gateway's own TMPDIR, where its compile cache lives."""
+        return self.cfg.state_root / "tmp"
+
     async def _write_config(
-        self, choice: ModelChoice, api_keys: dict[str, str]
+        self, choice: ModelChoice, api_keys: dict[str, str], seeding: asyncio.Future[bool]
     ) -> tuple[str, dict[str, str]]:
-        """config: openclaw.json, a fresh gateway token and the gateway's environment."""
+        """config: openclaw.json, a fresh gateway token and the gateway's environment; the compile cache,
+        prepared when the image was built, is in the gateway's TMPDIR by the end of it."""
         cfg = self.cfg
         async with self.phases.timed("config"):
             token = secrets.token_urlsafe(32)
@@ -250,7 +264,7 @@ class Bridge:
                 log_file=cfg.state_root / "logs" / "openclaw.log",
             )
             write_config(state_dir / "openclaw.json", config)
-            tmp_dir = cfg.state_root / "tmp"
+            tmp_dir = self._gateway_tmp()
             env = gateway_environment(
                 os.environ,
                 home=home,
@@ -260,9 +274,7 @@ class Bridge:
                 secrets=api_keys,
             )
             # Prepared when the image was built: spares the gateway compiling its modules at every boot.
-            await asyncio.to_thread(
-                compile_cache.seed, compile_cache.prepared_dir(cfg.openclaw_entry), tmp_dir
-            )
+            await seeding
         return token, env
 
     async def _start_gateway(self, env: Mapping[str, str]) -> None:
