@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
+from local.telegram import TelegramSimulator
 from serverless_openclaw import routing
+from serverless_openclaw.aws.clients import client as aws_client
 from serverless_openclaw.connections import Connection
-from serverless_openclaw.control_plane import ControlPlane
+from serverless_openclaw.control_plane import ControlPlane, TelegramOnDemand
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.messages import IncomingMessage
+from serverless_openclaw.telegram import TelegramClient
 from tests.conftest import load_event
+from tests.local.servers import serve
 
 USER = "4c8d2e1a-7b3f-4e9a-a1d2-5f6e7c8b9a01"
 OTHER = "b1e2c3d4-5f60-4718-9a0b-1c2d3e4f5a6b"
@@ -66,3 +73,19 @@ def stopped_event(
         if pair["name"] == "USER_ID":
             pair["value"] = user
     return event
+
+
+@contextlib.contextmanager
+def telegram_waiting_note(
+    cp: ControlPlane, token: str, chat_id: int = 42
+) -> Iterator[tuple[TelegramSimulator, int]]:
+    """A stand-in Telegram the control plane reaches (its bot token in SSM), with one "waking up" note already
+    sent to `chat_id`; the simulator and the note's message id."""
+    sim = TelegramSimulator(token=token)
+    with serve(sim.app) as server:
+        aws_client("ssm").put_parameter(
+            Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
+        )
+        note = TelegramClient(token, api_base=server.url).send_message(chat_id, "⏳ Waking up your agent…")
+        cp.telegram = TelegramOnDemand(replace(cp.cfg.telegram, api_base=server.url))
+        yield sim, note

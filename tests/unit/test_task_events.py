@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from local.telegram import TelegramSimulator
 from serverless_openclaw import routing, task_events
-from serverless_openclaw.aws.clients import client as aws_client
-from serverless_openclaw.control_plane import ControlPlane, TelegramOnDemand
+from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Capacity, Status
 from serverless_openclaw.messages import IncomingMessage
-from serverless_openclaw.telegram import TelegramClient
 from tests.conftest import load_event
 from tests.fakes import Clock, FakeLauncher, RecordingPusher
-from tests.local.servers import serve
-from tests.unit.conftest_agents import OTHER, USER, client, queue, running, starting, stopped_event
+from tests.unit.conftest_agents import (
+    OTHER,
+    USER,
+    client,
+    queue,
+    running,
+    starting,
+    stopped_event,
+    telegram_waiting_note,
+)
 
 SPOT = "task_events_spot_interruption.json"
 FAILED = "task_events_failed_start.json"
@@ -239,13 +243,7 @@ def test_giving_up_tells_telegram_users_in_their_waiting_message(cp: ControlPlan
     # Given a Telegram chat where one message waits under a "waking up" note and another has none yet,
     # the bot's token in SSM, and a web message beside them
     token = "7000000001:give-up-test-token"
-    sim = TelegramSimulator(token=token)
-    with serve(sim.app) as server:
-        aws_client("ssm").put_parameter(
-            Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
-        )
-        note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ Waking up your agent…")
-        cp.telegram = TelegramOnDemand(replace(cp.cfg.telegram, api_base=server.url))
+    with telegram_waiting_note(cp, token) as (sim, note):
         for text, reply_to in [
             ("from telegram", {"chatId": 42, "messageId": 7, "placeholderId": note}),
             ("no note", {"chatId": 42, "messageId": 8}),

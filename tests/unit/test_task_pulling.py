@@ -4,24 +4,19 @@ forward and only for the task the user's row names, and the user's tabs and Tele
 from __future__ import annotations
 
 import importlib
-from dataclasses import replace
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from local.telegram import TelegramSimulator
 from serverless_openclaw import task_events
-from serverless_openclaw.aws.clients import client as aws_client
-from serverless_openclaw.control_plane import ControlPlane, TelegramOnDemand
+from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Capacity, Status
 from serverless_openclaw.messages import IncomingMessage
-from serverless_openclaw.telegram import TelegramClient
 from tests.conftest import load_event
 from tests.fakes import RecordingPusher
-from tests.local.servers import serve
-from tests.unit.conftest_agents import USER, client, running, starting, stopped_event
+from tests.unit.conftest_agents import USER, client, running, starting, stopped_event, telegram_waiting_note
 
 PULL = "task_events_pull_started.json"
 
@@ -143,13 +138,7 @@ def test_a_second_pull_event_of_the_same_start_changes_nothing(cp: ControlPlane)
 def test_telegram_waiting_messages_name_the_pull(cp: ControlPlane) -> None:
     # Given a Telegram message waiting under its "waking up" note, and the bot's token in SSM
     token = "7000000002:pull-test-token"
-    sim = TelegramSimulator(token=token)
-    with serve(sim.app) as server:
-        aws_client("ssm").put_parameter(
-            Name="/test/secrets/telegram-bot-token", Value=token, Type="SecureString"
-        )
-        note = TelegramClient(token, api_base=server.url).send_message(42, "⏳ Waking up your agent…")
-        cp.telegram = TelegramOnDemand(replace(cp.cfg.telegram, api_base=server.url))
+    with telegram_waiting_note(cp, token) as (sim, note):
         cp.intake.accept(
             IncomingMessage(
                 user_id=USER,
