@@ -33,7 +33,7 @@ for _name in ("TELEGRAM_BOT_TOKEN", "CI"):
 from moto import mock_aws  # noqa: E402
 
 from bench.moto_probe import counting, in_moto  # noqa: E402
-from scripts import deploy  # noqa: E402
+from scripts import deploy, deploy_answers  # noqa: E402
 from scripts.aws_errors import exit_code  # noqa: E402
 from tests.unit.deploy_rehearsal import PYTHON312, Rehearsal  # noqa: E402
 from tests.unit.test_publish_frontend import write_frontend  # noqa: E402
@@ -46,7 +46,7 @@ GOAL_SECONDS = 30.0
 def make_deploy(rehearsal: Rehearsal, argv: list[str]) -> float:
     """One `make deploy` without a terminal; its wall time (its output is swallowed)."""
     out = io.StringIO()
-    console = deploy.Console(out=out, interactive=False)
+    console = deploy_answers.Console(out=out, interactive=False)
     env = {**os.environ, "ANTHROPIC_API_KEY": "sk-bench-key-abcdefghijklmnop", "PYTHON312": PYTHON312}
     rehearsal.calls.clear()
     start = time.perf_counter()
@@ -61,11 +61,11 @@ def make_deploy(rehearsal: Rehearsal, argv: list[str]) -> float:
 def main() -> None:
     """Print the figures."""
     with tempfile.TemporaryDirectory(prefix="bench-deploy-") as folder, mock_aws():
-        for name, value in {
-            "ANSWERS_DIR": Path(folder) / ".deploy",
-            "FRONTEND": write_frontend(Path(folder) / "frontend"),
-        }.items():
-            setattr(deploy, name, value)
+        for module, name, value in (
+            (deploy_answers, "ANSWERS_DIR", Path(folder) / ".deploy"),
+            (deploy, "FRONTEND", write_frontend(Path(folder) / "frontend")),
+        ):
+            setattr(module, name, value)
         rehearsal = Rehearsal()
         first = make_deploy(rehearsal, FIRST_RUN)
         first_programs = rehearsal.programs()

@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import getpass
 import glob
 import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn
 
 # Runnable as `python scripts/deploy.py` from anywhere: the shared package lives in the Lambda layer's
 # directory, the bridge's provider table in bridge/, the other scripts beside this file.
@@ -42,60 +41,30 @@ sys.path[:0] = [
 
 import boto3  # noqa: E402
 
-from bridge.secrets import API_KEY_PARAMETERS  # noqa: E402
 from local.runtime import openclaw_version as pinned_openclaw_version  # noqa: E402
 from local.template import load_template  # noqa: E402
 from scripts import costs, openclaw_pin, users  # noqa: E402
 from scripts import publish_frontend as web  # noqa: E402
 from scripts import telegram_webhook as telegram  # noqa: E402
 from scripts.aws_errors import Failure, UsageError, aws_errors, exit_code  # noqa: E402
-from scripts.bridge_image import (  # noqa: E402
-    DOCKERFILE,
-    NO_BUILDER,
-    PLATFORM,
-    SOCI_MISSING,
-    SOCI_SUFFIX,
-    Registry,
-    Repository,
-    SociIndexer,
-    add_soci_index,
-    build_and_push,
-    context_tag,
-    ensure_repository,
-    files_digest,
-    find_builder,
-    find_soci_indexer,
-)
+from scripts.bridge_image import Registry, ensure_repository, files_digest  # noqa: E402
 from scripts.build_frontend import FRONTEND, BuildError, build  # noqa: E402
 from scripts.commands import Command, CommandRunner, Runner  # noqa: E402
+from scripts.deploy_answers import DEFAULT_STACK, Answers, Console, Deployment, gather_answers  # noqa: E402
+from scripts.deploy_secrets import Secrets, gather_secrets  # noqa: E402
+from scripts.deployed_image import Image, choose_image  # noqa: E402
 from scripts.stack_events import describe_stack, stack_failure  # noqa: E402
-from scripts.stacks import check_stack_name  # noqa: E402
 from serverless_openclaw.observability import logger  # noqa: E402
-from serverless_openclaw.settings import UNAVAILABLE_PROVIDERS  # noqa: E402
 from serverless_openclaw.telegram import TelegramClient, TelegramError  # noqa: E402
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudformation import CloudFormationClient
-    from mypy_boto3_ssm import SSMClient
 
 CHECKOUT = _REPO
 """The checkout deployed: its template, the image's build context and the pins an upgrade rewrites."""
-ANSWERS_DIR = _REPO / ".deploy"
 SAM = _REPO / ".venv-sam" / "bin" / "sam"
 TEMPLATE = "template.yaml"
 BUILT_TEMPLATE = ".aws-sam/build/template.yaml"
-DEFAULT_STACK = "serverless-openclaw"
-MANAGED_PARAMETERS = frozenset(
-    {
-        "BridgeImageUri",
-        "OpenClawVersion",
-        "ModelProvider",
-        "ModelId",
-        "ModelBaseUrl",
-        "AlarmEmail",
-    }
-)
-"""Stack parameters this script sets from its answers; any other one can be given with --parameter."""
 _parsed_template = functools.cache(load_template)
 
 
@@ -104,189 +73,10 @@ def template() -> dict[str, Any]:
     return _parsed_template(CHECKOUT / TEMPLATE)
 
 
-def providers() -> tuple[str, ...]:
-    """The model providers the stack accepts: its ModelProvider parameter's AllowedValues."""
-    return tuple(str(value) for value in template()["Parameters"]["ModelProvider"]["AllowedValues"])
-
-
 HISTORY = 20
 """Deployed images remembered for --rollback (the repository keeps the last 10 anyway)."""
 STACK_CODE = ("functions", "layers")
 """What `sam build` packages besides the template (every CodeUri and ContentUri lies under these)."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Answers of the first run, kept in .deploy/<stack>.json
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Deployment:
-    """One deploy that reached the stack: which image, which OpenClaw, which inputs."""
-
-    image: str
-    openclaw: str
-    fingerprint: str
-    at: str
-
-
-@dataclass
-class Answers:
-    """What the first run asked (or the flags said); later runs read it and ask nothing."""
-
-    stack: str
-    region: str
-    provider: str
-    owner_email: str
-    alarm_email: str = ""
-    model_id: str = ""
-    model_base_url: str = ""
-    telegram: bool | None = None
-    """Whether a bot was wanted: None until asked (or a token is given)."""
-    parameters: dict[str, str] = field(default_factory=dict)
-    deployed: list[Deployment] = field(default_factory=list)
-
-    @property
-    def path(self) -> Path:
-        """Where these answers are kept."""
-        return ANSWERS_DIR / f"{self.stack}.json"
-
-    def save(self) -> None:
-        """Write the answers (no secret is ever among them)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        (self.path.parent / ".gitignore").write_text("*\n", encoding="utf-8")
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-        temporary.replace(self.path)
-
-
-def load_answers(stack: str | None) -> Answers | None:
-    """The kept answers of this stack (or of the only stack deployed from here); None before a first run."""
-    if stack is None:
-        kept = sorted(ANSWERS_DIR.glob("*.json"))
-        if len(kept) > 1:
-            names = ", ".join(path.stem for path in kept)
-            raise UsageError(
-                f"answers of several stacks are kept in {ANSWERS_DIR} ({names}): pass --stack NAME"
-            )
-        if not kept:
-            return None
-        path = kept[0]
-    else:
-        path = ANSWERS_DIR / f"{stack}.json"
-        if not path.exists():
-            return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        deployed = [Deployment(**item) for item in data.pop("deployed", [])]
-        # Kept by the first version of this script; the checkout's pin is now the only choice of version.
-        data.pop("openclaw_version", None)
-        return Answers(**data, deployed=deployed)
-    except (ValueError, TypeError) as exc:
-        raise UsageError(
-            f"cannot read {path} ({type(exc).__name__}): fix or delete it and answer again"
-        ) from None
-
-
-@dataclass(frozen=True)
-class Console:
-    """Where the script talks to the person: output, and questions only when a person is there."""
-
-    out: TextIO
-    interactive: bool
-    ask: Callable[[str], str] = input
-    ask_hidden: Callable[[str], str] = getpass.getpass
-
-    def question(self, text: str, default: str = "") -> str:
-        """The typed answer (the default on Enter)."""
-        shown = f"{text} [{default}]: " if default else f"{text}: "
-        return self.ask(shown).strip() or default
-
-
-def gather_answers(args: argparse.Namespace, region_default: str | None, console: Console) -> Answers:
-    """The kept answers with the flags applied, asking (once) for what is still missing."""
-    answers = load_answers(args.stack)
-    if answers is None:
-        answers = first_answers(args, region_default, console)
-    apply_flags(answers, args)
-    if answers.provider == "openai-compatible" and not answers.model_base_url and console.interactive:
-        answers.model_base_url = console.question("Base URL of the openai-compatible API (https://…)")
-    check_answers(answers)
-    return answers
-
-
-def first_answers(args: argparse.Namespace, region_default: str | None, console: Console) -> Answers:
-    """The answers of a first run: from the flags, else asked, else (without a terminal) a clear error."""
-    values = {
-        "stack": args.stack,
-        "region": args.region,
-        "provider": args.provider,
-        "owner_email": args.owner_email,
-        "alarm_email": args.alarm_email,
-    }
-    if not console.interactive:
-        values["stack"] = values["stack"] or DEFAULT_STACK
-        values["region"] = values["region"] or region_default
-        values["alarm_email"] = values["alarm_email"] or ""
-        missing = [f"--{key.replace('_', '-')}" for key, value in values.items() if value is None]
-        if missing:
-            raise UsageError(
-                "this first deploy runs without a terminal, so nothing can be asked: "
-                f"pass {', '.join(missing)} (see python scripts/deploy.py --help)"
-            )
-        return Answers(**values)
-    print("First deploy of this clone: a few questions (kept in .deploy/, asked once).", file=console.out)
-    if values["stack"] is None:
-        values["stack"] = console.question("Stack name", DEFAULT_STACK)
-    if values["region"] is None:
-        values["region"] = console.question("AWS region", region_default or "us-east-1")
-    if values["provider"] is None:
-        values["provider"] = console.question(f"Model provider ({', '.join(providers())})", "anthropic")
-    if values["alarm_email"] is None:
-        values["alarm_email"] = console.question("E-mail for alarms (Enter for none)")
-    if values["owner_email"] is None:
-        values["owner_email"] = console.question("Your e-mail (your login to the web chat)")
-    return Answers(**values)
-
-
-def apply_flags(answers: Answers, args: argparse.Namespace) -> None:
-    """Flags given on this run replace the kept answers."""
-    for key in ("region", "provider", "owner_email", "alarm_email", "model_id", "model_base_url"):
-        value = getattr(args, key)
-        if value is not None:
-            setattr(answers, key, value)
-    if args.telegram is not None:
-        answers.telegram = args.telegram
-    for item in args.parameter:
-        key, separator, value = item.partition("=")
-        if not separator:
-            raise UsageError("--parameter takes KEY=VALUE (one was given without '=')")
-        answers.parameters[key] = value
-
-
-def check_answers(answers: Answers) -> None:
-    """UsageError for an answer the stack would refuse (before anything is created)."""
-    check_stack_name(answers.stack)
-    if answers.provider in UNAVAILABLE_PROVIDERS:
-        raise UsageError(f"model provider {answers.provider}: {UNAVAILABLE_PROVIDERS[answers.provider]}")
-    if answers.provider not in providers():
-        raise UsageError(f"unknown model provider {answers.provider!r}: one of {', '.join(providers())}")
-    if "@" not in answers.owner_email or answers.owner_email.strip() != answers.owner_email:
-        raise UsageError(f"{answers.owner_email!r} is not an e-mail address (--owner-email)")
-    if answers.provider == "openai-compatible" and not answers.model_base_url:
-        raise UsageError("provider openai-compatible needs its base URL: pass --model-base-url https://…")
-    given = {"--alarm-email": answers.alarm_email, "--model-id": answers.model_id}
-    given |= {"--model-base-url": answers.model_base_url}
-    given |= {f"--parameter {key}": value for key, value in answers.parameters.items()}
-    for flag, value in given.items():
-        if '"' in value or "\\" in value:  # sam's --parameter-overrides cannot carry them
-            raise UsageError(f"{flag}: quotes and backslashes are not allowed")
-    declared = template().get("Parameters") or {}
-    for key in answers.parameters:
-        if key in MANAGED_PARAMETERS or key not in declared:
-            raise UsageError(
-                f"--parameter {key}: not a template parameter this flag may set (see docs/template.md)"
-            )
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -367,83 +157,8 @@ def preflight(runner: Runner, env: Mapping[str, str], console: Console) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Secrets
+# The checkout's OpenClaw pin
 # --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Secrets:
-    """The secrets this run was given (kept in memory only, never printed)."""
-
-    telegram_token: str | None = None
-    stored: list[str] = field(default_factory=list)
-
-
-def provider_key(
-    ssm: SSMClient, answers: Answers, env: Mapping[str, str], console: Console, *, replace: bool
-) -> str | None:
-    """Store the provider's API key (environment or hidden prompt) unless SSM holds one; the name stored."""
-    entry = API_KEY_PARAMETERS.get(answers.provider)
-    if entry is None:
-        return None  # the offline model needs no key
-    name, env_name = f"/{answers.stack}/secrets/{entry[0]}", entry[1]
-    if not replace and telegram.read_parameter(ssm, name):
-        print(f"  {name} is stored already (--replace-secrets stores a new one)", file=console.out)
-        return None
-    value = env.get(env_name, "").strip()
-    if not value and console.interactive:
-        value = console.ask_hidden(f"{answers.provider} API key (hidden; stored in SSM as {name}): ").strip()
-    if not value:
-        raise UsageError(f"no {answers.provider} API key: set {env_name} (it is stored in SSM as {name})")
-    telegram.store_parameter(ssm, name, value, f"{answers.provider} API key (scripts/deploy.py)")
-    return name
-
-
-def telegram_token(
-    ssm: SSMClient, answers: Answers, env: Mapping[str, str], console: Console, *, replace: bool
-) -> str | None:
-    """A new bot token to register (environment or hidden prompt); None keeps Telegram as it is."""
-    if answers.telegram is False and not replace and not env.get("TELEGRAM_BOT_TOKEN"):
-        return None
-    if not replace and telegram.read_parameter(ssm, f"/{answers.stack}/secrets/telegram-bot-token"):
-        return None
-    value = env.get("TELEGRAM_BOT_TOKEN", "").strip()
-    if not value and console.interactive:
-        value = console.ask_hidden(
-            "Telegram bot token from @BotFather (hidden; Enter for no Telegram bot): "
-        ).strip()
-    if not value and answers.telegram and not console.interactive:
-        raise UsageError("no Telegram bot token: set TELEGRAM_BOT_TOKEN (or pass --no-telegram)")
-    answers.telegram = bool(value)
-    return telegram.check_token_format(value) if value else None
-
-
-def gather_secrets(
-    aws: Aws, answers: Answers, env: Mapping[str, str], console: Console, replace: bool
-) -> Secrets:
-    """Ask for (and store) the model's key now, and the bot token: nothing is asked after the slow steps."""
-    ssm = aws.client("ssm")
-    secrets = Secrets()
-    stored = provider_key(ssm, answers, env, console, replace=replace)
-    if stored:
-        print(f"  stored {stored} (SecureString)", file=console.out)
-        secrets.stored.append(stored)
-    secrets.telegram_token = telegram_token(ssm, answers, env, console, replace=replace)
-    return secrets
-
-
-# --------------------------------------------------------------------------------------------------------
-# The image
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Image:
-    """The image the stack is to run."""
-
-    uri: str
-    openclaw: str
-    built: bool
 
 
 def pin_openclaw(version: str, runner: Runner, env: Mapping[str, str], console: Console) -> list[str]:
@@ -457,59 +172,6 @@ def pin_openclaw(version: str, runner: Runner, env: Mapping[str, str], console: 
             file=console.out,
         )
     return pinned.changed
-
-
-def current_image(aws: Aws, runner: Runner, repository: Repository, version: str, console: Console) -> Image:
-    """This checkout's bridge image in ECR: found by its context tag, else built and pushed; its
-    SOCI-enabled form (lazy loading on Fargate) when the SOCI CLI is installed."""
-    build_args = {"OPENCLAW_VERSION": version}
-    tag = context_tag(CHECKOUT, CHECKOUT / DOCKERFILE.relative_to(_REPO), build_args, PLATFORM)
-    registry = Registry(aws.client("ecr"))
-    indexer = find_soci_indexer(runner)
-    if isinstance(indexer, SociIndexer):
-        indexed = registry.digest(repository, tag + SOCI_SUFFIX)
-        if indexed is not None:
-            print(f"  image {tag} and its SOCI index are in ECR already: no build, no push", file=console.out)
-            return Image(repository.pinned(indexed), version, built=False)
-    digest = registry.digest(repository, tag)
-    built = digest is None
-    if digest is not None:
-        print(f"  image {tag} is in ECR already: no build, no push", file=console.out)
-    else:
-        builder = find_builder(runner)
-        if builder is None:
-            raise UsageError(NO_BUILDER)
-        digest = build_and_push(
-            runner, builder, registry, repository, tag, build_args, console.out, context=CHECKOUT
-        )
-        print(f"  pushed {repository.tagged(tag)} ({digest})", file=console.out)
-    if not isinstance(indexer, SociIndexer):
-        print(SOCI_MISSING.format(missing=indexer), file=console.out)
-        return Image(repository.pinned(digest), version, built=built)
-    indexed = add_soci_index(runner, indexer, registry, repository, tag, console.out)
-    if indexed is None:
-        return Image(repository.pinned(digest), version, built=built)
-    print(
-        f"  pushed {repository.tagged(tag + SOCI_SUFFIX)} ({indexed}): Fargate lazy-loads it",
-        file=console.out,
-    )
-    return Image(repository.pinned(indexed), version, built=built)
-
-
-def previous_image(aws: Aws, answers: Answers, repository: Repository, deployed_image: str | None) -> Image:
-    """The image deployed before the one the stack runs now (--rollback); UsageError when there is none."""
-    candidates = [entry for entry in reversed(answers.deployed) if entry.image != deployed_image]
-    if not candidates:
-        raise UsageError(
-            f"nothing to roll back to: {answers.path} remembers no other image deployed from this clone"
-        )
-    target = candidates[0]
-    digest = target.image.rpartition("@")[2]
-    if not Registry(aws.client("ecr")).has_digest(repository, digest):
-        raise UsageError(
-            f"the previous image {target.image} has expired from ECR: it cannot be rolled back to"
-        )
-    return Image(target.image, target.openclaw, built=False)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -701,7 +363,7 @@ def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runn
     region_default = boto3.session.Session().region_name
     if args.rollback and args.openclaw_version:
         raise UsageError("--rollback redeploys an earlier image as it was built: drop OPENCLAW_VERSION")
-    answers = gather_answers(args, region_default, console)
+    answers = gather_answers(args, region_default, console, template())
     answers.save()
     step(console, f"preflight: stack {answers.stack}")
     aws = connect(answers.region, console)
@@ -714,14 +376,24 @@ def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runn
                 f"pinned OpenClaw {args.openclaw_version} in {', '.join(repinned)} (make test, then commit)"
             )
     step(console, "secrets")
-    secrets = gather_secrets(aws, answers, env, console, args.replace_secrets)
+    secrets = gather_secrets(aws.client("ssm"), answers, env, console, args.replace_secrets)
     answers.save()
     outcome.changed += [f"stored {name}" for name in secrets.stored]
     cloudformation = aws.client("cloudformation")
     step(console, "bridge image")
     repository = ensure_repository(cloudformation, answers.stack, console.out)
     stack = describe_stack(cloudformation, answers.stack)
-    image = choose_image(aws, runner, answers, repository, stack, console, rollback=args.rollback)
+    image = choose_image(
+        Registry(aws.client("ecr")),
+        runner,
+        answers,
+        repository,
+        stack,
+        console,
+        checkout=CHECKOUT,
+        pinned=pinned_openclaw_version(template()),
+        rollback=args.rollback,
+    )
     if image.built:
         outcome.changed.append("built and pushed the bridge image")
     outcome.image = image
@@ -731,44 +403,6 @@ def run(args: argparse.Namespace, env: Mapping[str, str], console: Console, runn
     finish(aws, answers, secrets, outcome, env, console)
     print(closing(answers, outcome, aws.region), file=console.out)
     return outcome
-
-
-def choose_image(
-    aws: Aws,
-    runner: Runner,
-    answers: Answers,
-    repository: Repository,
-    stack: Mapping[str, Any] | None,
-    console: Console,
-    *,
-    rollback: bool,
-) -> Image:
-    """The image to deploy: the checkout's pinned OpenClaw (built unless in ECR), or the previous one."""
-    pinned = pinned_openclaw_version(template())
-    live_image = _live_parameter(stack, "BridgeImageUri")
-    if not rollback:
-        live_version = _live_parameter(stack, "OpenClawVersion")
-        if live_version and live_version != pinned:
-            print(f"  OpenClaw  the stack runs {live_version}; this checkout pins {pinned}", file=console.out)
-        return current_image(aws, runner, repository, pinned, console)
-    image = previous_image(aws, answers, repository, live_image)
-    print(f"  rolling back from {live_image} to {image.uri}", file=console.out)
-    if image.openclaw != pinned:
-        # The pins are the checkout's, not the stack's: a rollback changes what runs, never the repository.
-        print(
-            f"  the repository still pins OpenClaw {pinned}, newer than the image rolled back to (OpenClaw "
-            f"{image.openclaw}): the next make deploy without ARGS=--rollback deploys {pinned} again",
-            file=console.out,
-        )
-    return image
-
-
-def _live_parameter(stack: Mapping[str, Any] | None, key: str) -> str | None:
-    """A parameter's value on the deployed stack."""
-    for parameter in (stack or {}).get("Parameters") or []:
-        if parameter.get("ParameterKey") == key:
-            return str(parameter.get("ParameterValue", ""))
-    return None
 
 
 def deploy_if_changed(

@@ -22,7 +22,7 @@ import pytest
 from local.runtime import openclaw_version, runtime
 from local.telegram import TelegramSimulator
 from local.template import load_template
-from scripts import costs, deploy
+from scripts import costs, deploy, deploy_answers
 from scripts.aws_errors import Failure, exit_code
 from scripts.bridge_image import PLATFORM, REPOSITORY, context_tag, dockerfile_sources
 from scripts.stack_events import wait_until_settled
@@ -53,7 +53,7 @@ NEWER = "2026.10.1"
 @pytest.fixture
 def rehearsal(aws: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Rehearsal:
     """moto, an empty answers folder, a small web chat, the provider's key in the environment."""
-    monkeypatch.setattr(deploy, "ANSWERS_DIR", tmp_path / ".deploy")
+    monkeypatch.setattr(deploy_answers, "ANSWERS_DIR", tmp_path / ".deploy")
     monkeypatch.setattr(deploy, "FRONTEND", write_frontend(tmp_path / "frontend"))
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     monkeypatch.setenv("PYTHON312", PYTHON312)  # as the Makefile passes it
@@ -92,16 +92,16 @@ def make_deploy(
     rehearsal: Rehearsal,
     capsys: pytest.CaptureFixture[str],
     *argv: str,
-    console: deploy.Console | None = None,
+    console: deploy_answers.Console | None = None,
 ) -> tuple[int, str, str]:
     """`make deploy ARGS=…` without a terminal: exit code, stdout, stderr (all checked for secrets)."""
     rehearsal.calls.clear()
     rehearsal.stdins.clear()
     rehearsal.envs.clear()
     args = deploy.parse_args(list(argv))
-    shown = console or deploy.Console(out=io.StringIO(), interactive=False)
+    shown = console or deploy_answers.Console(out=io.StringIO(), interactive=False)
     if console is None:
-        shown = deploy.Console(out=_stdout(), interactive=False)
+        shown = deploy_answers.Console(out=_stdout(), interactive=False)
     code = exit_code(lambda: deploy.run(args, dict(os.environ), shown, rehearsal))
     out, err = capsys.readouterr()
     assert_no_secret(out + err, *argument_lists(rehearsal), *answers_files())
@@ -119,7 +119,7 @@ def argument_lists(rehearsal: Rehearsal) -> list[str]:
 
 
 def answers_files() -> list[str]:
-    return [path.read_text() for path in deploy.ANSWERS_DIR.glob("*.json")]
+    return [path.read_text() for path in deploy_answers.ANSWERS_DIR.glob("*.json")]
 
 
 def assert_no_secret(*texts: str) -> None:
@@ -264,9 +264,9 @@ def test_the_first_run_builds_pushes_deploys_and_ends_with_the_login(
     assert "cost       " + "\n             ".join(estimate) in out
     assert "Telegram   off" in out
     # and the answers are kept for the next run, outside git
-    kept = json.loads((deploy.ANSWERS_DIR / f"{STACK}.json").read_text())
+    kept = json.loads((deploy_answers.ANSWERS_DIR / f"{STACK}.json").read_text())
     assert (kept["stack"], kept["region"], kept["owner_email"]) == (STACK, REGION, OWNER)
-    assert (deploy.ANSWERS_DIR / ".gitignore").read_text() == "*\n"
+    assert (deploy_answers.ANSWERS_DIR / ".gitignore").read_text() == "*\n"
 
 
 def test_the_first_run_in_a_terminal_asks_once_and_reads_the_key_hidden(
@@ -286,7 +286,7 @@ def test_the_first_run_in_a_terminal_asks_once_and_reads_the_key_hidden(
         hidden.append(prompt)
         return API_KEY if "API key" in prompt else ""
 
-    console = deploy.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=ask_hidden)
+    console = deploy_answers.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=ask_hidden)
 
     # When make deploy runs, and then again
     first = make_deploy(rehearsal, capsys, console=console)
@@ -330,7 +330,7 @@ def test_bedrock_is_refused_with_the_reason_and_only_the_templates_providers_are
         asked.append(prompt)
         return next(typed)
 
-    console = deploy.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=lambda _: "")
+    console = deploy_answers.Console(out=_stdout(), interactive=True, ask=ask, ask_hidden=lambda _: "")
     code, _, err = make_deploy(rehearsal, capsys, console=console)
 
     # Then the question offered exactly the template's providers, and the answer is refused the same way
