@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "layers" / "shared"), str(ROOT / "bridge")]
 os.environ.update({"LOG_LEVEL": "WARNING", "AWS_DEFAULT_REGION": "us-east-1"})
 
+from local.buildah import Buildah, ImageError, cache_folder  # noqa: E402
 from local.ecs_task import Task  # noqa: E402
-from local.image import Buildah, ImageContainers, ImageError, cache_folder, ensure_image  # noqa: E402
+from local.image import ensure_image  # noqa: E402
+from local.image_containers import ImageContainers  # noqa: E402
 from local.offline_model import serve  # noqa: E402
 from local.runtime import runtime  # noqa: E402
 from serverless_openclaw.config import Tables  # noqa: E402

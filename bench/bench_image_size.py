@@ -31,14 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from local.image import (  # noqa: E402
-    Buildah,
-    ImageBuilder,
-    ImageError,
-    build_context_files,
-    buildah_available,
-    cache_folder,
-)
+from local.buildah import Buildah, ImageError, buildah_available, cache_folder  # noqa: E402
+from local.image import ImageBuilder, build_context_files  # noqa: E402
 from local.image_tree import ImageTreeError, TreeSize, copy_installed, measure, trim  # noqa: E402
 from local.runtime import runtime  # noqa: E402
 

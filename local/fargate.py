@@ -4,7 +4,7 @@ A task's container is the bridge image's entrypoint, run in a session of its own
 goes with it) with fresh storage, deleted when the task stops, like Fargate's ephemeral storage: anything
 that should outlive a task must be in S3. By default the entrypoint runs as a host process in a fresh
 working directory (`HostProcess`); `python -m local up --bridge-image NAME` runs it inside the built image
-with `buildah run` instead (local/image.py). A stop sends SIGTERM to the entrypoint and, after the
+with `buildah run` instead (local/image_containers.py). A stop sends SIGTERM to the entrypoint and, after the
 container's `StopTimeout`, SIGKILL to everything the task started. The task metadata endpoint
 (`ECS_CONTAINER_METADATA_URI_V4`) is what the container reads about itself.
 """

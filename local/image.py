@@ -1,9 +1,10 @@
 """The bridge image built and run on this machine, without Docker: `python -m local.image build`.
 
-Debian's `buildah` builds `bridge/Dockerfile` daemonless (`--isolation chroot`, `--storage-driver vfs`) and
-`buildah run` runs a command inside the result. No image registry is reachable, so the Dockerfile's two
-base images (build arguments NODE_IMAGE and PYTHON_IMAGE) are replaced by stand-ins built here, laid out
-like the official ones:
+Debian's `buildah` builds `bridge/Dockerfile` daemonless (`--isolation chroot`, `--storage-driver vfs`,
+local/buildah.py) and `buildah run` runs the ECS stand-in's tasks inside the result
+(local/image_containers.py). No image registry is reachable, so the Dockerfile's two base images (build
+arguments NODE_IMAGE and PYTHON_IMAGE) are replaced by stand-ins built here, laid out like the official
+ones:
 
   debian   Debian bookworm (`debootstrap --variant=minbase`) from the mirror apt uses on this machine
   node     + the Node the Dockerfile names, from npm (`node-linux-<arch>`), and npm, in /usr/local
@@ -22,10 +23,8 @@ The image is built for this machine's architecture; the deploy script builds lin
 from __future__ import annotations
 
 import argparse
-import asyncio
 import fnmatch
 import hashlib
-import json
 import os
 import platform
 import re
@@ -33,13 +32,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
-from local.ecs_task import Task
-from local.fargate import start_in_session
+from local.buildah import Buildah, ImageError, cache_folder
+from local.image_containers import ensure_container
 from local.runtime import node_package
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,108 +58,6 @@ PYTHON_RUNTIME_PACKAGES = (
     "libuuid1 netbase tzdata zlib1g"
 )
 """What the official python:3.12-slim-bookworm image installs for its interpreter's extension modules."""
-
-
-class ImageError(Exception):
-    """The image cannot be built or run; the message says what to do."""
-
-
-def cache_folder() -> Path:
-    """Where buildah's storage and the build contexts live: IMAGE_CACHE, else the user's cache folder
-    (outside the checkout, so a fresh clone, CI's, finds the bases and images already built)."""
-    configured = os.environ.get("IMAGE_CACHE", "").strip()
-    if configured:
-        return Path(configured).resolve()
-    user_cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(user_cache) / "serverless-openclaw" / "image"
-
-
-def buildah_available() -> bool:
-    """Whether `buildah` is on PATH."""
-    return shutil.which("buildah") is not None
-
-
-@dataclass(frozen=True)
-class Buildah:
-    """buildah over one storage folder (vfs driver, chroot isolation: no daemon, no fuse, no overlay)."""
-
-    cache: Path
-
-    def argv(self, *args: str) -> list[str]:
-        """A buildah command line using this storage."""
-        return [
-            "buildah",
-            "--root",
-            str(self.cache / "storage"),
-            "--runroot",
-            str(self.cache / "run"),
-            "--storage-driver",
-            "vfs",
-            *args,
-        ]
-
-    def run(self, *args: str, quiet: bool = False) -> str:
-        """Run buildah: with `quiet` its output is returned, else shown as it comes; ImageError on failure."""
-        if not buildah_available():
-            raise ImageError(
-                "buildah is not installed: `make image` installs it "
-                "(Debian: apt-get install buildah debootstrap)"
-            )
-        if quiet:
-            done = subprocess.run(self.argv(*args), capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise ImageError(
-                    f"`buildah {args[0]}` failed (exit {done.returncode}): {done.stderr[-1500:]}"
-                )
-            return done.stdout
-        # The build's own progress (each step, npm and pip) goes to the terminal as it happens.
-        streamed = subprocess.run(self.argv(*args), check=False)
-        if streamed.returncode != 0:
-            raise ImageError(f"`buildah {args[0]}` failed (exit {streamed.returncode}); its output is above")
-        return ""
-
-    def has_image(self, name: str) -> bool:
-        """Whether the storage holds an image of this name."""
-        if not buildah_available():
-            return False
-        done = subprocess.run(
-            self.argv("inspect", "--type", "image", "--format", "{{.FromImageID}}", name),
-            capture_output=True,
-            check=False,
-        )
-        return done.returncode == 0
-
-    def build(
-        self, context: Path, tag: str, *, containerfile: Path, build_args: dict[str, str], jobs: int = 1
-    ) -> None:
-        """`buildah bud` one Containerfile (no registry: every FROM is a local image or scratch)."""
-        args = [
-            "bud",
-            f"--jobs={jobs}",
-            "--isolation",
-            "chroot",
-            "--format",
-            "docker",
-            "--pull=never",
-            # One layer per instruction, as Docker builds it for the deploy (not one per stage), and each
-            # kept as a cache: a bridge change rebuilds only the layers after the bridge's COPY.
-            "--layers",
-        ]
-        for name, value in build_args.items():
-            args += ["--build-arg", f"{name}={value}"]
-        self.run(*args, "-f", str(containerfile), "-t", tag, str(context))
-
-    def prune(self, repository: str, keep: str, *, also_keep: int = 0) -> None:
-        """Remove the other tags of one repository (earlier builds whose inputs changed), and their run
-        containers, but the `also_keep` newest of them."""
-        listed = self.run("images", "--format", "{{.Name}}:{{.Tag}}", quiet=True)
-        # `buildah images` lists the newest first.
-        others = [name for name in listed.split() if name.startswith(repository + ":") and name != keep]
-        stale = others[also_keep:]
-        if stale:
-            containers = [run_container(name) for name in stale]
-            subprocess.run(self.argv("rm", *containers), capture_output=True, check=False)
-            subprocess.run(self.argv("rmi", *stale), capture_output=True, check=False)
 
 
 def digest(*parts: str | bytes) -> str:
@@ -555,124 +451,6 @@ def ensure_image(cache: Path | None = None, *, say: Callable[[str], None] = prin
     image = ImageBuilder(buildah, say=say).bridge()
     ensure_container(buildah, image, say)
     return image
-
-
-def image_config(buildah: Buildah, image: str) -> dict[str, object]:
-    """The image's OCI config (Entrypoint, Env, User, WorkingDir, …)."""
-    inspected = json.loads(buildah.run("inspect", "--type", "image", image, quiet=True) or "{}")
-    config = inspected.get("OCIv1", {}).get("config") if isinstance(inspected, dict) else None
-    if not isinstance(config, dict):
-        raise ImageError(f"`buildah inspect {image}` shows no image config")
-    return config
-
-
-def run_container(image: str) -> str:
-    """The buildah container every task of one image runs in (see ImageContainers)."""
-    return f"serverless-openclaw-run-{image.rsplit(':', 1)[-1]}"
-
-
-def ensure_container(buildah: Buildah, image: str, say: Callable[[str], None] = print) -> str:
-    """The image's run container, created unless there (with vfs a full copy of the image: a minute or
-    more, so `make image` does it while the rest of `make test` installs)."""
-    name = run_container(image)
-    present = subprocess.run(
-        buildah.argv("inspect", "--type", "container", "--format", "{{.FromImage}}", name),
-        capture_output=True,
-        check=False,
-    )
-    if present.returncode != 0:
-        say(f"==> unpacking {image} into the container {name} (once per image)")
-        buildah.run("from", "--pull=never", "--quiet", "--name", name, image, quiet=True)
-    return name
-
-
-class ImageContainers:
-    """The ECS stand-in's containers inside the bridge image: the image's own ENTRYPOINT, user, ENV and
-    working directory under `buildah run`, on the host's network (the stand-ins are on loopback, as a
-    task's awsvpc interface reaches AWS).
-
-    Tasks share one unpacked copy of the image (with vfs an unpack copies the whole image, a minute or
-    more) and each gets fresh, empty storage, bind-mounted, wherever the image's user can write: its
-    working directory, STATE_ROOT, HOME and /tmp (the image's own files are root's). That is Fargate's
-    ephemeral storage: a restarted task finds only what it restored from S3. Each task runs in a PID
-    namespace of its own (`unshare --pid --kill-child`): when it ends, everything it started ends with
-    it, as in a container."""
-
-    def __init__(self, buildah: Buildah, image: str) -> None:
-        self.buildah = buildah
-        self.image = image
-        self.container = ensure_container(buildah, image)
-        config = image_config(buildah, image)
-        entrypoint, command = config.get("Entrypoint") or [], config.get("Cmd") or []
-        if not isinstance(entrypoint, list) or not isinstance(command, list) or not entrypoint + command:
-            raise ImageError(f"{image} has no ENTRYPOINT to run")
-        # What `docker run` runs: ENTRYPOINT followed by CMD.
-        self.entrypoint = [str(part) for part in entrypoint + command]
-        self.owner = _numeric_user(str(config.get("User") or "0"), image)
-        pairs = config.get("Env") or []
-        env = dict(str(pair).partition("=")[::2] for pair in pairs) if isinstance(pairs, list) else {}
-        places = [str(config.get("WorkingDir") or ""), env.get("STATE_ROOT", ""), env.get("HOME", ""), "/tmp"]
-        self.writable = sorted({place for place in places if place.startswith("/") and place != "/"})
-
-    async def start(
-        self, task: Task, environment: Mapping[str, str], output: IO[bytes]
-    ) -> asyncio.subprocess.Process:
-        """The ENTRYPOINT in the image, with fresh storage of the task's own (the process returned)."""
-        volumes = []
-        for number, place in enumerate(self.writable):
-            folder = task.directory / f"storage-{number}"
-            folder.mkdir(parents=True, exist_ok=True)
-            os.chown(folder, *self.owner)
-            folder.chmod(0o1777 if place == "/tmp" else 0o755)
-            volumes.append(f"--volume={folder}:{place}")
-        # The values are the task's environment as ECS gives it; the local stack's are loopback URLs and
-        # its fixed throwaway credentials, no secret (the bridge reads those from SSM).
-        variables = [f"--env={key}={value}" for key, value in environment.items()]
-        run = self.buildah.argv("run", "--isolation", "chroot", *volumes, *variables, self.container)
-        command = ["unshare", "--pid", "--fork", "--kill-child", *run, "--", *self.entrypoint]
-        return await start_in_session(command, task, output)
-
-    def entry_pid(self, task: Task) -> int | None:
-        """The ENTRYPOINT's process: the task's descendant running exactly that command (ECS signals the
-        container's own process; buildah would not pass a SIGTERM on, it kills its child)."""
-        if task.pid is None:
-            return None
-        children: dict[int, list[int]] = {}
-        commands: dict[int, list[str]] = {}
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-                argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            except OSError:
-                continue
-            parent = int(stat[stat.rfind(")") + 2 :].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-            commands[int(entry.name)] = [part for part in argv if part]
-        wanted = self.entrypoint
-        pending = list(children.get(task.pid, []))
-        while pending:
-            pid = pending.pop(0)
-            argv = commands.get(pid, [])
-            if argv and Path(argv[0]).name == Path(wanted[0]).name and argv[1:] == wanted[1:]:
-                return pid
-            pending += children.get(pid, [])
-        return None
-
-    async def remove(self, task: Task) -> None:
-        """Nothing: the PID namespace took its processes along, Fargate deletes its storage."""
-
-    def discard(self, task_id: str) -> None:
-        """Likewise for a task a killed stack left behind."""
-
-
-def _numeric_user(user: str, image: str) -> tuple[int, int]:
-    """(uid, gid) of an image's USER; ImageError unless numeric (the task definition's is, too)."""
-    uid, _, gid = user.partition(":")
-    if not uid.isdigit() or not (gid or uid).isdigit():
-        raise ImageError(f"{image} has USER {user}: the local stack needs a numeric uid[:gid]")
-    return int(uid), int(gid or uid)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ import boto3
 import uvicorn
 
 from local.aws import DEMO_USERNAME, EmbeddedAws, StateError, User
+from local.buildah import Buildah, ImageError, cache_folder
 from local.cognito import cognito_app
 from local.console import Console, banner, configure_logging
 from local.ecs import EcsStandIn
@@ -44,7 +45,7 @@ from local.fargate import ContainerRuntime, HostProcess, image_entrypoint, kill_
 from local.functions import FunctionHost
 from local.http_api import HttpApi
 from local.http_server import server_config
-from local.image import Buildah, ImageContainers, ImageError, cache_folder
+from local.image_containers import ImageContainers
 from local.offline_model import OfflineModelServer, serve
 from local.ports import reserve_port
 from local.resolve import REGION, Resolver

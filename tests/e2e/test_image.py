@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from local.image import ImageError, buildah_available, ensure_image
+from local.buildah import ImageError, buildah_available
+from local.image import ensure_image
 from tests.e2e.harness import ChatClient, LocalStackProcess, until
 
 IN_CI = os.environ.get("CI") == "true"

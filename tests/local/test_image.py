@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from local.buildah import ImageError
 from local.image import (
     DOCKERFILE,
-    ImageError,
     apt_mirror,
     bridge_inputs_digest,
     build_context_files,
