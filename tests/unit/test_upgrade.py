@@ -10,16 +10,15 @@ when stale, settled without anyone touching the table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-from botocore.stub import ANY, Stubber
 
 from serverless_openclaw import routing, task_events, watchdog
 from serverless_openclaw.aws import clients
 from serverless_openclaw.aws.ecs import EcsLauncher
+from serverless_openclaw.config import LaunchConfig
 from serverless_openclaw.control_plane import ControlPlane
 from serverless_openclaw.lifecycle import Status
 from serverless_openclaw.messages import IncomingMessage
@@ -31,42 +30,69 @@ from tests.unit.conftest_agents import USER, client, stopped_event
 OLD_DEFINITION = "arn:aws:ecs:us-east-1:123456789012:task-definition/test-bridge:1"
 NEW_DEFINITION = "arn:aws:ecs:us-east-1:123456789012:task-definition/test-bridge:2"
 OLD_TASK = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/0ld0ld0ld"
-NEW_TASK = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/n3wn3wn3w"
+
+
+@dataclass
+class Ecs:
+    """moto's ECS after a deploy: both revisions of the bridge registered, a task of the old one running."""
+
+    launch: LaunchConfig
+    """The functions' launch settings (cluster, network) before the deploy."""
+    old_task: str
+
+    def task(self, arn: str) -> dict[str, Any]:
+        """ECS's view of one task."""
+        tasks = clients.client("ecs").describe_tasks(cluster=self.launch.cluster, tasks=[arn])["tasks"]
+        assert len(tasks) == 1, arn
+        return dict(tasks[0])
+
+    def running(self) -> list[str]:
+        """The tasks ECS runs (every revision of the bridge's family)."""
+        listed = clients.client("ecs").list_tasks(cluster=self.launch.cluster, desiredStatus="RUNNING")
+        return list(listed["taskArns"])
+
+    def stop(self, arn: str) -> None:
+        """The task stops on its own (its container exited), as its STOPPED event will say."""
+        clients.client("ecs").stop_task(
+            cluster=self.launch.cluster, task=arn, reason="Essential container exited"
+        )
 
 
 @pytest.fixture
-def ecs() -> Iterator[Stubber]:
-    """The functions' ECS client: any call the test did not expect fails it."""
-    with Stubber(clients.client("ecs")) as stub:
-        yield stub
-        stub.assert_no_pending_responses()
+def ecs(cp: ControlPlane) -> Ecs:
+    """The cluster (moto) with the previous and the new task definition, and the previous version's task."""
+    ec2 = clients.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})  # as the stack's VPC
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(VpcId=vpc, GroupName="bridge", Description="bridge")["GroupId"]
+    launch = replace(cp.cfg.launch, subnets=(subnet,), security_groups=(group,))
+    api = clients.client("ecs")
+    api.create_cluster(clusterName=launch.cluster.rsplit("/", 1)[-1])
+    registered = [
+        api.register_task_definition(
+            family="test-bridge",
+            requiresCompatibilities=["FARGATE"],
+            networkMode="awsvpc",
+            cpu=str(launch.cpu_units),
+            memory=str(launch.memory_mib),
+            containerDefinitions=[
+                {"name": launch.container_name, "image": f"bridge:{image}", "memory": launch.memory_mib}
+            ],
+        )["taskDefinition"]["taskDefinitionArn"]
+        for image in ("previous", "new")
+    ]
+    assert registered == [OLD_DEFINITION, NEW_DEFINITION]
+    # Started by the previous version's launcher, before the deploy.
+    previous = EcsLauncher(replace(launch, task_definition=OLD_DEFINITION))
+    return Ecs(launch=launch, old_task=previous.launch(USER, "before-the-deploy").task_arn)
 
 
 @pytest.fixture
-def upgraded(cp: ControlPlane, ecs: Stubber) -> ControlPlane:
+def upgraded(cp: ControlPlane, ecs: Ecs) -> ControlPlane:
     """The control plane after a deploy: the real ECS launcher, with the new revision in its environment."""
-    cfg = replace(cp.cfg, launch=replace(cp.cfg.launch, task_definition=NEW_DEFINITION))
+    cfg = replace(cp.cfg, launch=replace(ecs.launch, task_definition=NEW_DEFINITION))
     return replace(cp, cfg=cfg, launcher=EcsLauncher(cfg.launch))
-
-
-def expect_run_task(ecs: Stubber, definition: str, task_arn: str) -> None:
-    """ECS answers one RunTask of exactly this task definition with this task."""
-    ecs.add_response(
-        "run_task",
-        {"tasks": [{"taskArn": task_arn, "taskDefinitionArn": definition}], "failures": []},
-        {
-            "cluster": ANY,
-            "taskDefinition": definition,
-            "count": 1,
-            "capacityProviderStrategy": ANY,
-            "networkConfiguration": ANY,
-            "overrides": ANY,
-            "startedBy": ANY,
-            "tags": ANY,
-            "enableECSManagedTags": True,
-            "clientToken": ANY,
-        },
-    )
 
 
 def write_row(cp: ControlPlane, **attributes: Any) -> None:
@@ -118,11 +144,11 @@ def previous_versions_running_row(cp: ControlPlane, **changes: Any) -> dict[str,
 
 
 def test_the_old_definitions_task_is_reused_until_it_stops_then_the_new_definition_starts(
-    upgraded: ControlPlane, ecs: Stubber, pusher: RecordingPusher
+    upgraded: ControlPlane, ecs: Ecs, pusher: RecordingPusher
 ) -> None:
     cp = upgraded
     # Given the previous version's row for a task started from the previous task definition
-    previous_versions_running_row(cp)
+    previous_versions_running_row(cp, taskArn=ecs.old_task)
     client(cp, "tab-1")
 
     # When a message arrives after the deploy
@@ -131,60 +157,59 @@ def test_the_old_definitions_task_is_reused_until_it_stops_then_the_new_definiti
     # Then the running task gets it (nudged on its agent connection): no new task, the row untouched
     assert shown == "running"
     assert pusher.frames("agent-old", "nudge")
-    assert row(cp)["taskArn"] == OLD_TASK and row(cp)["version"] == 7
+    assert row(cp)["taskArn"] == ecs.old_task and row(cp)["version"] == 7
+    assert ecs.running() == [ecs.old_task]
 
     # When the old task stops (its STOPPED event names the previous revision) with the message still queued
-    detail = stopped_event("task_events_essential_exit.json", OLD_TASK)["detail"]
+    ecs.stop(ecs.old_task)
+    detail = stopped_event("task_events_essential_exit.json", ecs.old_task)["detail"]
     detail["taskDefinitionArn"] = OLD_DEFINITION
-    expect_run_task(ecs, NEW_DEFINITION, NEW_TASK)
     outcome = task_events.on_task_stopped(cp, detail)
 
     # Then the next task is started from the new task definition, and the row names it
     assert outcome.reconciled and outcome.restarted
     after = row(cp)
-    assert after["status"] == Status.STARTING.value and after["taskArn"] == NEW_TASK
+    assert after["status"] == Status.STARTING.value and after["taskArn"] in ecs.running()
+    assert ecs.running() == [after["taskArn"]]
+    assert ecs.task(after["taskArn"])["taskDefinitionArn"] == NEW_DEFINITION
     assert "agentConnectionId" not in after and "agentTokenHash" not in after
 
 
 def test_a_stale_row_of_the_old_definition_is_cleaned_up_and_the_next_start_is_new(
-    upgraded: ControlPlane, ecs: Stubber
+    upgraded: ControlPlane, ecs: Ecs
 ) -> None:
     cp = upgraded
-    # Given a row naming an old task that died during the deploy (its STOPPED event was missed)
-    previous_versions_running_row(cp, heartbeatAt=cp.clock() - 3600, lastActivity=cp.clock() - 3600)
+    # Given a row naming an old task that hung during the deploy (no heartbeat for an hour)
+    stale = cp.clock() - 3600
+    previous_versions_running_row(cp, taskArn=ecs.old_task, heartbeatAt=stale, lastActivity=stale)
 
     # When a message arrives
-    ecs.add_response(
-        "stop_task", {"task": {"taskArn": OLD_TASK}}, {"cluster": ANY, "task": OLD_TASK, "reason": ANY}
-    )
-    expect_run_task(ecs, NEW_DEFINITION, NEW_TASK)
     shown = send(cp, "hello after the upgrade")
 
-    # Then the dead task is replaced by one of the new definition at once
+    # Then the old task is stopped and replaced by one of the new definition at once
     assert shown == "starting"
-    assert row(cp)["taskArn"] == NEW_TASK
+    assert ecs.task(ecs.old_task)["desiredStatus"] == "STOPPED"
+    new_task = row(cp)["taskArn"]
+    assert ecs.running() == [new_task]
+    assert ecs.task(new_task)["taskDefinitionArn"] == NEW_DEFINITION
 
 
 def test_the_watchdog_settles_a_stale_row_of_the_old_definition_by_itself(
-    upgraded: ControlPlane, ecs: Stubber
+    upgraded: ControlPlane, ecs: Ecs
 ) -> None:
     cp = upgraded
     # Given the same stale row, and no message
-    previous_versions_running_row(cp, heartbeatAt=cp.clock() - 3600, lastActivity=cp.clock() - 3600)
-    ecs.add_response(
-        "stop_task", {"task": {"taskArn": OLD_TASK}}, {"cluster": ANY, "task": OLD_TASK, "reason": ANY}
-    )
-    for status in ("RUNNING", "PENDING"):
-        ecs.add_response(
-            "list_tasks", {"taskArns": []}, {"cluster": ANY, "family": "test-bridge", "desiredStatus": status}
-        )
+    stale = cp.clock() - 3600
+    previous_versions_running_row(cp, taskArn=ecs.old_task, heartbeatAt=stale, lastActivity=stale)
 
     # When the watchdog sweeps
     actions = watchdog.sweep(cp)
 
-    # Then the row is Idle without anyone touching the table
+    # Then the old task is stopped and the row is Idle without anyone touching the table; nothing started
     assert [a.action for a in actions] == ["stale_reset"]
     assert row(cp)["status"] == Status.IDLE.value and "taskArn" not in row(cp)
+    assert ecs.task(ecs.old_task)["desiredStatus"] == "STOPPED"
+    assert ecs.running() == []
 
 
 # --------------------------------------------------------------------------------- rows of other versions
