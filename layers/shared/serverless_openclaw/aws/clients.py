@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Literal, overload
 
 import boto3
 from botocore.config import Config
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_ecs import ECSClient
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_scheduler import EventBridgeSchedulerClient
     from mypy_boto3_ssm import SSMClient
 
 Service = Literal["apigatewaymanagementapi", "cloudwatch", "dynamodb", "ecs", "s3", "scheduler", "ssm"]
@@ -57,10 +58,7 @@ def client(service: Literal["s3"], endpoint_url: str | None = None) -> S3Client:
 @overload
 def client(service: Literal["ssm"], endpoint_url: str | None = None) -> SSMClient: ...
 @overload
-def client(service: Literal["scheduler"], endpoint_url: str | None = None) -> Any:
-    # Any: mypy-boto3-scheduler is not among the pinned stubs (requirements.txt); aws/scheduler.py checks
-    # the shapes it reads.
-    ...
+def client(service: Literal["scheduler"], endpoint_url: str | None = None) -> EventBridgeSchedulerClient: ...
 
 
 def client(service: Service, endpoint_url: str | None = None) -> BaseClient:

@@ -11,13 +11,16 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
 from serverless_openclaw.aws.clients import client
 from serverless_openclaw.config import WakeSchedulesConfig
 from serverless_openclaw.wake_schedules import Wanted
+
+if TYPE_CHECKING:
+    from mypy_boto3_scheduler.type_defs import CreateScheduleInputTypeDef
 
 _SAFE_USER = re.compile(r"[0-9A-Za-z_.-]{1,40}")
 """Schedule names are at most 64 of [0-9A-Za-z_.-]; a Cognito sub (36) fits as it is."""
@@ -42,9 +45,7 @@ class WakeSchedules:
         found: list[str] = []
         pages = client("scheduler").get_paginator("list_schedules")
         for page in pages.paginate(GroupName=self.config.group, NamePrefix=prefix):
-            found.extend(
-                str(item["Name"]) for item in page.get("Schedules", []) if mine.fullmatch(str(item["Name"]))
-            )
+            found.extend(item["Name"] for item in page.get("Schedules", []) if mine.fullmatch(item["Name"]))
         return sorted(found)
 
     def replace(self, user_id: str, reason: str, wanted: Sequence[Wanted]) -> list[str]:
@@ -59,7 +60,8 @@ class WakeSchedules:
         return names
 
     def _put(self, name: str, want: Wanted, user_id: str, reason: str, *, exists: bool) -> None:
-        request: dict[str, Any] = {
+        # Create and update take the same fields: one request serves both.
+        request: CreateScheduleInputTypeDef = {
             "Name": name,
             "GroupName": self.config.group,
             "ScheduleExpression": want.expression,
