@@ -112,6 +112,25 @@ def test_the_layers_go_from_the_least_to_the_most_often_changed() -> None:
     assert "/app/serverless_openclaw" in app[shared + 1] and "compileall" in app[shared + 1]
 
 
+def test_the_final_stage_sets_only_the_user_the_runtimes_settings_come_from_the_base() -> None:
+    # Given the final stage's and the base stage's instructions
+    stages = _stages()
+    settings = ("ENV ", "WORKDIR ", "HEALTHCHECK ", "ENTRYPOINT ", "CMD ", "LABEL ")
+
+    # Then the final stage only copies and names the user: each further instruction there would copy the
+    # whole image once more at every `make image` (buildah --layers on vfs), where in the base it copies
+    # the base's smaller tree
+    assert [line.split()[0] for line in stages[""] if not line.startswith("COPY ")] == ["USER"]
+    assert {word.strip() for line in stages["base"] for word in settings if line.startswith(word)} == {
+        "ENV",
+        "WORKDIR",
+        "HEALTHCHECK",
+        "ENTRYPOINT",
+    }
+    # and the preparation, which writes under /opt/openclaw, still runs as root
+    assert not [line for line in stages["base"] + stages["prepared"] if line.startswith("USER ")]
+
+
 def test_the_runtime_has_only_the_node_binary_and_no_pip() -> None:
     # Given the final stage's base and what it copies from the Node image
     final = _stages()["base"]
