@@ -31,6 +31,7 @@ from scripts.commands import Command, Completed
 from scripts.publish_frontend import STACK_OUTPUTS
 from scripts.stack_events import describe_stack
 from tests.unit.fake_npm import npm_main
+from tests.unit.test_publish_frontend import web_bucket_and_distribution
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -296,29 +297,7 @@ def parameter_overrides(argv: Sequence[str]) -> dict[str, str]:
 def create_resources(stack: str) -> dict[str, str]:
     """What the real stack's template creates and the deploy script reads: bucket, CDN, user pool."""
     bucket = f"{stack.lower()}-webbucket"
-    boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
-    distribution = boto3.client("cloudfront", region_name=REGION).create_distribution(
-        DistributionConfig={
-            "CallerReference": stack,
-            "Comment": "",
-            "Enabled": True,
-            "Origins": {
-                "Quantity": 1,
-                "Items": [
-                    {
-                        "Id": "WebBucket",
-                        "DomainName": f"{bucket}.s3.{REGION}.amazonaws.com",
-                        "S3OriginConfig": {"OriginAccessIdentity": ""},
-                    }
-                ],
-            },
-            "DefaultCacheBehavior": {
-                "TargetOriginId": "WebBucket",
-                "ViewerProtocolPolicy": "redirect-to-https",
-                "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6",
-            },
-        }
-    )["Distribution"]
+    distribution = web_bucket_and_distribution(bucket, stack)
     cognito = boto3.client("cognito-idp", region_name=REGION)
     pool = cognito.create_user_pool(PoolName=f"{stack}-users")["UserPool"]["Id"]
     client = cognito.create_user_pool_client(UserPoolId=pool, ClientName="web")["UserPoolClient"]["ClientId"]

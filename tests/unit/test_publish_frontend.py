@@ -63,13 +63,12 @@ def stack_outputs(distribution_id: str, web_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def deployed(aws: dict[str, str]) -> Deployed:
-    """moto holding the web bucket, a distribution in front of it, and the stack's outputs."""
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    distribution = boto3.client("cloudfront").create_distribution(
+def web_bucket_and_distribution(bucket: str, reference: str) -> dict[str, Any]:
+    """The stack's web bucket in moto and a CloudFront distribution in front of it (its Id, DomainName)."""
+    boto3.client("s3", region_name=REGION).create_bucket(Bucket=bucket)
+    distribution = boto3.client("cloudfront", region_name=REGION).create_distribution(
         DistributionConfig={
-            "CallerReference": "web-test",
+            "CallerReference": reference,
             "Comment": "",
             "Enabled": True,
             "Origins": {
@@ -77,7 +76,7 @@ def deployed(aws: dict[str, str]) -> Deployed:
                 "Items": [
                     {
                         "Id": "WebBucket",
-                        "DomainName": f"{BUCKET}.s3.{REGION}.amazonaws.com",
+                        "DomainName": f"{bucket}.s3.{REGION}.amazonaws.com",
                         "S3OriginConfig": {"OriginAccessIdentity": ""},
                     }
                 ],
@@ -89,6 +88,13 @@ def deployed(aws: dict[str, str]) -> Deployed:
             },
         }
     )["Distribution"]
+    return dict(distribution)
+
+
+@pytest.fixture
+def deployed(aws: dict[str, str]) -> Deployed:
+    """moto holding the web bucket, a distribution in front of it, and the stack's outputs."""
+    distribution = web_bucket_and_distribution(BUCKET, "web-test")
     stack = Deployed(distribution["Id"], f"https://{distribution['DomainName']}")
     create_stack(stack_outputs(stack.distribution_id, stack.web_url))
     return stack
