@@ -157,30 +157,6 @@ async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_t
     assert stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
 
 
-async def test_a_bridge_killed_mid_reply_is_replaced_and_the_message_is_answered(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id = stack.endpoints["userId"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a reply that is streaming
-        asked = await tab.send_message("slowly count to 40")
-        message_id = (await tab.ack(asked))["messageId"]
-        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
-        [task] = stack.running_tasks()
-
-        # When the bridge is killed outright (no SIGTERM, no final words)
-        os.kill(task["pid"], signal.SIGKILL)
-
-        # Then the STOPPED event starts another task at once, which answers the message in full
-        end = await tab.reply_to(asked)
-        assert end["content"].rstrip().endswith("40")
-    tasks = stack.tasks()
-    assert len(tasks) == 2, tasks
-    assert tasks[0]["exitCode"] == 137 and tasks[0]["stopCode"] == "EssentialContainerExited"
-    assert stack.inbox(user_id) == []
-
-
 def _restarting(frame: dict[str, Any]) -> bool:
     return frame.get("status") == "starting" and frame.get("phase") == "restarting"
 
@@ -349,35 +325,6 @@ async def test_bad_input_is_refused_at_the_edges_writes_nothing_and_the_connecti
     assert stack.tasks() == []
 
 
-async def test_restarting_the_local_stack_keeps_the_history_and_the_workspace(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id, password = stack.endpoints["userId"], stack.endpoints["password"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a conversation in which the agent wrote a file
-        asked = await tab.send_message("create file notes.md with the text kept across restarts")
-        created = await tab.reply_to(asked)
-        conversation = created["conversationId"]
-
-    # When the stack is stopped with Ctrl-C (the agent is still running) and started again
-    assert stack.stop() == 0
-    assert "final backup" in stack.console()
-    stack.start()
-
-    # Then the same login works, for the same user
-    assert stack.endpoints["password"] == password and stack.endpoints["userId"] == user_id
-    token = stack.login()
-    listed = stack.api("GET", "/api/conversations", token).json()["items"]
-    assert conversation in [c["conversationId"] for c in listed]
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
-    assert {m["role"] for m in history} == {"user", "assistant"}
-    # And the agent, started afresh, finds its file
-    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
-        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
-        assert "kept across restarts" in shown["content"]
-
-
 def _alive(pid: int) -> bool:
     """Running, not a zombie (an orphan killed in a container without an init is never reaped)."""
     try:
@@ -468,25 +415,39 @@ def _invoke(stack: LocalStackProcess, function: str, event: str) -> subprocess.C
 
 
 @pytest.mark.timeout(900)  # three starts of the stack and three boots of OpenClaw
-async def test_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged_for_any_user(
+async def test_a_restart_keeps_everything_and_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged(
     start_stack: StartStack,
 ) -> None:
-    # Given a user other than the demo user, whose history and id survive a clean restart
+    # Given a user other than the demo user, with a conversation in which the agent wrote a file
     stack = start_stack()
+    demo_user_id, demo_password = stack.endpoints["userId"], stack.endpoints["password"]
     username, password = _other_user(stack)
     token = stack.login(username, password)
     user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
     async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
         created = await tab.reply_to(await tab.send_message("create file notes.md with the text crash-proof"))
     conversation = created["conversationId"]
+
+    # When the stack is stopped with Ctrl-C (the agent is still running) and started again
     assert stack.stop() == 0
+    assert "final backup" in stack.console()
     stack.start()
+
+    # Then the demo login and every user's id and history are kept
+    assert stack.endpoints["password"] == demo_password and stack.endpoints["userId"] == demo_user_id
     token = stack.login(username, password)
     assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+    listed = stack.api("GET", "/api/conversations", token).json()["items"]
+    assert conversation in [c["conversationId"] for c in listed]
     history = stack.api("GET", f"/api/conversations/{conversation}/messages", token)
     assert history.status_code == 200 and len(history.json()["items"]) == 2
-    # ... a file of the agent's that S3 confirmed (the backup after an answer) ...
+    assert {m["role"] for m in history.json()["items"]} == {"user", "assistant"}
     async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        # And the agent, started afresh, finds its file
+        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
+        assert "crash-proof" in shown["content"]
+
+        # Given a file of the agent's that S3 confirmed (the backup after an answer) ...
         changed = "create file notes.md with the text written just before the crash"
         await tab.reply_to(await tab.send_message(changed, conversation))
         await until(
@@ -587,7 +548,8 @@ async def test_a_bridge_frozen_mid_reply_and_replaced_by_the_watchdog_never_answ
     assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
 
 
-async def test_a_file_the_agent_reported_written_survives_a_kill_one_second_after_the_reply(
+@pytest.mark.timeout(900)  # three boots of OpenClaw
+async def test_a_killed_bridge_loses_no_reported_file_and_no_message_it_was_answering(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack()
@@ -607,4 +569,20 @@ async def test_a_file_the_agent_reported_written_survives_a_kill_one_second_afte
         await until(lambda: not stack.running_tasks(), 60, "the killed task's end", stack)
         shown = await tab.reply_to(await tab.send_message("show kept.md", created["conversationId"]))
         assert "kept 1 s" in shown["content"]
-    assert len(stack.tasks()) == 2
+
+        # Given a reply of that task that is streaming
+        asked = await tab.send_message("slowly count to 40")
+        message_id = (await tab.ack(asked))["messageId"]
+        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
+        [task] = stack.running_tasks()
+
+        # When the bridge is killed outright (no SIGTERM, no final words)
+        os.kill(task["pid"], signal.SIGKILL)
+
+        # Then the STOPPED event starts another task at once, which answers the message in full
+        end = await tab.reply_to(asked)
+        assert end["content"].rstrip().endswith("40")
+    tasks = stack.tasks()
+    assert len(tasks) == 3, tasks
+    assert [(t["exitCode"], t["stopCode"]) for t in tasks[:2]] == [(137, "EssentialContainerExited")] * 2
+    assert stack.inbox(user_id) == []
