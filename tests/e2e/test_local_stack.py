@@ -60,7 +60,8 @@ async def _no_agent_running(stack: LocalStackProcess, user_id: str, what: str) -
     )
 
 
-async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_the_user(
+@pytest.mark.timeout(1200)  # two starts of the stack and four boots of OpenClaw
+async def test_the_workspace_survives_every_stop_of_the_agent_and_a_killed_stack_cleans_up_when_started(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack("--schedule-every", "2")
@@ -100,12 +101,44 @@ async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_t
     assert len(tasks) == 3, tasks
     assert len({t["taskId"] for t in tasks}) == 3
 
+    # Given that running agent's state reached a periodic snapshot after its answer
+    [task] = stack.running_tasks()
+    answered = time.time()
+    snapshot = stack.state_dir / "aws-state.pickle"
+    await until(
+        lambda: snapshot.exists() and snapshot.stat().st_mtime > answered + 0.5,
+        30,
+        "a periodic snapshot taken after the answer",
+        stack,
+    )
 
-async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_tab_of_its_user_only(
+    # When the stack itself is killed outright (its agent keeps running, orphaned)
+    assert stack.process is not None
+    stack.process.kill()
+    stack.process.wait(30)
+    assert _alive(task["pid"])
+
+    # Then the next start stops the orphan, settles the user's row and says so
+    stack.start()
+    assert "cleaned up 1 agent task(s)" in stack.console()
+    await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
+    await until(lambda: stack.task_state(user_id).get("status") == "Idle", 30, "the row settled", stack)
+    # And the agent answers again
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        reply = await tab.reply_to(await tab.send_message("say 4 words"))
+        assert reply["content"].endswith("word4")
+
+
+def _restarting(frame: dict[str, Any]) -> bool:
+    return frame.get("status") == "starting" and frame.get("phase") == "restarting"
+
+
+@pytest.mark.timeout(1200)  # two OpenClaw boots (a start, then a restart), minutes each on a loaded machine
+async def test_every_tab_of_the_user_only_sees_each_answer_once_through_a_start_and_an_openclaw_restart(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack()
-    token = stack.login()
+    user_id, token = stack.endpoints["userId"], stack.login()
     stranger_token = stack.login(*_other_user(stack))
     url = stack.endpoints["webSocketUrl"]
     async with (
@@ -142,34 +175,22 @@ async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_t
         assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases), phases
         assert "pulling" in phases and "restoring" in phases, phases
         # And the start's pull is in the user's history, its own phase, for the next start's ETA
-        last_start = stack.task_state(stack.endpoints["userId"])["recentStarts"][-1]["M"]
+        last_start = stack.task_state(user_id)["recentStarts"][-1]["M"]
         assert set(last_start) == set(order) and float(last_start["pulling"]["N"]) >= 0, last_start
 
         # And the other user saw nothing of it
         assert not [f for f in stranger.frames if f.get("conversationId") == conversation]
         assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")
+        # And one task served both, and the history holds exactly one answer per message
+        assert len(stack.tasks()) == 1
+        history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+        answers = sorted(m["replyTo"] for m in history if m["role"] == "assistant")
+        assert answers == sorted([first_ack["messageId"], second_ack["messageId"]])
+        assert (
+            stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
+        )
 
-    # And one task served both, and the history holds exactly one answer per message
-    assert len(stack.tasks()) == 1
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
-    answers = sorted(m["replyTo"] for m in history if m["role"] == "assistant")
-    assert answers == sorted([first_ack["messageId"], second_ack["messageId"]])
-    assert stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
-
-
-def _restarting(frame: dict[str, Any]) -> bool:
-    return frame.get("status") == "starting" and frame.get("phase") == "restarting"
-
-
-@pytest.mark.timeout(1200)  # two OpenClaw boots, each minutes long on a loaded machine
-async def test_openclaw_dying_mid_reply_is_shown_as_restarting_and_the_message_is_answered_once(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id, token = stack.endpoints["userId"], stack.login()
-    url = stack.endpoints["webSocketUrl"]
-    async with ChatClient(url, token) as laptop, ChatClient(url, token) as phone:
-        # Given a reply that is streaming to two tabs of the user
+        # Given a reply of that agent that is streaming to both tabs of the user
         asked = await laptop.send_message("slowly count to 60")
         message_id = (await laptop.ack(asked))["messageId"]
         await until(lambda: laptop.reply_frames(message_id, "stream_chunk"), 480, "the first chunk", laptop)
@@ -207,11 +228,13 @@ async def test_openclaw_dying_mid_reply_is_shown_as_restarting_and_the_message_i
         assert len(laptop.reply_frames(message_id, "stream_end")) == 1
         assert len(phone.reply_frames(message_id, "stream_end")) == 1
         assert not laptop.reply_frames(message_id, "error")
+        # And the other user saw none of it either
+        assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")
     # And the same task answered it (no replacement), the Inbox is empty and the history holds one answer
     assert len(stack.tasks()) == 1 and stack.running_tasks()[0]["pid"] == task["pid"]
     assert stack.inbox(user_id) == []
-    conversation = end["conversationId"]
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    counted = end["conversationId"]
+    history = stack.api("GET", f"/api/conversations/{counted}/messages", token).json()["items"]
     assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
     assert "restartingUntil" not in stack.task_state(user_id)
     print(f"OpenClaw killed mid-reply: answered {restart_seconds:.1f} s later")
@@ -346,39 +369,6 @@ def _tamper(token: str) -> str:
     claims["sub"] = "someone-else"
     forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()
     return f"{header}.{forged_payload}.{signature}"
-
-
-async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(start_stack: StartStack) -> None:
-    stack = start_stack()
-    user_id = stack.endpoints["userId"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a running agent whose state reached a periodic snapshot
-        await tab.reply_to(await tab.send_message("say 3 words"))
-    [task] = stack.running_tasks()
-    answered = time.time()
-    snapshot = stack.state_dir / "aws-state.pickle"
-    await until(
-        lambda: snapshot.exists() and snapshot.stat().st_mtime > answered + 0.5,
-        30,
-        "a periodic snapshot taken after the answer",
-        stack,
-    )
-
-    # When the stack itself is killed outright (its agent keeps running, orphaned)
-    assert stack.process is not None
-    stack.process.kill()
-    stack.process.wait(30)
-    assert _alive(task["pid"])
-
-    # Then the next start stops the orphan, settles the user's row and says so
-    stack.start()
-    assert "cleaned up 1 agent task(s)" in stack.console()
-    await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
-    await until(lambda: stack.task_state(user_id).get("status") == "Idle", 30, "the row settled", stack)
-    # And the agent answers again
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        reply = await tab.reply_to(await tab.send_message("say 4 words"))
-        assert reply["content"].endswith("word4")
 
 
 def test_invoke_runs_one_function_with_a_sample_event_against_the_running_stack(
