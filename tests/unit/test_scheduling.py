@@ -52,7 +52,7 @@ def test_a_shared_fixture_module_is_one_unit_worth_the_sum_of_its_tests() -> Non
     # Given the gateway smoke module's tests (one shared gateway) and one test longer than each of them
     smoke = "tests/contract/test_gateway_smoke.py"
     durations = {f"{smoke}::one": 40.0, f"{smoke}::two": 40.0, "tests/contract/test_x.py::alone": 70.0}
-    units = _units(f"{smoke}::one", "tests/contract/test_x.py::alone", f"{smoke}::two")
+    units = _units("tests/contract/test_x.py::alone", f"{smoke}::one", f"{smoke}::two")
 
     # Then the module goes first, as one unit holding both tests
     (first, tests), (second, _) = longest_first(units, durations)
