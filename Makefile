@@ -35,7 +35,7 @@ export SAM_CLI_TELEMETRY := 0
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help venv openclaw openclaw-pin frontend chromium image-tools image image-test dev dev-reset invoke lint format \
-	test test-fast test-all build deploy destroy bench clean
+	test test-fast test-all test-durations build deploy destroy bench clean
 
 help: ## list the commands
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -145,6 +145,12 @@ test-fast: $(VENV)/.installed ## unit, template and bridge tests only (no OpenCl
 test-all: $(TEST_DEPS)
 	@echo "==> pytest (every tier)"
 	@$(PY) -m pytest $(PYTEST_ARGS)
+
+# `pytest -n` hands the longest tests out first by the seconds recorded here (tests/scheduling.py): refresh
+# them when tests were added, merged or got much faster or slower, and commit tests/durations.json.
+test-durations: $(TEST_DEPS) ## run every test and record each one's seconds in tests/durations.json (the order -n uses)
+	@echo "==> pytest (every tier), recording durations"
+	@$(PY) -m pytest $(PYTEST_ARGS) --record-durations
 
 build: $(SAM_VENV)/.installed ## sam build without Docker (needs python3.12 on PATH)
 	@test -n "$(PYTHON312_DIR)" || { echo "sam build needs python3.12 on PATH (pyenv install 3.12)"; exit 1; }

@@ -93,9 +93,24 @@ def _one_loader_per_data_path() -> None:
 _one_loader_per_data_path()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--record-durations",
+        action="store_true",
+        help="write each test's seconds to tests/durations.json (the order `-n` hands tests out in)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("record_durations"):
+        from tests.scheduling import DurationRecorder
+
+        config.pluginmanager.register(DurationRecorder(), "duration-recorder")
+
+
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when it is not loaded (-p no:xdist)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """`pytest -n …` with xdist's default distribution uses tests/scheduling.py (long tests first)."""
+    """`pytest -n …` with xdist's default distribution uses tests/scheduling.py (longest tests first)."""
     if config.getoption("dist") != "load":
         return None
     from tests.scheduling import LongTestsFirst

@@ -244,6 +244,7 @@ def _object(s3: Any, bucket: str, key: str) -> bytes | None:
         return None
 
 
+@pytest.mark.timeout(900)  # three OpenClaw boots (two tasks and a gateway restart): 300 s ran out under load
 async def test_restore_abort_busy_gateway_crash_and_sigterm_mid_run(
     launch: Callable[..., Any], stores: Tables, moto: MotoServer
 ) -> None:

@@ -208,9 +208,9 @@ class LocalStackProcess:
 
     def tasks(self) -> list[dict[str, Any]]:
         """The ECS stand-in's tasks (with PIDs)."""
-        tasks: list[dict[str, Any]] = httpx.get(f"{self.endpoints['ecsEndpoint']}/_local/tasks").json()[
-            "tasks"
-        ]
+        # A loaded machine (two OpenClaw boots beside the stack) can keep it busy beyond httpx's 5 s default.
+        response = httpx.get(f"{self.endpoints['ecsEndpoint']}/_local/tasks", timeout=30)
+        tasks: list[dict[str, Any]] = response.json()["tasks"]
         return tasks
 
     def running_tasks(self) -> list[dict[str, Any]]:

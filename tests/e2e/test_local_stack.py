@@ -60,7 +60,8 @@ async def _no_agent_running(stack: LocalStackProcess, user_id: str, what: str) -
     )
 
 
-async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_the_user(
+@pytest.mark.timeout(1200)  # two starts of the stack and four boots of OpenClaw
+async def test_the_workspace_survives_every_stop_of_the_agent_and_a_killed_stack_cleans_up_when_started(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack("--schedule-every", "2")
@@ -100,12 +101,44 @@ async def test_the_workspace_survives_the_agent_stopped_by_the_watchdog_and_by_t
     assert len(tasks) == 3, tasks
     assert len({t["taskId"] for t in tasks}) == 3
 
+    # Given that running agent's state reached a periodic snapshot after its answer
+    [task] = stack.running_tasks()
+    answered = time.time()
+    snapshot = stack.state_dir / "aws-state.pickle"
+    await until(
+        lambda: snapshot.exists() and snapshot.stat().st_mtime > answered + 0.5,
+        30,
+        "a periodic snapshot taken after the answer",
+        stack,
+    )
 
-async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_tab_of_its_user_only(
+    # When the stack itself is killed outright (its agent keeps running, orphaned)
+    assert stack.process is not None
+    stack.process.kill()
+    stack.process.wait(30)
+    assert _alive(task["pid"])
+
+    # Then the next start stops the orphan, settles the user's row and says so
+    stack.start()
+    assert "cleaned up 1 agent task(s)" in stack.console()
+    await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
+    await until(lambda: stack.task_state(user_id).get("status") == "Idle", 30, "the row settled", stack)
+    # And the agent answers again
+    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
+        reply = await tab.reply_to(await tab.send_message("say 4 words"))
+        assert reply["content"].endswith("word4")
+
+
+def _restarting(frame: dict[str, Any]) -> bool:
+    return frame.get("status") == "starting" and frame.get("phase") == "restarting"
+
+
+@pytest.mark.timeout(1200)  # two OpenClaw boots (a start, then a restart), minutes each on a loaded machine
+async def test_every_tab_of_the_user_only_sees_each_answer_once_through_a_start_and_an_openclaw_restart(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack()
-    token = stack.login()
+    user_id, token = stack.endpoints["userId"], stack.login()
     stranger_token = stack.login(*_other_user(stack))
     url = stack.endpoints["webSocketUrl"]
     async with (
@@ -142,58 +175,22 @@ async def test_a_message_sent_while_the_agent_starts_is_answered_once_on_every_t
         assert [order.index(p) for p in phases] == sorted(order.index(p) for p in phases), phases
         assert "pulling" in phases and "restoring" in phases, phases
         # And the start's pull is in the user's history, its own phase, for the next start's ETA
-        last_start = stack.task_state(stack.endpoints["userId"])["recentStarts"][-1]["M"]
+        last_start = stack.task_state(user_id)["recentStarts"][-1]["M"]
         assert set(last_start) == set(order) and float(last_start["pulling"]["N"]) >= 0, last_start
 
         # And the other user saw nothing of it
         assert not [f for f in stranger.frames if f.get("conversationId") == conversation]
         assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")
+        # And one task served both, and the history holds exactly one answer per message
+        assert len(stack.tasks()) == 1
+        history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+        answers = sorted(m["replyTo"] for m in history if m["role"] == "assistant")
+        assert answers == sorted([first_ack["messageId"], second_ack["messageId"]])
+        assert (
+            stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
+        )
 
-    # And one task served both, and the history holds exactly one answer per message
-    assert len(stack.tasks()) == 1
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
-    answers = sorted(m["replyTo"] for m in history if m["role"] == "assistant")
-    assert answers == sorted([first_ack["messageId"], second_ack["messageId"]])
-    assert stack.api("GET", f"/api/conversations/{conversation}/messages", stranger_token).status_code == 404
-
-
-async def test_a_bridge_killed_mid_reply_is_replaced_and_the_message_is_answered(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id = stack.endpoints["userId"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a reply that is streaming
-        asked = await tab.send_message("slowly count to 40")
-        message_id = (await tab.ack(asked))["messageId"]
-        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
-        [task] = stack.running_tasks()
-
-        # When the bridge is killed outright (no SIGTERM, no final words)
-        os.kill(task["pid"], signal.SIGKILL)
-
-        # Then the STOPPED event starts another task at once, which answers the message in full
-        end = await tab.reply_to(asked)
-        assert end["content"].rstrip().endswith("40")
-    tasks = stack.tasks()
-    assert len(tasks) == 2, tasks
-    assert tasks[0]["exitCode"] == 137 and tasks[0]["stopCode"] == "EssentialContainerExited"
-    assert stack.inbox(user_id) == []
-
-
-def _restarting(frame: dict[str, Any]) -> bool:
-    return frame.get("status") == "starting" and frame.get("phase") == "restarting"
-
-
-@pytest.mark.timeout(1200)  # two OpenClaw boots, each minutes long on a loaded machine
-async def test_openclaw_dying_mid_reply_is_shown_as_restarting_and_the_message_is_answered_once(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id, token = stack.endpoints["userId"], stack.login()
-    url = stack.endpoints["webSocketUrl"]
-    async with ChatClient(url, token) as laptop, ChatClient(url, token) as phone:
-        # Given a reply that is streaming to two tabs of the user
+        # Given a reply of that agent that is streaming to both tabs of the user
         asked = await laptop.send_message("slowly count to 60")
         message_id = (await laptop.ack(asked))["messageId"]
         await until(lambda: laptop.reply_frames(message_id, "stream_chunk"), 480, "the first chunk", laptop)
@@ -231,11 +228,13 @@ async def test_openclaw_dying_mid_reply_is_shown_as_restarting_and_the_message_i
         assert len(laptop.reply_frames(message_id, "stream_end")) == 1
         assert len(phone.reply_frames(message_id, "stream_end")) == 1
         assert not laptop.reply_frames(message_id, "error")
+        # And the other user saw none of it either
+        assert not stranger.of_type("stream_chunk") and not stranger.of_type("status")
     # And the same task answered it (no replacement), the Inbox is empty and the history holds one answer
     assert len(stack.tasks()) == 1 and stack.running_tasks()[0]["pid"] == task["pid"]
     assert stack.inbox(user_id) == []
-    conversation = end["conversationId"]
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
+    counted = end["conversationId"]
+    history = stack.api("GET", f"/api/conversations/{counted}/messages", token).json()["items"]
     assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
     assert "restartingUntil" not in stack.task_state(user_id)
     print(f"OpenClaw killed mid-reply: answered {restart_seconds:.1f} s later")
@@ -349,35 +348,6 @@ async def test_bad_input_is_refused_at_the_edges_writes_nothing_and_the_connecti
     assert stack.tasks() == []
 
 
-async def test_restarting_the_local_stack_keeps_the_history_and_the_workspace(
-    start_stack: StartStack,
-) -> None:
-    stack = start_stack()
-    user_id, password = stack.endpoints["userId"], stack.endpoints["password"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a conversation in which the agent wrote a file
-        asked = await tab.send_message("create file notes.md with the text kept across restarts")
-        created = await tab.reply_to(asked)
-        conversation = created["conversationId"]
-
-    # When the stack is stopped with Ctrl-C (the agent is still running) and started again
-    assert stack.stop() == 0
-    assert "final backup" in stack.console()
-    stack.start()
-
-    # Then the same login works, for the same user
-    assert stack.endpoints["password"] == password and stack.endpoints["userId"] == user_id
-    token = stack.login()
-    listed = stack.api("GET", "/api/conversations", token).json()["items"]
-    assert conversation in [c["conversationId"] for c in listed]
-    history = stack.api("GET", f"/api/conversations/{conversation}/messages", token).json()["items"]
-    assert {m["role"] for m in history} == {"user", "assistant"}
-    # And the agent, started afresh, finds its file
-    async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
-        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
-        assert "kept across restarts" in shown["content"]
-
-
 def _alive(pid: int) -> bool:
     """Running, not a zombie (an orphan killed in a container without an init is never reaped)."""
     try:
@@ -399,39 +369,6 @@ def _tamper(token: str) -> str:
     claims["sub"] = "someone-else"
     forged_payload = jwt.utils.base64url_encode(jwt.api_jws.json.dumps(claims).encode()).decode()
     return f"{header}.{forged_payload}.{signature}"
-
-
-async def test_a_killed_local_stack_cleans_up_after_itself_on_the_next_start(start_stack: StartStack) -> None:
-    stack = start_stack()
-    user_id = stack.endpoints["userId"]
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        # Given a running agent whose state reached a periodic snapshot
-        await tab.reply_to(await tab.send_message("say 3 words"))
-    [task] = stack.running_tasks()
-    answered = time.time()
-    snapshot = stack.state_dir / "aws-state.pickle"
-    await until(
-        lambda: snapshot.exists() and snapshot.stat().st_mtime > answered + 0.5,
-        30,
-        "a periodic snapshot taken after the answer",
-        stack,
-    )
-
-    # When the stack itself is killed outright (its agent keeps running, orphaned)
-    assert stack.process is not None
-    stack.process.kill()
-    stack.process.wait(30)
-    assert _alive(task["pid"])
-
-    # Then the next start stops the orphan, settles the user's row and says so
-    stack.start()
-    assert "cleaned up 1 agent task(s)" in stack.console()
-    await until(lambda: not _alive(task["pid"]), 30, "the orphaned bridge gone", stack)
-    await until(lambda: stack.task_state(user_id).get("status") == "Idle", 30, "the row settled", stack)
-    # And the agent answers again
-    async with ChatClient(stack.endpoints["webSocketUrl"], stack.login()) as tab:
-        reply = await tab.reply_to(await tab.send_message("say 4 words"))
-        assert reply["content"].endswith("word4")
 
 
 def test_invoke_runs_one_function_with_a_sample_event_against_the_running_stack(
@@ -468,25 +405,39 @@ def _invoke(stack: LocalStackProcess, function: str, event: str) -> subprocess.C
 
 
 @pytest.mark.timeout(900)  # three starts of the stack and three boots of OpenClaw
-async def test_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged_for_any_user(
+async def test_a_restart_keeps_everything_and_a_crash_of_the_whole_stack_loses_nothing_it_acknowledged(
     start_stack: StartStack,
 ) -> None:
-    # Given a user other than the demo user, whose history and id survive a clean restart
+    # Given a user other than the demo user, with a conversation in which the agent wrote a file
     stack = start_stack()
+    demo_user_id, demo_password = stack.endpoints["userId"], stack.endpoints["password"]
     username, password = _other_user(stack)
     token = stack.login(username, password)
     user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
     async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
         created = await tab.reply_to(await tab.send_message("create file notes.md with the text crash-proof"))
     conversation = created["conversationId"]
+
+    # When the stack is stopped with Ctrl-C (the agent is still running) and started again
     assert stack.stop() == 0
+    assert "final backup" in stack.console()
     stack.start()
+
+    # Then the demo login and every user's id and history are kept
+    assert stack.endpoints["password"] == demo_password and stack.endpoints["userId"] == demo_user_id
     token = stack.login(username, password)
     assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+    listed = stack.api("GET", "/api/conversations", token).json()["items"]
+    assert conversation in [c["conversationId"] for c in listed]
     history = stack.api("GET", f"/api/conversations/{conversation}/messages", token)
     assert history.status_code == 200 and len(history.json()["items"]) == 2
-    # ... a file of the agent's that S3 confirmed (the backup after an answer) ...
+    assert {m["role"] for m in history.json()["items"]} == {"user", "assistant"}
     async with ChatClient(stack.endpoints["webSocketUrl"], token) as tab:
+        # And the agent, started afresh, finds its file
+        shown = await tab.reply_to(await tab.send_message("show notes.md", conversation))
+        assert "crash-proof" in shown["content"]
+
+        # Given a file of the agent's that S3 confirmed (the backup after an answer) ...
         changed = "create file notes.md with the text written just before the crash"
         await tab.reply_to(await tab.send_message(changed, conversation))
         await until(
@@ -587,7 +538,8 @@ async def test_a_bridge_frozen_mid_reply_and_replaced_by_the_watchdog_never_answ
     assert [m["replyTo"] for m in history if m["role"] == "assistant"] == [message_id]
 
 
-async def test_a_file_the_agent_reported_written_survives_a_kill_one_second_after_the_reply(
+@pytest.mark.timeout(900)  # three boots of OpenClaw
+async def test_a_killed_bridge_loses_no_reported_file_and_no_message_it_was_answering(
     start_stack: StartStack,
 ) -> None:
     stack = start_stack()
@@ -607,4 +559,20 @@ async def test_a_file_the_agent_reported_written_survives_a_kill_one_second_afte
         await until(lambda: not stack.running_tasks(), 60, "the killed task's end", stack)
         shown = await tab.reply_to(await tab.send_message("show kept.md", created["conversationId"]))
         assert "kept 1 s" in shown["content"]
-    assert len(stack.tasks()) == 2
+
+        # Given a reply of that task that is streaming
+        asked = await tab.send_message("slowly count to 40")
+        message_id = (await tab.ack(asked))["messageId"]
+        await until(lambda: tab.reply_frames(message_id, "stream_chunk"), 180, "the first chunk", tab)
+        [task] = stack.running_tasks()
+
+        # When the bridge is killed outright (no SIGTERM, no final words)
+        os.kill(task["pid"], signal.SIGKILL)
+
+        # Then the STOPPED event starts another task at once, which answers the message in full
+        end = await tab.reply_to(asked)
+        assert end["content"].rstrip().endswith("40")
+    tasks = stack.tasks()
+    assert len(tasks) == 3, tasks
+    assert [(t["exitCode"], t["stopCode"]) for t in tasks[:2]] == [(137, "EssentialContainerExited")] * 2
+    assert stack.inbox(user_id) == []

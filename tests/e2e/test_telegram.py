@@ -4,7 +4,8 @@ One stack, one story: a stranger is refused, a forged update is refused, the web
 Telegram account through the HTTP API, and from then on the same agent answers on Telegram, the
 conversation shows up in the web history, long answers come in order in several messages, tangled
 Markdown falls back to plain text, a 429 delays the answer without doubling it, and a redelivered
-update is not answered twice. The agent's OpenClaw never sees the bot token.
+update is not answered twice, and a burst of messages is answered and stored in Telegram's order. The
+agent's OpenClaw never sees the bot token.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def _processes_of(state_dir: Path) -> list[tuple[int, str, bytes]]:
     return found
 
 
-async def test_a_linked_telegram_user_talks_to_the_web_users_agent(start_stack: Any, tmp_path: Path) -> None:
+async def test_a_linked_telegram_user_talks_to_the_web_users_agent_and_a_burst_is_answered_in_order(
+    start_stack: Any, tmp_path: Path
+) -> None:
     stack: LocalStackProcess = start_stack()
     webhook = stack.endpoints["telegramWebhookUrl"]
     tables = stack.endpoints["tables"]
@@ -149,20 +152,8 @@ async def test_a_linked_telegram_user_talks_to_the_web_users_agent(start_stack: 
     users = [m["content"] for m in history["items"] if m["role"] == "user"]
     assert users.count("after the rate limit") == 1
 
-
-async def test_a_burst_of_telegram_messages_is_answered_and_stored_in_message_id_order(
-    start_stack: Any,
-) -> None:
-    # Given a linked Telegram user whose agent is awake
-    stack: LocalStackProcess = start_stack()
-    token, user_id = stack.login(), stack.endpoints["userId"]
-    code = stack.api("POST", "/api/telegram/link-code", token).json()["code"]
-    stack.telegram_say(ADA, f"/link {code}")
-    await _answer(stack, ADA, "Linked")
-    stack.telegram_say(ADA, "wake up")
-    await _answer(stack, ADA, "You said: wake up")
-
-    # When eight messages are written at once (Telegram numbers them as it receives them)
+    # Given the linked user's agent is awake, When eight messages are written at once (Telegram numbers
+    # them as it receives them)
     burst = [f"burst message {i}" for i in range(8)]
     with ThreadPoolExecutor(len(burst)) as pool:
         sent = list(pool.map(lambda text: stack.telegram_say(ADA, text), burst))
@@ -178,6 +169,7 @@ async def test_a_burst_of_telegram_messages_is_answered_and_stored_in_message_id
     shown = [m["text"] for m in stack.telegram_chat(ADA) if "You said: burst" in m["text"]]
     assert [next(t for t in burst if t in s) for s in shown] == typed
     (listed,) = stack.api("GET", "/api/conversations", token).json()["items"]
+    assert listed["conversationId"] == listing[0]["conversationId"]
     history = stack.api("GET", f"/api/conversations/{listed['conversationId']}/messages?limit=100", token)
     rows = list(reversed(history.json()["items"]))
     assert [m["content"] for m in rows if m["role"] == "user" and m["content"] in burst] == typed

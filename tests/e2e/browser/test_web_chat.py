@@ -110,7 +110,7 @@ def test_sign_in_send_stream_reload_and_a_second_tab_sees_the_stream(
     assert tab.console_errors == [] and second.console_errors == []
 
 
-def test_stop_aborts_a_running_reply(
+def test_stop_aborts_a_running_reply_and_markup_in_messages_renders_as_text(
     shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
 ) -> None:
     # Given a long, slow reply under way
@@ -135,15 +135,10 @@ def test_stop_aborts_a_running_reply(
     tab.wait_reply("word1 word2 word3")
     assert tab.console_errors == []
 
-
-def test_html_and_script_in_messages_render_as_text(
-    shared_stack: LocalStackProcess, new_user: tuple[str, str], contexts: Contexts
-) -> None:
-    # Given a signed-in user
-    tab = signed_in(contexts, shared_stack, new_user)
+    # Given the same user and agent (an agent of its own would boot another OpenClaw)
     attack = "<img src=x onerror=alert(1)> and <script>alert(2)</script> **bold**"
 
-    # When the message is sent and echoed back by the agent
+    # When a message with markup is sent and echoed back by the same agent
     tab.send(attack)
     reply = tab.wait_reply("You said:")
 
