@@ -1,5 +1,7 @@
 """OpenClaw's boot to ready (`/readyz` 200): its default config, our config as on main before issue 15, and
-our config now, in alternating rounds of the same run; then a new conversation's first reply on a warm agent.
+our config now, in alternating rounds of the same run; each config in a new home (a user's first task) and on
+a restored one (a returning user's task: the state an earlier boot left, same folders and port, fresh
+token); then a new conversation's first reply on a warm agent.
 
 Goals: ≤ 6 s wall to ready with our config; a new conversation's first token ≤ 1 s of OpenClaw time beyond
 the model's own. Runs the real pinned gateway (`make openclaw`) against the offline model. CPU seconds count
@@ -43,6 +45,8 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 # Our config as it was on main when issue 15 was filed: the baseline every change here is measured against.
 BASELINE_COMMIT = "6d520ed"
 MAIN = f"our config on main ({BASELINE_COMMIT})"
+NOW = "our config now"
+RESTORED = "restored home"
 READY_TIMEOUT = 300.0
 POLL_SECONDS = 0.05
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -208,11 +212,16 @@ class Started:
         self.process.wait()
 
 
-def start(setup: Setup, model_url: str) -> Started:
-    """Boot the gateway in a fresh home with `setup` and return it once `/readyz` answers 200."""
+def start(setup: Setup, model_url: str, place: tuple[Path, int] | None = None) -> Started:
+    """Boot the gateway with `setup` in a fresh home, or in the folder and on the port `place` names, and
+    return it once `/readyz` answers 200."""
     rt = runtime()
-    scratch = Path(tempfile.mkdtemp(prefix="bench-openclaw-boot-"))
-    home = Home(scratch / "home", scratch, reserve_port().port, model_url)
+    if place is None:
+        scratch, port = Path(tempfile.mkdtemp(prefix="bench-openclaw-boot-")), reserve_port().port
+    else:
+        (scratch, port) = place
+        scratch.mkdir(parents=True, exist_ok=True)
+    home = Home(scratch / "home", scratch, port, model_url)
     home.state_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     env = setup(home, token)
@@ -242,12 +251,39 @@ def start(setup: Setup, model_url: str) -> Started:
         raise
 
 
+@dataclass
+class Restored:
+    """A returning user's task: it boots on the state an earlier boot of the same config left, restored into
+    the same folders and onto the same port (on Fargate every task has /data and port 18789); only the
+    gateway token is new, as at every boot."""
+
+    setup: Setup
+    scratch: Path
+    port: int
+    saved: Path | None = None
+
+    def boot(self, model_url: str) -> Started:
+        """Restore the saved state (booting once to make it the first time) and boot on it."""
+        if self.saved is None:
+            first = start(self.setup, model_url, (self.scratch, self.port))
+            first.stop()
+            saved = self.scratch.with_name(self.scratch.name + "-saved")
+            shutil.copytree(first.home.state_dir, saved)
+            self.saved = saved
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        shutil.copytree(self.saved, self.scratch / "home" / ".openclaw")
+        return start(self.setup, model_url, (self.scratch, self.port))
+
+
+Variant = Setup | Restored
+
+
 def _row(label: str, boots: list[Boot], baseline: list[Boot] | None) -> str:
     walls = [b.ready for b in boots]
     label = f"{label} ({len(boots)} boots)"
     cpus = [b.cpu for b in boots]
     line = (
-        f"{label:<34} ready median {statistics.median(walls):5.1f} s max {max(walls):5.1f} s | "
+        f"{label:<56} ready median {statistics.median(walls):5.1f} s max {max(walls):5.1f} s | "
         f"cpu median {statistics.median(cpus):5.1f} s max {max(cpus):5.1f} s | "
         f"listening median {statistics.median(b.listening for b in boots):5.1f} s"
     )
@@ -259,14 +295,17 @@ def _row(label: str, boots: list[Boot], baseline: list[Boot] | None) -> str:
     return line
 
 
-def measure_boots(variants: dict[str, Setup], model_url: str, rounds: int) -> dict[str, list[Boot]]:
+def measure_boots(variants: dict[str, Variant], model_url: str, rounds: int) -> dict[str, list[Boot]]:
     """`rounds` alternating rounds of a boot per variant, in a fresh home each, printed as they come."""
     results: dict[str, list[Boot]] = {name: [] for name in variants}
     for number in range(1, rounds + 1):
         order = list(variants) if number % 2 else list(reversed(variants))
         for name in order:
+            variant = variants[name]
             try:
-                gateway = start(variants[name], model_url)
+                gateway = (
+                    variant.boot(model_url) if isinstance(variant, Restored) else start(variant, model_url)
+                )
             except (RuntimeError, TimeoutError) as failed:
                 # A boot that fails (OpenClaw's own start-up timeouts on a saturated machine) is told, kept
                 # out of the medians, and its log left in place.
@@ -277,7 +316,7 @@ def measure_boots(variants: dict[str, Setup], model_url: str, rounds: int) -> di
             figures = gateway.boot
             results[name].append(figures)
             print(
-                f"  round {number} {name:<30} ready {figures.ready:5.1f} s cpu {figures.cpu:5.1f} s",
+                f"  round {number} {name:<46} ready {figures.ready:5.1f} s cpu {figures.cpu:5.1f} s",
                 flush=True,
             )
     return results
@@ -290,24 +329,34 @@ def main() -> None:
     print(f"OpenClaw boot (bench/bench_openclaw_boot.py), OpenClaw {rt.version}, {ROUNDS} alternating rounds")
     server, _ = serve(0)
     try:
-        variants: dict[str, Setup] = {"default config": default_setup}
+        run_dir = Path(tempfile.mkdtemp(prefix="bench-openclaw-boot-run-"))
+        variants: dict[str, Variant] = {"default config": default_setup}
         main_module = baseline_module()
         if main_module is not None:
             variants[MAIN] = config_setup(main_module)
             variants[f"{MAIN}, warm /tmp"] = config_setup(main_module, warm_tmp=True)
+            variants[f"{MAIN}, {RESTORED}"] = Restored(
+                config_setup(main_module), run_dir / "main-restored", reserve_port().port
+            )
         # Prepared here as the image build and `make openclaw` do, in a folder of this run's own.
-        prepared = Path(tempfile.mkdtemp(prefix="bench-compile-cache-")) / "compile-cache"
+        prepared = run_dir / "compile-cache"
         asyncio.run(compile_cache.prepare(str(rt.node), str(rt.entry), prepared))
-        variants["our config now"] = config_setup(openclaw_config, prepared=prepared)
+        ours = config_setup(openclaw_config, prepared=prepared)
+        variants[NOW] = ours
+        variants[f"{NOW}, {RESTORED}"] = Restored(ours, run_dir / "now-restored", reserve_port().port)
         results = measure_boots(variants, server.url, ROUNDS)
-        baseline = results.get(MAIN)
-        print("boot to /readyz 200 (fresh home each; fresh TMPDIR unless warm, as a new task has):")
+        print("boot to /readyz 200 (fresh TMPDIR unless warm, as a new task has):")
         for name, boots in results.items():
+            baseline = results.get(name.replace(NOW, MAIN)) if name.startswith(NOW) else None
             if boots:
-                print("  " + _row(name, boots, baseline if name == "our config now" else None))
-        turn_variants = {name: variants[name] for name in (MAIN, "our config now") if name in variants}
+                print("  " + _row(name, boots, baseline))
+        turn_variants: dict[str, Setup] = {}
+        for name in (MAIN, NOW):
+            variant = variants.get(name)
+            if variant is not None and not isinstance(variant, Restored):
+                turn_variants[name] = variant
         asyncio.run(first_turns(turn_variants, server.url, max(1, ROUNDS - 1)))
-        shutil.rmtree(prepared.parent, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
     finally:
         server.shutdown()
 

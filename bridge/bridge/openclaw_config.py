@@ -98,8 +98,11 @@ def build_config(choice: ModelChoice, *, port: int, workspace: Path, log_file: P
             "mode": "local",  # without it the gateway refuses to start (treated as an unconfigured host)
             "port": port,
             "bind": "loopback",  # only the bridge in the same task may connect; nothing is exposed
-            # Resolved from the child's environment at start, so the token never sits in a file or in S3.
-            "auth": {"mode": "token", "token": "${" + GATEWAY_TOKEN_ENV + "}"},
+            # The token is read from the child's environment (OPENCLAW_GATEWAY_TOKEN), so it never sits in a
+            # file or in S3. Not even as a "${…}" reference: OpenClaw fingerprints the resolved config to know
+            # whether its state migrations already ran on this home, and a fresh token per boot made every
+            # restored home look new (2-3 s of migrations at every start; docs/openclaw.md).
+            "auth": {"mode": "token"},
             # No browser UI on the port (GET / is a 404) and no 54 MB asset cache in the state dir.
             "controlUi": {"enabled": False},
         },

@@ -34,7 +34,7 @@ def test_offline_config_has_every_headless_switch(tmp_path: Path) -> None:
         "mode": "local",
         "port": 18789,
         "bind": "loopback",
-        "auth": {"mode": "token", "token": "${OPENCLAW_GATEWAY_TOKEN}"},
+        "auth": {"mode": "token"},
         "controlUi": {"enabled": False},
     }
     # and nothing runs on its own: no heartbeat turns, no bootstrap ritual, no dreaming, no update check,
@@ -49,6 +49,19 @@ def test_offline_config_has_every_headless_switch(tmp_path: Path) -> None:
     assert config["discovery"] == {"mdns": {"mode": "off"}}
     assert config["logging"] == {"file": str(tmp_path / "logs" / "oc.log")}
     assert "channels" not in config
+
+
+def test_the_config_names_nothing_that_changes_from_one_boot_to_the_next(tmp_path: Path) -> None:
+    # Given the config of every supported kind of provider
+    for choice in (OFFLINE, ModelChoice("anthropic", "claude-sonnet-4-5"), ModelChoice("openai", "gpt-5")):
+        # When it is built
+        config = config_for(choice, tmp_path)
+
+        # Then it does not refer to the gateway token (a fresh value at every boot, read by the gateway from
+        # its environment): OpenClaw fingerprints the resolved config to skip the state migrations a restored
+        # home already had, and a reference to the token made every boot's fingerprint new
+        assert config["gateway"]["auth"] == {"mode": "token"}
+        assert GATEWAY_TOKEN_ENV not in json.dumps(config)
 
 
 def test_offline_config_points_a_custom_provider_at_the_offline_model(tmp_path: Path) -> None:
