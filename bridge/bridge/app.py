@@ -2,11 +2,13 @@
 
 Boot runs one phase after another, each timed and logged: find this task's ARN (metadata), choose the
 model and read its key (secrets), restore OpenClaw's state from S3 (restore), write OpenClaw's config
-(config), start the gateway (gateway), connect to it (handshake), wait for the workspace (workspace),
-dial out to the control plane (dial-out); then TaskState becomes Running and what waited in the Inbox is
-answered (first-drain). Shutdown (SIGTERM, POST /shutdown, a `shutdown` frame, or a row that no longer
-names this task): stop claiming, finish or abort the current run within the grace period, stop OpenClaw,
-final backup, TaskState Idle, exit 0.
+(config), wait for the compile cache copied since the start (compile-cache), start the gateway (gateway),
+connect to it (handshake), wait for the workspace (workspace), dial out to the control plane (dial-out),
+wait for the first turn rehearsed meanwhile (rehearsal, only in a task woken without a message); then
+TaskState becomes Running and what waited in the Inbox is answered (first-drain).
+Shutdown (SIGTERM, POST /shutdown, a `shutdown` frame, or a row that no longer names this task): stop
+claiming, finish or abort the current run within the grace period, stop OpenClaw, final backup, TaskState
+Idle, exit 0.
 
 `bridge.wiring.production_bridge` is the one place that wires the production collaborators; tests give
 `Bridge` fakes.
@@ -200,13 +202,14 @@ class Bridge:
         self, choice: ModelChoice, api_keys: dict[str, str], seeding: asyncio.Future[bool]
     ) -> tuple[str, dict[str, str]]:
         """config: openclaw.json, a fresh gateway token and the gateway's environment (openclaw_home.py),
-        the stand-in model the first turn is rehearsed on; the compile cache, prepared when the image was
-        built, is in the gateway's TMPDIR by the end of it."""
+        the stand-in model the first turn is rehearsed on; compile-cache: the wait for the compile cache,
+        prepared when the image was built, to be in the gateway's TMPDIR (its copy began with the boot)."""
         async with self.phases.timed("config"):
             stand_in = self.stand_in = StandInModel()
             stand_in.start()
             token, env = openclaw_home.prepare(self.cfg, choice, api_keys, stand_in)
-            # Prepared when the image was built: spares the gateway compiling its modules at every boot.
+        async with self.phases.timed("compile-cache"):
+            # Spares the gateway compiling its modules at every boot.
             await seeding
         return token, env
 

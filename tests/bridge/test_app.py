@@ -31,7 +31,17 @@ from tests.contract.conftest import free_port
 from tests.fakes import Clock
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/t1"
-PHASES = ["metadata", "secrets", "restore", "config", "gateway", "handshake", "workspace", "dial-out"]
+PHASES = [
+    "metadata",
+    "secrets",
+    "restore",
+    "config",
+    "compile-cache",
+    "gateway",
+    "handshake",
+    "workspace",
+    "dial-out",
+]
 
 
 def _config(tmp_path: Path, **overrides: str) -> BridgeConfig:
