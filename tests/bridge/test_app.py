@@ -287,6 +287,31 @@ class ControlPlaneLink:
         self.connected = False
 
 
+def _quiet_bridge(cfg: BridgeConfig, row: TaskStateRow, **parts: Any) -> Bridge:
+    """A bridge of in-memory fakes with nothing queued, any of its `parts` given instead."""
+
+    async def find_task_arn() -> str:
+        return TASK
+
+    defaults: dict[str, Any] = {
+        "inbox": Inbox([]),
+        "conversations": Conversations(),
+        "settings": Settings(),
+        "delivery": ChannelDelivery(WebTabs()),
+        "sync": Bucket(),
+        "metrics": BridgeMetrics(CloudWatch(), "Test"),
+        "find_task_arn": find_task_arn,
+        "model_keys": lambda provider: {"ANTHROPIC_API_KEY": "key"},
+        "telegram_bot": lambda: None,
+        "make_gateway": GatewayChild,
+        "make_gateway_client": GatewayOperator,
+        "make_link": ControlPlaneLink,
+        "on_exit": lambda: None,
+        "clock": Clock(),
+    }
+    return Bridge(cfg, task_state=row, **(defaults | parts))
+
+
 async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waited_and_stops(
     tmp_path: Path,
 ) -> None:
@@ -393,27 +418,8 @@ async def test_a_bridge_told_it_was_replaced_claims_nothing_more_and_leaves_s3_t
     # Given a bridge that came up with nothing to answer
     cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
     bucket, inbox, exits = Bucket(), Inbox([]), list[str]()
-
-    async def find_task_arn() -> str:
-        return TASK
-
-    bridge = Bridge(
-        cfg,
-        task_state=TaskStateRow(),
-        inbox=inbox,
-        conversations=Conversations(),
-        settings=Settings(),
-        delivery=ChannelDelivery(WebTabs()),
-        sync=bucket,
-        metrics=BridgeMetrics(CloudWatch(), "Test"),
-        find_task_arn=find_task_arn,
-        model_keys=lambda provider: {"ANTHROPIC_API_KEY": "key"},
-        telegram_bot=lambda: None,
-        make_gateway=GatewayChild,
-        make_gateway_client=GatewayOperator,
-        make_link=ControlPlaneLink,
-        on_exit=lambda: exits.append("exit"),
-        clock=Clock(),
+    bridge = _quiet_bridge(
+        cfg, TaskStateRow(), inbox=inbox, sync=bucket, on_exit=lambda: exits.append("exit")
     )
     await bridge.start()
     assert bridge.ready and bridge.link is not None
@@ -522,29 +528,8 @@ async def test_a_bridge_woken_without_a_message_rehearses_the_first_turn_on_the_
 ) -> None:
     # Given a bridge started with nothing in the Inbox (woken by a `warm` frame)
     cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
-    row, tabs = TaskStateRow(), WebTabs()
-
-    async def find_task_arn() -> str:
-        return TASK
-
-    bridge = Bridge(
-        cfg,
-        task_state=row,
-        inbox=Inbox([]),
-        conversations=Conversations(),
-        settings=Settings(),
-        delivery=ChannelDelivery(tabs),
-        sync=Bucket(),
-        metrics=BridgeMetrics(CloudWatch(), "Test"),
-        find_task_arn=find_task_arn,
-        model_keys=lambda provider: {"ANTHROPIC_API_KEY": "key"},
-        telegram_bot=lambda: None,
-        make_gateway=GatewayChild,
-        make_gateway_client=RehearsingOperator,
-        make_link=ControlPlaneLink,
-        on_exit=lambda: None,
-        clock=Clock(),
-    )
+    row = TaskStateRow()
+    bridge = _quiet_bridge(cfg, row, make_gateway_client=RehearsingOperator)
 
     # When it starts
     await bridge.start()

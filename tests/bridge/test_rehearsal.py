@@ -11,14 +11,7 @@ from typing import Any
 from bridge.openclaw_frames import GatewayError
 from bridge.rehearsal import REHEARSAL_SESSION, GivingWay, Rehearsal
 from bridge.stand_in_model import MODEL_ID, PROVIDER_ID, StandInModel, provider_entry
-
-
-@dataclass
-class Reply:
-    state: str
-    text: str
-    error_message: str | None = None
-    error_kind: str | None = None
+from tests.bridge.test_app import Reply
 
 
 @dataclass
