@@ -143,7 +143,12 @@ async def _round(stack: Stack, ws: ClientConnection, mode: str) -> Run:
     if task is None:
         raise RuntimeError("no task is running after the reply")
     run.phases, _ = await bridge_phases(Path(task["log"]))
-    await stack.stop_agent()
+    for attempt in range(3):
+        try:
+            await stack.stop_agent()
+            break
+        except TimeoutError:  # the local stack's API is slow to answer on a busy machine
+            print(f"    (stopping the agent timed out, attempt {attempt + 1}; trying again)")
     return run
 
 
