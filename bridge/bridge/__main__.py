@@ -7,9 +7,9 @@ from types import FrameType
 
 import uvicorn
 
-from bridge.app import Bridge
 from bridge.config import BridgeConfig
 from bridge.endpoints import create_app
+from bridge.wiring import production_bridge
 from serverless_openclaw.config import ConfigError
 
 
@@ -30,7 +30,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 78  # EX_CONFIG: ECS reports the exit code in the STOPPED event
-    bridge = Bridge.from_config(cfg)
+    bridge = production_bridge(cfg)
     server = _Server(
         uvicorn.Config(
             create_app(bridge),

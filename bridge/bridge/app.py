@@ -2,79 +2,61 @@
 
 Boot runs one phase after another, each timed and logged: find this task's ARN (metadata), choose the
 model and read its key (secrets), restore OpenClaw's state from S3 (restore), write OpenClaw's config
-(config), start the gateway (gateway), connect to it (handshake), wait for the workspace (workspace),
-dial out to the control plane (dial-out); then TaskState becomes Running and what waited in the Inbox is
-answered (first-drain). Shutdown (SIGTERM, POST /shutdown, a `shutdown` frame, or a row that no longer
-names this task): stop claiming, finish or abort the current run within the grace period, stop OpenClaw,
-final backup, TaskState Idle, exit 0.
+(config), wait for the compile cache copied since the start (compile-cache), start the gateway (gateway),
+connect to it (handshake), wait for the workspace (workspace), dial out to the control plane (dial-out),
+wait for the first turn rehearsed meanwhile (rehearsal, only in a task woken without a message); then
+TaskState becomes Running and what waited in the Inbox is answered (first-drain).
+Shutdown (SIGTERM, POST /shutdown, a `shutdown` frame, or a row that no longer names this task): stop
+claiming, finish or abort the current run within the grace period, stop OpenClaw, final backup, TaskState
+Idle, exit 0.
 
-`Bridge.from_config` is the one place that wires the production collaborators; tests give `Bridge` fakes.
+`bridge.wiring.production_bridge` is the one place that wires the production collaborators; tests give
+`Bridge` fakes.
 `bridge.endpoints.create_app` serves it over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import os
 import secrets
-import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
-from bridge import compile_cache, task_metadata
-from bridge.agent_link import AgentLink
-from bridge.agent_loop import InboxLoop
+from bridge import bridge_status, compile_cache, openclaw_home
+from bridge.agent_loop import InboxLoop, Runner
 from bridge.backups import Backups
 from bridge.config import BridgeConfig
-from bridge.delivery import WebSocketDelivery
 from bridge.fence import Fence
-from bridge.gateway_process import GatewayProcess
 from bridge.metrics import BridgeMetrics
 from bridge.model_choice import choose_model
-from bridge.openclaw_client import GatewayClient
-from bridge.openclaw_config import (
-    ModelChoice,
-    build_config,
-    gateway_command,
-    gateway_environment,
-    write_config,
-)
+from bridge.openclaw_config import ModelChoice, gateway_command
 from bridge.openclaw_session import session_key_for
 from bridge.parts import Gateway, GatewayConnection, Link, Sync
+from bridge.rehearsal import GivingWay, Rehearsal
 from bridge.restarts import GatewayRestarts
-from bridge.secrets import model_secrets
+from bridge.stand_in_model import StandInModel
 from bridge.startup import Phases, Progress, StartClock
-from bridge.state_sync import RestoreReport, StateSync, default_roots
+from bridge.state_sync import RestoreReport
 from bridge.telegram_delivery import ChannelDelivery, TelegramDelivery
 from bridge.warm_idle import WarmIdle
 from serverless_openclaw import protocol, start_estimate
 from serverless_openclaw.agent_credentials import hash_agent_token
-from serverless_openclaw.aws.clients import client
-from serverless_openclaw.aws.pusher import ConnectionPusher
 from serverless_openclaw.lifecycle import LIVE_TASK_ATTRIBUTES, Status
 from serverless_openclaw.observability import logger
-from serverless_openclaw.store.connections import ConnectionStore
 from serverless_openclaw.store.conversations import ConversationStore
 from serverless_openclaw.store.inbox import InboxStore
 from serverless_openclaw.store.settings import SettingsStore
 from serverless_openclaw.store.task_state import TaskStateStore
-from serverless_openclaw.telegram import BotAccess, TelegramClient
-
-
-def signal_own_process() -> None:
-    """End this process the way ECS does (SIGTERM): uvicorn then runs the bridge's graceful stop."""
-    os.kill(os.getpid(), signal.SIGTERM)
+from serverless_openclaw.telegram import TelegramClient
 
 
 class Bridge:
     """One user's agent task: boots OpenClaw, answers the Inbox through it, shuts down cleanly.
 
-    Every collaborator is given; `from_config` wires the production ones. The gateway process, its
-    client and the agent link can only be made during boot, so factories are given for them, called
+    Every collaborator is given; `wiring.production_bridge` wires the production ones. The gateway process,
+    its client and the agent link can only be made during boot, so factories are given for them, called
     with the arguments of GatewayProcess, GatewayClient and AgentLink. `on_exit` ends the process.
     """
 
@@ -123,6 +105,8 @@ class Bridge:
         self.gateway_client: GatewayConnection | None = None
         self.link: Link | None = None
         self.loop: InboxLoop | None = None
+        self.stand_in: StandInModel | None = None
+        self.rehearsal: Rehearsal | None = None
         self.fence: Fence | None = None
         self.ready = False
         self.stopping = False
@@ -132,36 +116,6 @@ class Bridge:
             sync, metrics, clock=clock, debounce=cfg.backup_debounce, interval=cfg.backup_interval
         )
         self._stopped = asyncio.Event()
-
-    @classmethod
-    def from_config(cls, cfg: BridgeConfig, *, on_exit: Callable[[], None] = signal_own_process) -> Bridge:
-        """The production wiring: DynamoDB stores, S3 backups, CloudWatch metrics, SSM secrets, the task
-        metadata endpoint, the real OpenClaw gateway and the agent link to the control plane."""
-        pusher = ConnectionPusher(cfg.websocket_endpoint, ConnectionStore(cfg.tables.connections))
-        return cls(
-            cfg,
-            task_state=TaskStateStore(cfg.tables.task_state),
-            inbox=InboxStore(cfg.tables.inbox),
-            conversations=ConversationStore(cfg.tables.conversations),
-            settings=SettingsStore(cfg.tables.settings),
-            delivery=ChannelDelivery(WebSocketDelivery(pusher)),
-            sync=StateSync(
-                client("s3"),
-                cfg.data_bucket,
-                cfg.user_id,
-                default_roots(cfg.openclaw_home),
-                on_warning=functools.partial(_warn_user, pusher, cfg.user_id),
-            ),
-            metrics=BridgeMetrics(client("cloudwatch"), cfg.metrics_namespace),
-            find_task_arn=functools.partial(task_metadata.task_arn, cfg.metadata_uri),
-            # Called in the secrets phase: the SSM client is only made then.
-            model_keys=lambda provider: model_secrets(client("ssm"), cfg.secrets_prefix, provider),
-            telegram_bot=(BotAccess(cfg.telegram_token_parameter, cfg.telegram_api_base).client),
-            make_gateway=GatewayProcess,
-            make_gateway_client=GatewayClient,
-            make_link=AgentLink,
-            on_exit=on_exit,
-        )
 
     # ----------------------------------------------------------------------------------------- boot
 
@@ -181,7 +135,9 @@ class Bridge:
         # the way to the gateway's start.
         seeding = asyncio.create_task(
             asyncio.to_thread(
-                compile_cache.seed, compile_cache.prepared_dir(self.cfg.openclaw_entry), self._gateway_tmp()
+                compile_cache.seed,
+                compile_cache.prepared_dir(self.cfg.openclaw_entry),
+                openclaw_home.gateway_tmp(self.cfg),
             ),
             name="compile-cache",
         )
@@ -192,9 +148,11 @@ class Bridge:
         token, env = await self._write_config(choice, api_keys, seeding)
         await self._start_gateway(env)
         runner = await self._connect_gateway(token)
+        rehearsal = await self._begin_rehearsal(runner)
         await self._finish_workspace(restoring_workspace)
-        loop = self.loop = self._inbox_loop(task_arn, runner)
+        loop = self.loop = self._inbox_loop(task_arn, GivingWay(runner, rehearsal))
         await self._dial_out(task_arn)
+        await self._finish_rehearsal(rehearsal)
         await self._mark_running(task_arn)
         answered = await self._first_drain(loop)
         self._record_startup(answered)
@@ -240,40 +198,18 @@ class Bridge:
             workspace = asyncio.create_task(asyncio.to_thread(self.sync.restore, {"workspace"}))
         return workspace
 
-    def _gateway_tmp(self) -> Path:
-        """The gateway's own TMPDIR, where its compile cache lives."""
-        return self.cfg.state_root / "tmp"
-
     async def _write_config(
         self, choice: ModelChoice, api_keys: dict[str, str], seeding: asyncio.Future[bool]
     ) -> tuple[str, dict[str, str]]:
-        """config: openclaw.json, a fresh gateway token and the gateway's environment; the compile cache,
-        prepared when the image was built, is in the gateway's TMPDIR by the end of it."""
-        cfg = self.cfg
+        """config: openclaw.json, a fresh gateway token and the gateway's environment (openclaw_home.py),
+        the stand-in model the first turn is rehearsed on; compile-cache: the wait for the compile cache,
+        prepared when the image was built, to be in the gateway's TMPDIR (its copy began with the boot)."""
         async with self.phases.timed("config"):
-            token = secrets.token_urlsafe(32)
-            home = cfg.openclaw_home
-            state_dir = home / ".openclaw"
-            state_dir.mkdir(parents=True, exist_ok=True)
-            (cfg.state_root / "cache").mkdir(parents=True, exist_ok=True)
-            (cfg.state_root / "logs").mkdir(parents=True, exist_ok=True)
-            config = build_config(
-                choice,
-                port=cfg.gateway_port,
-                workspace=state_dir / "workspace",
-                log_file=cfg.state_root / "logs" / "openclaw.log",
-            )
-            write_config(state_dir / "openclaw.json", config)
-            tmp_dir = self._gateway_tmp()
-            env = gateway_environment(
-                os.environ,
-                home=home,
-                cache_dir=cfg.state_root / "cache",
-                tmp_dir=tmp_dir,
-                token=token,
-                secrets=api_keys,
-            )
-            # Prepared when the image was built: spares the gateway compiling its modules at every boot.
+            stand_in = self.stand_in = StandInModel()
+            stand_in.start()
+            token, env = openclaw_home.prepare(self.cfg, choice, api_keys, stand_in)
+        async with self.phases.timed("compile-cache"):
+            # Spares the gateway compiling its modules at every boot.
             await seeding
         return token, env
 
@@ -303,13 +239,33 @@ class Bridge:
             await connection.start()
         return connection
 
+    async def _begin_rehearsal(self, connection: GatewayConnection) -> Rehearsal:
+        """The first turn rehearsed on the stand-in model (rehearsal.py), unless a message already waits:
+        that message's own turn then loads what the rehearsal would have."""
+        rehearsal = self.rehearsal = Rehearsal(connection)
+        if not await self._message_waiting():
+            rehearsal.begin()
+        return rehearsal
+
+    async def _message_waiting(self) -> bool:
+        """Whether the user's Inbox holds a message to answer."""
+        return bool(await asyncio.to_thread(self.inbox.pending, self.cfg.user_id, self.clock()))
+
+    async def _finish_rehearsal(self, rehearsal: Rehearsal) -> None:
+        """rehearsal (only when one began): until it is over, or a message came meanwhile."""
+        if rehearsal.outcome == "not begun":
+            return
+        async with self.phases.timed("rehearsal"):
+            await rehearsal.until_done_or(self._message_waiting)
+        logger.info("first-turn rehearsal", outcome=rehearsal.outcome)
+
     async def _finish_workspace(self, restoring: asyncio.Task[RestoreReport]) -> None:
         """workspace: wait for the workspace the restore phase left coming down."""
         async with self.phases.timed("workspace"):
             report = await restoring
             logger.info("workspace restored", files=report.files, bytes=report.bytes, seconds=report.seconds)
 
-    def _inbox_loop(self, task_arn: str, runner: GatewayConnection) -> InboxLoop:
+    def _inbox_loop(self, task_arn: str, runner: Runner) -> InboxLoop:
         """The loop that answers the user's Inbox through OpenClaw, claiming in this task's name."""
         cfg = self.cfg
         fence = self.fence = Fence(
@@ -562,6 +518,8 @@ class Bridge:
         """End the background work, both connections and the gateway child."""
         for task in self._tasks:
             task.cancel()
+        if self.rehearsal:
+            await self.rehearsal.close()
         if self.link:
             await _quietly(self.link.close())
         if self.gateway_client:
@@ -569,6 +527,8 @@ class Bridge:
         if self.gateway:
             # OpenClaw checkpoints its databases on SIGTERM; the backup comes after.
             await _quietly(self.gateway.stop(timeout=15))
+        if self.stand_in:
+            self.stand_in.close()
 
     async def _release_task_state(self, task_arn: str) -> None:
         """TaskState Idle, and the user's web tabs told so.
@@ -592,54 +552,12 @@ class Bridge:
     # -------------------------------------------------------------------------------------- views
 
     def health(self) -> tuple[bool, str]:
-        """(healthy, reason): OpenClaw and the agent connection must both be up."""
-        if self.failure:
-            return False, f"start failed: {self.failure}"
-        if self.stopping:
-            return False, "stopping"
-        if not self.ready:
-            return False, f"starting ({self.phases.current})"
-        if not (
-            self.gateway and self.gateway.running and self.gateway_client and self.gateway_client.connected
-        ):
-            return self.restarts.health()
-        if not (self.link and self.link.connected):
-            return False, "agent connection down"
-        return True, "ok"
-
-    def _phase(self) -> str:
-        """Where the bridge is: a start-up phase, ready, restarting OpenClaw, or stopping."""
-        if self.stopping:
-            return "stopping"
-        if not self.ready:
-            return self.phases.current
-        return "restarting" if self.restarts.restarting else "ready"
+        """(healthy, reason) for ECS's health check (bridge_status.py)."""
+        return bridge_status.health(self)
 
     def status(self) -> dict[str, Any]:
-        """What the bridge is doing, for operators."""
-        current = self.loop.current if self.loop else None
-        return {
-            "phase": self._phase(),
-            "uptimeSeconds": round(time.monotonic() - self.phases.started, 1),
-            "taskArn": self.task_arn,
-            "failure": self.failure,
-            "startup": self.phases.durations,
-            "currentRun": (
-                {
-                    "messageId": current.item.message_id,
-                    "conversationId": current.item.conversation_id,
-                    "seconds": round(self.clock() - current.started_at, 1),
-                }
-                if current
-                else None
-            ),
-            "answered": self.loop.answered if self.loop else 0,
-            "failed": self.loop.failed if self.loop else 0,
-            "gatewayPid": self.gateway.pid if self.gateway else None,
-            "gatewayRestarts": self.gateway.restarts if self.gateway else 0,
-            "gatewayRestartSeconds": self.restarts.durations,
-            "lastBackup": self.backups.last,
-        }
+        """What the bridge is doing, for operators (bridge_status.py)."""
+        return bridge_status.status(self)
 
 
 async def _quietly(awaitable: Awaitable[Any]) -> None:
@@ -647,10 +565,3 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
         await awaitable
     except Exception:
         logger.exception("shutdown step failed")
-
-
-def _warn_user(pusher: ConnectionPusher, user_id: str, text: str) -> None:
-    """A backup warning, to the user's web tabs; not telling them is no reason to fail the backup."""
-    frame = protocol.error("backup_warning", text)
-    with contextlib.suppress(Exception):
-        pusher.to_user(user_id, frame)

@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import secrets
 import shutil
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Final
 
@@ -41,6 +38,7 @@ from bridge.openclaw_config import (
     gateway_environment,
     write_config,
 )
+from bridge.stand_in_model import StandInModel
 from serverless_openclaw.observability import logger as default_logger
 
 CACHE_FOLDER: Final = COMPILE_CACHE_FOLDER
@@ -95,7 +93,7 @@ async def prepare(node: str, entry: str, destination: Path, *, say: Callable[[st
     then. The destination is replaced whole, and only once all this succeeded: a failed preparation leaves
     the previous cache (or none) in place.
     """
-    with tempfile.TemporaryDirectory(prefix="openclaw-compile-cache-") as scratch, _StandInModel() as model:
+    with tempfile.TemporaryDirectory(prefix="openclaw-compile-cache-") as scratch, StandInModel() as model:
         root = Path(scratch)
         home, tmp_dir = root / "home", root / "tmp"
         workspace = home / ".openclaw" / "workspace"
@@ -138,49 +136,6 @@ async def _first_turn(url: str, token: str) -> None:
         await client.close()
     if result.state != "final":
         raise RuntimeError(f"the preparation's message ended {result.state}: {result.error_message}")
-
-
-class _StandInModel(ThreadingHTTPServer):
-    """An OpenAI-style chat-completions endpoint on loopback that streams "ok" to every request."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _StandInHandler)
-        self._thread = threading.Thread(target=self.serve_forever, name="compile-cache-model", daemon=True)
-
-    @property
-    def url(self) -> str:
-        """Its base URL (OpenClaw appends /chat/completions)."""
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def __enter__(self) -> _StandInModel:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.shutdown()
-        self.server_close()
-        self._thread.join(timeout=10)
-
-
-class _StandInHandler(BaseHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # `format`: the base class's name
-        return
-
-    def do_POST(self) -> None:
-        """Stream one short answer as server-sent events, whatever was asked."""
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        chunks = [
-            {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "ok"}}]},
-            {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-        ]
-        head = {"id": "prep", "object": "chat.completion.chunk", "model": "offline-model"}
-        body = "".join(f"data: {json.dumps({**head, **chunk})}\n\n" for chunk in chunks)
-        payload = (body + "data: [DONE]\n\n").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
 
 
 def _holds_entries(cache: Path) -> bool:

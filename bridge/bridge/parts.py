@@ -1,11 +1,11 @@
 """What the bridge drives, as protocols: the OpenClaw gateway process, the connection to it, the agent link
-to the control plane and the state sync. `Bridge.from_config` wires the real ones (GatewayProcess,
+to the control plane and the state sync. `wiring.production_bridge` wires the real ones (GatewayProcess,
 GatewayClient, AgentLink, StateSync); tests give fakes of the same shape."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.agent_loop import Runner
 from bridge.state_sync import BackupReport, RestoreReport
@@ -43,7 +43,11 @@ class Gateway(Protocol):
 
 
 class GatewayConnection(Runner, Protocol):
-    """The bridge's operator connection to the gateway (GatewayClient): runs, aborts, liveness."""
+    """The bridge's operator connection to the gateway (GatewayClient): runs, aborts, requests, liveness."""
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        """Call a gateway method; its payload."""
+        ...
 
     @property
     def connected(self) -> bool:

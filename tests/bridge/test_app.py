@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.openclaw_config import build_config
 from bridge.state_sync import BackupReport, RestoreReport
 from bridge.telegram_delivery import ChannelDelivery
+from bridge.wiring import production_bridge
 from serverless_openclaw.config import ConfigError
 from serverless_openclaw.lifecycle import Status, TaskState
 from serverless_openclaw.messages import InboxItem
@@ -29,7 +31,17 @@ from tests.contract.conftest import free_port
 from tests.fakes import Clock
 
 TASK = "arn:aws:ecs:us-east-1:123456789012:task/test-cluster/t1"
-PHASES = ["metadata", "secrets", "restore", "config", "gateway", "handshake", "workspace", "dial-out"]
+PHASES = [
+    "metadata",
+    "secrets",
+    "restore",
+    "config",
+    "compile-cache",
+    "gateway",
+    "handshake",
+    "workspace",
+    "dial-out",
+]
 
 
 def _config(tmp_path: Path, **overrides: str) -> BridgeConfig:
@@ -275,6 +287,31 @@ class ControlPlaneLink:
         self.connected = False
 
 
+def _quiet_bridge(cfg: BridgeConfig, row: TaskStateRow, **parts: Any) -> Bridge:
+    """A bridge of in-memory fakes with nothing queued, any of its `parts` given instead."""
+
+    async def find_task_arn() -> str:
+        return TASK
+
+    defaults: dict[str, Any] = {
+        "inbox": Inbox([]),
+        "conversations": Conversations(),
+        "settings": Settings(),
+        "delivery": ChannelDelivery(WebTabs()),
+        "sync": Bucket(),
+        "metrics": BridgeMetrics(CloudWatch(), "Test"),
+        "find_task_arn": find_task_arn,
+        "model_keys": lambda provider: {"ANTHROPIC_API_KEY": "key"},
+        "telegram_bot": lambda: None,
+        "make_gateway": GatewayChild,
+        "make_gateway_client": GatewayOperator,
+        "make_link": ControlPlaneLink,
+        "on_exit": lambda: None,
+        "clock": Clock(),
+    }
+    return Bridge(cfg, task_state=row, **(defaults | parts))
+
+
 async def test_a_bridge_wired_with_fakes_boots_phase_by_phase_answers_what_waited_and_stops(
     tmp_path: Path,
 ) -> None:
@@ -381,27 +418,8 @@ async def test_a_bridge_told_it_was_replaced_claims_nothing_more_and_leaves_s3_t
     # Given a bridge that came up with nothing to answer
     cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
     bucket, inbox, exits = Bucket(), Inbox([]), list[str]()
-
-    async def find_task_arn() -> str:
-        return TASK
-
-    bridge = Bridge(
-        cfg,
-        task_state=TaskStateRow(),
-        inbox=inbox,
-        conversations=Conversations(),
-        settings=Settings(),
-        delivery=ChannelDelivery(WebTabs()),
-        sync=bucket,
-        metrics=BridgeMetrics(CloudWatch(), "Test"),
-        find_task_arn=find_task_arn,
-        model_keys=lambda provider: {"ANTHROPIC_API_KEY": "key"},
-        telegram_bot=lambda: None,
-        make_gateway=GatewayChild,
-        make_gateway_client=GatewayOperator,
-        make_link=ControlPlaneLink,
-        on_exit=lambda: exits.append("exit"),
-        clock=Clock(),
+    bridge = _quiet_bridge(
+        cfg, TaskStateRow(), inbox=inbox, sync=bucket, on_exit=lambda: exits.append("exit")
     )
     await bridge.start()
     assert bridge.ready and bridge.link is not None
@@ -422,7 +440,7 @@ async def test_a_bridge_told_it_was_replaced_claims_nothing_more_and_leaves_s3_t
 def test_health_reports_why_it_is_not_healthy_and_shutdown_is_loopback_only(tmp_path: Path) -> None:
     # Given a bridge whose start fails (no metadata endpoint)
     exits: list[str] = []
-    app = create_app(Bridge.from_config(_config(tmp_path), on_exit=lambda: exits.append("exit")))
+    app = create_app(production_bridge(_config(tmp_path), on_exit=lambda: exits.append("exit")))
 
     with TestClient(app) as client:
         # When its boot has given up
@@ -474,7 +492,7 @@ def test_a_task_configured_for_bedrock_refuses_to_start_saying_why(tmp_path: Pat
 
 def test_the_model_choice_names_only_keys_that_exist(aws: dict[str, str], tmp_path: Path) -> None:
     # Given a keyless openai-compatible endpoint (no key stored in SSM)
-    keyless = Bridge.from_config(
+    keyless = production_bridge(
         _config(tmp_path, MODEL_PROVIDER="openai-compatible", MODEL_BASE_URL="https://llm.internal/v1")
     )
     choice, keys = keyless._model_choice()
@@ -482,3 +500,56 @@ def test_the_model_choice_names_only_keys_that_exist(aws: dict[str, str], tmp_pa
     # Then the config refers to no variable that would stay unset
     assert keys == {} and choice.api_key_env is None
     assert "${" not in json.dumps(written["models"])
+
+
+class RehearsingOperator(GatewayOperator):
+    """The connection to OpenClaw, which also puts a session on the model it is asked to (sessions.patch)."""
+
+    made: list[RehearsingOperator] = []
+
+    def __init__(self, url: str, token: str, *, run_timeout: float, **listeners: Any) -> None:
+        super().__init__(url, token, run_timeout=run_timeout)
+        self.models: dict[str, str] = {}
+        self.runs: list[tuple[str, str]] = []
+        RehearsingOperator.made.append(self)
+
+    async def request(self, method: str, params: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        self.models[params["key"]] = params["model"]
+        provider, model = params["model"].split("/")
+        return {"ok": True, "resolved": {"modelProvider": provider, "model": model}}
+
+    async def run(self, session_key: str, message: str, **options: Any) -> Reply:
+        self.runs.append((session_key, self.models.get(session_key, "the user's model")))
+        return await super().run(session_key, message, **options)
+
+
+async def test_a_bridge_woken_without_a_message_rehearses_the_first_turn_on_the_stand_in_before_running(
+    tmp_path: Path,
+) -> None:
+    # Given a bridge started with nothing in the Inbox (woken by a `warm` frame)
+    cfg = _config(tmp_path, MODEL_PROVIDER="anthropic", MODEL_BASE_URL="")
+    row = TaskStateRow()
+    bridge = _quiet_bridge(cfg, row, make_gateway_client=RehearsingOperator)
+
+    # When it starts
+    await bridge.start()
+
+    # Then, before it said "running", one turn ran in the rehearsal's session on the stand-in model the
+    # bridge serves, which openclaw.json names beside the user's model
+    assert list(bridge.phases.durations) == [*PHASES, "rehearsal", "first-drain"]
+    [operator] = RehearsingOperator.made
+    assert operator.runs == [("agent:main:bridge:rehearsal", "bridge-stand-in/stand-in")]
+    written = json.loads((tmp_path / "home" / ".openclaw" / "openclaw.json").read_text())
+    assert set(written["models"]["providers"]) == {"anthropic", "bridge-stand-in"}
+    assert bridge.stand_in is not None and written["models"]["providers"]["bridge-stand-in"]["baseUrl"] == (
+        bridge.stand_in.url
+    )
+    assert written["agents"]["defaults"]["model"]["primary"].startswith("anthropic/")
+    assert bridge.status()["rehearsal"] == "done" and row.status is Status.RUNNING
+
+    # When it stops
+    await bridge.stop("test over")
+
+    # Then the stand-in model no longer listens
+    with pytest.raises(OSError):
+        urllib.request.urlopen(bridge.stand_in.url + "/models", timeout=2)

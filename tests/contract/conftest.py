@@ -202,12 +202,14 @@ async def start_gateway(
     port: int | None = None,
     backoff_initial: float = 1.0,
     entry: Path = ENTRY,
+    providers: dict[str, Any] | None = None,
 ) -> RunningGateway:
     """Write our headless config for the offline model and start the real gateway; returns once hello-ok.
 
     Pass `home` to start on an existing OpenClaw home (a restored state dir): its openclaw.json is
     rewritten for this port and model, everything else is used as found. Pass `entry` to run another
-    copy of the pinned OpenClaw (a trimmed one) with the same Node.
+    copy of the pinned OpenClaw (a trimmed one) with the same Node. `providers` are added to the config's
+    models.providers, beside the offline model.
     """
     require_runtime()
     home = home or tmp_path / "home"
@@ -217,6 +219,7 @@ async def start_gateway(
         folder.mkdir(parents=True, exist_ok=True)
     choice = ModelChoice("offline", "offline-model", base_url=model_url)
     config = build_config(choice, port=port, workspace=workspace, log_file=tmp_path / "logs" / "openclaw.log")
+    config["models"]["providers"].update(providers or {})
     write_config(home / ".openclaw" / "openclaw.json", config)
     token = secrets.token_urlsafe(32)
     env = gateway_environment(os.environ, home=home, cache_dir=tmp_path / "cache", token=token, secrets={})
