@@ -314,7 +314,14 @@ async def _get(host: str, port: int, path: str) -> tuple[int, str]:
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n".encode())
         await writer.drain()
-        answer = await reader.read(_MAX_PROBE_BYTES)
+        # Until the server closes (Connection: close) or the cap: one read returns only what has arrived,
+        # and a server that writes its head and body separately would leave the body out of the answer.
+        answer = b""
+        while len(answer) < _MAX_PROBE_BYTES:
+            chunk = await reader.read(_MAX_PROBE_BYTES - len(answer))
+            if not chunk:
+                break
+            answer += chunk
     finally:
         writer.close()
         with contextlib.suppress(OSError):

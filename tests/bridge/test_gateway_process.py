@@ -81,6 +81,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def port_accepts(port: int) -> bool:
+    """Whether something accepts a TCP connection on the loopback port."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def readiness_server(port: int, ready_after: float) -> str:
     """A child that listens at once but answers /readyz 503 (as the gateway does) until ready_after s."""
     return (
@@ -315,6 +321,9 @@ async def test_ready_times_out_with_what_readyz_still_reports(tmp_path: Path) ->
     port = free_port()
     process = gateway(readiness_server(port, 3600), capture, tmp_path)
     await process.start()
+    # (its server must be listening before the short wait starts: a Python child on a busy machine can take
+    # longer than the whole timeout to start, and the error would then have no /readyz answer to report)
+    await eventually(lambda: port_accepts(port))
 
     # When / Then: the error names the port and what the gateway said was still failing
     try:
