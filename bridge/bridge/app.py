@@ -205,7 +205,8 @@ class Bridge:
         the stand-in model the first turn is rehearsed on; compile-cache: the wait for the compile cache,
         prepared when the image was built, to be in the gateway's TMPDIR (its copy began with the boot)."""
         async with self.phases.timed("config"):
-            stand_in = self.stand_in = StandInModel()
+            # Below the gateway's port: OpenClaw derives its own helpers' ports above it (browser control +2).
+            stand_in = self.stand_in = StandInModel.preferring(max(self.cfg.gateway_port - 1, 0))
             stand_in.start()
             token, env = openclaw_home.prepare(self.cfg, choice, api_keys, stand_in)
         async with self.phases.timed("compile-cache"):

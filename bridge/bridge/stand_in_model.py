@@ -21,11 +21,24 @@ class StandInModel(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _StandInHandler)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _StandInHandler)
         self._thread = threading.Thread(target=self.serve_forever, name="stand-in-model", daemon=True)
         self.requests = 0
         """How many completions it answered."""
+
+    @classmethod
+    def preferring(cls, port: int) -> StandInModel:
+        """One on `port` if it is free, else on any free port.
+
+        The same port at every boot keeps openclaw.json the same from one task to the next, and OpenClaw
+        skips its state migrations (2-3 s) on a restored home only while a hash of its config is unchanged;
+        a port taken by something else only costs that time, never the boot.
+        """
+        try:
+            return cls(port)
+        except OSError:
+            return cls(0)
 
     @property
     def url(self) -> str:

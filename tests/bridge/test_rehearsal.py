@@ -158,3 +158,23 @@ def test_the_stand_in_model_streams_a_short_answer_and_counts_what_it_answered()
     assert json.loads(events[0][6:])["choices"][0]["delta"]["content"] == "ok"
     assert events[-1] == "data: [DONE]" and model.requests == 1
     assert "apiKey" not in entry and entry["models"][0]["id"] == MODEL_ID
+
+
+def test_the_stand_in_keeps_its_port_from_boot_to_boot_and_takes_any_when_that_one_is_busy() -> None:
+    # Given a free port (OpenClaw skips its state migrations only while openclaw.json is unchanged)
+    with StandInModel() as probe:
+        port = probe.server_address[1]
+
+    # When two boots, one after the other, ask for it
+    with StandInModel.preferring(port) as first:
+        first_entry = provider_entry(first)
+    with StandInModel.preferring(port) as second:
+        second_entry = provider_entry(second)
+
+        # And a third asks while the second still holds it
+        with StandInModel.preferring(port) as third:
+            third_url = third.url
+
+    # Then both boots wrote the same entry, and the third still got a stand-in, elsewhere
+    assert first_entry == second_entry and first_entry["baseUrl"] == f"http://127.0.0.1:{port}/v1"
+    assert third_url != second_entry["baseUrl"] and third_url.startswith("http://127.0.0.1:")
