@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,12 @@ class MotoServer:
         """Start it and create what the stack would."""
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self.server.start()
+        # moto's threaded server keeps its state in the process's backends, shared by every server a worker
+        # starts: a module's fixture set up again later in the same worker (pytest -n hands out tests one
+        # at a time, longest first) would find the previous one's tables. Each server starts empty.
+        urllib.request.urlopen(
+            urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=30
+        )
         self.tables = create_tables(self.client("dynamodb"), load_template(), TABLE_PREFIX)
         s3 = self.client("s3")
         s3.create_bucket(Bucket=self.bucket)
