@@ -38,14 +38,24 @@ UNKNOWN_LONG_SECONDS = 60.0
 RECORDED_MIN_SECONDS = 1.0
 """Shorter tests are left out of the table: they count as nothing, in collection order."""
 
-SHARED_FIXTURE_MODULES = frozenset({"tests/contract/test_gateway_smoke.py"})
-"""Modules whose tests share one expensive fixture: one worker runs them all."""
+SHARED_FIXTURE_MODULES = frozenset(
+    {
+        "tests/contract/test_gateway_smoke.py",  # one gateway for all its tests
+        "tests/contract/test_trimmed_tree.py",  # one trimmed copy of the OpenClaw tree (~35 s to make)
+    }
+)
+"""Modules whose tests share one expensive module-scoped fixture: one worker runs them all, so it is made
+once (split, pytest makes it again each time the worker comes back to the module)."""
+
+SHARED_FIXTURE_FOLDERS = ("tests/e2e/browser/",)
+"""Folders whose every module shares one: the browser tests' local stack (`shared_stack`, ~7 s to start)."""
 
 
 def scope_of(nodeid: str) -> str:
     """The unit of work a test belongs to: its module when the module shares a fixture, else itself."""
     module = nodeid.split("::", 1)[0]
-    return module if module in SHARED_FIXTURE_MODULES else nodeid
+    shared = module in SHARED_FIXTURE_MODULES or module.startswith(SHARED_FIXTURE_FOLDERS)
+    return module if shared else nodeid
 
 
 def load_durations(path: Path = DURATIONS) -> dict[str, float]:

@@ -92,3 +92,19 @@ def test_the_recorder_writes_what_the_scheduler_reads_and_a_broken_table_only_lo
     # And a damaged table gives no durations rather than an error
     table.write_text("{not json")
     assert load_durations(table) == {}
+
+
+def test_the_tests_of_a_browser_module_share_its_stack_and_other_end_to_end_tests_stand_alone() -> None:
+    # Given two tests of a browser module (one local stack per module) and two of another e2e module
+    chat = "tests/e2e/browser/test_web_chat.py"
+    stack = "tests/e2e/test_local_stack.py"
+
+    # When they are grouped into units of work
+    units = dict(_units(f"{chat}::one", f"{stack}::a", f"{chat}::two", f"{stack}::b"))
+
+    # Then the browser module is one unit and each other test its own
+    assert units == {
+        chat: {f"{chat}::one": False, f"{chat}::two": False},
+        f"{stack}::a": {f"{stack}::a": False},
+        f"{stack}::b": {f"{stack}::b": False},
+    }
